@@ -1,0 +1,270 @@
+"""grid-scheduler: run the service, or talk to one.
+
+Human tables by default; ``--json`` prints the API's messages as JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from grid_scheduler._proto.v1 import placement_pb2 as ppb
+from grid_scheduler._proto.v1 import topology_pb2 as tpb
+from grid_scheduler.client import DEFAULT_ADDRESS, Client
+from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
+from grid_scheduler.model import JobState
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # piped into head: not an error
+        sys.stderr.close()
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grid-scheduler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC scheduler")
+    serve.add_argument("--grid", default=str(DEFAULT_GRID), help="grid file (default: the example grid)")
+    serve.add_argument("--policy", default=None, help="policy file (default: built-in weights)")
+    serve.add_argument("--address", default=DEFAULT_ADDRESS)
+    serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-json", action="store_true", help="JSON logs even in a terminal")
+    serve.set_defaults(run=_serve)
+
+    def client_command(name: str, run: Callable[[argparse.Namespace, Client], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--address", default=DEFAULT_ADDRESS)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(run=lambda a: _with_client(a, run))
+        return p
+
+    p = client_command("submit", _submit, "submit a job file (YAML)")
+    p.add_argument("file")
+    p.add_argument("--request-id", default="", help="idempotency key: resubmitting returns the same job")
+    p.add_argument("--full", action="store_true", help="reasons for every site not chosen")
+    p = client_command("explain", _explain, "dry run: where a job file would go now, and why not elsewhere")
+    p.add_argument("file")
+    p = client_command("jobs", _jobs, "list jobs")
+    p.add_argument("--state", action="append", choices=[s.value for s in JobState], default=[])
+    p = client_command("job", _job, "show one job")
+    p.add_argument("id")
+    p.add_argument("--full", action="store_true", help="reasons for every site (a waiting job: as of now)")
+    p = client_command("cancel", _cancel, "cancel a job")
+    p.add_argument("id")
+    p = client_command("complete", _complete, "report a running job finished")
+    p.add_argument("id")
+    p = client_command("watch", _watch, "stream job events")
+    p.add_argument("--job", default="")
+    p.add_argument("--from-start", action="store_true")
+    client_command("sites", _sites, "sites, pools and power")
+    client_command("capacity", _capacity, "fleet capacity by site, jurisdiction, tier and GPU type")
+    p = client_command("drain", _drain, "stop new work landing in a pool")
+    p.add_argument("pool")
+    p = client_command("undrain", _undrain, "let new work land in a pool again")
+    p.add_argument("pool")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from grid_scheduler.logging import configure
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.server import serve_forever, start_server
+
+    configure(args.log_level, json=True if args.log_json else None)
+    scheduler = Scheduler(load_grid(args.grid), load_policy(args.policy))
+    serve_forever(start_server(scheduler, args.address, args.workers))
+    return 0
+
+
+def _with_client(args: argparse.Namespace, run: Callable[[argparse.Namespace, Client], int]) -> int:
+    with Client(args.address) as client:
+        return run(args, client)
+
+
+def _print_json(message: Message) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _state(value: int) -> str:
+    return ppb.JobState.Name(value).removeprefix("JOB_STATE_").lower()
+
+
+def _code(value: int) -> str:
+    return ppb.ReasonCode.Name(value).removeprefix("REASON_CODE_").lower()
+
+
+def _show_job(job: ppb.Job) -> None:
+    print(f"job {job.id}  {job.spec.name}  tenant={job.spec.tenant}  state={_state(job.state)}")
+    if job.HasField("placement"):
+        _show_placement(job.placement)
+    if job.HasField("waiting"):
+        counts = ", ".join(f"{k}: {v} sites" for k, v in sorted(job.waiting.site_counts.items()))
+        print(f"waiting: {counts}")
+        for line in job.waiting.summary:
+            print(f"  - {line}")
+    _show_reasons(job.reasons)
+
+
+def _show_placement(placement: ppb.Placement) -> None:
+    _table(
+        [[a.site_id, a.pool_id, a.gpu_type, a.gpus, f"{a.power_kw / 1000:.3f}"] for a in placement.assignments],
+        ["site", "pool", "gpu", "gpus", "power_mw"],
+    )
+    s = placement.score
+    print(f"score {s.total:.4f} = latency {s.latency:.4f} + carbon {s.carbon:.4f} + energy_price "
+          f"{s.energy_price:.4f} + packing {s.packing:.4f} + data_movement {s.data_movement:.4f}")
+    for e in placement.endpoint_latencies:
+        print(f"  {e.endpoint_id} -> {e.site_id}: {e.latency_ms:.1f} ms")
+    print(f"carbon {placement.carbon_kg_per_hour:.1f} kg/h, energy cost {placement.energy_cost_per_hour:.1f} /h")
+
+
+def _show_reasons(reasons: Sequence[ppb.Reason]) -> None:
+    if reasons:
+        print("why not elsewhere:")
+        _table([[r.site_id, r.pool_id, _code(r.code), r.message] for r in reasons],
+               ["site", "pool", "reason", "detail"])
+
+
+def _submit(args: argparse.Namespace, client: Client) -> int:
+    response = client.submit(load_job(args.file), args.request_id, args.full)
+    if args.json:
+        _print_json(response)
+    else:
+        if not response.created:
+            print("(same request_id as an earlier submission: that job is returned)")
+        _show_job(response.job)
+    return 0
+
+
+def _explain(args: argparse.Namespace, client: Client) -> int:
+    response = client.explain(load_job(args.file))
+    if args.json:
+        _print_json(response)
+        return 0
+    print("would be placed now (dry run, nothing reserved):" if response.placeable else "would wait:")
+    if response.placeable:
+        _show_placement(response.placement)
+    else:
+        for line in response.waiting.summary:
+            print(f"  - {line}")
+    _show_reasons(response.reasons)
+    return 0
+
+
+def _jobs(args: argparse.Namespace, client: Client) -> int:
+    states = tuple(JobState(s) for s in args.state)
+    jobs = list(client.list_jobs(states))
+    if args.json:
+        _print_json(ppb.ListJobsResponse(jobs=jobs))
+        return 0
+    _table(
+        [[j.id, j.spec.name, j.spec.tenant, _state(j.state), j.placement.assignments[0].site_id
+          if j.placement.assignments else "-", sum(a.gpus for a in j.placement.assignments)] for j in jobs],
+        ["id", "name", "tenant", "state", "site", "gpus"],
+    )
+    return 0
+
+
+def _job(args: argparse.Namespace, client: Client) -> int:
+    job = client.get_job(args.id, args.full)
+    _print_json(job) if args.json else _show_job(job)
+    return 0
+
+
+def _cancel(args: argparse.Namespace, client: Client) -> int:
+    job = client.cancel(args.id)
+    _print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
+    return 0
+
+
+def _complete(args: argparse.Namespace, client: Client) -> int:
+    job = client.complete(args.id)
+    _print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
+    return 0
+
+
+def _watch(args: argparse.Namespace, client: Client) -> int:
+    for event in client.watch(args.job, from_start=args.from_start):
+        if args.json:
+            print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+        else:
+            print(f"{event.sequence:>6} {event.job_id} {_state(event.state):<9} {event.message}", flush=True)
+    return 0
+
+
+def _sites(args: argparse.Namespace, client: Client) -> int:
+    sites = client.sites()
+    if args.json:
+        _print_json(tpb.ListSitesResponse(sites=sites))
+        return 0
+    rows = []
+    for s in sites:
+        free = sum(p.free_gpus for p in s.pools)
+        total = sum(p.total_gpus for p in s.pools)
+        drained = sum(p.drained_gpus for p in s.pools)
+        rows.append([s.id, tpb.Tier.Name(s.tier).removeprefix("TIER_").lower(), ",".join(s.jurisdictions),
+                     f"{s.power_used_mw:.1f}/{s.power_envelope_mw:g}", total, free, drained,
+                     " ".join(sorted({p.gpu_type for p in s.pools}))])
+    _table(rows, ["site", "tier", "jurisdictions", "power_mw used/envelope", "gpus", "free", "drained", "types"])
+    return 0
+
+
+def _capacity(args: argparse.Namespace, client: Client) -> int:
+    cap = client.capacity()
+    if args.json:
+        _print_json(cap)
+        return 0
+    for title, rows in (("fleet", [cap.fleet]), ("by tier", cap.by_tier), ("by jurisdiction", cap.by_jurisdiction),
+                        ("by GPU type", cap.by_gpu_type), ("by site", cap.by_site)):
+        print(f"\n{title}")
+        _table([[r.key, r.total_gpus, r.used_gpus, r.free_gpus, r.drained_gpus,
+                 f"{r.power_used_mw:.1f}/{r.power_envelope_mw:g}" if r.power_envelope_mw else "-"] for r in rows],
+               ["key", "gpus", "used", "free", "drained", "power_mw used/envelope"])
+    return 0
+
+
+def _drain(args: argparse.Namespace, client: Client) -> int:
+    pool = client.drain(args.pool)
+    _print_json(pool) if args.json else print(f"pool {pool.id} drained ({pool.used_gpus} GPUs still in use)")
+    return 0
+
+
+def _undrain(args: argparse.Namespace, client: Client) -> int:
+    pool = client.undrain(args.pool)
+    _print_json(pool) if args.json else print(f"pool {pool.id} open: {pool.free_gpus} GPUs free")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

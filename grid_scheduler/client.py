@@ -1,0 +1,119 @@
+"""A typed Python client for the grid-scheduler gRPC API (used by the CLI and the examples)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grid_scheduler._proto.v1 import placement_pb2 as ppb
+from grid_scheduler._proto.v1 import placement_pb2_grpc
+from grid_scheduler._proto.v1 import topology_pb2 as tpb
+from grid_scheduler._proto.v1 import topology_pb2_grpc
+from grid_scheduler.model import JobSpec, JobState
+from grid_scheduler.service.convert import STATE_TO_PB, spec_to_pb
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class Client:
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.timeout_s = timeout_s
+        self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)
+        self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # --- jobs ------------------------------------------------------------------
+    def submit(self, spec: JobSpec | ppb.JobSpec, request_id: str = "", full: bool = False) -> ppb.SubmitJobResponse:
+        view = ppb.JOB_VIEW_FULL if full else ppb.JOB_VIEW_BASIC
+        request = ppb.SubmitJobRequest(spec=_pb_spec(spec), request_id=request_id, view=view)
+        response: ppb.SubmitJobResponse = self.placement.SubmitJob(request, timeout=self.timeout_s)
+        return response
+
+    def explain(self, spec: JobSpec | ppb.JobSpec) -> ppb.ExplainPlacementResponse:
+        request = ppb.ExplainPlacementRequest(spec=_pb_spec(spec))
+        response: ppb.ExplainPlacementResponse = self.placement.ExplainPlacement(request, timeout=self.timeout_s)
+        return response
+
+    def get_job(self, job_id: str, full: bool = False) -> ppb.Job:
+        view = ppb.JOB_VIEW_FULL if full else ppb.JOB_VIEW_BASIC
+        response = self.placement.GetJob(ppb.GetJobRequest(id=job_id, view=view), timeout=self.timeout_s)
+        job: ppb.Job = response.job
+        return job
+
+    def list_jobs_page(
+        self, page_size: int = 0, page_token: str = "", states: tuple[JobState, ...] = ()
+    ) -> ppb.ListJobsResponse:
+        request = ppb.ListJobsRequest(
+            page_size=page_size, page_token=page_token, states=[STATE_TO_PB[s] for s in states]
+        )
+        response: ppb.ListJobsResponse = self.placement.ListJobs(request, timeout=self.timeout_s)
+        return response
+
+    def list_jobs(self, states: tuple[JobState, ...] = (), page_size: int = 0) -> Iterator[ppb.Job]:
+        """Every job, page by page."""
+        token = ""
+        while True:
+            page = self.list_jobs_page(page_size, token, states)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, job_id: str) -> ppb.Job:
+        job: ppb.Job = self.placement.CancelJob(ppb.CancelJobRequest(id=job_id), timeout=self.timeout_s).job
+        return job
+
+    def complete(self, job_id: str) -> ppb.Job:
+        job: ppb.Job = self.placement.CompleteJob(ppb.CompleteJobRequest(id=job_id), timeout=self.timeout_s).job
+        return job
+
+    def watch(
+        self, job_id: str = "", after_sequence: int = 0, from_start: bool = False, timeout_s: float | None = None
+    ) -> Iterator[ppb.WatchJobsResponse]:
+        """A stream of job events; cancel it with ``.cancel()`` on the returned iterator."""
+        request = ppb.WatchJobsRequest(job_id=job_id, after_sequence=after_sequence, from_start=from_start)
+        stream: Iterator[ppb.WatchJobsResponse] = self.placement.WatchJobs(request, timeout=timeout_s)
+        return stream
+
+    # --- grid ------------------------------------------------------------------
+    def sites(self, tier: int = 0, jurisdiction: str = "") -> list[tpb.Site]:
+        request = tpb.ListSitesRequest(tier=tier, jurisdiction=jurisdiction)
+        return list(self.topology.ListSites(request, timeout=self.timeout_s).sites)
+
+    def endpoints(self) -> list[tpb.Endpoint]:
+        return list(self.topology.ListEndpoints(tpb.ListEndpointsRequest(), timeout=self.timeout_s).endpoints)
+
+    def capacity(self) -> tpb.GetCapacityResponse:
+        response: tpb.GetCapacityResponse = self.topology.GetCapacity(tpb.GetCapacityRequest(), timeout=self.timeout_s)
+        return response
+
+    def drain(self, pool_id: str) -> tpb.Pool:
+        pool: tpb.Pool = self.topology.DrainPool(tpb.DrainPoolRequest(pool_id=pool_id), timeout=self.timeout_s).pool
+        return pool
+
+    def undrain(self, pool_id: str) -> tpb.Pool:
+        request = tpb.UndrainPoolRequest(pool_id=pool_id)
+        pool: tpb.Pool = self.topology.UndrainPool(request, timeout=self.timeout_s).pool
+        return pool
+
+    def check_health(self, service: str = "") -> int:
+        response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
+        status: int = response.status
+        return status
+
+
+def _pb_spec(spec: JobSpec | ppb.JobSpec) -> ppb.JobSpec:
+    return spec_to_pb(spec) if isinstance(spec, JobSpec) else spec

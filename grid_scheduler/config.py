@@ -1,0 +1,57 @@
+"""Loading grid, policy and job files (YAML) into validated models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from grid_scheduler.model import Grid, JobSpec, Policy
+from grid_scheduler.model.errors import describe
+
+M = TypeVar("M", bound=BaseModel)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_GRID = EXAMPLES_DIR / "grids" / "nscale.yaml"
+
+
+class ConfigError(ValueError):
+    """A file that cannot be used, with every bad field named."""
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with path.open() as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+
+
+def parse(model: type[M], data: Any, source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: invalid {model.__name__.lower()}:\n{describe(e)}") from e
+
+
+def load_grid(path: Path | str = DEFAULT_GRID) -> Grid:
+    path = Path(path)
+    return parse(Grid, read_yaml(path), str(path))
+
+
+def load_policy(path: Path | str | None) -> Policy:
+    if path is None:
+        return Policy()
+    path = Path(path)
+    return parse(Policy, read_yaml(path) or {}, str(path))
+
+
+def load_job(path: Path | str) -> JobSpec:
+    path = Path(path)
+    return parse(JobSpec, read_yaml(path), str(path))
+
+

@@ -1,0 +1,183 @@
+"""Why not there: the reasons, with numbers, for every site a decision did not choose.
+
+Rendering sentences for hundreds of sites costs far more than deciding, so it is done
+only when someone asks (ExplainPlacement, a job's full view, a job that waits).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from grid_scheduler.engine.feasibility import Unit, demand_rows, residency_rules
+from grid_scheduler.engine.index import GridIndex
+from grid_scheduler.engine.online import Decision
+from grid_scheduler.model import Policy, Reason, ReasonCode, WaitInfo
+
+# Reasons a change of load or an operator can clear; the rest are facts of the grid.
+TRANSIENT = frozenset({ReasonCode.CAPACITY, ReasonCode.POWER, ReasonCode.HEALTH})
+
+
+def site_reasons(index: GridIndex, decision: Decision, policy: Policy) -> list[Reason]:
+    """Reasons for every site not chosen, in grid order."""
+    chosen_sites = set(decision.placement.site_ids) if decision.placement else set()
+    chosen_cost = decision.placement.score.total if decision.placement else None
+    pools_of_site: dict[int, list[int]] = {}
+    for pool, site in enumerate(decision.checks.pool_site):
+        pools_of_site.setdefault(int(site), []).append(pool)
+    reasons: list[Reason] = []
+    for s, site_id in enumerate(index.site_ids):
+        if site_id not in chosen_sites:
+            reasons.extend(_reasons_for_site(index, decision, policy, s, pools_of_site.get(s, []), chosen_cost))
+    return reasons
+
+
+def _reasons_for_site(
+    index: GridIndex,
+    decision: Decision,
+    policy: Policy,
+    s: int,
+    pools: list[int],
+    chosen_cost: float | None,
+) -> list[Reason]:
+    checks, spec = decision.checks, decision.spec
+    site = index.grid.sites[s]
+    site_id = site.id
+    out: list[Reason] = []
+    if not checks.site_residency_ok[s]:
+        tags = ", ".join(sorted(site.tags))
+        for rule, source in zip(residency_rules(spec, index, policy), _rule_sources(spec, policy), strict=True):
+            if not rule.admits(site.tags):
+                out.append(
+                    Reason(
+                        code=ReasonCode.RESIDENCY,
+                        site_id=site_id,
+                        message=f"site in {site.location.country} ({tags}); {source} requires {rule.describe()}",
+                    )
+                )
+    if not checks.site_latency_ok[s] and spec.inference is not None:
+        rows, _ = demand_rows(index, spec)
+        latency = index.topology.endpoint_site_latency_ms[rows, s]
+        nearest = int(np.argmin(latency))
+        endpoint = spec.inference.demand[nearest].endpoint
+        slo = spec.inference.latency_slo_ms
+        shown = "unreachable" if np.isinf(latency[nearest]) else f"{latency[nearest]:.1f} ms"
+        out.append(
+            Reason(
+                code=ReasonCode.LATENCY,
+                site_id=site_id,
+                endpoint_id=endpoint,
+                message=f"{shown} to {endpoint} > SLO {slo:g} ms (nearest demand endpoint)",
+                required=slo,
+                available=float(latency[nearest]),
+                unit="ms",
+            )
+        )
+    if out:
+        return out  # the site is ruled out whatever its pools hold
+    if not pools:
+        return [Reason(code=ReasonCode.CAPACITY, site_id=site_id, message="site has no GPU pools", unit="gpus")]
+    feasible_here = False
+    for p in pools:
+        pool_out = _pool_reasons(index, decision, p, site_id)
+        out.extend(pool_out)
+        feasible_here |= not pool_out
+    if checks.unit is Unit.SPLIT and not feasible_here:
+        out.extend(_split_reasons(index, decision, s, pools, site_id))
+        feasible_here = not any(r.code in TRANSIENT for r in out if r.pool_id == "")
+    if feasible_here:
+        best = float(np.min(decision.costs.total[[p for p in pools if checks.pool_feasible[p]]], initial=np.inf))
+        if chosen_cost is not None:
+            message = f"feasible, but scores {best:.3f} against the chosen {chosen_cost:.3f} (lower is better)"
+        else:
+            message = "feasible on its own, but the job as a whole could not be placed"
+        out = [Reason(code=ReasonCode.SCORE, site_id=site_id, message=message, required=chosen_cost or 0.0,
+                      available=best if np.isfinite(best) else 0.0)]
+    return out
+
+
+def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) -> list[Reason]:
+    checks, spec = decision.checks, decision.spec
+    pool_id = index.pool_ids[p]
+    gpu_type = index.pool_gpu_type[p]
+    if not checks.pool_type_ok[p]:
+        wanted = " or ".join(spec.gpus.types) or "any type"
+        if spec.gpus.min_memory_gib:
+            wanted += f" with >= {spec.gpus.min_memory_gib:g} GiB"
+        return [Reason(code=ReasonCode.GPU_TYPE, site_id=site_id, pool_id=pool_id,
+                       message=f"pool {pool_id} has {gpu_type}; job needs {wanted}")]
+    if not checks.pool_workload_ok[p]:
+        workload = "inference" if spec.kind.value == "training" else "training"
+        return [Reason(code=ReasonCode.WORKLOAD, site_id=site_id, pool_id=pool_id,
+                       message=f"pool {pool_id} is reserved for {workload}")]
+    if not checks.pool_health_ok[p]:
+        return [Reason(code=ReasonCode.HEALTH, site_id=site_id, pool_id=pool_id,
+                       message=f"pool {pool_id} is drained")]
+    if checks.unit is Unit.SPLIT:
+        return []  # capacity and power of a split job are judged per site
+    out = []
+    free = int(checks.pool_free_gpus[p])
+    if not checks.pool_capacity_ok[p]:
+        out.append(Reason(code=ReasonCode.CAPACITY, site_id=site_id, pool_id=pool_id,
+                          message=f"{free} free {gpu_type} < {checks.need_gpus} in pool {pool_id}",
+                          required=checks.need_gpus, available=free, unit="gpus"))
+    if not checks.pool_power_ok[p]:
+        out.append(_power_reason(site_id, pool_id, float(checks.site_headroom_kw[checks.pool_site[p]]),
+                                 float(checks.pool_need_kw[p])))
+    return out
+
+
+def _split_reasons(index: GridIndex, decision: Decision, s: int, pools: list[int], site_id: str) -> list[Reason]:
+    checks = decision.checks
+    eligible = [p for p in pools if checks.pool_eligible[p]]
+    if not eligible:
+        return []
+    free = int(sum(int(checks.pool_free_gpus[p]) for p in eligible))
+    if free < checks.need_gpus:
+        return [Reason(code=ReasonCode.CAPACITY, site_id=site_id,
+                       message=f"{free} free eligible GPUs across the site's pools < {checks.need_gpus}",
+                       required=checks.need_gpus, available=free, unit="gpus")]
+    cheapest_kw = checks.need_gpus * float(min(index.pool_kw_per_gpu[p] for p in eligible))
+    return [_power_reason(site_id, "", float(checks.site_headroom_kw[s]), cheapest_kw)]
+
+
+def _power_reason(site_id: str, pool_id: str, headroom_kw: float, need_kw: float) -> Reason:
+    return Reason(code=ReasonCode.POWER, site_id=site_id, pool_id=pool_id,
+                  message=f"{max(headroom_kw, 0) / 1000:.2f} MW headroom < {need_kw / 1000:.2f} MW needed",
+                  required=need_kw / 1000, available=max(headroom_kw, 0) / 1000, unit="MW")
+
+
+def _rule_sources(spec, policy: Policy) -> list[str]:  # type: ignore[no-untyped-def]
+    """Who each residency rule comes from, in the order residency_rules lists them."""
+    sources = ["job"]
+    if spec.tenant in policy.tenant_residency:
+        sources.append(f"tenant {spec.tenant} policy")
+    sources.extend(f"dataset {d}" for d in spec.datasets)
+    return sources
+
+
+def wait_info(index: GridIndex, decision: Decision, policy: Policy, limit: int = 3) -> WaitInfo:
+    """Why the job is not placed: sites per reason, and the few sentences that matter most."""
+    reasons = site_reasons(index, decision, policy)
+    codes_by_site: dict[str, set[str]] = {}
+    for r in reasons:
+        codes_by_site.setdefault(r.site_id, set()).add(r.code.value)
+    counts = Counter(code for codes in codes_by_site.values() for code in codes)
+    summary: list[str] = []
+    if decision.uncovered_endpoints:
+        summary.append("no replica can serve " + ", ".join(decision.uncovered_endpoints) + " within the SLO")
+    # The sites closest to working: those held back only by load or health, smallest shortfall first.
+    # (A site ruled out by residency or latency gets no pool reasons, so any transient reason
+    # belongs to a site that could take the job once capacity frees.)
+    near = [r for r in reasons if r.code in TRANSIENT]
+    near.sort(key=lambda r: (-(r.available / r.required) if r.required else 0.0, r.site_id, r.pool_id))
+    summary.extend(f"{r.site_id}: {r.code.value}: {r.message}" for r in near[:limit])
+    if not near:
+        first_per_site: dict[str, Reason] = {}
+        for r in reasons:
+            if r.code is not ReasonCode.SCORE:
+                first_per_site.setdefault(r.site_id, r)
+        others = list(first_per_site.values())
+        summary.extend(f"{r.site_id}: {r.code.value}: {r.message}" for r in others[:limit])
+    return WaitInfo(site_counts=dict(sorted(counts.items())), summary=summary)

@@ -1,0 +1,124 @@
+"""Hard constraints: which sites and pools may take a job, and the numbers behind each no.
+
+Every check is kept as its own array so that an explanation can say *which* rule
+failed and by how much, not only that a pool was masked out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+
+import numpy as np
+
+from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
+from grid_scheduler.model import JobKind, JobSpec, Policy, ResidencyRule
+
+
+class Unit(Enum):
+    """What must fit inside one pool."""
+
+    GANG = "gang"  # the whole job, in one pool
+    SPLIT = "split"  # the whole job, across pools of one site
+    REPLICA = "replica"  # one inference replica per pool slot
+
+
+def unit_of(spec: JobSpec) -> Unit:
+    if spec.kind is JobKind.INFERENCE:
+        return Unit.REPLICA
+    return Unit.GANG if spec.gang else Unit.SPLIT
+
+
+def residency_rules(spec: JobSpec, index: GridIndex, policy: Policy) -> tuple[ResidencyRule, ...]:
+    """The job's own rule, its tenant's rule, and the rule of every dataset it reads."""
+    rules = [spec.residency]
+    tenant_rule = policy.tenant_residency.get(spec.tenant)
+    if tenant_rule is not None:
+        rules.append(tenant_rule)
+    rules.extend(index.grid.dataset_by_id[d].residency for d in spec.datasets)
+    return tuple(rules)
+
+
+@dataclass(frozen=True)
+class Checks:
+    unit: Unit
+    need_gpus: int  # per pool slot: the job (GANG, SPLIT) or one replica (REPLICA)
+    site_residency_ok: BoolArray
+    site_latency_ok: BoolArray  # inference: the site is within SLO of at least one demand endpoint
+    pool_type_ok: BoolArray
+    pool_workload_ok: BoolArray
+    pool_health_ok: BoolArray
+    pool_free_gpus: IntArray
+    site_headroom_kw: FloatArray
+    pool_need_kw: FloatArray  # power one slot draws in this pool
+    pool_site: IntArray
+
+    @cached_property
+    def pool_static_ok(self) -> BoolArray:
+        """Passes every rule that no change of load can change."""
+        site_ok = self.site_residency_ok & self.site_latency_ok
+        return np.asarray(site_ok[self.pool_site] & self.pool_type_ok & self.pool_workload_ok)
+
+    @cached_property
+    def pool_eligible(self) -> BoolArray:
+        return np.asarray(self.pool_static_ok & self.pool_health_ok)
+
+    @cached_property
+    def pool_capacity_ok(self) -> BoolArray:
+        return np.asarray(self.pool_free_gpus >= self.need_gpus)
+
+    @cached_property
+    def pool_power_ok(self) -> BoolArray:
+        # A small tolerance: kW figures are sums of floats.
+        return np.asarray(self.site_headroom_kw[self.pool_site] + 1e-6 >= self.pool_need_kw)
+
+    @cached_property
+    def pool_feasible(self) -> BoolArray:
+        return np.asarray(self.pool_eligible & self.pool_capacity_ok & self.pool_power_ok)
+
+
+def compute_checks(
+    index: GridIndex,
+    usage: Usage,
+    spec: JobSpec,
+    policy: Policy,
+    capacity_gpus: IntArray | None = None,
+) -> Checks:
+    """Checks against ``usage``; ``capacity_gpus`` defaults to the healthy GPUs per pool."""
+    capacity = index.pool_healthy_gpus if capacity_gpus is None else capacity_gpus
+    unit = unit_of(spec)
+    need_gpus = spec.gpus.count if unit is not Unit.SPLIT else spec.total_gpus
+    site_latency_ok = (
+        latency_coverage(index, spec).any(axis=0)
+        if spec.inference is not None
+        else np.ones(len(index.site_ids), dtype=np.bool_)
+    )
+    return Checks(
+        unit=unit,
+        need_gpus=need_gpus,
+        site_residency_ok=index.residency_mask(residency_rules(spec, index, policy)),
+        site_latency_ok=site_latency_ok,
+        pool_type_ok=index.gpu_type_mask(tuple(spec.gpus.types), spec.gpus.min_memory_gib),
+        pool_workload_ok=index.training_pools if spec.kind is JobKind.TRAINING else index.inference_pools,
+        pool_health_ok=~usage.pool_drained & (capacity > 0),
+        pool_free_gpus=np.maximum(capacity - usage.pool_used_gpus, 0),
+        site_headroom_kw=index.site_envelope_kw - usage.site_used_kw,
+        pool_need_kw=index.pool_kw_per_gpu * need_gpus,
+        pool_site=index.pool_site,
+    )
+
+
+def demand_rows(index: GridIndex, spec: JobSpec) -> tuple[IntArray, FloatArray]:
+    """Row of each demand endpoint in the latency matrix, and its traffic weight."""
+    assert spec.inference is not None
+    rows = [index.topology.endpoint_ids.index(d.endpoint) for d in spec.inference.demand]
+    weights = [d.weight for d in spec.inference.demand]
+    return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float64)
+
+
+def latency_coverage(index: GridIndex, spec: JobSpec) -> BoolArray:
+    """[demand endpoint, site]: is the site within the SLO of that endpoint."""
+    assert spec.inference is not None
+    rows, _ = demand_rows(index, spec)
+    return np.asarray(index.topology.endpoint_site_latency_ms[rows] <= spec.inference.latency_slo_ms)

@@ -1,0 +1,182 @@
+"""The online path: place one job now, on a snapshot of the ledger.
+
+Filter with the feasibility arrays, score with the cost arrays, pick the cheapest.
+Ties go to the pool listed first in the grid, so the same input always gives the
+same decision.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, demand_rows, latency_coverage
+from grid_scheduler.engine.index import GridIndex, IntArray, Usage
+from grid_scheduler.engine.scoring import PoolCosts, pool_costs
+from grid_scheduler.model import Assignment, JobSpec, Placement, Policy
+from grid_scheduler.model.placement import EndpointLatency
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A placement or none, with everything needed to explain it."""
+
+    spec: JobSpec
+    checks: Checks
+    costs: PoolCosts
+    placement: Placement | None
+    # Inference: demand endpoints the chosen replicas could not serve within the SLO.
+    uncovered_endpoints: tuple[str, ...] = ()
+
+
+def decide(
+    index: GridIndex,
+    usage: Usage,
+    spec: JobSpec,
+    policy: Policy,
+    capacity_gpus: IntArray | None = None,
+) -> Decision:
+    checks = compute_checks(index, usage, spec, policy, capacity_gpus)
+    costs = pool_costs(index, checks, spec, policy)
+    if checks.unit is Unit.REPLICA:
+        return _place_replicas(index, spec, policy, checks, costs)
+    pools_gpus = _place_gang(checks, costs)
+    if pools_gpus is None and checks.unit is Unit.SPLIT:
+        pools_gpus = _place_split(index, checks, costs)
+    placement = _placement(index, spec, policy, costs, pools_gpus) if pools_gpus else None
+    return Decision(spec, checks, costs, placement)
+
+
+def could_ever_place(index: GridIndex, spec: JobSpec, policy: Policy) -> Decision:
+    """The decision on an empty grid with every node healthy: if this fails, waiting is pointless."""
+    return decide(index, Usage.empty(index), spec, policy, capacity_gpus=index.pool_total_gpus)
+
+
+def _place_gang(checks: Checks, costs: PoolCosts) -> list[tuple[int, int]] | None:
+    feasible = checks.pool_feasible
+    if not feasible.any():
+        return None
+    pool = int(np.argmin(np.where(feasible, costs.total, np.inf)))
+    return [(pool, checks.need_gpus)]
+
+
+def _place_split(index: GridIndex, checks: Checks, costs: PoolCosts) -> list[tuple[int, int]] | None:
+    """Fill the cheapest pools of one site; the site whose fill costs least wins."""
+    eligible = checks.pool_eligible & (checks.pool_free_gpus > 0)
+    free = np.where(eligible, checks.pool_free_gpus, 0)
+    site_free = np.bincount(checks.pool_site, weights=free, minlength=len(index.site_ids))
+    best: tuple[float, list[tuple[int, int]]] | None = None
+    total_cost = costs.total
+    for site in np.flatnonzero(site_free >= checks.need_gpus):
+        pools = np.flatnonzero(eligible & (checks.pool_site == site))
+        pools = pools[np.argsort(total_cost[pools], kind="stable")]
+        remaining, kw, fill = checks.need_gpus, 0.0, []
+        for pool in pools:
+            take = int(min(remaining, free[pool]))
+            fill.append((int(pool), take))
+            kw += take * float(index.pool_kw_per_gpu[pool])
+            remaining -= take
+            if remaining == 0:
+                break
+        if kw > checks.site_headroom_kw[site] + 1e-6:
+            continue
+        cost = sum(total_cost[p] * g for p, g in fill) / checks.need_gpus
+        if best is None or cost < best[0] - _EPS:
+            best = (cost, fill)
+    return best[1] if best else None
+
+
+def _place_replicas(
+    index: GridIndex, spec: JobSpec, policy: Policy, checks: Checks, costs: PoolCosts
+) -> Decision:
+    """Greedy covering: each replica goes where it serves the most unserved demand, then
+    extra replicas go where each would carry the most demand; ties to the cheaper pool."""
+    assert spec.inference is not None
+    cover = latency_coverage(index, spec)  # [demand, site]
+    _, weights = demand_rows(index, spec)
+    per_replica = checks.need_gpus
+    site = checks.pool_site
+    free = np.where(checks.pool_eligible, checks.pool_free_gpus, 0)
+    headroom = checks.site_headroom_kw.copy()
+    need_kw = checks.pool_need_kw
+    total_cost = costs.total
+    uncovered = np.ones(len(weights), dtype=np.bool_)
+    covered_weight = weights @ cover  # demand each site can serve
+    replicas_at_site = np.zeros(len(headroom), dtype=np.float64)
+    chosen: Counter[int] = Counter()
+    for _ in range(spec.inference.replicas):
+        slot_ok = (free >= per_replica) & (headroom[site] + 1e-6 >= need_kw)
+        if uncovered.any():
+            gain = ((weights * uncovered) @ cover)[site]
+        else:
+            load = covered_weight / (replicas_at_site + 1.0)
+            gain = load[site]
+        gain = np.where(slot_ok, gain, 0.0)
+        best_gain = gain.max(initial=0.0)
+        if best_gain <= 0:
+            break
+        pool = int(np.argmin(np.where(gain >= best_gain - _EPS, total_cost, np.inf)))
+        chosen[pool] += 1
+        replicas_at_site[site[pool]] += 1
+        free[pool] -= per_replica
+        headroom[site[pool]] -= need_kw[pool]
+        uncovered &= ~cover[:, site[pool]]
+    placed = sum(chosen.values())
+    uncovered_ids = tuple(d.endpoint for d, u in zip(spec.inference.demand, uncovered, strict=True) if u)
+    if placed < spec.inference.replicas or uncovered_ids:
+        return Decision(spec, checks, costs, None, uncovered_ids)
+    pools_gpus = [(pool, n * per_replica) for pool, n in sorted(chosen.items())]
+    return Decision(spec, checks, costs, _placement(index, spec, policy, costs, pools_gpus))
+
+
+def _placement(
+    index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCosts, pools_gpus: list[tuple[int, int]]
+) -> Placement:
+    grid = index.grid
+    assignments = []
+    carbon_kg_per_hour = 0.0
+    cost_per_hour = 0.0
+    for pool, gpus in pools_gpus:
+        site = grid.sites[int(index.pool_site[pool])]
+        power_kw = gpus * float(index.pool_kw_per_gpu[pool])
+        assignments.append(
+            Assignment(
+                site_id=site.id,
+                pool_id=index.pool_ids[pool],
+                gpu_type=index.pool_gpu_type[pool],
+                gpus=gpus,
+                power_kw=power_kw,
+            )
+        )
+        carbon_kg_per_hour += power_kw * site.carbon_g_per_kwh / 1000.0
+        cost_per_hour += power_kw / 1000.0 * site.energy_price_per_mwh
+    terms = costs.terms_at([p for p, _ in pools_gpus], [g for _, g in pools_gpus])
+    endpoint_latencies: list[EndpointLatency] = []
+    if spec.inference is not None:
+        rows, weights = demand_rows(index, spec)
+        sites = sorted({int(index.pool_site[p]) for p, _ in pools_gpus})
+        latency = index.topology.endpoint_site_latency_ms[np.ix_(rows, sites)]
+        nearest = latency.argmin(axis=1)
+        for d, demand in enumerate(spec.inference.demand):
+            endpoint_latencies.append(
+                EndpointLatency(
+                    endpoint_id=demand.endpoint,
+                    site_id=index.site_ids[sites[nearest[d]]],
+                    latency_ms=float(latency[d, nearest[d]]),
+                )
+            )
+        # The latency term of a deployment is what its users see: each endpoint to its nearest replica.
+        served = np.minimum(latency.min(axis=1) / spec.inference.latency_slo_ms, 1.0)
+        latency_term = policy.weights.latency * float(weights @ served / weights.sum())
+        terms = terms.model_copy(update={"latency": latency_term})
+    return Placement(
+        assignments=assignments,
+        score=terms,
+        endpoint_latencies=endpoint_latencies,
+        carbon_kg_per_hour=carbon_kg_per_hour,
+        energy_cost_per_hour=cost_per_hour,
+    )

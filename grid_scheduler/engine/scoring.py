@@ -1,0 +1,77 @@
+"""Soft objectives: a cost per pool, kept as separate terms so a decision can be explained.
+
+Each term is scaled to [0, 1] before the policy's weight multiplies it, so weights
+compare like with like: carbon and price relative to the grid's worst site, latency
+relative to the SLO, packing as the share of the pool left idle, data movement as
+t / (t + 1) of the transfer time in hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from grid_scheduler.engine.feasibility import Checks, demand_rows
+from grid_scheduler.engine.index import FloatArray, GridIndex
+from grid_scheduler.model import JobSpec, Policy, ScoreTerms
+
+
+@dataclass(frozen=True)
+class PoolCosts:
+    """Weighted cost terms per pool; lower is better."""
+
+    latency: FloatArray
+    carbon: FloatArray
+    energy_price: FloatArray
+    packing: FloatArray
+    data_movement: FloatArray
+
+    @property
+    def total(self) -> FloatArray:
+        return np.asarray(self.latency + self.carbon + self.energy_price + self.packing + self.data_movement)
+
+    def terms_at(self, pools: list[int], gpus: list[int]) -> ScoreTerms:
+        """GPU-weighted mean of each term over the pools of a placement."""
+        share = np.asarray(gpus, dtype=np.float64) / max(sum(gpus), 1)
+        idx = np.asarray(pools, dtype=np.int64)
+        return ScoreTerms(
+            latency=float(share @ self.latency[idx]),
+            carbon=float(share @ self.carbon[idx]),
+            energy_price=float(share @ self.energy_price[idx]),
+            packing=float(share @ self.packing[idx]),
+            data_movement=float(share @ self.data_movement[idx]),
+        )
+
+
+def site_data_movement(index: GridIndex, spec: JobSpec) -> FloatArray:
+    """Per site, t / (t + 1) of the hours to bring every dataset the job reads."""
+    hours = np.zeros(len(index.site_ids), dtype=np.float64)
+    for dataset_id in spec.datasets:
+        hours = hours + index.dataset_transfer_hours(dataset_id)
+    return np.asarray(np.where(np.isinf(hours), 1.0, hours / (hours + 1.0)))
+
+
+def site_latency(index: GridIndex, spec: JobSpec) -> FloatArray:
+    """Per site, demand-weighted latency to the demand endpoints as a share of the SLO (capped at 1)."""
+    if spec.inference is None:
+        return np.zeros(len(index.site_ids), dtype=np.float64)
+    rows, weights = demand_rows(index, spec)
+    ratio = np.minimum(index.topology.endpoint_site_latency_ms[rows] / spec.inference.latency_slo_ms, 1.0)
+    return np.asarray(weights @ ratio / weights.sum())
+
+
+def pool_costs(index: GridIndex, checks: Checks, spec: JobSpec, policy: Policy) -> PoolCosts:
+    w = policy.weights
+    site = checks.pool_site
+    capacity = np.maximum(index.pool_healthy_gpus, 1)
+    idle_after = np.clip((checks.pool_free_gpus - checks.need_gpus) / capacity, 0.0, 1.0)
+    data_movement = site_data_movement(index, spec) if spec.datasets else None
+    zeros = np.zeros(len(site), dtype=np.float64)
+    return PoolCosts(
+        latency=w.latency * site_latency(index, spec)[site] if spec.inference is not None else zeros,
+        carbon=w.carbon * index.site_carbon_term[site],
+        energy_price=w.energy_price * index.site_price_term[site],
+        packing=w.packing * idle_after,
+        data_movement=w.data_movement * data_movement[site] if data_movement is not None else zeros,
+    )

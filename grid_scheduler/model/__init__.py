@@ -1,0 +1,26 @@
+"""The vocabulary: pydantic types for grids, jobs, placements and policies. No I/O."""
+
+from grid_scheduler.model.grid import (
+    Dataset,
+    Endpoint,
+    GpuType,
+    Grid,
+    Link,
+    Location,
+    Pool,
+    ResidencyRule,
+    Site,
+    Tier,
+    Workload,
+)
+from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
+from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
+from grid_scheduler.model.policy import Policy, Weights
+from grid_scheduler.model.record import EventType, JobEvent, JobRecord, JobState, WaitInfo
+
+__all__ = [
+    "Assignment", "Dataset", "Demand", "Endpoint", "EventType", "GpuRequest", "GpuType", "Grid",
+    "InferenceSpec", "JobEvent", "JobKind", "JobRecord", "JobSpec", "JobState", "Link", "Location",
+    "Placement", "Policy", "Pool", "Reason", "ReasonCode", "ResidencyRule", "ScoreTerms", "Site",
+    "Tier", "TrainingSpec", "WaitInfo", "Weights",
+]

@@ -1,0 +1,105 @@
+"""What a job submitter asks for: a training job or an inference deployment."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from grid_scheduler.model.grid import Grid, Id, ResidencyRule
+
+
+class JobKind(StrEnum):
+    TRAINING = "training"
+    INFERENCE = "inference"
+
+
+class GpuRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int = Field(gt=0, le=1_000_000, description="GPUs per job (training) or per replica (inference)")
+    types: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, description="empty = any type")
+    min_memory_gib: float = Field(default=0.0, ge=0)
+
+
+class Demand(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: Annotated[str, Field(min_length=1)]
+    weight: float = Field(default=1.0, gt=0, description="share of the deployment's traffic")
+
+
+class InferenceSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replicas: int = Field(gt=0, le=10_000)
+    demand: list[Demand] = Field(min_length=1)
+    latency_slo_ms: float = Field(gt=0, le=10_000)
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    duration_hours: float = Field(default=1.0, gt=0)
+    datasets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    tenant: Id
+    kind: JobKind
+    gpus: GpuRequest
+    gang: bool = Field(default=True, description="all GPUs in one pool (one interconnect fabric)")
+    priority: int = Field(default=0, ge=0, le=1000)
+    preemptible: bool = False
+    residency: ResidencyRule = Field(default_factory=ResidencyRule)
+    training: TrainingSpec | None = None
+    inference: InferenceSpec | None = None
+
+    @model_validator(mode="after")
+    def _section_matches_kind(self) -> JobSpec:
+        if self.kind is JobKind.INFERENCE and self.inference is None:
+            raise PydanticCustomError("missing", "an inference job needs an inference section")
+        if self.kind is JobKind.TRAINING and self.inference is not None:
+            raise PydanticCustomError("extra", "a training job has no inference section")
+        if self.kind is JobKind.INFERENCE and self.training is not None:
+            raise PydanticCustomError("extra", "an inference job has no training section")
+        return self
+
+    @property
+    def total_gpus(self) -> int:
+        replicas = self.inference.replicas if self.inference else 1
+        return self.gpus.count * replicas
+
+    @property
+    def datasets(self) -> list[str]:
+        return self.training.datasets if self.training else []
+
+
+def violations_against_grid(spec: JobSpec, grid: Grid) -> list[tuple[str, str]]:
+    """(field path, problem) for every name in ``spec`` the grid does not know.
+
+    These are client errors, not reasons to wait: no change of capacity makes an
+    unknown GPU type or endpoint valid.
+    """
+    problems: list[tuple[str, str]] = []
+    for i, name in enumerate(spec.gpus.types):
+        if name not in grid.gpu_type_by_name:
+            known = ", ".join(sorted(grid.gpu_type_by_name))
+            problems.append((f"gpus.types[{i}]", f"unknown GPU type {name!r} (known: {known})"))
+    if spec.inference is not None:
+        seen: set[str] = set()
+        for i, demand in enumerate(spec.inference.demand):
+            if demand.endpoint not in grid.endpoint_by_id:
+                problems.append((f"inference.demand[{i}].endpoint", f"unknown endpoint {demand.endpoint!r}"))
+            if demand.endpoint in seen:
+                problems.append((f"inference.demand[{i}].endpoint", f"endpoint {demand.endpoint!r} listed twice"))
+            seen.add(demand.endpoint)
+    for i, dataset in enumerate(spec.datasets):
+        if dataset not in grid.dataset_by_id:
+            problems.append((f"training.datasets[{i}]", f"unknown dataset {dataset!r}"))
+    return problems

@@ -1,0 +1,29 @@
+"""Placement policy: objective weights and hard rules, loaded from a YAML file."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from grid_scheduler.model.grid import ResidencyRule
+
+
+class Weights(BaseModel):
+    """Weights on the cost terms (each term is normalised to [0, 1] before weighting)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    latency: float = Field(default=1.0, ge=0)
+    carbon: float = Field(default=0.5, ge=0)
+    energy_price: float = Field(default=0.5, ge=0)
+    packing: float = Field(default=0.3, ge=0)
+    data_movement: float = Field(default=1.0, ge=0)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = "default"
+    weights: Weights = Field(default_factory=Weights)
+    tenant_residency: dict[str, ResidencyRule] = Field(
+        default_factory=dict, description="hard rule per tenant, applied on top of each job's own rule"
+    )

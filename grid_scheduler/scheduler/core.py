@@ -1,0 +1,219 @@
+"""The scheduler: engine decisions committed to a store, and pending work retried.
+
+Decisions come from engine/ (pure); capacity is committed by state/ (which re-checks
+limits). In between, this class owns the life of a job: submit, wait, place, cancel,
+complete, and the retries that capacity freed by cancel, completion or undrain allows.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, decide, site_reasons, wait_info
+from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy, Reason
+from grid_scheduler.model.job import violations_against_grid
+from grid_scheduler.scheduler.errors import InvalidJob, NotFound, WrongState
+from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, StaleRecord, Store, Transition
+
+log = structlog.get_logger("grid_scheduler.scheduler")
+
+# A commit that loses a race re-decides on a fresh snapshot; after this many losses the
+# job waits for the next retry instead of spinning.
+COMMIT_ATTEMPTS = 3
+
+
+def new_job_id() -> str:
+    """Time-ordered, so listing by id lists by submission; random tail for several replicas."""
+    return f"job-{time.time_ns():x}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: JobRecord
+    created: bool
+    decision: Decision | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        grid: Grid,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.grid = grid
+        self.policy = policy or Policy()
+        self.index = GridIndex.build(grid)
+        self.limits = Limits.from_grid(grid)
+        self.store: Store = store if store is not None else MemoryStore(self.limits)
+        self._clock = clock
+        # Decisions in this process are serial: a decision and its commit see one snapshot.
+        self._lock = threading.RLock()
+        self._usage: tuple[int, Usage] | None = None
+
+    # --- reading the ledger --------------------------------------------------------
+    def usage(self) -> Usage:
+        version = self.store.ledger_version()
+        if self._usage is None or self._usage[0] != version:
+            snap = self.store.snapshot()
+            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
+        return self._usage[1]
+
+    def validate(self, spec: JobSpec) -> None:
+        problems = violations_against_grid(spec, self.grid)
+        if problems:
+            raise InvalidJob(problems)
+
+    # --- job life --------------------------------------------------------------
+    def explain(self, spec: JobSpec) -> tuple[Decision, list[Reason]]:
+        """The decision a submission would get now, and the reasons for every other site."""
+        self.validate(spec)
+        decision = decide(self.index, self.usage(), spec, self.policy)
+        return decision, site_reasons(self.index, decision, self.policy)
+
+    def submit(self, spec: JobSpec, request_id: str = "") -> Outcome:
+        self.validate(spec)
+        if request_id:
+            existing = self._by_request(request_id)
+            if existing is not None:
+                return Outcome(existing, created=False)
+        with self._lock:
+            for _ in range(COMMIT_ATTEMPTS):
+                decision = decide(self.index, self.usage(), spec, self.policy)
+                transition = self._first_transition(spec, request_id, decision)
+                try:
+                    record, created = self.store.create_job(transition)
+                except CapacityConflict:
+                    continue
+                if created:
+                    self._log_decision(record, decision)
+                return Outcome(record, created, decision if created else None)
+            transition = self._waiting(spec, request_id, decision, JobState.PENDING, "lost the race for capacity")
+            record, created = self.store.create_job(transition)
+            return Outcome(record, created, decision)
+
+    def _by_request(self, request_id: str) -> JobRecord | None:
+        lookup = getattr(self.store, "job_by_request", None)
+        return lookup(request_id) if lookup is not None else None
+
+    def _first_transition(self, spec: JobSpec, request_id: str, decision: Decision) -> Transition:
+        now = self._clock()
+        if decision.placement is not None:
+            record = JobRecord(
+                id=new_job_id(), request_id=request_id, spec=spec, state=JobState.RUNNING,
+                placement=decision.placement, created_at=now, updated_at=now,
+            )
+            return Transition(record, EventType.PLACED, _placed_message(record), reserve=decision.placement.assignments)
+        if could_ever_place(self.index, spec, self.policy).placement is None:
+            return self._waiting(spec, request_id, decision, JobState.REJECTED, "no site of the grid can ever take it")
+        return self._waiting(spec, request_id, decision, JobState.PENDING, "waiting for capacity")
+
+    def _waiting(
+        self, spec: JobSpec, request_id: str, decision: Decision, state: JobState, why: str
+    ) -> Transition:
+        now = self._clock()
+        info = wait_info(self.index, decision, self.policy)
+        record = JobRecord(
+            id=new_job_id(), request_id=request_id, spec=spec, state=state,
+            waiting=info, created_at=now, updated_at=now,
+        )
+        event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING
+        return Transition(record, event, why + (": " + info.summary[0] if info.summary else ""))
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self.store.get_job(job_id)
+        if record is None:
+            raise NotFound("job", job_id)
+        return record
+
+    def reasons_now(self, record: JobRecord) -> list[Reason]:
+        """For a job that waits: why no site can take it at this moment."""
+        decision = decide(self.index, self.usage(), record.spec, self.policy)
+        return site_reasons(self.index, decision, self.policy)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self._finish(job_id, JobState.CANCELLED, EventType.CANCELLED, "cancelled by request")
+
+    def complete(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record.state is not JobState.RUNNING:
+            raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
+        return self._finish(job_id, JobState.COMPLETED, EventType.COMPLETED, "completed")
+
+    def _finish(self, job_id: str, state: JobState, event: EventType, message: str) -> JobRecord:
+        with self._lock:
+            while True:
+                record = self.get(job_id)
+                if record.state.is_final:
+                    raise WrongState(f"job {job_id} is already {record.state.value}")
+                done = record.model_copy(
+                    update={"state": state, "updated_at": self._clock(), "version": record.version + 1}
+                )
+                try:
+                    done = self.store.apply(job_id, record.version, Transition(done, event, message, release=True))
+                except StaleRecord:
+                    continue
+                break
+            log.info("job_finished", job_id=job_id, state=state.value)
+            if record.state is JobState.RUNNING:
+                self.place_pending()
+            return done
+
+    def set_drained(self, pool_id: str, drained: bool) -> bool:
+        if pool_id not in self.index.pool_index:
+            raise NotFound("pool", pool_id)
+        with self._lock:
+            changed = self.store.set_drained(pool_id, drained)
+            log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
+            if changed and not drained:
+                self.place_pending()
+            return changed
+
+    def place_pending(self) -> list[JobRecord]:
+        """Try every pending job, highest priority first; returns those placed."""
+        placed: list[JobRecord] = []
+        with self._lock:
+            for record in self.store.pending_jobs():
+                decision = decide(self.index, self.usage(), record.spec, self.policy)
+                if decision.placement is None:
+                    continue
+                running = record.model_copy(
+                    update={
+                        "state": JobState.RUNNING,
+                        "placement": decision.placement,
+                        "waiting": None,
+                        "updated_at": self._clock(),
+                        "version": record.version + 1,
+                    }
+                )
+                transition = Transition(running, EventType.PLACED, _placed_message(running),
+                                        reserve=decision.placement.assignments)
+                try:
+                    placed.append(self.store.apply(record.id, record.version, transition))
+                except (CapacityConflict, StaleRecord):
+                    continue
+                self._log_decision(running, decision)
+        return placed
+
+    def _log_decision(self, record: JobRecord, decision: Decision) -> None:
+        if record.placement is not None:
+            log.info(
+                "job_placed", job_id=record.id, tenant=record.spec.tenant, gpus=record.placement.gpus,
+                sites=record.placement.site_ids, cost=round(record.placement.score.total, 4),
+            )
+        else:
+            log.info("job_waiting", job_id=record.id, state=record.state.value,
+                     reasons=record.waiting.site_counts if record.waiting else {})
+
+
+def _placed_message(record: JobRecord) -> str:
+    assert record.placement is not None
+    where = ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in record.placement.assignments)
+    return f"placed: {where}"

@@ -1,0 +1,1 @@
+"""The gRPC shell: servicers, proto<->model conversion, validation, errors, the server."""

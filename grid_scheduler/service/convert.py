@@ -1,0 +1,160 @@
+"""proto <-> model. Every request field is turned into the model's terms here, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from grid_scheduler._proto.v1 import placement_pb2 as pb
+from grid_scheduler.model import (
+    EventType,
+    JobEvent,
+    JobKind,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Placement,
+    Reason,
+    ReasonCode,
+    WaitInfo,
+)
+
+KIND_TO_PB = {JobKind.TRAINING: pb.JOB_KIND_TRAINING, JobKind.INFERENCE: pb.JOB_KIND_INFERENCE}
+KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+STATE_TO_PB = {
+    JobState.PENDING: pb.JOB_STATE_PENDING,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    JobState.REJECTED: pb.JOB_STATE_REJECTED,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+REASON_TO_PB = {code: pb.ReasonCode.Value("REASON_CODE_" + code.name) for code in ReasonCode}
+EVENT_TO_PB = {t: pb.EventType.Value("EVENT_TYPE_" + t.name) for t in EventType}
+
+
+def spec_dict(message: pb.JobSpec) -> dict[str, Any]:
+    """A plain dict for pydantic to validate, so that field errors carry the request's field names.
+
+    Proto3 has no "missing" for scalars: a zero count arrives as 0 and is refused by the
+    model (count must be > 0), which names the field just as a missing one would.
+    """
+    data: dict[str, Any] = {
+        "name": message.name,
+        "tenant": message.tenant,
+        "kind": KIND_FROM_PB.get(message.kind, "unspecified"),
+        "gpus": {
+            "count": message.gpus.count,
+            "types": list(message.gpus.types),
+            "min_memory_gib": message.gpus.min_memory_gib,
+        },
+        "priority": message.priority,
+        "preemptible": message.preemptible,
+        "residency": {"allowed": list(message.residency.allowed), "denied": list(message.residency.denied)},
+    }
+    if message.HasField("gang"):
+        data["gang"] = message.gang
+    if message.HasField("training"):
+        data["training"] = {
+            "duration_hours": message.training.duration_hours or 1.0,
+            "datasets": list(message.training.datasets),
+        }
+    if message.HasField("inference"):
+        data["inference"] = {
+            "replicas": message.inference.replicas,
+            "demand": [{"endpoint": d.endpoint, "weight": d.weight or 1.0} for d in message.inference.demand],
+            "latency_slo_ms": message.inference.latency_slo_ms,
+        }
+    return data
+
+
+def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
+    message = pb.JobSpec(
+        name=spec.name,
+        tenant=spec.tenant,
+        kind=KIND_TO_PB[spec.kind],
+        gpus=pb.GpuRequest(
+            count=spec.gpus.count, types=spec.gpus.types, min_memory_gib=spec.gpus.min_memory_gib
+        ),
+        gang=spec.gang,
+        priority=spec.priority,
+        preemptible=spec.preemptible,
+        residency=pb.ResidencyRule(allowed=spec.residency.allowed, denied=spec.residency.denied),
+    )
+    if spec.training is not None:
+        message.training.CopyFrom(
+            pb.TrainingSpec(duration_hours=spec.training.duration_hours, datasets=spec.training.datasets)
+        )
+    if spec.inference is not None:
+        message.inference.CopyFrom(
+            pb.InferenceSpec(
+                replicas=spec.inference.replicas,
+                demand=[pb.Demand(endpoint=d.endpoint, weight=d.weight) for d in spec.inference.demand],
+                latency_slo_ms=spec.inference.latency_slo_ms,
+            )
+        )
+    return message
+
+
+def placement_to_pb(placement: Placement) -> pb.Placement:
+    s = placement.score
+    return pb.Placement(
+        assignments=[
+            pb.Assignment(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type, gpus=a.gpus, power_kw=a.power_kw)
+            for a in placement.assignments
+        ],
+        score=pb.ScoreTerms(
+            latency=s.latency, carbon=s.carbon, energy_price=s.energy_price, packing=s.packing,
+            data_movement=s.data_movement, total=s.total,
+        ),
+        endpoint_latencies=[
+            pb.EndpointLatency(endpoint_id=e.endpoint_id, site_id=e.site_id, latency_ms=e.latency_ms)
+            for e in placement.endpoint_latencies
+        ],
+        power_kw=placement.power_kw,
+        carbon_kg_per_hour=placement.carbon_kg_per_hour,
+        energy_cost_per_hour=placement.energy_cost_per_hour,
+    )
+
+
+def reason_to_pb(reason: Reason) -> pb.Reason:
+    return pb.Reason(
+        code=REASON_TO_PB[reason.code], site_id=reason.site_id, pool_id=reason.pool_id,
+        endpoint_id=reason.endpoint_id, message=reason.message, required=reason.required,
+        available=reason.available, unit=reason.unit,
+    )
+
+
+def wait_to_pb(info: WaitInfo) -> pb.WaitInfo:
+    return pb.WaitInfo(site_counts=info.site_counts, summary=info.summary)
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None) -> pb.Job:
+    job = pb.Job(
+        id=record.id,
+        request_id=record.request_id,
+        spec=spec_to_pb(record.spec),
+        state=STATE_TO_PB[record.state],
+        reasons=[reason_to_pb(r) for r in reasons or []],
+        create_time=timestamp(record.created_at),
+        update_time=timestamp(record.updated_at),
+    )
+    if record.placement is not None:
+        job.placement.CopyFrom(placement_to_pb(record.placement))
+    if record.waiting is not None:
+        job.waiting.CopyFrom(wait_to_pb(record.waiting))
+    return job
+
+
+def event_to_pb(event: JobEvent) -> pb.WatchJobsResponse:
+    return pb.WatchJobsResponse(
+        sequence=event.sequence, job_id=event.job_id, type=EVENT_TO_PB[event.type],
+        state=STATE_TO_PB[event.state], time=timestamp(event.time), message=event.message,
+    )

@@ -1,0 +1,45 @@
+"""The error model: google.rpc.Status with BadRequest / PreconditionFailure / ErrorInfo details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "grid-scheduler.v1"
+
+
+def _status(code: int, message: str, *details: object) -> grpc.Status:
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def invalid_argument(violations: list[tuple[str, str]]) -> grpc.Status:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations]
+    )
+    message = "invalid request: " + "; ".join(f"{f}: {d}" for f, d in violations)
+    info = error_details_pb2.ErrorInfo(reason="INVALID_REQUEST", domain=DOMAIN)
+    return _status(code_pb2.INVALID_ARGUMENT, message, bad, info)
+
+
+def not_found(kind: str, ident: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=f"{kind.upper()}_NOT_FOUND", domain=DOMAIN, metadata={"id": ident})
+    return _status(code_pb2.NOT_FOUND, f"{kind} {ident!r} not found", info)
+
+
+def failed_precondition(subject: str, message: str) -> grpc.Status:
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[error_details_pb2.PreconditionFailure.Violation(type="STATE", subject=subject, description=message)]
+    )
+    return _status(code_pb2.FAILED_PRECONDITION, message, failure)
+
+
+def unavailable(message: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason="STORE_UNAVAILABLE", domain=DOMAIN)
+    return _status(code_pb2.UNAVAILABLE, message, info)

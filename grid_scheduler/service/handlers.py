@@ -1,0 +1,53 @@
+"""Turning scheduler refusals into gRPC statuses, in one place for every servicer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from grid_scheduler.scheduler import InvalidJob, NotFound, WrongState
+from grid_scheduler.service import errors
+from grid_scheduler.state import StoreUnavailable
+
+log = structlog.get_logger("grid_scheduler.service")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_of(exc: Exception) -> grpc.Status | None:
+    if isinstance(exc, InvalidJob):
+        return errors.invalid_argument(exc.violations)
+    if isinstance(exc, NotFound):
+        return errors.not_found(exc.kind, exc.ident)
+    if isinstance(exc, WrongState):
+        return errors.failed_precondition("job", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return errors.unavailable(str(exc))
+    return None
+
+
+def handled(method: F) -> F:
+    """Map known refusals to their status codes; an unknown exception is a bug and is logged as one."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            status = status_of(exc)
+            if status is None:
+                if isinstance(exc, grpc.RpcError) or _is_abort(exc):
+                    raise
+                log.exception("unhandled_error", method=method.__name__)
+                raise
+            context.abort_with_status(status)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_abort(exc: Exception) -> bool:
+    # grpc raises a bare Exception from context.abort(); let it through untouched.
+    return type(exc) is Exception

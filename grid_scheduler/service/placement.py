@@ -1,0 +1,163 @@
+"""PlacementService: submit, explain, get, list, cancel, complete and watch jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from collections.abc import Iterator
+
+import grpc
+from pydantic import ValidationError
+
+from grid_scheduler._proto.v1 import placement_pb2 as pb
+from grid_scheduler._proto.v1 import placement_pb2_grpc as pb_grpc
+from grid_scheduler.engine import site_reasons, wait_info
+from grid_scheduler.model import JobRecord, JobSpec, JobState, Reason
+from grid_scheduler.model.errors import violations
+from grid_scheduler.scheduler import InvalidJob, Scheduler
+from grid_scheduler.service import convert
+from grid_scheduler.service.handlers import handled
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_REQUEST_ID = 256
+WATCH_POLL_S = 0.25
+
+
+def parse_spec(request_spec: pb.JobSpec, present: bool, prefix: str = "spec") -> JobSpec:
+    if not present:
+        raise InvalidJob([(prefix, "required")])
+    try:
+        return JobSpec.model_validate(convert.spec_dict(request_spec))
+    except ValidationError as e:
+        raise InvalidJob([(f"{prefix}.{path}" if path != "(document)" else prefix, m) for path, m in violations(e)])
+
+
+def _prefixed(exc: InvalidJob, prefix: str) -> InvalidJob:
+    return InvalidJob([(f"{prefix}.{f}", m) for f, m in exc.violations])
+
+
+def _require_id(value: str, field: str = "id") -> None:
+    if not value:
+        raise InvalidJob([(field, "required")])
+
+
+class PlacementServicer(pb_grpc.PlacementServiceServicer):
+    def __init__(self, scheduler: Scheduler, stopping: threading.Event) -> None:
+        self.scheduler = scheduler
+        self.stopping = stopping
+
+    @handled
+    def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
+        spec = parse_spec(request.spec, request.HasField("spec"))
+        if len(request.request_id) > MAX_REQUEST_ID:
+            raise InvalidJob([("request_id", f"longer than {MAX_REQUEST_ID} characters")])
+        try:
+            outcome = self.scheduler.submit(spec, request.request_id)
+        except InvalidJob as e:
+            raise _prefixed(e, "spec") from e
+        reasons = None
+        if request.view == pb.JOB_VIEW_FULL:
+            if outcome.decision is not None:
+                reasons = site_reasons(self.scheduler.index, outcome.decision, self.scheduler.policy)
+            else:
+                reasons = self._reasons(outcome.record)
+        return pb.SubmitJobResponse(job=convert.job_to_pb(outcome.record, reasons), created=outcome.created)
+
+    @handled
+    def ExplainPlacement(
+        self, request: pb.ExplainPlacementRequest, context: grpc.ServicerContext
+    ) -> pb.ExplainPlacementResponse:
+        spec = parse_spec(request.spec, request.HasField("spec"))
+        try:
+            decision, reasons = self.scheduler.explain(spec)
+        except InvalidJob as e:
+            raise _prefixed(e, "spec") from e
+        response = pb.ExplainPlacementResponse(
+            placeable=decision.placement is not None,
+            reasons=[convert.reason_to_pb(r) for r in reasons],
+            uncovered_endpoints=decision.uncovered_endpoints,
+        )
+        if decision.placement is not None:
+            response.placement.CopyFrom(convert.placement_to_pb(decision.placement))
+        else:
+            info = wait_info(self.scheduler.index, decision, self.scheduler.policy)
+            response.waiting.CopyFrom(convert.wait_to_pb(info))
+        return response
+
+    @handled
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
+        _require_id(request.id)
+        record = self.scheduler.get(request.id)
+        reasons = self._reasons(record) if request.view == pb.JOB_VIEW_FULL else None
+        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons))
+
+    def _reasons(self, record: JobRecord) -> list[Reason] | None:
+        # A waiting job's reasons are about now; a placed job's were given when it was placed.
+        if record.state in (JobState.PENDING, JobState.REJECTED):
+            return self.scheduler.reasons_now(record)
+        return None
+
+    @handled
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidJob([("page_size", "must be >= 0")])
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(request.page_token)
+        states = set()
+        for i, state in enumerate(request.states):
+            if state not in convert.STATE_FROM_PB:
+                raise InvalidJob([(f"states[{i}]", f"unknown job state {state}")])
+            states.add(convert.STATE_FROM_PB[state])
+        records = self.scheduler.store.list_jobs(frozenset(states), after, size + 1)
+        more = len(records) > size
+        records = records[:size]
+        token = encode_page_token(records[-1].id) if more and records else ""
+        return pb.ListJobsResponse(jobs=[convert.job_to_pb(r) for r in records], next_page_token=token)
+
+    @handled
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
+        _require_id(request.id)
+        return pb.CancelJobResponse(job=convert.job_to_pb(self.scheduler.cancel(request.id)))
+
+    @handled
+    def CompleteJob(self, request: pb.CompleteJobRequest, context: grpc.ServicerContext) -> pb.CompleteJobResponse:
+        _require_id(request.id)
+        return pb.CompleteJobResponse(job=convert.job_to_pb(self.scheduler.complete(request.id)))
+
+    @handled
+    def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:
+        if request.after_sequence < 0:
+            raise InvalidJob([("after_sequence", "must be >= 0")])
+        if request.job_id:
+            self.scheduler.get(request.job_id)  # NOT_FOUND before the stream starts
+        store = self.scheduler.store
+        if request.from_start:
+            sequence = 0
+        elif request.after_sequence:
+            sequence = request.after_sequence
+        else:
+            sequence = store.last_sequence()
+        return self._stream(request.job_id, sequence, context)
+
+    def _stream(self, job_id: str, sequence: int, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:
+        store = self.scheduler.store
+        while context.is_active() and not self.stopping.is_set():
+            for event in store.events_after(sequence, WATCH_POLL_S):
+                sequence = event.sequence
+                if not job_id or event.job_id == job_id:
+                    yield convert.event_to_pb(event)
+
+
+def encode_page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidJob([("page_token", "not a token this service issued")]) from None

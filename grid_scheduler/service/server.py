@@ -1,0 +1,105 @@
+"""The gRPC server: both services, health, reflection, request logging, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from grid_scheduler._proto.v1 import placement_pb2, placement_pb2_grpc, topology_pb2, topology_pb2_grpc
+from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.service.placement import PlacementServicer
+from grid_scheduler.service.topology import TopologyServicer
+
+log = structlog.get_logger("grid_scheduler.server")
+
+PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"].full_name
+TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
+
+
+class LoggingInterceptor(grpc.ServerInterceptor):
+    """One log line per call: method, status code, duration (debug level: it is the hot path)."""
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method
+
+        def logged(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                return inner(request, context)
+            finally:
+                log.debug("rpc", method=method, code=str(context.code() or grpc.StatusCode.OK),
+                          duration_ms=round((time.perf_counter() - start) * 1000, 3))
+
+        return grpc.unary_unary_rpc_method_handler(
+            logged, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    stopping: threading.Event
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking calls, let those in flight finish, end the watch streams."""
+        self.health.enter_graceful_shutdown()
+        self.stopping.set()
+        self.server.stop(grace_s).wait()
+
+
+def start_server(scheduler: Scheduler, address: str = "127.0.0.1:50051", max_workers: int = 16) -> RunningServer:
+    stopping = threading.Event()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[LoggingInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    placement_pb2_grpc.add_PlacementServiceServicer_to_server(PlacementServicer(scheduler, stopping), server)
+    topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyServicer(scheduler), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
+             pools=len(scheduler.index.pool_ids))
+    return RunningServer(server, port, health_servicer, stopping)
+
+
+def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:
+    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("server_stopping", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    running.stop(grace_s)
+    log.info("server_stopped")

@@ -1,0 +1,19 @@
+"""The reservations ledger: one Store contract, an in-memory implementation (and Redis)."""
+
+from grid_scheduler.state.memory import MemoryStore
+from grid_scheduler.state.store import (
+    CapacityConflict,
+    LedgerSnapshot,
+    Limits,
+    StaleRecord,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Transition,
+    UnknownJob,
+)
+
+__all__ = [
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
+    "StoreUnavailable", "Transition", "UnknownJob",
+]

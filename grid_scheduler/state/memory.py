@@ -1,0 +1,187 @@
+"""The embedded ledger: everything in process memory, guarded by one lock."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right, insort
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from grid_scheduler.model import Assignment, JobEvent, JobRecord, JobState
+from grid_scheduler.state.store import (
+    CapacityConflict,
+    LedgerSnapshot,
+    Limits,
+    StaleRecord,
+    Transition,
+    UnknownJob,
+    to_watts,
+)
+
+MAX_EVENTS = 100_000
+
+
+class MemoryStore:
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._jobs: dict[str, JobRecord] = {}
+        self._job_ids: list[str] = []  # sorted, for paging
+        self._by_request: dict[str, str] = {}
+        self._reservations: dict[str, list[Assignment]] = {}
+        self._pool_used = np.zeros(len(limits.pool_ids), dtype=np.int64)
+        # Whole watts, so that release gives back exactly what reserve took.
+        self._site_w = np.zeros(len(limits.site_ids), dtype=np.int64)
+        self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
+        self._version = 0
+        self._events: list[JobEvent] = []
+        self._first_sequence = 1
+        self._sequence = 0
+
+    # --- commits ---------------------------------------------------------------
+    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
+        record = transition.record
+        with self._lock:
+            existing = self._by_request.get(record.request_id) if record.request_id else None
+            if existing is not None:
+                return self._jobs[existing], False
+            if record.id in self._jobs:
+                raise StaleRecord(f"job {record.id} exists")
+            self._reserve(transition.reserve)
+            self._jobs[record.id] = record
+            insort(self._job_ids, record.id)
+            if record.request_id:
+                self._by_request[record.request_id] = record.id
+            if transition.reserve:
+                self._reservations[record.id] = list(transition.reserve)
+            self._emit(record, transition)
+            return record, True
+
+    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise UnknownJob(job_id)
+            if current.version != expected_version:
+                raise StaleRecord(f"job {job_id} is at version {current.version}, not {expected_version}")
+            released = self._reservations.pop(job_id, []) if transition.release else []
+            self._add(released, -1)
+            try:
+                self._reserve(transition.reserve)
+            except CapacityConflict:
+                self._add(released, +1)
+                if released:
+                    self._reservations[job_id] = released
+                raise
+            if transition.reserve:
+                self._reservations[job_id] = list(transition.reserve)
+            self._jobs[job_id] = transition.record
+            self._emit(transition.record, transition)
+            return transition.record
+
+    def _reserve(self, assignments: Sequence[Assignment]) -> None:
+        """Check every pool and site first, then take: all of it or nothing."""
+        if not assignments:
+            return
+        gpus: dict[int, int] = defaultdict(int)
+        watts: dict[int, int] = defaultdict(int)
+        for a in assignments:
+            gpus[self._limits.pool_index[a.pool_id]] += a.gpus
+            watts[self._limits.site_index[a.site_id]] += to_watts(a.power_kw)
+        for pool, n in gpus.items():
+            pool_id = self._limits.pool_ids[pool]
+            if self._drained[pool]:
+                raise CapacityConflict(f"pool {pool_id} is drained")
+            if self._pool_used[pool] + n > self._limits.pool_gpus[pool]:
+                raise CapacityConflict(f"pool {pool_id}: {n} GPUs do not fit")
+        for site, w in watts.items():
+            if self._site_w[site] + w > self._limits.site_power_w[site]:
+                raise CapacityConflict(f"site {self._limits.site_ids[site]}: {w / 1000:.1f} kW do not fit")
+        self._add(assignments, +1)
+
+    def _add(self, assignments: Sequence[Assignment], sign: int) -> None:
+        for a in assignments:
+            self._pool_used[self._limits.pool_index[a.pool_id]] += sign * a.gpus
+            self._site_w[self._limits.site_index[a.site_id]] += sign * to_watts(a.power_kw)
+        if assignments:
+            self._version += 1
+
+    def _emit(self, record: JobRecord, transition: Transition) -> None:
+        self._sequence += 1
+        self._events.append(
+            JobEvent(
+                sequence=self._sequence,
+                job_id=record.id,
+                type=transition.event,
+                state=record.state,
+                time=record.updated_at,
+                message=transition.message,
+            )
+        )
+        if len(self._events) > MAX_EVENTS:
+            drop = len(self._events) - MAX_EVENTS
+            del self._events[:drop]
+            self._first_sequence += drop
+        self._changed.notify_all()
+
+    # --- reads -----------------------------------------------------------------
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list_jobs(self, states: frozenset[JobState], after_id: str, limit: int) -> list[JobRecord]:
+        with self._lock:
+            out = []
+            for job_id in self._job_ids[bisect_right(self._job_ids, after_id) :]:
+                record = self._jobs[job_id]
+                if not states or record.state in states:
+                    out.append(record)
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def pending_jobs(self) -> list[JobRecord]:
+        with self._lock:
+            pending = [r for r in self._jobs.values() if r.state is JobState.PENDING]
+        return sorted(pending, key=lambda r: (-r.spec.priority, r.created_at, r.id))
+
+    def reservation(self, job_id: str) -> list[Assignment]:
+        with self._lock:
+            return list(self._reservations.get(job_id, []))
+
+    def snapshot(self) -> LedgerSnapshot:
+        with self._lock:
+            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy())
+
+    def ledger_version(self) -> int:
+        return self._version
+
+    def set_drained(self, pool_id: str, drained: bool) -> bool:
+        pool = self._limits.pool_index[pool_id]
+        with self._lock:
+            if bool(self._drained[pool]) == drained:
+                return False
+            self._drained[pool] = drained
+            self._version += 1
+            return True
+
+    # --- events ----------------------------------------------------------------
+    def events_after(self, sequence: int, timeout_s: float) -> list[JobEvent]:
+        with self._changed:
+            if self._sequence <= sequence and timeout_s > 0:
+                self._changed.wait(timeout_s)
+            start = max(sequence + 1 - self._first_sequence, 0)
+            return self._events[start:]
+
+    def last_sequence(self) -> int:
+        return self._sequence
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,145 @@
+"""The reservations ledger's contract: jobs, what they hold, drains and events.
+
+A store is the one place where capacity is committed. Decisions are made on a
+snapshot; the store re-checks the limits when it commits, so two deciders that
+raced cannot both win the last GPUs (they get ``CapacityConflict`` and decide again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from grid_scheduler.model import Assignment, EventType, Grid, JobEvent, JobRecord, JobState
+
+
+def to_watts(power_kw: float) -> int:
+    """The ledger counts whole watts: integer sums never drift, so release undoes reserve exactly."""
+    return round(power_kw * 1000.0)
+
+
+class StoreError(Exception):
+    """Base for the ledger's refusals."""
+
+
+class CapacityConflict(StoreError):
+    """A reservation no longer fits: another decision took the capacity first."""
+
+
+class StaleRecord(StoreError):
+    """The job changed since it was read; re-read and decide again."""
+
+
+class UnknownJob(StoreError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """The backing service cannot be reached; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the ledger may hand out: GPUs per pool and facility power per site.
+
+    Pools and sites are kept in grid order, the same order as the engine's arrays, so a
+    snapshot can be handed to the engine without a lookup per pool.
+    """
+
+    pool_ids: tuple[str, ...]
+    pool_gpus: npt.NDArray[np.int64]  # healthy GPUs: nodes the grid file marks drained excluded
+    site_ids: tuple[str, ...]
+    site_power_w: npt.NDArray[np.int64]
+
+    @classmethod
+    def from_grid(cls, grid: Grid) -> Limits:
+        return cls(
+            pool_ids=tuple(p.id for s in grid.sites for p in s.pools),
+            pool_gpus=np.array([p.healthy_gpus for s in grid.sites for p in s.pools], dtype=np.int64),
+            site_ids=tuple(s.id for s in grid.sites),
+            site_power_w=np.array([to_watts(s.power_envelope_mw * 1000.0) for s in grid.sites], dtype=np.int64),
+        )
+
+    @cached_property
+    def pool_index(self) -> dict[str, int]:
+        return {pid: i for i, pid in enumerate(self.pool_ids)}
+
+    @cached_property
+    def site_index(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.site_ids)}
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """Usage in grid order; arrays are copies the caller may keep."""
+
+    version: int
+    pool_used_gpus: npt.NDArray[np.int64]
+    site_used_w: npt.NDArray[np.int64]
+    pool_drained: npt.NDArray[np.bool_]
+
+    @property
+    def site_used_kw(self) -> npt.NDArray[np.float64]:
+        return self.site_used_w / 1000.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One atomic change to a job: its new record, and what it reserves or releases."""
+
+    record: JobRecord
+    event: EventType
+    message: str = ""
+    reserve: Sequence[Assignment] = ()
+    release: bool = False
+
+
+class Store(Protocol):
+    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
+        """Store a new job (and reserve, if it carries a placement) atomically.
+
+        Idempotent on ``request_id``: a second call returns the first job and False.
+        Raises CapacityConflict, leaving nothing behind, if the reservation no longer fits.
+        """
+        ...
+
+    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+        """Move a job to ``transition.record`` if it is still at ``expected_version``."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, states: frozenset[JobState], after_id: str, limit: int) -> list[JobRecord]:
+        """Jobs in id order after ``after_id``; an empty ``states`` means every state."""
+        ...
+
+    def pending_jobs(self) -> list[JobRecord]:
+        """Pending jobs, highest priority first, then oldest first."""
+        ...
+
+    def reservation(self, job_id: str) -> list[Assignment]: ...
+
+    def snapshot(self) -> LedgerSnapshot: ...
+
+    def ledger_version(self) -> int:
+        """Changes whenever usage or drains change; cheap to read."""
+        ...
+
+    def set_drained(self, pool_id: str, drained: bool) -> bool:
+        """Returns whether anything changed."""
+        ...
+
+    def events_after(self, sequence: int, timeout_s: float) -> list[JobEvent]:
+        """Events after ``sequence``, waiting up to ``timeout_s`` for one if there are none."""
+        ...
+
+    def last_sequence(self) -> int: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...
