@@ -81,7 +81,7 @@ class Scheduler:
     def submit(self, spec: JobSpec, request_id: str = "") -> Outcome:
         self.validate(spec)
         if request_id:
-            existing = self._by_request(request_id)
+            existing = self.store.job_by_request(request_id)
             if existing is not None:
                 return Outcome(existing, created=False)
         with self._lock:
@@ -98,10 +98,6 @@ class Scheduler:
             transition = self._waiting(spec, request_id, decision, JobState.PENDING, "lost the race for capacity")
             record, created = self.store.create_job(transition)
             return Outcome(record, created, decision)
-
-    def _by_request(self, request_id: str) -> JobRecord | None:
-        lookup = getattr(self.store, "job_by_request", None)
-        return lookup(request_id) if lookup is not None else None
 
     def _first_transition(self, spec: JobSpec, request_id: str, decision: Decision) -> Transition:
         now = self._clock()

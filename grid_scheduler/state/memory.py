@@ -132,6 +132,11 @@ class MemoryStore:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def job_by_request(self, request_id: str) -> JobRecord | None:
+        with self._lock:
+            job_id = self._by_request.get(request_id)
+            return self._jobs[job_id] if job_id is not None else None
+
     def list_jobs(self, states: frozenset[JobState], after_id: str, limit: int) -> list[JobRecord]:
         with self._lock:
             out = []

@@ -1,0 +1,46 @@
+"""Shared fixtures: the example grids, a scheduler, and a real gRPC server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grid_scheduler.client import Client
+from grid_scheduler.config import load_grid
+from grid_scheduler.model import Grid
+from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.service.server import RunningServer, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+GRIDS = ROOT / "examples" / "grids"
+JOBS = ROOT / "examples" / "jobs"
+
+
+@pytest.fixture(scope="session")
+def small_grid() -> Grid:
+    return load_grid(GRIDS / "small.yaml")
+
+
+@pytest.fixture(scope="session")
+def nscale_grid() -> Grid:
+    return load_grid(GRIDS / "nscale.yaml")
+
+
+@pytest.fixture
+def scheduler(small_grid: Grid) -> Scheduler:
+    return Scheduler(small_grid)
+
+
+@pytest.fixture
+def server(scheduler: Scheduler) -> Iterator[RunningServer]:
+    running = start_server(scheduler, "127.0.0.1:0", max_workers=8)
+    yield running
+    running.stop(grace_s=0.5)
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[Client]:
+    with Client(f"127.0.0.1:{server.port}", timeout_s=10) as c:
+        yield c

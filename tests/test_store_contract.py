@@ -1,0 +1,191 @@
+"""The Store contract. Every store implementation must pass these, unchanged.
+
+To add a store, extend the ``store`` fixture's params; each test gets a fresh, empty store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobSpec, JobState
+from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, StaleRecord, Store, Transition, UnknownJob
+
+SPEC = JobSpec.model_validate(
+    {"name": "t", "tenant": "acme", "kind": "training", "gpus": {"count": 8}, "priority": 5}
+)
+
+StoreFactory = Callable[[Limits], Store]
+
+
+@pytest.fixture(params=["memory"])
+def store_factory(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    if request.param == "memory":
+        yield MemoryStore
+    else:  # pragma: no cover - other stores register themselves in their own fixture module
+        raise ValueError(request.param)
+
+
+@pytest.fixture
+def limits(small_grid: Grid) -> Limits:
+    return Limits.from_grid(small_grid)
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory, limits: Limits) -> Iterator[Store]:
+    s = store_factory(limits)
+    yield s
+    s.close()
+
+
+def record(job_id: str, request_id: str = "", state: JobState = JobState.PENDING, priority: int = 5,
+           created_at: float = 1.0, version: int = 0) -> JobRecord:
+    spec = SPEC.model_copy(update={"priority": priority})
+    return JobRecord(id=job_id, request_id=request_id, spec=spec, state=state, created_at=created_at,
+                     updated_at=created_at, version=version)
+
+
+def a(pool: str, site: str, gpus: int, power_kw: float) -> Assignment:
+    return Assignment(site_id=site, pool_id=pool, gpu_type="H100", gpus=gpus, power_kw=power_kw)
+
+
+def used(store: Store, limits: Limits, pool: str) -> int:
+    return int(store.snapshot().pool_used_gpus[limits.pool_index[pool]])
+
+
+def test_create_and_get(store: Store) -> None:
+    created, is_new = store.create_job(Transition(record("job-1"), EventType.PENDING))
+    assert is_new
+    assert store.get_job("job-1") == created
+    assert store.get_job("job-2") is None
+
+
+def test_request_id_is_idempotent(store: Store, limits: Limits) -> None:
+    first, _ = store.create_job(
+        Transition(record("job-1", "req-1", JobState.RUNNING), EventType.PLACED,
+                   reserve=[a("sines-h100", "sines", 8, 7.0)])
+    )
+    again, is_new = store.create_job(
+        Transition(record("job-2", "req-1", JobState.RUNNING), EventType.PLACED,
+                   reserve=[a("sines-h100", "sines", 8, 7.0)])
+    )
+    assert not is_new
+    assert again.id == first.id
+    assert store.get_job("job-2") is None
+    assert store.job_by_request("req-1") == first
+    assert store.job_by_request("req-2") is None
+    assert used(store, limits, "sines-h100") == 8  # reserved once
+
+
+def test_reservation_over_pool_capacity_leaves_nothing(store: Store, limits: Limits) -> None:
+    before = store.snapshot()
+    too_many = [a("sines-h100", "sines", 8, 7.0), a("london-b200", "london-hub", 65, 81.25)]
+    with pytest.raises(CapacityConflict):
+        store.create_job(Transition(record("job-1", "req-1", JobState.RUNNING), EventType.PLACED, reserve=too_many))
+    after = store.snapshot()
+    assert store.get_job("job-1") is None
+    assert np.array_equal(after.pool_used_gpus, before.pool_used_gpus)
+    assert np.array_equal(after.site_used_w, before.site_used_w)
+    # The request id was not consumed by the failed attempt.
+    ok, is_new = store.create_job(Transition(record("job-1", "req-1"), EventType.PENDING))
+    assert is_new and ok.id == "job-1"
+
+
+def test_reservation_over_site_power_is_refused(store: Store) -> None:
+    # sines: 350 kW envelope.
+    store.create_job(Transition(record("job-1", state=JobState.RUNNING), EventType.PLACED,
+                                reserve=[a("sines-h100", "sines", 200, 349.0)]))
+    with pytest.raises(CapacityConflict):
+        store.create_job(Transition(record("job-2", state=JobState.RUNNING), EventType.PLACED,
+                                    reserve=[a("sines-gb300", "sines", 1, 1.75)]))
+    assert store.get_job("job-2") is None
+
+
+def test_release_restores_the_ledger_exactly(store: Store, limits: Limits) -> None:
+    before = store.snapshot()
+    placed = record("job-1", state=JobState.RUNNING)
+    store.create_job(Transition(placed, EventType.PLACED,
+                                reserve=[a("sines-h100", "sines", 24, 21.0000001), a("sines-gb300", "sines", 3, 5.25)]))
+    assert used(store, limits, "sines-h100") == 24
+    done = placed.model_copy(update={"state": JobState.CANCELLED, "version": 1})
+    store.apply("job-1", 0, Transition(done, EventType.CANCELLED, release=True))
+    after = store.snapshot()
+    assert np.array_equal(after.pool_used_gpus, before.pool_used_gpus)
+    assert np.array_equal(after.site_used_w, before.site_used_w)
+    assert store.reservation("job-1") == []
+
+
+def test_apply_refuses_a_stale_version(store: Store) -> None:
+    store.create_job(Transition(record("job-1"), EventType.PENDING))
+    moved = record("job-1", state=JobState.CANCELLED, version=1)
+    store.apply("job-1", 0, Transition(moved, EventType.CANCELLED))
+    with pytest.raises(StaleRecord):
+        store.apply("job-1", 0, Transition(moved, EventType.CANCELLED))
+    with pytest.raises(UnknownJob):
+        store.apply("nope", 0, Transition(moved, EventType.CANCELLED))
+
+
+def test_apply_that_does_not_fit_changes_nothing(store: Store, limits: Limits) -> None:
+    store.create_job(Transition(record("job-1"), EventType.PENDING))
+    running = record("job-1", state=JobState.RUNNING, version=1)
+    with pytest.raises(CapacityConflict):
+        store.apply("job-1", 0, Transition(running, EventType.PLACED, reserve=[a("sines-h100", "sines", 999, 1.0)]))
+    current = store.get_job("job-1")
+    assert current is not None and current.state is JobState.PENDING and current.version == 0
+    assert used(store, limits, "sines-h100") == 0
+
+
+def test_drained_pool_takes_nothing_new(store: Store) -> None:
+    assert store.set_drained("sines-h100", True)
+    assert not store.set_drained("sines-h100", True)
+    assert store.snapshot().pool_drained.any()
+    with pytest.raises(CapacityConflict):
+        store.create_job(Transition(record("job-1", state=JobState.RUNNING), EventType.PLACED,
+                                    reserve=[a("sines-h100", "sines", 8, 7.0)]))
+    assert store.set_drained("sines-h100", False)
+    store.create_job(Transition(record("job-1", state=JobState.RUNNING), EventType.PLACED,
+                                reserve=[a("sines-h100", "sines", 8, 7.0)]))
+
+
+def test_ledger_version_moves_on_every_change(store: Store) -> None:
+    v0 = store.ledger_version()
+    store.create_job(Transition(record("job-1", state=JobState.RUNNING), EventType.PLACED,
+                                reserve=[a("sines-h100", "sines", 8, 7.0)]))
+    v1 = store.ledger_version()
+    store.set_drained("sines-h100", True)
+    v2 = store.ledger_version()
+    assert v0 != v1 != v2 and v0 != v2
+
+
+def test_list_jobs_pages_in_id_order_and_filters(store: Store) -> None:
+    for i in range(7):
+        state = JobState.RUNNING if i % 2 else JobState.PENDING
+        store.create_job(Transition(record(f"job-{i}", state=state), EventType.PENDING))
+    page1 = store.list_jobs(frozenset(), "", 3)
+    page2 = store.list_jobs(frozenset(), page1[-1].id, 3)
+    page3 = store.list_jobs(frozenset(), page2[-1].id, 3)
+    assert [r.id for r in page1 + page2 + page3] == [f"job-{i}" for i in range(7)]
+    running = store.list_jobs(frozenset({JobState.RUNNING}), "", 100)
+    assert [r.id for r in running] == ["job-1", "job-3", "job-5"]
+
+
+def test_pending_jobs_by_priority_then_age(store: Store) -> None:
+    store.create_job(Transition(record("job-a", priority=1, created_at=1.0), EventType.PENDING))
+    store.create_job(Transition(record("job-b", priority=9, created_at=3.0), EventType.PENDING))
+    store.create_job(Transition(record("job-c", priority=9, created_at=2.0), EventType.PENDING))
+    store.create_job(Transition(record("job-d", state=JobState.RUNNING), EventType.PLACED))
+    assert [r.id for r in store.pending_jobs()] == ["job-c", "job-b", "job-a"]
+
+
+def test_events_are_sequenced_and_waitable(store: Store) -> None:
+    start = store.last_sequence()
+    assert store.events_after(start, timeout_s=0.05) == []
+    store.create_job(Transition(record("job-1"), EventType.PENDING, "waiting"))
+    store.create_job(Transition(record("job-2"), EventType.PENDING))
+    events = store.events_after(start, timeout_s=1.0)
+    assert [e.job_id for e in events] == ["job-1", "job-2"]
+    assert events[0].sequence < events[1].sequence
+    assert events[0].message == "waiting"
+    assert store.events_after(events[0].sequence, 0)[0].job_id == "job-2"
