@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except grpc.RpcError as e:
-        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", help="JSON logs even in a terminal")
     serve.set_defaults(run=_serve)
 
-    def client_command(name: str, run: Callable[[argparse.Namespace, Client], int], help: str) -> argparse.ArgumentParser:
+    def client_command(
+        name: str, run: Callable[[argparse.Namespace, Client], int], help: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--address", default=DEFAULT_ADDRESS)
         p.add_argument("--json", action="store_true", help="print JSON")

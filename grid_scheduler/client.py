@@ -9,11 +9,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
-from grid_scheduler._proto.v1 import placement_pb2_grpc
+from grid_scheduler._proto.v1 import placement_pb2_grpc, topology_pb2_grpc
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
-from grid_scheduler._proto.v1 import topology_pb2_grpc
-from grid_scheduler.model import JobSpec, JobState
-from grid_scheduler.service.convert import STATE_TO_PB, spec_to_pb
+from grid_scheduler.model import JobSpec, JobState, Tier
+from grid_scheduler.service.convert import STATE_TO_PB, TIER_TO_PB, spec_to_pb
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -22,8 +21,8 @@ class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0) -> None:
         self.channel = grpc.insecure_channel(address)
         self.timeout_s = timeout_s
-        self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)
-        self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)
+        self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> Client:
@@ -89,8 +88,9 @@ class Client:
         return stream
 
     # --- grid ------------------------------------------------------------------
-    def sites(self, tier: int = 0, jurisdiction: str = "") -> list[tpb.Site]:
-        request = tpb.ListSitesRequest(tier=tier, jurisdiction=jurisdiction)
+    def sites(self, tier: Tier | None = None, jurisdiction: str = "") -> list[tpb.Site]:
+        tier_pb = TIER_TO_PB[tier] if tier else tpb.TIER_UNSPECIFIED
+        request = tpb.ListSitesRequest(tier=tier_pb, jurisdiction=jurisdiction)
         return list(self.topology.ListSites(request, timeout=self.timeout_s).sites)
 
     def endpoints(self) -> list[tpb.Endpoint]:

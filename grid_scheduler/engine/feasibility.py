@@ -89,8 +89,8 @@ def compute_checks(
     capacity = index.pool_healthy_gpus if capacity_gpus is None else capacity_gpus
     unit = unit_of(spec)
     need_gpus = spec.gpus.count if unit is not Unit.SPLIT else spec.total_gpus
-    site_latency_ok = (
-        latency_coverage(index, spec).any(axis=0)
+    site_latency_ok: BoolArray = (
+        np.asarray(latency_coverage(index, spec).any(axis=0))
         if spec.inference is not None
         else np.ones(len(index.site_ids), dtype=np.bool_)
     )

@@ -158,7 +158,7 @@ def _placement(
     endpoint_latencies: list[EndpointLatency] = []
     if spec.inference is not None:
         rows, weights = demand_rows(index, spec)
-        sites = sorted({int(index.pool_site[p]) for p, _ in pools_gpus})
+        sites = np.array(sorted({int(index.pool_site[p]) for p, _ in pools_gpus}), dtype=np.int64)
         latency = index.topology.endpoint_site_latency_ms[np.ix_(rows, sites)]
         nearest = latency.argmin(axis=1)
         for d, demand in enumerate(spec.inference.demand):

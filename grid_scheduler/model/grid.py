@@ -23,7 +23,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Tier(StrEnum):

@@ -17,7 +17,7 @@ class JobKind(StrEnum):
 
 
 class GpuRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     count: int = Field(gt=0, le=1_000_000, description="GPUs per job (training) or per replica (inference)")
     types: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, description="empty = any type")
@@ -25,14 +25,14 @@ class GpuRequest(BaseModel):
 
 
 class Demand(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     endpoint: Annotated[str, Field(min_length=1)]
     weight: float = Field(default=1.0, gt=0, description="share of the deployment's traffic")
 
 
 class InferenceSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     replicas: int = Field(gt=0, le=10_000)
     demand: list[Demand] = Field(min_length=1)
@@ -40,14 +40,14 @@ class InferenceSpec(BaseModel):
 
 
 class TrainingSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     duration_hours: float = Field(default=1.0, gt=0)
     datasets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class JobSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: Annotated[str, Field(min_length=1, max_length=256)]
     tenant: Id

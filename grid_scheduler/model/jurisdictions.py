@@ -8,7 +8,10 @@ Norway as EU: Norway is in the EEA but not in the EU, and the UK is in neither.
 from __future__ import annotations
 
 EU_MEMBERS: frozenset[str] = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+    {
+        "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
+        "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+    }
 )
 # EEA = EU + Iceland, Liechtenstein, Norway.
 EEA_ONLY: frozenset[str] = frozenset({"IS", "LI", "NO"})

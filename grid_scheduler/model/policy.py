@@ -10,7 +10,7 @@ from grid_scheduler.model.grid import ResidencyRule
 class Weights(BaseModel):
     """Weights on the cost terms (each term is normalised to [0, 1] before weighting)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     latency: float = Field(default=1.0, ge=0)
     carbon: float = Field(default=0.5, ge=0)
@@ -20,7 +20,7 @@ class Weights(BaseModel):
 
 
 class Policy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     version: str = "default"
     weights: Weights = Field(default_factory=Weights)

@@ -7,6 +7,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
+from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.model import (
     EventType,
     JobEvent,
@@ -17,6 +18,7 @@ from grid_scheduler.model import (
     Placement,
     Reason,
     ReasonCode,
+    Tier,
     WaitInfo,
 )
 
@@ -30,8 +32,14 @@ STATE_TO_PB = {
     JobState.REJECTED: pb.JOB_STATE_REJECTED,
 }
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-REASON_TO_PB = {code: pb.ReasonCode.Value("REASON_CODE_" + code.name) for code in ReasonCode}
-EVENT_TO_PB = {t: pb.EventType.Value("EVENT_TYPE_" + t.name) for t in EventType}
+TIER_TO_PB: dict[Tier, Any] = {
+    Tier.AI_FACTORY: tpb.TIER_AI_FACTORY,
+    Tier.REGIONAL_HUB: tpb.TIER_REGIONAL_HUB,
+    Tier.EDGE: tpb.TIER_EDGE,
+}
+TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
+REASON_TO_PB: dict[ReasonCode, Any] = {code: pb.ReasonCode.Value("REASON_CODE_" + code.name) for code in ReasonCode}
+EVENT_TO_PB: dict[EventType, Any] = {t: pb.EventType.Value("EVENT_TYPE_" + t.name) for t in EventType}
 
 
 def spec_dict(message: pb.JobSpec) -> dict[str, Any]:

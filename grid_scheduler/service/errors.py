@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "grid-scheduler.v1"
 
 
-def _status(code: int, message: str, *details: object) -> grpc.Status:
+def _status(code: int, message: str, *details: Message) -> grpc.Status:
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()

@@ -31,7 +31,8 @@ def parse_spec(request_spec: pb.JobSpec, present: bool, prefix: str = "spec") ->
     try:
         return JobSpec.model_validate(convert.spec_dict(request_spec))
     except ValidationError as e:
-        raise InvalidJob([(f"{prefix}.{path}" if path != "(document)" else prefix, m) for path, m in violations(e)])
+        problems = [(f"{prefix}.{path}" if path != "(document)" else prefix, m) for path, m in violations(e)]
+        raise InvalidJob(problems) from None
 
 
 def _prefixed(exc: InvalidJob, prefix: str) -> InvalidJob:
@@ -150,14 +151,21 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
                     yield convert.event_to_pb(event)
 
 
+_TOKEN_PREFIX = "after:"
+
+
 def encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
+    """Opaque to clients; holds the last id of the page (ids sort by submission time)."""
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_id).encode()).decode()
 
 
 def decode_page_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidJob([("page_token", "not a token this service issued")]) from None
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX):
+        raise InvalidJob([("page_token", "not a token this service issued")])
+    return text.removeprefix(_TOKEN_PREFIX)

@@ -26,7 +26,7 @@ PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 
 
-class LoggingInterceptor(grpc.ServerInterceptor):
+class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """One log line per call: method, status code, duration (debug level: it is the hot path)."""
 
     def intercept_service(
@@ -72,8 +72,10 @@ def start_server(scheduler: Scheduler, address: str = "127.0.0.1:50051", max_wor
         interceptors=[LoggingInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
-    placement_pb2_grpc.add_PlacementServiceServicer_to_server(PlacementServicer(scheduler, stopping), server)
-    topology_pb2_grpc.add_TopologyServiceServicer_to_server(TopologyServicer(scheduler), server)
+    add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
+    add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
+    add_placement(PlacementServicer(scheduler, stopping), server)  # type: ignore[no-untyped-call]
+    add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE):

@@ -8,16 +8,9 @@ import numpy as np
 from grid_scheduler._proto.v1 import topology_pb2 as pb
 from grid_scheduler._proto.v1 import topology_pb2_grpc as pb_grpc
 from grid_scheduler.engine.capacity import CapacityRow, PoolStatus, capacity, pool_statuses
-from grid_scheduler.model import Tier
 from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler
+from grid_scheduler.service.convert import TIER_FROM_PB, TIER_TO_PB
 from grid_scheduler.service.handlers import handled
-
-TIER_TO_PB = {
-    Tier.AI_FACTORY: pb.TIER_AI_FACTORY,
-    Tier.REGIONAL_HUB: pb.TIER_REGIONAL_HUB,
-    Tier.EDGE: pb.TIER_EDGE,
-}
-TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
 
 
 class TopologyServicer(pb_grpc.TopologyServiceServicer):

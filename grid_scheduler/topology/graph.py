@@ -10,6 +10,7 @@ grid's lists of sites and endpoints.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -81,7 +82,7 @@ class Topology:
             path = nx.shortest_path(self.graph, source, target, weight="latency_ms")
         except nx.NetworkXNoPath:
             return 0.0
-        return float(min(self.graph.edges[u, v]["bandwidth_gbps"] for u, v in zip(path, path[1:], strict=False)))
+        return float(min(self.graph.edges[u, v]["bandwidth_gbps"] for u, v in itertools.pairwise(path)))
 
 
 def _latency_rows(graph: nx.Graph, sources: tuple[str, ...], column: dict[str, int]) -> FloatMatrix:

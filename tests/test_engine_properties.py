@@ -1,0 +1,156 @@
+"""Invariants of the engine and the scheduler, over random jobs and random histories."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grid_scheduler.engine import GridIndex, Usage, decide, site_reasons
+from grid_scheduler.model import Grid, JobSpec, JobState, Policy, ReasonCode, ResidencyRule
+from grid_scheduler.scheduler import Scheduler, WrongState
+from tests.invariants import ledger_from_jobs, over_capacity, placement_violations, residency_ok
+from tests.strategies import job_specs
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+POLICY = Policy(tenant_residency={"bank": ResidencyRule(allowed=["UK"])})
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), job_specs()),
+        st.tuples(st.just("cancel"), st.integers(0, 50)),
+        st.tuples(st.just("complete"), st.integers(0, 50)),
+        st.tuples(st.just("drain"), st.sampled_from(["sines-h100", "london-b200", "glomfjord-gb300"])),
+        st.tuples(st.just("undrain"), st.sampled_from(["sines-h100", "london-b200", "glomfjord-gb300"])),
+    ),
+    max_size=25,
+)
+
+
+def run(scheduler: Scheduler, ops: list[tuple[str, object]]) -> list[str]:
+    ids: list[str] = []
+    for op, arg in ops:
+        if op == "submit":
+            assert isinstance(arg, JobSpec)
+            ids.append(scheduler.submit(arg).record.id)
+        elif op in ("cancel", "complete") and ids:
+            assert isinstance(arg, int)
+            with contextlib.suppress(WrongState):
+                getattr(scheduler, op)(ids[arg % len(ids)])
+        elif op in ("drain", "undrain"):
+            assert isinstance(arg, str)
+            scheduler.set_drained(arg, op == "drain")
+    return ids
+
+
+@SETTINGS
+@given(ops=operations)
+def test_any_history_keeps_the_ledger_true(small_grid: Grid, ops: list[tuple[str, object]]) -> None:
+    scheduler = Scheduler(small_grid, POLICY)
+    run(scheduler, ops)
+    jobs = scheduler.store.list_jobs(frozenset(), "", 10_000)
+    gpus, power_kw = ledger_from_jobs(small_grid, jobs)
+    # Never over a pool's healthy GPUs or a site's power envelope.
+    assert over_capacity(small_grid, gpus, power_kw) == []
+    # The stored counters are exactly what running jobs hold.
+    snap = scheduler.store.snapshot()
+    for pool_id, p in scheduler.limits.pool_index.items():
+        assert snap.pool_used_gpus[p] == gpus.get(pool_id, 0)
+    for site_id, s in scheduler.limits.site_index.items():
+        assert abs(snap.site_used_kw[s] - power_kw.get(site_id, 0.0)) < 0.01
+    # Every placement honours residency, GPU type, gang and SLO, checked independently.
+    for job in jobs:
+        if job.placement is not None and job.state is JobState.RUNNING:
+            assert placement_violations(small_grid, job.spec, job.placement, POLICY) == []
+
+
+@SETTINGS
+@given(ops=operations)
+def test_cancelling_everything_restores_an_empty_ledger(small_grid: Grid, ops: list[tuple[str, object]]) -> None:
+    scheduler = Scheduler(small_grid, POLICY)
+    empty = scheduler.store.snapshot()
+    run(scheduler, ops)
+    for job in scheduler.store.list_jobs(frozenset(), "", 10_000):
+        if not job.state.is_final:
+            scheduler.cancel(job.id)
+    after = scheduler.store.snapshot()
+    assert np.array_equal(after.pool_used_gpus, empty.pool_used_gpus)
+    assert np.array_equal(after.site_used_w, empty.site_used_w)
+
+
+@SETTINGS
+@given(spec=job_specs(), history=st.lists(job_specs(), max_size=6))
+def test_same_input_same_decision(small_grid: Grid, spec: JobSpec, history: list[JobSpec]) -> None:
+    scheduler = Scheduler(small_grid, POLICY)
+    for earlier in history:
+        scheduler.submit(earlier)
+    usage = scheduler.usage()
+    first = decide(scheduler.index, usage, spec, POLICY)
+    # A fresh index over the same grid, the same usage arrays copied.
+    again_index = GridIndex.build(small_grid)
+    again_usage = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    second = decide(again_index, again_usage, spec, POLICY)
+    assert first.placement == second.placement
+    assert first.uncovered_endpoints == second.uncovered_endpoints
+
+
+@SETTINGS
+@given(spec=job_specs(), history=st.lists(job_specs(), max_size=6), drained=st.booleans())
+def test_every_reason_is_true_of_the_grid(
+    small_grid: Grid, spec: JobSpec, history: list[JobSpec], drained: bool
+) -> None:
+    scheduler = Scheduler(small_grid, POLICY)
+    for earlier in history:
+        scheduler.submit(earlier)
+    if drained:
+        scheduler.set_drained("london-b200", True)
+    usage = scheduler.usage()
+    decision = decide(scheduler.index, usage, spec, POLICY)
+    snap = scheduler.store.snapshot()
+    limits = scheduler.limits
+    for reason in site_reasons(scheduler.index, decision, POLICY):
+        site = small_grid.site_by_id[reason.site_id]
+        if reason.code is ReasonCode.RESIDENCY:
+            assert not residency_ok(small_grid, spec, site.id, POLICY)
+        elif reason.code is ReasonCode.GPU_TYPE:
+            _, pool = small_grid.pool_by_id[reason.pool_id]
+            memory = small_grid.gpu_type_by_name[pool.gpu_type].memory_gib
+            assert (spec.gpus.types and pool.gpu_type not in spec.gpus.types) or memory < spec.gpus.min_memory_gib
+        elif reason.code is ReasonCode.HEALTH:
+            assert snap.pool_drained[limits.pool_index[reason.pool_id]]
+        elif reason.code is ReasonCode.CAPACITY and reason.pool_id:
+            _, pool = small_grid.pool_by_id[reason.pool_id]
+            free = pool.healthy_gpus - int(snap.pool_used_gpus[limits.pool_index[reason.pool_id]])
+            assert free == reason.available < reason.required
+        elif reason.code is ReasonCode.CAPACITY:
+            assert reason.available < reason.required
+        elif reason.code is ReasonCode.POWER:
+            headroom_mw = site.power_envelope_mw - snap.site_used_w[limits.site_index[site.id]] / 1e6
+            assert abs(headroom_mw - reason.available) < 1e-6 or reason.available == 0
+            assert reason.available < reason.required
+        elif reason.code is ReasonCode.LATENCY:
+            assert spec.inference is not None
+            assert reason.available > spec.inference.latency_slo_ms
+        if decision.placement is not None:
+            assert reason.site_id not in decision.placement.site_ids
+
+
+@SETTINGS
+@given(spec=job_specs(), history=st.lists(job_specs(), max_size=8))
+def test_a_decision_fits_on_its_own(small_grid: Grid, spec: JobSpec, history: list[JobSpec]) -> None:
+    """The engine alone, before the store re-checks anything, never over-allocates."""
+    scheduler = Scheduler(small_grid, POLICY)
+    for earlier in history:
+        scheduler.submit(earlier)
+    decision = decide(scheduler.index, scheduler.usage(), spec, POLICY)
+    if decision.placement is None:
+        return
+    jobs = scheduler.store.list_jobs(frozenset(), "", 10_000)
+    gpus, power_kw = ledger_from_jobs(small_grid, jobs)
+    for a in decision.placement.assignments:
+        gpus[a.pool_id] = gpus.get(a.pool_id, 0) + a.gpus
+        power_kw[a.site_id] = power_kw.get(a.site_id, 0.0) + a.power_kw
+    assert over_capacity(small_grid, gpus, power_kw) == []
+    assert placement_violations(small_grid, spec, decision.placement, POLICY) == []
