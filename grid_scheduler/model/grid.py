@@ -145,9 +145,9 @@ class ResidencyRule(Frozen):
     def describe(self) -> str:
         parts = []
         if self.allowed:
-            parts.append("in " + " or ".join(self.allowed))
+            parts.append(" or ".join(self.allowed))
         if self.denied:
-            parts.append("not in " + ", ".join(self.denied))
+            parts.append("not " + " nor ".join(self.denied))
         return " and ".join(parts) or "anywhere"
 
 
