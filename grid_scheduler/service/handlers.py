@@ -39,15 +39,8 @@ def handled(method: F) -> F:
         except Exception as exc:
             status = status_of(exc)
             if status is None:
-                if isinstance(exc, grpc.RpcError) or _is_abort(exc):
-                    raise
                 log.exception("unhandled_error", method=method.__name__)
                 raise
             context.abort_with_status(status)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _is_abort(exc: Exception) -> bool:
-    # grpc raises a bare Exception from context.abort(); let it through untouched.
-    return type(exc) is Exception
