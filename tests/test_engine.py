@@ -43,7 +43,7 @@ def test_eu_only_never_lands_in_norway(index: GridIndex) -> None:
     assert decision.placement is not None
     assert decision.placement.site_ids == ["sines"]
     why = reasons_by_site(index, training(64, ["GB300"], ["EU"]))
-    assert why["glomfjord"] == [("residency", "site in NO (EEA, NO); job requires in EU")]
+    assert why["glomfjord"] == [("residency", "site in NO (EEA, NO); job requires EU")]
 
 
 def test_eea_admits_norway(index: GridIndex) -> None:
@@ -138,7 +138,7 @@ def test_dataset_residency_binds_and_gravity_pulls(index: GridIndex) -> None:
     # eu-corpus lives at Sines (EU only): even an unrestricted job must run in the EU.
     spec = training(64, ["GB300"], [], training={"datasets": ["eu-corpus"]})
     why = reasons_by_site(index, spec)
-    assert any("dataset eu-corpus requires in EU" in m for _, m in why["glomfjord"])
+    assert any("dataset eu-corpus requires EU" in m for _, m in why["glomfjord"])
     decision = decide(index, Usage.empty(index), spec, Policy())
     assert decision.placement is not None and decision.placement.site_ids == ["sines"]
 
@@ -160,3 +160,27 @@ def test_score_terms_add_up(index: GridIndex) -> None:
     assert decision.placement is not None
     s = decision.placement.score
     assert s.total == pytest.approx(s.latency + s.carbon + s.energy_price + s.packing + s.data_movement)
+
+
+def test_queue_is_placed_in_priority_order_when_capacity_frees(small_grid: Grid) -> None:
+    scheduler = Scheduler(small_grid)
+    blocker = scheduler.submit(training(128, ["GB300"], ["EU"])).record
+    low = [scheduler.submit(training(64, ["GB300"], ["EU"], priority=1)).record for _ in range(3)]
+    high = scheduler.submit(training(64, ["GB300"], ["EU"], priority=9)).record
+    assert all(r.state.value == "pending" for r in [*low, high])
+    scheduler.cancel(blocker.id)
+    jobs = scheduler.store.list_jobs(frozenset(), "", 100)
+    running = [r.id for r in jobs if r.state.value == "running"]
+    # 128 GPUs freed: the high-priority job first, then the oldest low one.
+    assert running == sorted([high.id, low[0].id])
+
+
+def test_split_job_reasons_are_per_site(index: GridIndex) -> None:
+    # 500 GPUs of H100/GB300 in the EU: Sines holds 384, so it cannot take it at all.
+    why = reasons_by_site(index, training(500, ["H100", "GB300"], ["EU"], gang=False))
+    assert why["sines"] == [("capacity", "384 free eligible GPUs across the site's pools < 500")]
+    # A feasible site not chosen is a 'score' reason with finite numbers.
+    decision = decide(index, Usage.empty(index), training(100, ["H100", "GB300"], ["EEA"], gang=False), Policy())
+    assert decision.placement is not None
+    score = [r for r in site_reasons(index, decision, Policy()) if r.code is ReasonCode.SCORE]
+    assert score and all(0 < r.available < float("inf") for r in score)

@@ -83,11 +83,13 @@ def _reasons_for_site(
         pool_out = _pool_reasons(index, decision, p, site_id)
         out.extend(pool_out)
         feasible_here |= not pool_out
-    if checks.unit is Unit.SPLIT and not feasible_here:
-        out.extend(_split_reasons(index, decision, s, pools, site_id))
-        feasible_here = not any(r.code in TRANSIENT for r in out if r.pool_id == "")
+    if checks.unit is Unit.SPLIT and feasible_here:
+        site_out = _split_reasons(index, decision, s, pools, site_id)
+        out.extend(site_out)
+        feasible_here = not site_out
     if feasible_here:
-        best = float(np.min(decision.costs.total[[p for p in pools if checks.pool_feasible[p]]], initial=np.inf))
+        usable = checks.pool_eligible if checks.unit is Unit.SPLIT else checks.pool_feasible
+        best = float(np.min(decision.costs.total[[p for p in pools if usable[p]]], initial=np.inf))
         if chosen_cost is not None:
             message = f"feasible, but scores {best:.3f} against the chosen {chosen_cost:.3f} (lower is better)"
         else:
@@ -138,8 +140,12 @@ def _split_reasons(index: GridIndex, decision: Decision, s: int, pools: list[int
         return [Reason(code=ReasonCode.CAPACITY, site_id=site_id,
                        message=f"{free} free eligible GPUs across the site's pools < {checks.need_gpus}",
                        required=checks.need_gpus, available=free, unit="gpus")]
-    cheapest_kw = checks.need_gpus * float(min(index.pool_kw_per_gpu[p] for p in eligible))
-    return [_power_reason(site_id, "", float(checks.site_headroom_kw[s]), cheapest_kw)]
+    # The least power any fill could draw: every GPU from the most frugal eligible pool.
+    least_kw = checks.need_gpus * float(min(index.pool_kw_per_gpu[p] for p in eligible))
+    headroom_kw = float(checks.site_headroom_kw[s])
+    if least_kw > headroom_kw + 1e-6:
+        return [_power_reason(site_id, "", headroom_kw, least_kw)]
+    return []
 
 
 def _power_reason(site_id: str, pool_id: str, headroom_kw: float, need_kw: float) -> Reason:
