@@ -47,7 +47,7 @@ def decide(
     pools_gpus = _place_gang(checks, costs)
     if pools_gpus is None and checks.unit is Unit.SPLIT:
         pools_gpus = _place_split(index, checks, costs)
-    placement = _placement(index, spec, policy, costs, pools_gpus) if pools_gpus else None
+    placement = build_placement(index, spec, policy, costs, pools_gpus) if pools_gpus else None
     return Decision(spec, checks, costs, placement)
 
 
@@ -130,10 +130,10 @@ def _place_replicas(
     if placed < spec.inference.replicas or uncovered_ids:
         return Decision(spec, checks, costs, None, uncovered_ids)
     pools_gpus = [(pool, n * per_replica) for pool, n in sorted(chosen.items())]
-    return Decision(spec, checks, costs, _placement(index, spec, policy, costs, pools_gpus))
+    return Decision(spec, checks, costs, build_placement(index, spec, policy, costs, pools_gpus))
 
 
-def _placement(
+def build_placement(
     index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCosts, pools_gpus: list[tuple[int, int]]
 ) -> Placement:
     grid = index.grid

@@ -1,0 +1,91 @@
+"""Batch placement at scale: pending jobs x pools -> build time, solve time, gap at the time limit.
+
+Grids come from ``grid_scheduler.synthetic.synthetic_grid`` (pools / 4 sites, ~133 GPUs per
+pool on average, so 2,000 pools ~ 266k GPUs), preloaded to ~50 % busy; jobs from
+``synthetic.job_stream`` with an inference share of 0.3 (a pending backlog is mostly
+training: inference is normally placed online as it arrives). Every answer is checked by the
+independent checker (engine/verify.py) and compared with the greedy warm start.
+
+    .venv/bin/python benchmarks/batch_scaling.py                       # 1k/10k/100k x 50/500/2000 (~10 min)
+    .venv/bin/python benchmarks/batch_scaling.py --jobs 1000 10000 --pools 50 500
+    .venv/bin/python benchmarks/batch_scaling.py --quick               # 1k x 50 and 10k x 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workloads import generated_jobs, preload
+
+from grid_scheduler.engine import GridIndex
+from grid_scheduler.engine.batch import solve_batch
+from grid_scheduler.engine.verify import check_solution
+from grid_scheduler.model import Policy
+from grid_scheduler.synthetic import synthetic_grid
+
+RESULTS = Path(__file__).resolve().parent / "results" / "batch_scaling.json"
+
+
+def run(n_jobs: int, n_pools: int, args: argparse.Namespace) -> dict[str, Any]:
+    t = time.perf_counter()
+    grid = synthetic_grid(sites=max(n_pools // 4, 4), pools=n_pools, gpus_target=133 * n_pools, seed=args.seed)
+    index = GridIndex.build(grid)
+    usage = preload(index, args.preload, args.seed)
+    jobs, _ = generated_jobs(grid, n_jobs, args.seed, args.inference_share)
+    setup = time.perf_counter() - t
+    limit = args.time_limit if n_jobs < 50_000 else args.big_time_limit
+    result = solve_batch(index, usage, jobs, Policy(), time_limit_s=limit, workers=args.workers, seed=args.seed,
+                         top_k=args.top_k)
+    spec_of = dict(jobs)
+    placed = {j: (spec_of[j], p) for j, p in result.placements.items()}
+    violations = check_solution(grid, placed, usage, Policy(), index.topology, gang_training=True)
+    greedy_w = (result.greedy_objective + result.big - 1) // result.big  # W of the greedy (its C < BIG)
+    row = {
+        "jobs": n_jobs, "pools": len(index.pool_ids), "sites": len(index.site_ids),
+        "gpus": int(index.pool_healthy_gpus.sum()), "classes": result.classes, "variables": result.variables,
+        "setup_s": setup, "greedy_s": result.greedy_time_s, "build_s": result.build_time_s,
+        "solve_s": result.solve_time_s, "time_limit_s": limit, "status": result.status, "method": result.method,
+        "gap": result.gap, "weighted_gpus": result.weighted_gpus, "greedy_weighted_gpus": greedy_w,
+        "gain_vs_greedy_pct": 100.0 * (result.weighted_gpus / max(greedy_w, 1) - 1.0),
+        "placed": len(result.placements), "violations": len(violations), **result.extra,
+    }
+    print(f"| {n_jobs:,} | {row['pools']:,} | {row['gpus']:,} | {row['classes']:,} | {row['variables']:,} | "
+          f"{row['greedy_s']:.1f} | {row['build_s']:.1f} | {row['solve_s']:.1f} | {limit:g} | {row['status']} | "
+          f"{row['gap']:.2e} | {row['gain_vs_greedy_pct']:+.2f} | {row['violations']} |", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--pools", type=int, nargs="+", default=[50, 500, 2_000])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--time-limit", type=float, default=5.0, help="seconds, below 50k jobs")
+    parser.add_argument("--big-time-limit", type=float, default=30.0, help="seconds, 50k jobs and more")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--preload", type=float, default=0.5)
+    parser.add_argument("--inference-share", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cases = [(1_000, 50), (10_000, 500)] if args.quick else [(j, p) for j in args.jobs for p in args.pools]
+    print("| jobs | pools | GPUs | classes | variables | greedy s | build s | solve s | limit s | status | gap | "
+          "W vs greedy % | violations |")
+    print("|" + "---|" * 13)
+    rows = [run(j, p, args) for j, p in cases]
+    report = {"python": sys.version.split()[0], "machine": platform.machine(),
+              "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
