@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-json", action="store_true", help="JSON logs even in a terminal")
+    serve.add_argument(
+        "--store", default="memory",
+        help="reservations ledger: 'memory' (embedded, the default) or redis://host:port/db (shared, durable)",
+    )
     serve.set_defaults(run=_serve)
 
     def client_command(
@@ -93,10 +97,20 @@ def _serve(args: argparse.Namespace) -> int:
     from grid_scheduler.logging import configure
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.server import serve_forever, start_server
+    from grid_scheduler.state import Limits, open_store
 
     configure(args.log_level, json=True if args.log_json else None)
-    scheduler = Scheduler(load_grid(args.grid), load_policy(args.policy))
-    serve_forever(start_server(scheduler, args.address, args.workers))
+    grid = load_grid(args.grid)
+    try:
+        # Redis keys are namespaced by the grid's name: replicas of one grid share a ledger.
+        store = open_store(args.store, Limits.from_grid(grid), grid.name)
+    except ValueError as e:
+        raise ConfigError(f"--store: {e}") from e
+    scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    try:
+        serve_forever(start_server(scheduler, args.address, args.workers))
+    finally:
+        store.close()
     return 0
 
 

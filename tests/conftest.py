@@ -12,6 +12,7 @@ from grid_scheduler.config import load_grid
 from grid_scheduler.model import Grid
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.server import RunningServer, start_server
+from tests.redis_fixture import redis_factory, redis_server, redis_url  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = ROOT / "examples" / "grids"

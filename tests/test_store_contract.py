@@ -20,10 +20,18 @@ SPEC = JobSpec.model_validate(
 StoreFactory = Callable[[Limits], Store]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def store_factory(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
     if request.param == "memory":
         yield MemoryStore
+    elif request.param == "redis":
+        from uuid import uuid4
+
+        from grid_scheduler.state.redis_store import RedisStore
+
+        # One real redis-server for the session; a fresh grid name gives each test an empty ledger.
+        url = request.getfixturevalue("redis_url")
+        yield lambda limits: RedisStore(limits, url, f"contract-{uuid4().hex[:12]}")
     else:  # pragma: no cover - other stores register themselves in their own fixture module
         raise ValueError(request.param)
 

@@ -19,6 +19,7 @@ from grid_scheduler._proto.v1 import placement_pb2, placement_pb2_grpc, topology
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.topology import TopologyServicer
+from grid_scheduler.state import StoreError
 
 log = structlog.get_logger("grid_scheduler.server")
 
@@ -65,7 +66,22 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def start_server(scheduler: Scheduler, address: str = "127.0.0.1:50051", max_workers: int = 16) -> RunningServer:
+# How often the store's health is probed (a Redis PING with a short timeout) and reflected in
+# grpc.health.v1, so a load balancer stops sending work while the ledger is unreachable.
+HEALTH_POLL_S = 0.5
+# How often pending jobs are retried without a local trigger. With several replicas on one store,
+# a commit that lost a race, or a retry cut short by a store outage, leaves a job pending that no
+# local cancel or undrain would revisit.
+PENDING_RETRY_S = 3.0
+
+
+def start_server(
+    scheduler: Scheduler,
+    address: str = "127.0.0.1:50051",
+    max_workers: int = 16,
+    health_poll_s: float = HEALTH_POLL_S,
+    pending_retry_s: float | None = PENDING_RETRY_S,
+) -> RunningServer:
     stopping = threading.Event()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -78,8 +94,8 @@ def start_server(scheduler: Scheduler, address: str = "127.0.0.1:50051", max_wor
     add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    serving = scheduler.store.healthy()
+    _set_health(health_servicer, serving)
     reflection.enable_server_reflection(
         (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -87,9 +103,53 @@ def start_server(scheduler: Scheduler, address: str = "127.0.0.1:50051", max_wor
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
+    threading.Thread(target=_watch_store_health, args=(scheduler, health_servicer, stopping, health_poll_s, serving),
+                     name="store-health", daemon=True).start()
+    if pending_retry_s:
+        threading.Thread(target=_retry_pending, args=(scheduler, stopping, pending_retry_s),
+                         name="pending-retry", daemon=True).start()
     log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
              pools=len(scheduler.index.pool_ids))
     return RunningServer(server, port, health_servicer, stopping)
+
+
+def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE):
+        servicer.set(name, status)  # ignored once graceful shutdown began
+
+
+def _watch_store_health(
+    scheduler: Scheduler, servicer: health.HealthServicer, stopping: threading.Event, poll_s: float, serving: bool
+) -> None:
+    while not stopping.wait(poll_s):
+        ok = scheduler.store.healthy()
+        if ok != serving:
+            serving = ok
+            _set_health(servicer, ok)
+            if ok:
+                log.info("store_available")
+            else:
+                log.warning("store_unavailable")
+
+
+def _retry_pending(scheduler: Scheduler, stopping: threading.Event, interval_s: float) -> None:
+    # Only when the ledger moved: on an unchanged ledger every pending job would get the same
+    # "no" again, and the pass holds the scheduler's lock.
+    seen: int | None = None
+    while not stopping.wait(interval_s):
+        try:
+            version = scheduler.store.ledger_version()
+            if version == seen:
+                continue
+            placed = scheduler.place_pending()
+            seen = version
+            if placed:
+                log.info("pending_retry", placed=len(placed))
+        except StoreError as e:
+            log.debug("pending_retry_skipped", error=str(e))
+        except Exception:
+            log.exception("pending_retry_failed")
 
 
 def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:

@@ -1,5 +1,6 @@
 """The reservations ledger: one Store contract, an in-memory implementation (and Redis)."""
 
+from grid_scheduler.state.factory import open_store
 from grid_scheduler.state.memory import MemoryStore
 from grid_scheduler.state.store import (
     CapacityConflict,
@@ -15,5 +16,5 @@ from grid_scheduler.state.store import (
 
 __all__ = [
     "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
-    "StoreUnavailable", "Transition", "UnknownJob",
+    "StoreUnavailable", "Transition", "UnknownJob", "open_store",
 ]

@@ -1,0 +1,198 @@
+"""What only the Redis store has: several replicas on one ledger, outages, and the batch lease.
+
+The shared contract (same semantics as MemoryStore) is tests/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from uuid import uuid4
+
+import pytest
+
+from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobSpec, JobState
+from grid_scheduler.state import CapacityConflict, Limits, StoreUnavailable, Transition, open_store
+from grid_scheduler.state.lease import Lease, LeaseKeeper, LeaseLost
+from grid_scheduler.state.redis_store import RedisStore
+from tests.redis_fixture import free_port
+
+SPEC = JobSpec.model_validate({"name": "t", "tenant": "acme", "kind": "training", "gpus": {"count": 8}})
+Replicas = Callable[[int], list[RedisStore]]
+
+
+def record(job_id: str, state: JobState = JobState.RUNNING, request_id: str = "") -> JobRecord:
+    return JobRecord(id=job_id, request_id=request_id, spec=SPEC, state=state, created_at=1.0, updated_at=1.0)
+
+
+def manchester(gpus: int = 8) -> Assignment:
+    # manchester-h100: 64 GPUs; 8 GPUs draw 7 kW of the site's 100 kW, so the pool binds.
+    return Assignment(site_id="manchester-edge", pool_id="manchester-h100", gpu_type="H100", gpus=gpus,
+                      power_kw=gpus * 0.875)
+
+
+@pytest.fixture
+def limits(small_grid: Grid) -> Limits:
+    return Limits.from_grid(small_grid)
+
+
+@pytest.fixture
+def replicas(redis_url: str, limits: Limits) -> Iterator[Replicas]:
+    """n store objects on one Redis and one grid name: n scheduler replicas' view of the ledger."""
+    grid = f"replicas-{uuid4().hex[:12]}"
+    made: list[RedisStore] = []
+
+    def make(n: int) -> list[RedisStore]:
+        stores = [RedisStore(limits, redis_url, grid) for _ in range(n)]
+        made.extend(stores)
+        return stores
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_every_call_fails_fast_as_unavailable_when_redis_is_not_there(limits: Limits) -> None:
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0", limits, "nowhere")
+    calls: list[Callable[[], object]] = [
+        lambda: store.create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester()])),
+        lambda: store.apply("job-1", 0, Transition(record("job-1"), EventType.CANCELLED, release=True)),
+        lambda: store.get_job("job-1"),
+        lambda: store.job_by_request("req-1"),
+        lambda: store.list_jobs(frozenset(), "", 10),
+        store.pending_jobs,
+        lambda: store.reservation("job-1"),
+        store.snapshot,
+        store.ledger_version,
+        lambda: store.set_drained("sines-h100", True),
+        lambda: store.events_after(0, 0.5),
+        store.last_sequence,
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match=r"redis at redis://127\.0\.0\.1"):
+            call()
+    assert not store.healthy()
+    store.close()
+
+
+def test_open_store_refuses_an_unknown_url(limits: Limits) -> None:
+    with pytest.raises(ValueError, match="unknown store"):
+        open_store("postgres://x", limits, "g")
+
+
+def test_a_replica_sees_the_other_replicas_commits_and_events(replicas: Replicas) -> None:
+    a, b = replicas(2)
+    start = b.last_sequence()
+    a.create_job(Transition(record("job-1", request_id="req-1"), EventType.PLACED, "placed", reserve=[manchester()]))
+    assert b.ledger_version() == a.ledger_version() != 0
+    assert b.snapshot().pool_used_gpus.sum() == 8
+    assert b.job_by_request("req-1") == a.get_job("job-1")
+    events = b.events_after(start, timeout_s=1.0)
+    assert [(e.job_id, e.type, e.message) for e in events] == [("job-1", EventType.PLACED, "placed")]
+    # A watcher that restarts resumes from the last sequence it saw.
+    a.create_job(Transition(record("job-2", JobState.PENDING), EventType.PENDING))
+    assert [e.job_id for e in b.events_after(events[-1].sequence, 1.0)] == ["job-2"]
+
+
+def test_racing_replicas_never_double_book(replicas: Replicas, limits: Limits) -> None:
+    stores = replicas(4)
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def race(n: int, store: RedisStore) -> None:
+        for i in range(6):
+            job_id = f"job-{n}-{i}"
+            try:
+                store.create_job(Transition(record(job_id), EventType.PLACED, reserve=[manchester()]))
+            except CapacityConflict:
+                continue
+            with lock:
+                won.append(job_id)
+
+    threads = [threading.Thread(target=race, args=(n, s)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 8  # 64 GPUs / 8: 24 attempts, exactly 8 winners
+    assert int(stores[0].snapshot().pool_used_gpus[limits.pool_index["manchester-h100"]]) == 64
+    assert len(stores[1].list_jobs(frozenset(), "", 100)) == 8
+
+
+def test_a_move_releases_and_reserves_in_one_commit(replicas: Replicas, limits: Limits) -> None:
+    (store,) = replicas(1)
+    store.create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester(64)]))
+    moved = record("job-1").model_copy(update={"version": 1})
+    # All 64 GPUs are taken, but by this very job: releasing them first makes room.
+    store.apply("job-1", 0, Transition(moved, EventType.PLACED, reserve=[manchester(32)], release=True))
+    assert int(store.snapshot().pool_used_gpus[limits.pool_index["manchester-h100"]]) == 32
+    assert store.reservation("job-1") == [manchester(32)]
+
+
+def test_lease_has_one_holder_and_a_growing_fencing_token(redis_url: str) -> None:
+    name = f"batch-{uuid4().hex[:8]}"
+    a, b = Lease(redis_url, name, ttl_s=30), Lease(redis_url, name, ttl_s=30)
+    token = a.acquire()
+    assert token is not None
+    assert a.acquire() == token  # already ours: same token
+    assert b.acquire() is None
+    assert a.renew(token) and a.check(token) and not b.check(token + 1)
+    assert a.holder() == (token, a.owner)
+    assert a.release(token)
+    newer = b.acquire()
+    assert newer is not None and newer > token
+    assert not a.renew(token) and not a.check(token) and not a.release(token)
+    b.release(newer)
+    a.close()
+    b.close()
+
+
+def test_an_expired_lease_can_be_taken(redis_url: str) -> None:
+    name = f"batch-{uuid4().hex[:8]}"
+    a, b = Lease(redis_url, name, ttl_s=0.1), Lease(redis_url, name, ttl_s=30)
+    old = a.acquire()
+    assert old is not None
+    taken = None
+    for _ in range(200):  # bounded: the 0.1 s TTL runs out long before
+        taken = b.acquire()
+        if taken is not None:
+            break
+        threading.Event().wait(0.02)
+    assert taken is not None and taken > old
+    assert not a.renew(old)
+    b.release(taken)
+
+
+def test_a_replica_that_lost_the_lease_cannot_commit(replicas: Replicas, redis_url: str) -> None:
+    (store,) = replicas(1)
+    name = f"batch-{uuid4().hex[:8]}"
+    a = Lease(redis_url, name, ttl_s=30, grid_name=store.grid_name)
+    b = Lease(redis_url, name, ttl_s=30, grid_name=store.grid_name)
+    old = a.acquire()
+    assert old is not None
+    store.fenced(a, old).create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester()]))
+    # a stalls past its lease; b takes over.
+    a.release(old)
+    new = b.acquire()
+    assert new is not None
+    before = store.snapshot()
+    with pytest.raises(LeaseLost):
+        store.fenced(a, old).create_job(Transition(record("job-2"), EventType.PLACED, reserve=[manchester()]))
+    with pytest.raises(LeaseLost):
+        store.fenced(a, old).apply("job-1", 0, Transition(record("job-1"), EventType.CANCELLED, release=True))
+    assert store.get_job("job-2") is None
+    assert (store.snapshot().pool_used_gpus == before.pool_used_gpus).all()
+    store.fenced(b, new).create_job(Transition(record("job-3"), EventType.PLACED, reserve=[manchester()]))
+    store.create_job(Transition(record("job-4", JobState.PENDING), EventType.PENDING))  # unfenced: as always
+
+
+def test_lease_keeper_notices_a_lost_lease(redis_url: str) -> None:
+    name = f"batch-{uuid4().hex[:8]}"
+    a, b = Lease(redis_url, name, ttl_s=0.3), Lease(redis_url, name, ttl_s=30)
+    token = a.acquire()
+    assert token is not None
+    keeper = LeaseKeeper(a, token)
+    a.release(token)  # stands in for an expiry the keeper could not prevent
+    assert b.acquire() is not None
+    assert keeper.lost.wait(10)
+    keeper.stop()
