@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("pool")
     p = client_command("undrain", _undrain, "let new work land in a pool again")
     p.add_argument("pool")
+    p = client_command("optimize", _optimize, "solve all pending jobs together (CP-SAT) and commit the plan")
+    p.add_argument("--dry-run", action="store_true", help="show the plan without committing it")
+    p.add_argument("--time-limit", type=float, default=5.0, help="solver time limit, seconds")
     return parser
 
 
@@ -267,6 +270,23 @@ def _capacity(args: argparse.Namespace, client: Client) -> int:
         _table([[r.key, r.total_gpus, r.used_gpus, r.free_gpus, r.drained_gpus,
                  f"{r.power_used_mw:.1f}/{r.power_envelope_mw:g}" if r.power_envelope_mw else "-"] for r in rows],
                ["key", "gpus", "used", "free", "drained", "power_mw used/envelope"])
+    return 0
+
+
+def _optimize(args: argparse.Namespace, client: Client) -> int:
+    response = client.optimize(args.dry_run, args.time_limit)
+    if args.json:
+        _print_json(response)
+        return 0
+    verb = "would place" if response.dry_run else "placed"
+    committed = sum(p.committed for p in response.placements)
+    print(f"{response.pending_before} pending; {verb} {len(response.placements)}"
+          + ("" if response.dry_run else f" ({committed} committed)")
+          + f"; {len(response.unplaced_job_ids)} still waiting")
+    print(f"solver {response.solver_status} via {response.method}: objective {response.objective:.0f}, "
+          f"bound {response.best_bound:.0f}, gap {response.gap:.2%}, {response.solve_time_s:.2f} s")
+    _table([[p.job_id, ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in p.placement.assignments),
+             "yes" if p.committed else "no"] for p in response.placements], ["job", "placement", "committed"])
     return 0
 
 

@@ -87,6 +87,14 @@ class Client:
         stream: Iterator[ppb.WatchJobsResponse] = self.placement.WatchJobs(request, timeout=timeout_s)
         return stream
 
+    def optimize(self, dry_run: bool = False, time_limit_s: float = 0.0) -> ppb.OptimizePendingResponse:
+        """Run a batch cycle now; the call's deadline leaves room for the solver's time limit."""
+        request = ppb.OptimizePendingRequest(dry_run=dry_run, time_limit_s=time_limit_s)
+        response: ppb.OptimizePendingResponse = self.placement.OptimizePending(
+            request, timeout=self.timeout_s + (time_limit_s or 5.0)
+        )
+        return response
+
     # --- grid ------------------------------------------------------------------
     def sites(self, tier: Tier | None = None, jurisdiction: str = "") -> list[tpb.Site]:
         tier_pb = TIER_TO_PB[tier] if tier else tpb.TIER_UNSPECIFIED

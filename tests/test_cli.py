@@ -80,6 +80,8 @@ def test_tour(served: tuple[subprocess.Popen[str], str]) -> None:
     assert "fleet" in cli(address, "capacity")
     assert "drained" in cli(address, "drain", "sines-gb300-a")
     assert "open" in cli(address, "undrain", "sines-gb300-a")
+    plan = cli(address, "optimize", "--dry-run", "--time-limit", "2")
+    assert "1 pending; would place" in plan and "gap" in plan
     assert "cancelled" in cli(address, "cancel", job_id)
 
 

@@ -289,3 +289,58 @@ def test_deadline_is_honoured(client: Client) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         client.placement.SubmitJob(pb.SubmitJobRequest(spec=spec_to_pb(training(8, ["EU"]))), timeout=1e-6)
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_optimize_with_nothing_placeable(client: Client) -> None:
+    client.drain("sines-gb300")
+    queued = [client.submit(training(32, ["EU"], name=f"q{i}")).job for i in range(3)]
+    assert all(j.state == pb.JOB_STATE_PENDING for j in queued)
+    plan = client.optimize(dry_run=True, time_limit_s=2)
+    assert plan.dry_run and plan.pending_before == 3 and len(plan.placements) == 0
+    assert set(plan.unplaced_job_ids) == {j.id for j in queued}
+    assert plan.solver_status and plan.gap >= 0
+
+
+def test_optimize_reports_the_gap_and_commits(scheduler: object, client: Client) -> None:
+    from grid_scheduler.scheduler import Scheduler
+
+    assert isinstance(scheduler, Scheduler)
+    client.drain("sines-gb300")
+    queued = [client.submit(training(32, ["EU"], name=f"q{i}")).job for i in range(3)]
+    # Open the pool behind the scheduler's back (no retry), so only the batch cycle places them.
+    scheduler.store.set_drained("sines-gb300", False)
+    plan = client.optimize(dry_run=True, time_limit_s=2)
+    assert len(plan.placements) == 3 and not any(p.committed for p in plan.placements)
+    assert all(client.get_job(j.id).state == pb.JOB_STATE_PENDING for j in queued)
+    done = client.optimize(time_limit_s=2)
+    assert not done.dry_run and all(p.committed for p in done.placements)
+    assert done.gap >= 0 and done.solver_status
+    assert all(client.get_job(j.id).state == pb.JOB_STATE_RUNNING for j in queued)
+    with pytest.raises(grpc.RpcError) as exc:
+        client.optimize(time_limit_s=-1)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_preemption_evicts_the_cheapest_lower_priority_jobs(client: Client) -> None:
+    def spec(count: int, priority: int, preemptible: bool) -> JobSpec:
+        return JobSpec.model_validate(
+            {"name": f"p{priority}", "tenant": "acme", "kind": "training", "preemptible": preemptible,
+             "priority": priority, "gpus": {"count": count, "types": ["GB300"]}, "residency": {"allowed": ["EU"]}}
+        )
+
+    keep = client.submit(spec(64, 1, False)).job  # not preemptible
+    victim = client.submit(spec(64, 1, True)).job
+    assert keep.state == victim.state == pb.JOB_STATE_RUNNING
+    # Equal priority never preempts.
+    assert client.submit(spec(64, 1, False)).job.state == pb.JOB_STATE_PENDING
+    urgent = client.submit(spec(64, 9, False)).job
+    assert urgent.state == pb.JOB_STATE_RUNNING
+    evicted = client.get_job(victim.id)
+    assert evicted.state == pb.JOB_STATE_PENDING
+    assert evicted.waiting.summary == [f"preempted by {urgent.id}"]
+    assert client.get_job(keep.id).state == pb.JOB_STATE_RUNNING
+    # Nothing is evicted when eviction would not make room.
+    too_big = client.submit(spec(128, 9, False)).job
+    assert too_big.state == pb.JOB_STATE_PENDING
+    assert client.get_job(keep.id).state == pb.JOB_STATE_RUNNING
+    assert client.get_job(urgent.id).state == pb.JOB_STATE_RUNNING

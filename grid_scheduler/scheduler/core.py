@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import structlog
 
 from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, decide, site_reasons, wait_info
-from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy, Reason
+from grid_scheduler.engine.batch import BatchResult, solve_batch
+from grid_scheduler.engine.preemption import choose_victims
+from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Placement, Policy, Reason, WaitInfo
 from grid_scheduler.model.job import violations_against_grid
 from grid_scheduler.scheduler.errors import InvalidJob, NotFound, WrongState
 from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, StaleRecord, Store, Transition
@@ -38,6 +40,16 @@ class Outcome:
     record: JobRecord
     created: bool
     decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class OptimizeOutcome:
+    """One batch cycle: what the solver proposed, and what was committed."""
+
+    result: BatchResult
+    pending_before: int
+    committed: list[JobRecord]
+    dry_run: bool
 
 
 class Scheduler:
@@ -85,9 +97,12 @@ class Scheduler:
             if existing is not None:
                 return Outcome(existing, created=False)
         with self._lock:
+            job_id = new_job_id()
             for _ in range(COMMIT_ATTEMPTS):
                 decision = decide(self.index, self.usage(), spec, self.policy)
-                transition = self._first_transition(spec, request_id, decision)
+                if decision.placement is None and self._preempt_for(job_id, spec):
+                    decision = decide(self.index, self.usage(), spec, self.policy)
+                transition = self._first_transition(job_id, spec, request_id, decision)
                 try:
                     record, created = self.store.create_job(transition)
                 except CapacityConflict:
@@ -95,29 +110,33 @@ class Scheduler:
                 if created:
                     self._log_decision(record, decision)
                 return Outcome(record, created, decision if created else None)
-            transition = self._waiting(spec, request_id, decision, JobState.PENDING, "lost the race for capacity")
+            transition = self._waiting(
+                job_id, spec, request_id, decision, JobState.PENDING, "lost the race for capacity"
+            )
             record, created = self.store.create_job(transition)
             return Outcome(record, created, decision)
 
-    def _first_transition(self, spec: JobSpec, request_id: str, decision: Decision) -> Transition:
+    def _first_transition(self, job_id: str, spec: JobSpec, request_id: str, decision: Decision) -> Transition:
         now = self._clock()
         if decision.placement is not None:
             record = JobRecord(
-                id=new_job_id(), request_id=request_id, spec=spec, state=JobState.RUNNING,
+                id=job_id, request_id=request_id, spec=spec, state=JobState.RUNNING,
                 placement=decision.placement, created_at=now, updated_at=now,
             )
             return Transition(record, EventType.PLACED, _placed_message(record), reserve=decision.placement.assignments)
         if could_ever_place(self.index, spec, self.policy).placement is None:
-            return self._waiting(spec, request_id, decision, JobState.REJECTED, "no site of the grid can ever take it")
-        return self._waiting(spec, request_id, decision, JobState.PENDING, "waiting for capacity")
+            return self._waiting(
+                job_id, spec, request_id, decision, JobState.REJECTED, "no site of the grid can ever take it"
+            )
+        return self._waiting(job_id, spec, request_id, decision, JobState.PENDING, "waiting for capacity")
 
     def _waiting(
-        self, spec: JobSpec, request_id: str, decision: Decision, state: JobState, why: str
+        self, job_id: str, spec: JobSpec, request_id: str, decision: Decision, state: JobState, why: str
     ) -> Transition:
         now = self._clock()
         info = wait_info(self.index, decision, self.policy)
         record = JobRecord(
-            id=new_job_id(), request_id=request_id, spec=spec, state=state,
+            id=job_id, request_id=request_id, spec=spec, state=state,
             waiting=info, created_at=now, updated_at=now,
         )
         event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING
@@ -173,30 +192,113 @@ class Scheduler:
             return changed
 
     def place_pending(self) -> list[JobRecord]:
-        """Try every pending job, highest priority first; returns those placed."""
+        """Try every pending job, highest priority first; returns those placed.
+
+        Within one pass capacity only shrinks, so once a job of some shape fails, every
+        later job of the same shape (the same spec but for its name) would fail too: a long
+        queue of identical jobs costs one decision, not one per job.
+        """
         placed: list[JobRecord] = []
+        failed_shapes: set[str] = set()
         with self._lock:
             for record in self.store.pending_jobs():
+                shape = record.spec.model_dump_json(exclude={"name"})
+                if shape in failed_shapes:
+                    continue
                 decision = decide(self.index, self.usage(), record.spec, self.policy)
                 if decision.placement is None:
+                    failed_shapes.add(shape)
                     continue
-                running = record.model_copy(
-                    update={
-                        "state": JobState.RUNNING,
-                        "placement": decision.placement,
-                        "waiting": None,
-                        "updated_at": self._clock(),
-                        "version": record.version + 1,
-                    }
-                )
-                transition = Transition(running, EventType.PLACED, _placed_message(running),
-                                        reserve=decision.placement.assignments)
-                try:
-                    placed.append(self.store.apply(record.id, record.version, transition))
-                except (CapacityConflict, StaleRecord):
-                    continue
-                self._log_decision(running, decision)
+                running = self._commit_placement(record, decision.placement)
+                if running is not None:
+                    placed.append(running)
+                    self._log_decision(running, decision)
         return placed
+
+    def _commit_placement(
+        self, record: JobRecord, placement: Placement, store: Store | None = None
+    ) -> JobRecord | None:
+        """Pending -> running with this placement; None if the capacity or the job moved meanwhile."""
+        running = record.model_copy(
+            update={
+                "state": JobState.RUNNING,
+                "placement": placement,
+                "waiting": None,
+                "updated_at": self._clock(),
+                "version": record.version + 1,
+            }
+        )
+        transition = Transition(running, EventType.PLACED, _placed_message(running), reserve=placement.assignments)
+        try:
+            return (store or self.store).apply(record.id, record.version, transition)
+        except (CapacityConflict, StaleRecord):
+            return None
+
+    # --- preemption --------------------------------------------------------------
+    def _preempt_for(self, job_id: str, spec: JobSpec) -> bool:
+        """Evict the cheapest lower-priority preemptible jobs that make room for ``spec``.
+
+        Evicts nothing unless the victims together make the job fit (choose_victims checks
+        that with the engine). Victims go back to the queue with the reason.
+        """
+        if spec.priority == 0:
+            return False
+        candidates = [
+            (r.id, r.spec, r.placement, r.updated_at)
+            for r in self.store.list_jobs(frozenset({JobState.RUNNING}), "", 1_000_000)
+            if r.placement is not None and r.spec.preemptible and r.spec.priority < spec.priority
+        ]
+        if not candidates:
+            return False
+        victims = choose_victims(self.index, self.usage(), spec, candidates, self.policy, self._clock())
+        if not victims:
+            return False
+        why = f"preempted by {job_id}"
+        for victim_id in victims:
+            victim = self.get(victim_id)
+            queued = victim.model_copy(
+                update={
+                    "state": JobState.PENDING,
+                    "placement": None,
+                    "waiting": WaitInfo(summary=[why]),
+                    "updated_at": self._clock(),
+                    "version": victim.version + 1,
+                }
+            )
+            self.store.apply(victim_id, victim.version, Transition(queued, EventType.PREEMPTED, why, release=True))
+            log.info("job_preempted", job_id=victim_id, by=job_id)
+        return True
+
+    # --- batch ---------------------------------------------------------------------
+    def optimize_pending(
+        self, dry_run: bool = False, time_limit_s: float = 5.0, workers: int = 2, commit_to: Store | None = None
+    ) -> OptimizeOutcome:
+        """Solve every pending job together (CP-SAT) against free capacity, and commit the plan.
+
+        Placements are committed one job at a time, highest priority first; one that no
+        longer fits (capacity moved since the snapshot) stays pending for the next cycle.
+        ``commit_to`` is a view of the store to commit through (a lease-fenced one on Redis).
+        """
+        with self._lock:
+            pending = self.store.pending_jobs()
+            result = solve_batch(
+                self.index, self.usage(), [(r.id, r.spec) for r in pending], self.policy,
+                time_limit_s=time_limit_s, workers=workers,
+            )
+            log.info(
+                "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
+                method=result.method, objective=result.objective, best_bound=result.best_bound,
+                gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,
+            )
+            committed: list[JobRecord] = []
+            if not dry_run:
+                for record in pending:
+                    placement = result.placements.get(record.id)
+                    if placement is not None:
+                        running = self._commit_placement(record, placement, commit_to)
+                        if running is not None:
+                            committed.append(running)
+            return OptimizeOutcome(result, len(pending), committed, dry_run)
 
     def _log_decision(self, record: JobRecord, decision: Decision) -> None:
         if record.placement is not None:

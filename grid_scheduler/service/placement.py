@@ -16,13 +16,16 @@ from grid_scheduler.engine import site_reasons, wait_info
 from grid_scheduler.model import JobRecord, JobSpec, JobState, Reason
 from grid_scheduler.model.errors import violations
 from grid_scheduler.scheduler import InvalidJob, Scheduler
-from grid_scheduler.service import convert
+from grid_scheduler.service import convert, errors
 from grid_scheduler.service.handlers import handled
+from grid_scheduler.state import StoreUnavailable
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_REQUEST_ID = 256
 WATCH_POLL_S = 0.25
+DEFAULT_OPTIMIZE_S = 5.0
+MAX_OPTIMIZE_S = 120.0
 
 
 def parse_spec(request_spec: pb.JobSpec, present: bool, prefix: str = "spec") -> JobSpec:
@@ -145,10 +148,47 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
     def _stream(self, job_id: str, sequence: int, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:
         store = self.scheduler.store
         while context.is_active() and not self.stopping.is_set():
-            for event in store.events_after(sequence, WATCH_POLL_S):
+            try:
+                events = store.events_after(sequence, WATCH_POLL_S)
+            except StoreUnavailable as e:
+                # Raised inside the stream, after @handled returned: map it here, so the
+                # client sees UNAVAILABLE and resumes with after_sequence.
+                context.abort_with_status(errors.unavailable(f"{e}; resume with after_sequence={sequence}"))
+            for event in events:
                 sequence = event.sequence
                 if not job_id or event.job_id == job_id:
                     yield convert.event_to_pb(event)
+
+    @handled
+    def OptimizePending(
+        self, request: pb.OptimizePendingRequest, context: grpc.ServicerContext
+    ) -> pb.OptimizePendingResponse:
+        limit_s = request.time_limit_s or DEFAULT_OPTIMIZE_S
+        if not 0 < limit_s <= MAX_OPTIMIZE_S:
+            raise InvalidJob([("time_limit_s", f"must be in (0, {MAX_OPTIMIZE_S:g}] seconds")])
+        if context.time_remaining() is not None:
+            # Leave the solver a margin to build, commit and reply inside the client's deadline.
+            limit_s = max(min(limit_s, context.time_remaining() * 0.6), 0.05)
+        outcome = self.scheduler.optimize_pending(dry_run=request.dry_run, time_limit_s=limit_s)
+        committed = {r.id for r in outcome.committed}
+        result = outcome.result
+        return pb.OptimizePendingResponse(
+            dry_run=outcome.dry_run,
+            pending_before=outcome.pending_before,
+            placements=[
+                pb.PlannedPlacement(job_id=job_id, placement=convert.placement_to_pb(p), committed=job_id in committed)
+                for job_id, p in sorted(result.placements.items())
+            ],
+            unplaced_job_ids=sorted(result.unplaced),
+            solver_status=result.status,
+            method=result.method,
+            objective=result.objective,
+            best_bound=result.best_bound,
+            gap=result.gap,
+            solve_time_s=result.solve_time_s,
+            greedy_objective=result.greedy_objective,
+            weighted_gpus=result.weighted_gpus,
+        )
 
 
 _TOKEN_PREFIX = "after:"

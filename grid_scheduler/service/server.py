@@ -20,6 +20,7 @@ from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
+from grid_scheduler.state.factory import batch_commit_store, batch_lease
 
 log = structlog.get_logger("grid_scheduler.server")
 
@@ -73,6 +74,10 @@ HEALTH_POLL_S = 0.5
 # a commit that lost a race, or a retry cut short by a store outage, leaves a job pending that no
 # local cancel or undrain would revisit.
 PENDING_RETRY_S = 3.0
+# How often the batch cycle solves the whole queue with CP-SAT (when anything waits), and
+# its solver time limit. With several replicas only the holder of a lease runs it.
+BATCH_INTERVAL_S = 30.0
+BATCH_TIME_LIMIT_S = 5.0
 
 
 def start_server(
@@ -81,6 +86,7 @@ def start_server(
     max_workers: int = 16,
     health_poll_s: float = HEALTH_POLL_S,
     pending_retry_s: float | None = PENDING_RETRY_S,
+    batch_interval_s: float | None = BATCH_INTERVAL_S,
 ) -> RunningServer:
     stopping = threading.Event()
     server = grpc.server(
@@ -108,6 +114,9 @@ def start_server(
     if pending_retry_s:
         threading.Thread(target=_retry_pending, args=(scheduler, stopping, pending_retry_s),
                          name="pending-retry", daemon=True).start()
+    if batch_interval_s:
+        threading.Thread(target=_batch_cycle, args=(scheduler, stopping, batch_interval_s),
+                         name="batch-cycle", daemon=True).start()
     log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
              pools=len(scheduler.index.pool_ids))
     return RunningServer(server, port, health_servicer, stopping)
@@ -150,6 +159,21 @@ def _retry_pending(scheduler: Scheduler, stopping: threading.Event, interval_s: 
             log.debug("pending_retry_skipped", error=str(e))
         except Exception:
             log.exception("pending_retry_failed")
+
+
+def _batch_cycle(scheduler: Scheduler, stopping: threading.Event, interval_s: float) -> None:
+    lease = batch_lease(scheduler.store, ttl_s=BATCH_TIME_LIMIT_S * 4 + interval_s)
+    while not stopping.wait(interval_s):
+        try:
+            if not scheduler.store.pending_jobs():
+                continue
+            with batch_commit_store(scheduler.store, lease) as store:
+                if store is not None:
+                    scheduler.optimize_pending(time_limit_s=BATCH_TIME_LIMIT_S, commit_to=store)
+        except StoreError as e:
+            log.warning("batch_cycle_skipped", error=str(e))
+        except Exception:
+            log.exception("batch_cycle_failed")
 
 
 def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:

@@ -387,3 +387,49 @@ class WatchJobsResponse(_message.Message):
     time: _timestamp_pb2.Timestamp
     message: str
     def __init__(self, sequence: _Optional[int] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class OptimizePendingRequest(_message.Message):
+    __slots__ = ("dry_run", "time_limit_s")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    time_limit_s: float
+    def __init__(self, dry_run: _Optional[bool] = ..., time_limit_s: _Optional[float] = ...) -> None: ...
+
+class PlannedPlacement(_message.Message):
+    __slots__ = ("job_id", "placement", "committed")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    placement: Placement
+    committed: bool
+    def __init__(self, job_id: _Optional[str] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., committed: _Optional[bool] = ...) -> None: ...
+
+class OptimizePendingResponse(_message.Message):
+    __slots__ = ("dry_run", "pending_before", "placements", "unplaced_job_ids", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s", "greedy_objective", "weighted_gpus")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    PENDING_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    UNPLACED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    BEST_BOUND_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    SOLVE_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    GREEDY_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    pending_before: int
+    placements: _containers.RepeatedCompositeFieldContainer[PlannedPlacement]
+    unplaced_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    solver_status: str
+    method: str
+    objective: float
+    best_bound: float
+    gap: float
+    solve_time_s: float
+    greedy_objective: float
+    weighted_gpus: int
+    def __init__(self, dry_run: _Optional[bool] = ..., pending_before: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[PlannedPlacement, _Mapping]]] = ..., unplaced_job_ids: _Optional[_Iterable[str]] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ..., greedy_objective: _Optional[float] = ..., weighted_gpus: _Optional[int] = ...) -> None: ...

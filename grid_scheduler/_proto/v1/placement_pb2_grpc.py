@@ -70,6 +70,11 @@ class PlacementServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsResponse.FromString,
                 _registered_method=True)
+        self.OptimizePending = channel.unary_unary(
+                '/grid_scheduler.v1.PlacementService/OptimizePending',
+                request_serializer=grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingResponse.FromString,
+                _registered_method=True)
 
 
 class PlacementServiceServicer:
@@ -123,6 +128,14 @@ class PlacementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OptimizePending(self, request, context):
+        """Solve every pending job together (CP-SAT) against free capacity, and commit the plan
+        unless dry_run. Reports the solver's objective, bound and gap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlacementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +173,11 @@ def add_PlacementServiceServicer_to_server(servicer, server):
                     servicer.WatchJobs,
                     request_deserializer=grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsResponse.SerializeToString,
+            ),
+            'OptimizePending': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptimizePending,
+                    request_deserializer=grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +370,33 @@ class PlacementService:
             '/grid_scheduler.v1.PlacementService/WatchJobs',
             grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_placement__pb2.WatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptimizePending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.PlacementService/OptimizePending',
+            grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_placement__pb2.OptimizePendingResponse.FromString,
             options,
             channel_credentials,
             insecure,
