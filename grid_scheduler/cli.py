@@ -93,7 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     p = client_command("optimize", _optimize, "solve all pending jobs together (CP-SAT) and commit the plan")
     p.add_argument("--dry-run", action="store_true", help="show the plan without committing it")
     p.add_argument("--time-limit", type=float, default=5.0, help="solver time limit, seconds")
+    _add_whatif(sub)
     return parser
+
+
+def _add_whatif(sub: Any) -> None:
+    """``whatif run | compare | sweep``: capacity planning; handlers in grid_scheduler/whatif/cli.py."""
+    from grid_scheduler.whatif.cli import add_parser
+
+    add_parser(sub)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -15,17 +15,26 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grid_scheduler._proto.v1 import placement_pb2, placement_pb2_grpc, topology_pb2, topology_pb2_grpc
+from grid_scheduler._proto.v1 import (
+    placement_pb2,
+    placement_pb2_grpc,
+    scenario_pb2,
+    scenario_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
 from grid_scheduler.state.factory import batch_commit_store, batch_lease
+from grid_scheduler.whatif.service import ScenarioServicer
 
 log = structlog.get_logger("grid_scheduler.server")
 
 PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"].full_name
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
+SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
 
 
 class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -98,12 +107,14 @@ def start_server(
     add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
     add_placement(PlacementServicer(scheduler, stopping), server)  # type: ignore[no-untyped-call]
     add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
+    # What-if runs (issue 5): each in its own process, reports under the temp dir.
+    scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(ScenarioServicer(stopping=stopping), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     serving = scheduler.store.healthy()
     _set_health(health_servicer, serving)
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(address)
     if port == 0:

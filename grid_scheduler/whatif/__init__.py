@@ -1,0 +1,9 @@
+"""What-if capacity planning: replay workloads against scenarios with the production scheduler.
+
+A scenario (``scenario.py``) names a grid, timed changes (``changes.py``), a workload
+(``workload.py``), a policy, a horizon and a seed. The simulator (``simulator.py``) drives the
+same ``Scheduler`` the server runs, with an in-memory ledger and a simulated clock; grid
+changes move the jobs to a rebuilt scheduler (``ledger.py``). ``metrics.py`` measures,
+``report.py`` / ``plots.py`` / ``html.py`` write CSV, PNG and HTML, ``compare.py`` and
+``sweep.py`` put runs side by side, ``service.py`` serves it over gRPC, ``cli.py`` is the CLI.
+"""

@@ -1,0 +1,143 @@
+"""``grid-scheduler whatif run | compare | sweep``: the capacity planner's commands.
+
+Every scenario named on the command line is validated before anything runs, so a bad
+file (or a bad ``--param``) fails with its field and line and writes nothing to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the handlers import the simulator when they run, not when the CLI starts
+    from tqdm import tqdm
+
+    from grid_scheduler.whatif.scenario import LoadedScenario
+    from grid_scheduler.whatif.simulator import Progress, RunResult
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``whatif`` command group to the CLI's subparsers."""
+    whatif = sub.add_parser("whatif", help="capacity planning: replay workloads against scenarios")
+    cmds = whatif.add_subparsers(dest="whatif_command", required=True)
+
+    run = cmds.add_parser("run", help="run one scenario and write its report (CSV, PNG, HTML)")
+    run.add_argument("scenario")
+    run.add_argument("--out", required=True, help="report directory")
+    run.add_argument("--check-invariants", action="store_true",
+                     help="after every event, check the ledger against the running jobs (slow)")
+    run.set_defaults(run=_run)
+
+    compare = cmds.add_parser("compare", help="run scenarios and compare them side by side")
+    compare.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="two or more; deltas are against the first")
+    compare.add_argument("--out", required=True)
+    compare.set_defaults(run=_compare)
+
+    sweep = cmds.add_parser("sweep", help="run a grid of variants of a scenario in parallel")
+    sweep.add_argument("scenario")
+    sweep.add_argument("--param", action="append", required=True, metavar="PATH=V1,V2",
+                       help="a scenario field and its values, e.g. changes[0].lose_mw=0,250,500 (repeatable)")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    sweep.add_argument("--reports", action="store_true", help="also write each variant's full report")
+    sweep.set_defaults(run=_sweep)
+
+    for p in (run, compare, sweep):
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _bar(loaded: LoadedScenario, quiet: bool) -> tuple[tqdm[Any], Callable[[Progress], None]]:
+    from tqdm import tqdm
+
+    bar: tqdm[Any] = tqdm(total=round(loaded.scenario.horizon_days * 24), unit="h", desc=loaded.name,
+                          file=sys.stderr, disable=quiet, dynamic_ncols=True, mininterval=0.5)
+
+    def update(p: Progress) -> None:
+        bar.update(max(round(p.sim_s / 3600.0) - bar.n, 0))
+        bar.set_postfix(jobs=f"{p.arrived:,}/{p.arrivals:,}", refresh=False)
+
+    return bar, update
+
+
+def _simulate(loaded: LoadedScenario, quiet: bool, check: bool = False) -> RunResult:
+    from grid_scheduler.whatif.simulator import quiet_logs, simulate
+
+    quiet_logs(cache=True)
+    bar, update = _bar(loaded, quiet)
+    with bar:
+        return simulate(loaded, progress=update, check_invariants=check)
+
+
+def _print_headline(result: RunResult) -> None:
+    from grid_scheduler.whatif.report import headline
+
+    print(f"scenario {result.scenario}: {result.perf['jobs']:,.0f} jobs in {result.perf['wall_s']:.1f} s "
+          f"({result.perf['jobs_per_s']:,.0f} jobs/s)")
+    for key, value in headline(result.summary):
+        shown = f"{value:,.0f}" if isinstance(value, float) and abs(value) >= 1000 else (
+            f"{value:.4g}" if isinstance(value, float) else f"{value:,}")
+        print(f"  {key:<28} {shown}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from grid_scheduler.whatif.report import write_run_report
+    from grid_scheduler.whatif.scenario import load_scenario
+
+    loaded = load_scenario(args.scenario)
+    result = _simulate(loaded, args.quiet, args.check_invariants)
+    out = Path(args.out)
+    write_run_report(result, loaded, out)
+    _print_headline(result)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from grid_scheduler.whatif.compare import write_comparison
+    from grid_scheduler.whatif.report import write_run_report
+    from grid_scheduler.whatif.scenario import load_scenario
+
+    if len(args.scenarios) < 2:
+        print("error: compare needs two or more scenarios", file=sys.stderr)
+        return 2
+    scenarios = [load_scenario(path) for path in args.scenarios]
+    names: list[str] = []
+    for s in scenarios:
+        name, n = s.name, 2
+        while name in names:
+            name, n = f"{s.name}-{n}", n + 1
+        names.append(name)
+    results = [_simulate(s, args.quiet) for s in scenarios]
+    out = Path(args.out)
+    for loaded, result, name in zip(scenarios, results, names, strict=True):
+        write_run_report(result, loaded, out / name)
+        _print_headline(result)
+    write_comparison(results, names, out)
+    print(f"comparison: {out / 'compare.html'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from grid_scheduler.whatif.scenario import load_scenario
+    from grid_scheduler.whatif.sweep import ProcessBackend, parse_param, run_sweep, variants, write_sweep
+
+    loaded = load_scenario(args.scenario)
+    params = [parse_param(p) for p in args.param]
+    out = Path(args.out)
+    items = variants(loaded, params, out / "variants" if args.reports else None)
+    with tqdm(total=len(items), unit="variant", desc=f"sweep {loaded.name}", file=sys.stderr,
+              disable=args.quiet) as bar:
+        results = run_sweep(items, ProcessBackend(args.workers), on_done=lambda _: _tick(bar))
+    write_sweep(results, params, out)
+    print(f"{len(results)} variants: {out / 'sweep.csv'}, {out / 'sweep.html'}")
+    return 0
+
+
+def _tick(bar: tqdm[Any]) -> None:
+    bar.update(1)

@@ -1,0 +1,114 @@
+"""Moving a scheduler's jobs to a new grid: a fresh ledger, and every reservation re-committed.
+
+When the grid changes (a site fails, an envelope is cut, GPUs arrive) the scheduler is
+rebuilt for the new grid (its index, limits and an empty in-memory ledger) and the jobs
+are carried over *through the ledger's own commit*, which re-checks every pool and site:
+
+- running jobs, highest priority first and then longest-running first, are re-committed
+  with their placement unchanged; one that no longer fits (its pool is gone or unhealthy,
+  its site's envelope too small) is **displaced**: it goes back to the queue, pending,
+  keeping its place (its creation time), with the reasons it waits now;
+- pending jobs are carried as they are; operator drains stay drained.
+
+The same move onto an unchanged grid drops finished jobs from the ledger, which keeps a
+long replay's ledger (and the scheduler's pending scan) the size of the live work.
+Nothing here decides where a job goes: the scheduler's next ``place_pending`` does.
+
+``SimStore`` is the in-memory ledger with its pending jobs indexed: ``MemoryStore.pending_jobs``
+scans every job the ledger holds, and the scheduler asks for the queue after every completion,
+which in a replay with thousands of long-running jobs costs more than the decisions themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from grid_scheduler.engine import wait_info
+from grid_scheduler.model import EventType, Grid, JobRecord, JobState, Policy, WaitInfo
+from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transition
+
+ALL = 1 << 62
+
+
+class SimStore(MemoryStore):
+    """``MemoryStore`` plus an index of its pending jobs: the same answers, without the scan.
+
+    For one thread (the simulator's): the index is kept outside the base class's lock.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self._pending: dict[str, JobRecord] = {}
+
+    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
+        record, created = super().create_job(transition)
+        if created:
+            self._index(record)
+        return record, created
+
+    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+        record = super().apply(job_id, expected_version, transition)
+        self._index(record)
+        return record
+
+    def _index(self, record: JobRecord) -> None:
+        if record.state is JobState.PENDING:
+            self._pending[record.id] = record
+        else:
+            self._pending.pop(record.id, None)
+
+    def pending_jobs(self) -> list[JobRecord]:
+        """Pending jobs, highest priority first, then oldest first (as ``MemoryStore``)."""
+        return sorted(self._pending.values(), key=lambda r: (-r.spec.priority, r.created_at, r.id))
+
+
+def new_scheduler(grid: Grid, policy: Policy, clock: Callable[[], float]) -> Scheduler:
+    """The production scheduler on an in-memory ledger and the given clock."""
+    return Scheduler(grid, policy, store=SimStore(Limits.from_grid(grid)), clock=clock)
+
+
+@dataclass(frozen=True)
+class Carried:
+    scheduler: Scheduler
+    displaced: list[JobRecord]  # were running; now pending on the new grid
+
+
+def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str = "") -> Carried:
+    new = new_scheduler(grid, old.policy, clock)
+    limits, store = new.limits, new.store
+    drained = old.store.snapshot().pool_drained
+    for pool_id, is_drained in zip(old.limits.pool_ids, drained, strict=True):
+        if is_drained and pool_id in limits.pool_index:
+            store.set_drained(pool_id, True)
+
+    running = old.store.list_jobs(frozenset({JobState.RUNNING}), "", ALL)
+    running.sort(key=lambda r: (-r.spec.priority, r.updated_at, r.id))
+    displaced: list[JobRecord] = []
+    for record in running:
+        assert record.placement is not None
+        assignments = record.placement.assignments
+        if all(a.pool_id in limits.pool_index and a.site_id in limits.site_index for a in assignments):
+            try:
+                store.create_job(Transition(record, EventType.PLACED, "carried over", reserve=assignments))
+                continue
+            except CapacityConflict:
+                pass
+        displaced.append(record)
+    for record in old.store.pending_jobs():
+        store.create_job(Transition(record, EventType.PENDING, "carried over"))
+
+    requeued = []
+    now = clock()
+    for record in displaced:
+        decision, _ = new.explain(record.spec)
+        info = wait_info(new.index, decision, new.policy)
+        waiting = WaitInfo(site_counts=info.site_counts, summary=[f"re-queued: {why or 'grid changed'}", *info.summary])
+        pending = record.model_copy(update={
+            "state": JobState.PENDING, "placement": None, "waiting": waiting, "updated_at": now,
+            "version": record.version + 1,
+        })
+        store.create_job(Transition(pending, EventType.PENDING, f"re-queued: {why or 'grid changed'}"))
+        requeued.append(pending)
+    return Carried(new, requeued)
