@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grid_scheduler.engine import GridIndex, Usage, decide, site_reasons
+from grid_scheduler.engine import GridIndex, Usage, decide, site_reasons, wait_info
 from grid_scheduler.model import Grid, JobSpec, JobState, Policy, ReasonCode, ResidencyRule
 from grid_scheduler.scheduler import Scheduler, WrongState
 from tests.invariants import ledger_from_jobs, over_capacity, placement_violations, residency_ok
@@ -154,3 +154,25 @@ def test_a_decision_fits_on_its_own(small_grid: Grid, spec: JobSpec, history: li
         power_kw[a.site_id] = power_kw.get(a.site_id, 0.0) + a.power_kw
     assert over_capacity(small_grid, gpus, power_kw) == []
     assert placement_violations(small_grid, spec, decision.placement, POLICY) == []
+
+
+@SETTINGS
+@given(spec=job_specs(), history=st.lists(job_specs(), max_size=8), drained=st.booleans())
+def test_wait_info_counts_agree_with_the_rendered_reasons(
+    small_grid: Grid, spec: JobSpec, history: list[JobSpec], drained: bool
+) -> None:
+    """wait_info counts with arrays; site_reasons renders every sentence: they must agree."""
+    scheduler = Scheduler(small_grid, POLICY)
+    for earlier in history:
+        scheduler.submit(earlier)
+    if drained:
+        scheduler.set_drained("sines-h100", True)
+    decision = decide(scheduler.index, scheduler.usage(), spec, POLICY)
+    by_site: dict[str, set[str]] = {}
+    for reason in site_reasons(scheduler.index, decision, POLICY):
+        by_site.setdefault(reason.site_id, set()).add(reason.code.value)
+    expected: dict[str, int] = {}
+    for codes in by_site.values():
+        for code in codes:
+            expected[code] = expected.get(code, 0) + 1
+    assert wait_info(scheduler.index, decision, POLICY).site_counts == dict(sorted(expected.items()))

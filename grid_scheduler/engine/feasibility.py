@@ -53,6 +53,8 @@ class Checks:
     site_headroom_kw: FloatArray
     pool_need_kw: FloatArray  # power one slot draws in this pool
     pool_site: IntArray
+    # Inference: [demand endpoint, site] within the SLO; None for training.
+    demand_cover: BoolArray | None = None
 
     @cached_property
     def pool_static_ok(self) -> BoolArray:
@@ -89,10 +91,9 @@ def compute_checks(
     capacity = index.pool_healthy_gpus if capacity_gpus is None else capacity_gpus
     unit = unit_of(spec)
     need_gpus = spec.gpus.count if unit is not Unit.SPLIT else spec.total_gpus
+    cover = latency_coverage(index, spec) if spec.inference is not None else None
     site_latency_ok: BoolArray = (
-        np.asarray(latency_coverage(index, spec).any(axis=0))
-        if spec.inference is not None
-        else np.ones(len(index.site_ids), dtype=np.bool_)
+        np.asarray(cover.any(axis=0)) if cover is not None else np.ones(len(index.site_ids), dtype=np.bool_)
     )
     return Checks(
         unit=unit,
@@ -106,13 +107,14 @@ def compute_checks(
         site_headroom_kw=index.site_envelope_kw - usage.site_used_kw,
         pool_need_kw=index.pool_kw_per_gpu * need_gpus,
         pool_site=index.pool_site,
+        demand_cover=cover,
     )
 
 
 def demand_rows(index: GridIndex, spec: JobSpec) -> tuple[IntArray, FloatArray]:
     """Row of each demand endpoint in the latency matrix, and its traffic weight."""
     assert spec.inference is not None
-    rows = [index.topology.endpoint_ids.index(d.endpoint) for d in spec.inference.demand]
+    rows = [index.endpoint_index[d.endpoint] for d in spec.inference.demand]
     weights = [d.weight for d in spec.inference.demand]
     return np.array(rows, dtype=np.int64), np.array(weights, dtype=np.float64)
 

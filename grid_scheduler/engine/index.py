@@ -55,6 +55,11 @@ class GridIndex:
     def site_price_term(self) -> FloatArray:
         return _unit_scale([s.energy_price_per_mwh for s in self.grid.sites])
 
+    @cached_property
+    def endpoint_index(self) -> dict[str, int]:
+        """Row of each endpoint in the topology's latency matrices."""
+        return {eid: i for i, eid in enumerate(self.topology.endpoint_ids)}
+
     # --- pools -----------------------------------------------------------------
     @cached_property
     def pool_ids(self) -> tuple[str, ...]:
@@ -67,6 +72,11 @@ class GridIndex:
     @cached_property
     def pool_site(self) -> IntArray:
         return np.array([si for si, s in enumerate(self.grid.sites) for _ in s.pools], dtype=np.int64)
+
+    @cached_property
+    def site_pool_bounds(self) -> IntArray:
+        """Pools of site ``s`` are ``pool_ids[bounds[s]:bounds[s + 1]]``: the grid lists them site by site."""
+        return np.searchsorted(self.pool_site, np.arange(len(self.site_ids) + 1)).astype(np.int64)
 
     @cached_property
     def pool_gpu_type(self) -> tuple[str, ...]:

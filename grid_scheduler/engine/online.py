@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, demand_rows, latency_coverage
+from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, demand_rows
 from grid_scheduler.engine.index import GridIndex, IntArray, Usage
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import Assignment, JobSpec, Placement, Policy
@@ -71,8 +71,10 @@ def _place_split(index: GridIndex, checks: Checks, costs: PoolCosts) -> list[tup
     site_free = np.bincount(checks.pool_site, weights=free, minlength=len(index.site_ids))
     best: tuple[float, list[tuple[int, int]]] | None = None
     total_cost = costs.total
+    bounds = index.site_pool_bounds
     for site in np.flatnonzero(site_free >= checks.need_gpus):
-        pools = np.flatnonzero(eligible & (checks.pool_site == site))
+        start = int(bounds[site])
+        pools = start + np.flatnonzero(eligible[start : bounds[site + 1]])
         pools = pools[np.argsort(total_cost[pools], kind="stable")]
         remaining, kw, fill = checks.need_gpus, 0.0, []
         for pool in pools:
@@ -96,35 +98,41 @@ def _place_replicas(
     """Greedy covering: each replica goes where it serves the most unserved demand, then
     extra replicas go where each would carry the most demand; ties to the cheaper pool."""
     assert spec.inference is not None
-    cover = latency_coverage(index, spec)  # [demand, site]
+    assert checks.demand_cover is not None
+    cover = checks.demand_cover  # [demand, site]
     _, weights = demand_rows(index, spec)
     per_replica = checks.need_gpus
-    site = checks.pool_site
-    free = np.where(checks.pool_eligible, checks.pool_free_gpus, 0)
-    headroom = checks.site_headroom_kw.copy()
-    need_kw = checks.pool_need_kw
-    total_cost = costs.total
-    uncovered = np.ones(len(weights), dtype=np.bool_)
     covered_weight = weights @ cover  # demand each site can serve
+    # Only pools that could take a replica now, at sites that serve some demand, can be picked;
+    # working on those alone keeps each replica's step small on a large grid. Candidates stay
+    # in grid order, so ties still go to the pool listed first.
+    candidates = np.flatnonzero(
+        checks.pool_eligible & (checks.pool_free_gpus >= per_replica) & (covered_weight[checks.pool_site] > 0)
+    )
+    site = checks.pool_site[candidates]
+    free = checks.pool_free_gpus[candidates].copy()
+    headroom = checks.site_headroom_kw.copy()
+    need_kw = checks.pool_need_kw[candidates]
+    total_cost = costs.total[candidates]
+    cover_at = cover[:, site]  # [demand, candidate]
+    uncovered = np.ones(len(weights), dtype=np.bool_)
     replicas_at_site = np.zeros(len(headroom), dtype=np.float64)
     chosen: Counter[int] = Counter()
     for _ in range(spec.inference.replicas):
         slot_ok = (free >= per_replica) & (headroom[site] + 1e-6 >= need_kw)
-        if uncovered.any():
-            gain = ((weights * uncovered) @ cover)[site]
-        else:
-            load = covered_weight / (replicas_at_site + 1.0)
-            gain = load[site]
+        # First cover the demand no replica serves yet; then spread, where a replica carries most.
+        spread = (covered_weight / (replicas_at_site + 1.0))[site]
+        gain = (weights * uncovered) @ cover_at if uncovered.any() else spread
         gain = np.where(slot_ok, gain, 0.0)
         best_gain = gain.max(initial=0.0)
         if best_gain <= 0:
             break
-        pool = int(np.argmin(np.where(gain >= best_gain - _EPS, total_cost, np.inf)))
-        chosen[pool] += 1
-        replicas_at_site[site[pool]] += 1
-        free[pool] -= per_replica
-        headroom[site[pool]] -= need_kw[pool]
-        uncovered &= ~cover[:, site[pool]]
+        c = int(np.argmin(np.where(gain >= best_gain - _EPS, total_cost, np.inf)))
+        chosen[int(candidates[c])] += 1
+        replicas_at_site[site[c]] += 1
+        free[c] -= per_replica
+        headroom[site[c]] -= need_kw[c]
+        uncovered &= ~cover_at[:, c]
     placed = sum(chosen.values())
     uncovered_ids = tuple(d.endpoint for d, u in zip(spec.inference.demand, uncovered, strict=True) if u)
     if placed < spec.inference.replicas or uncovered_ids:
@@ -143,8 +151,9 @@ def build_placement(
     for pool, gpus in pools_gpus:
         site = grid.sites[int(index.pool_site[pool])]
         power_kw = gpus * float(index.pool_kw_per_gpu[pool])
+        # Engine outputs are built from validated parts: construct without re-validating (hot path).
         assignments.append(
-            Assignment(
+            Assignment.model_construct(
                 site_id=site.id,
                 pool_id=index.pool_ids[pool],
                 gpu_type=index.pool_gpu_type[pool],
@@ -163,7 +172,7 @@ def build_placement(
         nearest = latency.argmin(axis=1)
         for d, demand in enumerate(spec.inference.demand):
             endpoint_latencies.append(
-                EndpointLatency(
+                EndpointLatency.model_construct(
                     endpoint_id=demand.endpoint,
                     site_id=index.site_ids[sites[nearest[d]]],
                     latency_ms=float(latency[d, nearest[d]]),
@@ -173,7 +182,7 @@ def build_placement(
         served = np.minimum(latency.min(axis=1) / spec.inference.latency_slo_ms, 1.0)
         latency_term = policy.weights.latency * float(weights @ served / weights.sum())
         terms = terms.model_copy(update={"latency": latency_term})
-    return Placement(
+    return Placement.model_construct(
         assignments=assignments,
         score=terms,
         endpoint_latencies=endpoint_latencies,

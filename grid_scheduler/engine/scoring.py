@@ -9,6 +9,7 @@ t / (t + 1) of the transfer time in hours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class PoolCosts:
     packing: FloatArray
     data_movement: FloatArray
 
-    @property
+    @cached_property
     def total(self) -> FloatArray:
         return np.asarray(self.latency + self.carbon + self.energy_price + self.packing + self.data_movement)
 
@@ -35,7 +36,7 @@ class PoolCosts:
         """GPU-weighted mean of each term over the pools of a placement."""
         share = np.asarray(gpus, dtype=np.float64) / max(sum(gpus), 1)
         idx = np.asarray(pools, dtype=np.int64)
-        return ScoreTerms(
+        return ScoreTerms.model_construct(
             latency=float(share @ self.latency[idx]),
             carbon=float(share @ self.carbon[idx]),
             energy_price=float(share @ self.energy_price[idx]),

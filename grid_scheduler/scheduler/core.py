@@ -7,6 +7,8 @@ complete, and the retries that capacity freed by cancel, completion or undrain a
 
 from __future__ import annotations
 
+import itertools
+import logging
 import secrets
 import threading
 import time
@@ -30,9 +32,15 @@ log = structlog.get_logger("grid_scheduler.scheduler")
 COMMIT_ATTEMPTS = 3
 
 
+# Random per process, so replicas sharing a store never mint the same id; the counter makes
+# ids unique within a process even within one clock tick.
+_ID_TAIL = secrets.token_hex(3)
+_ID_COUNTER = itertools.count()
+
+
 def new_job_id() -> str:
-    """Time-ordered, so listing by id lists by submission; random tail for several replicas."""
-    return f"job-{time.time_ns():x}-{secrets.token_hex(3)}"
+    """Time-ordered, so listing by id lists by submission."""
+    return f"job-{time.time_ns():x}-{_ID_TAIL}{next(_ID_COUNTER) % 4096:03x}"
 
 
 @dataclass(frozen=True)
@@ -301,6 +309,8 @@ class Scheduler:
             return OptimizeOutcome(result, len(pending), committed, dry_run)
 
     def _log_decision(self, record: JobRecord, decision: Decision) -> None:
+        if not log.is_enabled_for(logging.INFO):
+            return  # the fields below cost more than the decision's commit; skip them when unseen
         if record.placement is not None:
             log.info(
                 "job_placed", job_id=record.id, tenant=record.spec.tenant, gpus=record.placement.gpus,

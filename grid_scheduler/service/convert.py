@@ -144,11 +144,12 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None) -> pb.Job:
+def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None, spec: pb.JobSpec | None = None) -> pb.Job:
+    """``spec``: the request's own message, when it is known to be this record's spec."""
     job = pb.Job(
         id=record.id,
         request_id=record.request_id,
-        spec=spec_to_pb(record.spec),
+        spec=spec if spec is not None else spec_to_pb(record.spec),
         state=STATE_TO_PB[record.state],
         reasons=[reason_to_pb(r) for r in reasons or []],
         create_time=timestamp(record.created_at),

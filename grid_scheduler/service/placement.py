@@ -67,7 +67,10 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
                 reasons = site_reasons(self.scheduler.index, outcome.decision, self.scheduler.policy)
             else:
                 reasons = self._reasons(outcome.record)
-        return pb.SubmitJobResponse(job=convert.job_to_pb(outcome.record, reasons), created=outcome.created)
+        # A new job's spec is the request's: echo that message rather than convert it back.
+        spec_pb = request.spec if outcome.created else None
+        job = convert.job_to_pb(outcome.record, reasons, spec_pb)
+        return pb.SubmitJobResponse(job=job, created=outcome.created)
 
     @handled
     def ExplainPlacement(

@@ -31,6 +31,7 @@ class MemoryStore:
         self._jobs: dict[str, JobRecord] = {}
         self._job_ids: list[str] = []  # sorted, for paging
         self._by_request: dict[str, str] = {}
+        self._pending: set[str] = set()  # so a queue retry reads the queue, not every job ever stored
         self._reservations: dict[str, list[Assignment]] = {}
         self._pool_used = np.zeros(len(limits.pool_ids), dtype=np.int64)
         # Whole watts, so that release gives back exactly what reserve took.
@@ -52,6 +53,7 @@ class MemoryStore:
                 raise StaleRecord(f"job {record.id} exists")
             self._reserve(transition.reserve)
             self._jobs[record.id] = record
+            self._track_pending(record)
             insort(self._job_ids, record.id)
             if record.request_id:
                 self._by_request[record.request_id] = record.id
@@ -79,8 +81,15 @@ class MemoryStore:
             if transition.reserve:
                 self._reservations[job_id] = list(transition.reserve)
             self._jobs[job_id] = transition.record
+            self._track_pending(transition.record)
             self._emit(transition.record, transition)
             return transition.record
+
+    def _track_pending(self, record: JobRecord) -> None:
+        if record.state is JobState.PENDING:
+            self._pending.add(record.id)
+        else:
+            self._pending.discard(record.id)
 
     def _reserve(self, assignments: Sequence[Assignment]) -> None:
         """Check every pool and site first, then take: all of it or nothing."""
@@ -150,7 +159,7 @@ class MemoryStore:
 
     def pending_jobs(self) -> list[JobRecord]:
         with self._lock:
-            pending = [r for r in self._jobs.values() if r.state is JobState.PENDING]
+            pending = [self._jobs[job_id] for job_id in self._pending]
         return sorted(pending, key=lambda r: (-r.spec.priority, r.created_at, r.id))
 
     def reservation(self, job_id: str) -> list[Assignment]:

@@ -13,10 +13,6 @@ are carried over *through the ledger's own commit*, which re-checks every pool a
 The same move onto an unchanged grid drops finished jobs from the ledger, which keeps a
 long replay's ledger (and the scheduler's pending scan) the size of the live work.
 Nothing here decides where a job goes: the scheduler's next ``place_pending`` does.
-
-``SimStore`` is the in-memory ledger with its pending jobs indexed: ``MemoryStore.pending_jobs``
-scans every job the ledger holds, and the scheduler asks for the queue after every completion,
-which in a replay with thousands of long-running jobs costs more than the decisions themselves.
 """
 
 from __future__ import annotations
@@ -32,41 +28,9 @@ from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transiti
 ALL = 1 << 62
 
 
-class SimStore(MemoryStore):
-    """``MemoryStore`` plus an index of its pending jobs: the same answers, without the scan.
-
-    For one thread (the simulator's): the index is kept outside the base class's lock.
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        super().__init__(limits)
-        self._pending: dict[str, JobRecord] = {}
-
-    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
-        record, created = super().create_job(transition)
-        if created:
-            self._index(record)
-        return record, created
-
-    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
-        record = super().apply(job_id, expected_version, transition)
-        self._index(record)
-        return record
-
-    def _index(self, record: JobRecord) -> None:
-        if record.state is JobState.PENDING:
-            self._pending[record.id] = record
-        else:
-            self._pending.pop(record.id, None)
-
-    def pending_jobs(self) -> list[JobRecord]:
-        """Pending jobs, highest priority first, then oldest first (as ``MemoryStore``)."""
-        return sorted(self._pending.values(), key=lambda r: (-r.spec.priority, r.created_at, r.id))
-
-
 def new_scheduler(grid: Grid, policy: Policy, clock: Callable[[], float]) -> Scheduler:
     """The production scheduler on an in-memory ledger and the given clock."""
-    return Scheduler(grid, policy, store=SimStore(Limits.from_grid(grid)), clock=clock)
+    return Scheduler(grid, policy, store=MemoryStore(Limits.from_grid(grid)), clock=clock)
 
 
 @dataclass(frozen=True)
