@@ -77,6 +77,7 @@ class Scheduler:
         # Decisions in this process are serial: a decision and its commit see one snapshot.
         self._lock = threading.RLock()
         self._usage: tuple[int, Usage] | None = None
+        self._shapes: dict[str, str] = {}  # job id -> shape key, for place_pending
 
     # --- reading the ledger --------------------------------------------------------
     def usage(self) -> Usage:
@@ -202,26 +203,42 @@ class Scheduler:
     def place_pending(self) -> list[JobRecord]:
         """Try every pending job, highest priority first; returns those placed.
 
-        Within one pass capacity only shrinks, so once a job of some shape fails, every
-        later job of the same shape (the same spec but for its name) would fail too: a long
-        queue of identical jobs costs one decision, not one per job.
+        Within one pass capacity only shrinks, so once a gang job of some shape fails, every
+        later one of the same shape (the same spec but for its name) would fail too: a long
+        queue of identical jobs costs one decision, not one per job. Only gang jobs are
+        skipped so: the greedy fill of a split job or of replicas is not monotone in free
+        capacity (less of it can steer the fill onto a path that works).
         """
         placed: list[JobRecord] = []
         failed_shapes: set[str] = set()
         with self._lock:
-            for record in self.store.pending_jobs():
-                shape = record.spec.model_dump_json(exclude={"name"})
-                if shape in failed_shapes:
+            pending = self.store.pending_jobs()
+            for record in pending:
+                shape = self._shape(record)
+                if shape is not None and shape in failed_shapes:
                     continue
                 decision = decide(self.index, self.usage(), record.spec, self.policy)
                 if decision.placement is None:
-                    failed_shapes.add(shape)
+                    if shape is not None:
+                        failed_shapes.add(shape)
                     continue
                 running = self._commit_placement(record, decision.placement)
                 if running is not None:
                     placed.append(running)
                     self._log_decision(running, decision)
+            if len(self._shapes) > 2 * len(pending) + 1024:
+                live = {r.id for r in pending}
+                self._shapes = {k: v for k, v in self._shapes.items() if k in live}
         return placed
+
+    def _shape(self, record: JobRecord) -> str | None:
+        """A gang training job's spec but for its name, cached per job (serialising is not free)."""
+        if record.spec.inference is not None or not record.spec.gang:
+            return None
+        shape = self._shapes.get(record.id)
+        if shape is None:
+            shape = self._shapes[record.id] = record.spec.model_dump_json(exclude={"name"})
+        return shape
 
     def _commit_placement(
         self, record: JobRecord, placement: Placement, store: Store | None = None
