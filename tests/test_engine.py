@@ -184,3 +184,14 @@ def test_split_job_reasons_are_per_site(index: GridIndex) -> None:
     assert decision.placement is not None
     score = [r for r in site_reasons(index, decision, Policy()) if r.code is ReasonCode.SCORE]
     assert score and all(0 < r.available < float("inf") for r in score)
+
+
+def test_optimal_inference_policy_is_never_worse_than_greedy(small_grid: Grid) -> None:
+    spec = inference(["london", "frankfurt", "manchester"], slo_ms=6, replicas=3)
+    greedy = Scheduler(small_grid).submit(spec).record
+    optimal = Scheduler(small_grid, Policy(inference_placement="optimal")).submit(spec).record
+    assert greedy.placement is not None and optimal.placement is not None
+    assert optimal.placement.gpus == greedy.placement.gpus == 24
+    assert optimal.placement.score.total <= greedy.placement.score.total + 1e-9
+    for e in optimal.placement.endpoint_latencies:
+        assert e.latency_ms <= 6

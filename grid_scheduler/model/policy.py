@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from grid_scheduler.model.grid import ResidencyRule
@@ -27,3 +29,8 @@ class Policy(BaseModel):
     tenant_residency: dict[str, ResidencyRule] = Field(
         default_factory=dict, description="hard rule per tenant, applied on top of each job's own rule"
     )
+    inference_placement: Literal["greedy", "optimal"] = Field(
+        default="greedy",
+        description="greedy covering (microseconds), or CP-SAT facility location (milliseconds, optimal cost)",
+    )
+    inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)

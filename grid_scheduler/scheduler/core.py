@@ -13,12 +13,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, decide, site_reasons, wait_info
 from grid_scheduler.engine.batch import BatchResult, solve_batch
+from grid_scheduler.engine.inference_opt import solve_inference
 from grid_scheduler.engine.preemption import choose_victims
 from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Placement, Policy, Reason, WaitInfo
 from grid_scheduler.model.job import violations_against_grid
@@ -87,6 +88,18 @@ class Scheduler:
             self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
         return self._usage[1]
 
+    def _decide(self, spec: JobSpec) -> Decision:
+        """The engine's decision now; inference replicas by CP-SAT when the policy asks for it."""
+        decision = decide(self.index, self.usage(), spec, self.policy)
+        if spec.inference is None or self.policy.inference_placement != "optimal":
+            return decision
+        result = solve_inference(
+            self.index, self.usage(), spec, self.policy, time_limit_s=self.policy.inference_time_limit_s
+        )
+        if result.placement is None:
+            return decision  # the greedy's reasons explain the wait
+        return replace(decision, placement=result.placement, uncovered_endpoints=())
+
     def validate(self, spec: JobSpec) -> None:
         problems = violations_against_grid(spec, self.grid)
         if problems:
@@ -96,7 +109,7 @@ class Scheduler:
     def explain(self, spec: JobSpec) -> tuple[Decision, list[Reason]]:
         """The decision a submission would get now, and the reasons for every other site."""
         self.validate(spec)
-        decision = decide(self.index, self.usage(), spec, self.policy)
+        decision = self._decide(spec)
         return decision, site_reasons(self.index, decision, self.policy)
 
     def submit(self, spec: JobSpec, request_id: str = "") -> Outcome:
@@ -108,9 +121,9 @@ class Scheduler:
         with self._lock:
             job_id = new_job_id()
             for _ in range(COMMIT_ATTEMPTS):
-                decision = decide(self.index, self.usage(), spec, self.policy)
+                decision = self._decide(spec)
                 if decision.placement is None and self._preempt_for(job_id, spec):
-                    decision = decide(self.index, self.usage(), spec, self.policy)
+                    decision = self._decide(spec)
                 transition = self._first_transition(job_id, spec, request_id, decision)
                 try:
                     record, created = self.store.create_job(transition)
@@ -159,7 +172,7 @@ class Scheduler:
 
     def reasons_now(self, record: JobRecord) -> list[Reason]:
         """For a job that waits: why no site can take it at this moment."""
-        decision = decide(self.index, self.usage(), record.spec, self.policy)
+        decision = self._decide(record.spec)
         return site_reasons(self.index, decision, self.policy)
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -217,7 +230,7 @@ class Scheduler:
                 shape = self._shape(record)
                 if shape is not None and shape in failed_shapes:
                     continue
-                decision = decide(self.index, self.usage(), record.spec, self.policy)
+                decision = self._decide(record.spec)
                 if decision.placement is None:
                     if shape is not None:
                         failed_shapes.add(shape)
