@@ -6,6 +6,12 @@ pool on average, so 2,000 pools ~ 266k GPUs), preloaded to ~50 % busy; jobs from
 training: inference is normally placed online as it arrives). Every answer is checked by the
 independent checker (engine/verify.py) and compared with the greedy warm start.
 
+Columns: greedy / build (classes, candidates, model) / LP (GLOP's bound on W, inside the
+solve) / solve (LP + both CP-SAT phases, what ``--time-limit`` bounds) / total = greedy + build
++ solve, i.e. everything but generating the workload. "gap" is the folded one of ``BatchResult``
+(W first, then cost); "W gap" = (bound on W - W) / W; "cost gap" = (C - bound on C) / C, only
+once W is proven optimal (nan otherwise).
+
     .venv/bin/python benchmarks/batch_scaling.py                       # 1k/10k/100k x 50/500/2000 (~10 min)
     .venv/bin/python benchmarks/batch_scaling.py --jobs 1000 10000 --pools 50 500
     .venv/bin/python benchmarks/batch_scaling.py --quick               # 1k x 50 and 10k x 500
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -55,9 +62,12 @@ def run(n_jobs: int, n_pools: int, args: argparse.Namespace) -> dict[str, Any]:
         "gain_vs_greedy_pct": 100.0 * (result.weighted_gpus / max(greedy_w, 1) - 1.0),
         "placed": len(result.placements), "violations": len(violations), **result.extra,
     }
+    row["total_s"] = result.greedy_time_s + result.build_time_s + result.solve_time_s
     print(f"| {n_jobs:,} | {row['pools']:,} | {row['gpus']:,} | {row['classes']:,} | {row['variables']:,} | "
-          f"{row['greedy_s']:.1f} | {row['build_s']:.1f} | {row['solve_s']:.1f} | {limit:g} | {row['status']} | "
-          f"{row['gap']:.2e} | {row['gain_vs_greedy_pct']:+.2f} | {row['violations']} |", flush=True)
+          f"{row['greedy_s']:.1f} | {row['build_s']:.1f} | {row.get('lp_time_s', 0.0):.1f} | {row['solve_s']:.1f} | "
+          f"{row['total_s']:.1f} | {limit:g} | {row['status']} | {row['gap']:.2e} | "
+          f"{row.get('weighted_gpus_gap', 0.0):.2e} | {row.get('cost_gap', float('nan')):.1e} | "
+          f"{row['gain_vs_greedy_pct']:+.2f} | {row['violations']} |", flush=True)
     return row
 
 
@@ -76,11 +86,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     cases = [(1_000, 50), (10_000, 500)] if args.quick else [(j, p) for j in args.jobs for p in args.pools]
-    print("| jobs | pools | GPUs | classes | variables | greedy s | build s | solve s | limit s | status | gap | "
-          "W vs greedy % | violations |")
-    print("|" + "---|" * 13)
+    print(f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    print("| jobs | pools | GPUs | classes | variables | greedy s | build s | LP s | solve s | total s | limit s | "
+          "status | gap | W gap | cost gap | W vs greedy % | violations |")
+    print("|" + "---|" * 17)
     rows = [run(j, p, args) for j, p in cases]
-    report = {"python": sys.version.split()[0], "machine": platform.machine(),
+    report = {"python": sys.version.split()[0], "machine": platform.machine(), "loadavg_after": os.getloadavg(),
               "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

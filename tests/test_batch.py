@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ortools.sat.python import cp_model
 
 from grid_scheduler.engine import GridIndex, Usage, decide
-from grid_scheduler.engine.batch import as_modelled, job_value, solve_batch
+from grid_scheduler.engine.batch import (
+    _build_units,
+    _choose_candidates,
+    _greedy,
+    _greedy_answer,
+    _knapsack,
+    _Model,
+    _subset_cap,
+    as_modelled,
+    job_value,
+    solve_batch,
+)
 from grid_scheduler.engine.verify import check_solution
 from grid_scheduler.model import Grid, JobSpec, Policy
 from tests.strategies import inference_specs, training_specs
@@ -138,3 +153,121 @@ def test_multi_endpoint_deployment_covers_every_endpoint(index: GridIndex, small
     placement = result.placements["serve"]
     assert sorted(placement.site_ids) == ["frankfurt-hub", "london-hub"]
     assert check_solution(small_grid, {"serve": (spec, placement)}, topology=index.topology) == []
+
+
+# --- mechanisms of the scalable model ----------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 4)), min_size=1, max_size=5),
+    free=st.integers(0, 60),
+)
+def test_subset_cap_is_the_largest_reachable_sum(items: list[tuple[int, int]], free: int) -> None:
+    sizes = np.array([s for s, _ in items], dtype=np.int64)
+    counts = np.array([c for _, c in items], dtype=np.int64)
+    reachable = {0}
+    for s, c in items:
+        reachable = {r + s * t for r in reachable for t in range(c + 1)}
+    assert _subset_cap(sizes, counts, free) == max(r for r in reachable if r <= free)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.integers(1, 9), st.floats(-2.0, 10.0), st.integers(0, 3)), min_size=1, max_size=5),
+    capacity=st.integers(0, 30),
+)
+def test_knapsack_is_exact_within_budget_and_an_upper_bound_beyond(
+    items: list[tuple[int, float, int]], capacity: int
+) -> None:
+    sizes = np.array([s for s, _, _ in items], dtype=np.int64)
+    values = np.array([v for _, v, _ in items], dtype=np.float64)
+    counts = np.array([c for _, _, c in items], dtype=np.int64)
+    best = 0.0
+    for take in itertools.product(*(range(c + 1) for _, _, c in items)):
+        if sum(t * s for t, (s, _, _) in zip(take, items, strict=True)) <= capacity:
+            best = max(best, sum(t * v for t, (_, v, _) in zip(take, items, strict=True)))
+    assert _knapsack(sizes, values, counts, capacity, [10**9]) == pytest.approx(best, abs=1e-9)
+    assert _knapsack(sizes, values, counts, capacity, [0]) >= best - 1e-9  # Dantzig's bound
+
+
+def _model(index: GridIndex, usage: Usage, jobs: list[tuple[str, JobSpec]]) -> tuple[_Model, list[Any]]:
+    units = _build_units(index, usage, jobs, POLICY)
+    _greedy(index, usage, POLICY, jobs, units)
+    for unit in units:
+        _choose_candidates(index, unit, 8)
+    return _Model(index, usage, units), _greedy_answer(units)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=job_lists, fill=fills)
+def test_lp_and_knapsack_bounds_are_valid(
+    index: GridIndex, specs: list[JobSpec], fill: list[float]
+) -> None:
+    usage = _preload(index, fill)
+    jobs = _jobs(specs)
+    model, greedy = _model(index, usage, jobs)
+    if not model.has_vars:
+        return
+    lp, knapsack = model.lp_bound(2.0)
+    assert lp <= model.w_trivial and knapsack <= model.w_trivial
+    # The best W of the candidate model, proven by CP-SAT on its own (no LP involved).
+    model._objective(model.w_vars, model.w_coeffs, maximize=True)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = 20.0
+    assert solver.solve(model.cp) == cp_model.OPTIMAL
+    best_w = round(solver.objective_value)
+    assert lp >= best_w and knapsack >= best_w
+    assert best_w >= int(model.w_coeffs @ model.vector(greedy)[model.w_vars])
+    # The LP's bound on the cost, at that W, is below the cheapest answer CP-SAT proves.
+    model.cp.add(sum(int(c) * model.cp.get_int_var_from_proto_index(int(v))
+                     for v, c in zip(model.w_vars, model.w_coeffs, strict=True)) >= best_w)
+    model._objective(np.arange(model.n_vars), model.var_cost_all, maximize=False)
+    assert solver.solve(model.cp) == cp_model.OPTIMAL
+    assert 0 <= model.cost_bound(best_w, 2.0) <= round(solver.objective_value)
+
+
+def test_lp_bound_sees_through_fragments(index: GridIndex) -> None:
+    # A 64-GPU and a 48-GPU job, one pool with 100 free GPUs: the LP alone would place 64 + 36/48
+    # of the second job; with the pool's capacity cut to the largest sum of candidate sizes that
+    # fits (64), the bound is what an integer answer can reach.
+    pool = index.pool_index["sines-gb300"]
+    used = index.pool_healthy_gpus.copy()
+    used[pool] -= 100
+    kw = np.zeros(len(index.site_ids))  # power left everywhere: only GPUs bind
+    usage = Usage(used, kw, np.zeros(len(used), dtype=np.bool_))
+    jobs = [("a", _train("a", 64, 0)), ("b", _train("b", 48, 0))]
+    model, _ = _model(index, usage, jobs)
+    assert model.w_trivial == 64 + 48
+    assert model.gpus_cut == 100 - 64
+    lp, knapsack = model.lp_bound(2.0)
+    assert lp == knapsack == 64
+    result = solve_batch(index, usage, jobs, POLICY, time_limit_s=2.0, workers=1)
+    assert result.weighted_gpus == 64 and result.gap == 0.0 and result.status == "OPTIMAL"
+    assert result.extra["weighted_gpus_gap"] == 0.0
+
+
+def test_classes_differing_only_in_priority_share_checks_and_costs(index: GridIndex) -> None:
+    jobs = [("lo", _train("lo", 8, 0)), ("hi", _train("hi", 8, 500)), ("lo2", _train("lo2", 8, 0))]
+    units = _build_units(index, Usage.empty(index), jobs, POLICY)
+    assert [u.job_ids for u in units] == [["lo", "lo2"], ["hi"]]
+    assert units[0].checks is units[1].checks and units[0].total is units[1].total
+    assert [u.value for u in units] == [8, 501 * 8]
+
+
+def test_result_reports_the_gap_of_w_and_of_the_cost_apart(index: GridIndex) -> None:
+    jobs = [(f"j{i}", _train(f"j{i}", 8, i % 3)) for i in range(12)]
+    result = solve_batch(index, Usage.empty(index), jobs, POLICY, time_limit_s=2.0, workers=1)
+    assert result.extra["weighted_gpus_gap"] == 0.0  # all fit: the LP proves it at once
+    assert result.extra["lp_weighted_gpus_bound"] == result.weighted_gpus
+    assert result.status == "OPTIMAL" and result.extra["cost_gap"] == 0.0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=job_lists, fill=fills)
+def test_the_greedy_answer_is_a_point_of_the_array_model(
+    index: GridIndex, specs: list[JobSpec], fill: list[float]
+) -> None:
+    model, greedy = _model(index, _preload(index, fill), _jobs(specs))
+    values = model.vector(greedy)
+    assert model.satisfies(values)
+    assert model.solution(values) == [(placed, counts) for placed, counts in greedy]
