@@ -122,9 +122,11 @@ class Scheduler:
             job_id = new_job_id()
             for _ in range(COMMIT_ATTEMPTS):
                 decision = self._decide(spec)
-                if decision.placement is None and self._preempt_for(job_id, spec):
+                placeable_ever = decision.placement is not None or self._could_ever_place(spec)
+                # Evicting anyone for a job no empty grid could take would be pure loss.
+                if decision.placement is None and placeable_ever and self._preempt_for(job_id, spec):
                     decision = self._decide(spec)
-                transition = self._first_transition(job_id, spec, request_id, decision)
+                transition = self._first_transition(job_id, spec, request_id, decision, placeable_ever)
                 try:
                     record, created = self.store.create_job(transition)
                 except CapacityConflict:
@@ -138,7 +140,12 @@ class Scheduler:
             record, created = self.store.create_job(transition)
             return Outcome(record, created, decision)
 
-    def _first_transition(self, job_id: str, spec: JobSpec, request_id: str, decision: Decision) -> Transition:
+    def _could_ever_place(self, spec: JobSpec) -> bool:
+        return could_ever_place(self.index, spec, self.policy).placement is not None
+
+    def _first_transition(
+        self, job_id: str, spec: JobSpec, request_id: str, decision: Decision, placeable_ever: bool
+    ) -> Transition:
         now = self._clock()
         if decision.placement is not None:
             record = JobRecord(
@@ -146,7 +153,7 @@ class Scheduler:
                 placement=decision.placement, created_at=now, updated_at=now,
             )
             return Transition(record, EventType.PLACED, _placed_message(record), reserve=decision.placement.assignments)
-        if could_ever_place(self.index, spec, self.policy).placement is None:
+        if not placeable_ever:
             return self._waiting(
                 job_id, spec, request_id, decision, JobState.REJECTED, "no site of the grid can ever take it"
             )
