@@ -121,6 +121,16 @@ def test_scenario_service_refuses_bad_scenarios_with_field_and_line(
     with pytest.raises(grpc.RpcError) as info:
         stub.StartScenario(spb.StartScenarioRequest(path="/nowhere/scenario.yaml"), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Only files under the server's scenario folder can be named: no reading /etc through it.
+    for outside in ("/etc/passwd", "../../pyproject.toml"):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.StartScenario(spb.StartScenarioRequest(path=outside), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_fields(info.value) == ["path"]
+        assert "must name a scenario file under" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.StartScenario(spb.StartScenarioRequest(path="no-such-scenario.yaml"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as info:
         stub.StartScenario(spb.StartScenarioRequest(), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -28,7 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from grid_scheduler._proto.v1 import scenario_pb2 as pb
 from grid_scheduler._proto.v1 import scenario_pb2_grpc as pb_grpc
-from grid_scheduler.config import ConfigError
+from grid_scheduler.config import EXAMPLES_DIR, ConfigError
 from grid_scheduler.service import errors
 from grid_scheduler.whatif.scenario import LoadedScenario, ScenarioError, load_scenario, load_scenario_text
 
@@ -76,9 +76,16 @@ class Operation:
 
 class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
     def __init__(
-        self, out_root: Path | None = None, max_running: int = 1, stopping: threading.Event | None = None
+        self,
+        out_root: Path | None = None,
+        max_running: int = 1,
+        stopping: threading.Event | None = None,
+        scenario_dir: Path | None = None,
     ) -> None:
         self.out_root = out_root
+        # A client names scenario files on the server: only those under this folder, so the
+        # service cannot be used to read arbitrary files. Inline YAML resolves paths from here too.
+        self.scenario_dir = (scenario_dir or EXAMPLES_DIR / "scenarios").resolve()
         self.stopping = stopping or threading.Event()
         self._slots = threading.Semaphore(max_running)
         self._lock = threading.Lock()
@@ -161,10 +168,13 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         which = request.WhichOneof("source")
         try:
             if which == "path":
-                path = Path(request.path)
+                path = (self.scenario_dir / request.path).resolve()
+                if not path.is_relative_to(self.scenario_dir):
+                    context.abort_with_status(errors.invalid_argument(
+                        [("path", f"must name a scenario file under the server's {self.scenario_dir}")]))
                 return load_scenario(path), ("path", str(path), str(path.parent))
             if which == "yaml":
-                base = Path.cwd()
+                base = self.scenario_dir
                 return load_scenario_text(request.yaml, "yaml", base), ("yaml", request.yaml, str(base))
         except ScenarioError as e:
             context.abort_with_status(errors.invalid_argument(
