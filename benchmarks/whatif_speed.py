@@ -33,7 +33,7 @@ from grid_scheduler.whatif.scenario import load_scenario_data
 from grid_scheduler.whatif.simulator import Simulator, quiet_logs
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACE = ROOT.parent / "shared" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
+TRACE = ROOT / "examples" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"  # copy of ../shared/data
 RESULTS = ROOT / "benchmarks" / "results" / "whatif_speed.json"
 TRACE_GPU_TASKS = 7_064
 TRACE_DAYS = 149.4

@@ -25,7 +25,7 @@ from grid_scheduler.model import Grid, JobKind, JobSpec, Placement, Policy
 from grid_scheduler.synthetic import job_stream
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACE = ROOT.parent / "shared" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
+TRACE = ROOT / "examples" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"  # copy of ../shared/data
 
 Jobs = list[tuple[str, JobSpec]]
 

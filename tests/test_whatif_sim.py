@@ -140,8 +140,6 @@ def test_gpu_deliveries_grow_a_pool_over_time() -> None:
 
 
 def test_trace_rules_map_rows_and_count_what_they_drop() -> None:
-    if not TRACE.exists():
-        pytest.skip(f"trace not found at {TRACE}")
     data = small(workload={"trace": {
         "path": str(TRACE), "origin_days": 119, "max_jobs": 300, "rules": [
             {"name": "ls", "match": {"qos": ["LS"]}, "kind": "inference", "tenants": {"acme": 1},

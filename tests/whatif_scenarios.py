@@ -10,7 +10,8 @@ import yaml
 from grid_scheduler.whatif.scenario import LoadedScenario, load_scenario_data, load_scenario_text
 from tests.conftest import GRIDS
 
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
+# A copy of ../shared/data/alibaba-gpu-v2023 (see its README), so a fresh clone runs the tests.
+TRACE = Path(__file__).resolve().parents[1] / "examples" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
 
 
 def small(**overrides: Any) -> dict[str, Any]:
