@@ -195,3 +195,25 @@ def test_optimal_inference_policy_is_never_worse_than_greedy(small_grid: Grid) -
     assert optimal.placement.score.total <= greedy.placement.score.total + 1e-9
     for e in optimal.placement.endpoint_latencies:
         assert e.latency_ms <= 6
+
+
+def test_a_stale_plan_never_double_books_or_resurrects(small_grid: Grid) -> None:
+    """The batch solves outside the lock; what changed meanwhile must win at commit."""
+    from tests.invariants import ledger_from_jobs, over_capacity
+
+    scheduler = Scheduler(small_grid)
+    scheduler.set_drained("sines-gb300", True)
+    queued = [scheduler.submit(training(64, ["GB300"], ["EU"])).record for _ in range(2)]
+    scheduler.store.set_drained("sines-gb300", False)  # reopened with no retry: only the plan places them
+    plan = scheduler.plan_pending(time_limit_s=2, workers=1)
+    assert set(plan.result.placements) == {r.id for r in queued}
+    # Meanwhile: one planned job is cancelled, and another job takes half of the pool.
+    scheduler.cancel(queued[0].id)
+    other = scheduler.submit(training(64, ["GB300"], ["EU"], priority=5)).record
+    assert other.state.value == "running"
+    # The cancel's own queue retry already placed queued[1]; the pool is now full.
+    assert scheduler.get(queued[1].id).state.value == "running"
+    assert scheduler.commit_plan(plan) == []
+    assert scheduler.get(queued[0].id).state.value == "cancelled"
+    jobs = scheduler.store.list_jobs(frozenset(), "", 100)
+    assert over_capacity(small_grid, *ledger_from_jobs(small_grid, jobs)) == []

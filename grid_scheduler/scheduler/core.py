@@ -52,6 +52,14 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class BatchPlan:
+    """What the solver proposes for the queue as it was when the plan was made."""
+
+    pending: list[JobRecord]
+    result: BatchResult
+
+
+@dataclass(frozen=True)
 class OptimizeOutcome:
     """One batch cycle: what the solver proposed, and what was committed."""
 
@@ -320,30 +328,41 @@ class Scheduler:
     ) -> OptimizeOutcome:
         """Solve every pending job together (CP-SAT) against free capacity, and commit the plan.
 
-        Placements are committed one job at a time, highest priority first; one that no
-        longer fits (capacity moved since the snapshot) stays pending for the next cycle.
         ``commit_to`` is a view of the store to commit through (a lease-fenced one on Redis).
         """
+        plan = self.plan_pending(time_limit_s, workers, dry_run)
+        committed = [] if dry_run else self.commit_plan(plan, commit_to)
+        return OptimizeOutcome(plan.result, len(plan.pending), committed, dry_run)
+
+    def plan_pending(self, time_limit_s: float = 5.0, workers: int = 2, dry_run: bool = True) -> BatchPlan:
+        """A plan for the queue as it is now. Only the snapshot takes the lock: online
+        submissions go on while the solver thinks (seconds), and the commit re-checks."""
         with self._lock:
             pending = self.store.pending_jobs()
-            result = solve_batch(
-                self.index, self.usage(), [(r.id, r.spec) for r in pending], self.policy,
-                time_limit_s=time_limit_s, workers=workers,
-            )
-            log.info(
-                "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
-                method=result.method, objective=result.objective, best_bound=result.best_bound,
-                gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,
-            )
-            committed: list[JobRecord] = []
-            if not dry_run:
-                for record in pending:
-                    placement = result.placements.get(record.id)
-                    if placement is not None:
-                        running = self._commit_placement(record, placement, commit_to)
-                        if running is not None:
-                            committed.append(running)
-            return OptimizeOutcome(result, len(pending), committed, dry_run)
+            usage = self.usage()
+        result = solve_batch(
+            self.index, usage, [(r.id, r.spec) for r in pending], self.policy,
+            time_limit_s=time_limit_s, workers=workers,
+        )
+        log.info(
+            "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
+            method=result.method, objective=result.objective, best_bound=result.best_bound,
+            gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,
+        )
+        return BatchPlan(pending, result)
+
+    def commit_plan(self, plan: BatchPlan, commit_to: Store | None = None) -> list[JobRecord]:
+        """Commit a plan job by job, highest priority first. A job that moved since the plan
+        (placed, cancelled) or no longer fits (capacity taken meanwhile) stays as it is."""
+        committed: list[JobRecord] = []
+        with self._lock:
+            for record in plan.pending:
+                placement = plan.result.placements.get(record.id)
+                if placement is not None:
+                    running = self._commit_placement(record, placement, commit_to)
+                    if running is not None:
+                        committed.append(running)
+        return committed
 
     def _log_decision(self, record: JobRecord, decision: Decision) -> None:
         if not log.is_enabled_for(logging.INFO):
