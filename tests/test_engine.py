@@ -207,13 +207,13 @@ def test_a_stale_plan_never_double_books_or_resurrects(small_grid: Grid) -> None
     scheduler.store.set_drained("sines-gb300", False)  # reopened with no retry: only the plan places them
     plan = scheduler.plan_pending(time_limit_s=2, workers=1)
     assert set(plan.result.placements) == {r.id for r in queued}
-    # Meanwhile: one planned job is cancelled, and another job takes half of the pool.
+    # Meanwhile: one planned job is cancelled, and another job takes the whole pool.
     scheduler.cancel(queued[0].id)
-    other = scheduler.submit(training(64, ["GB300"], ["EU"], priority=5)).record
+    other = scheduler.submit(training(128, ["GB300"], ["EU"], priority=5)).record
     assert other.state.value == "running"
-    # The cancel's own queue retry already placed queued[1]; the pool is now full.
-    assert scheduler.get(queued[1].id).state.value == "running"
+    # queued[0] moved (cancelled) and queued[1] no longer fits: nothing is committed.
     assert scheduler.commit_plan(plan) == []
+    assert scheduler.get(queued[1].id).state.value == "pending"
     assert scheduler.get(queued[0].id).state.value == "cancelled"
     jobs = scheduler.store.list_jobs(frozenset(), "", 100)
     assert over_capacity(small_grid, *ledger_from_jobs(small_grid, jobs)) == []
