@@ -22,13 +22,10 @@ def site_reasons(index: GridIndex, decision: Decision, policy: Policy) -> list[R
     """Reasons for every site not chosen, in grid order."""
     chosen_sites = set(decision.placement.site_ids) if decision.placement else set()
     chosen_cost = decision.placement.score.total if decision.placement else None
-    pools_of_site: dict[int, list[int]] = {}
-    for pool, site in enumerate(decision.checks.pool_site):
-        pools_of_site.setdefault(int(site), []).append(pool)
     reasons: list[Reason] = []
     for s, site_id in enumerate(index.site_ids):
         if site_id not in chosen_sites:
-            reasons.extend(_reasons_for_site(index, decision, policy, s, pools_of_site.get(s, []), chosen_cost))
+            reasons.extend(_reasons_for_site(index, decision, policy, s, _pools_of(index, s), chosen_cost))
     return reasons
 
 
@@ -252,7 +249,7 @@ def _near_reasons(index: GridIndex, decision: Decision, limit: int) -> list[Reas
     if checks.unit is Unit.SPLIT:
         capacity, power = _split_failures(index, decision)
         for s in np.flatnonzero(open_site & (capacity | power))[: limit * 4]:
-            pools = [int(p) for p in np.flatnonzero(checks.pool_site == s)]
+            pools = _pools_of(index, int(s))
             for r in _split_reasons(index, decision, int(s), pools, index.site_ids[s]):
                 candidates.append((-(r.available / r.required) if r.required else 0.0, int(s), -1, r))
     pool_open = open_site[checks.pool_site] & checks.pool_type_ok & checks.pool_workload_ok
@@ -295,15 +292,17 @@ def _near_reasons(index: GridIndex, decision: Decision, limit: int) -> list[Reas
 
 def _first_reasons(index: GridIndex, decision: Decision, policy: Policy, limit: int) -> list[Reason]:
     """The first reason of each of the first ``limit`` sites (in grid order) that has one."""
-    pools_of_site: dict[int, list[int]] = {}
-    for pool, site in enumerate(decision.checks.pool_site):
-        pools_of_site.setdefault(int(site), []).append(pool)
     out: list[Reason] = []
     for s in range(len(index.site_ids)):
-        reasons = _reasons_for_site(index, decision, policy, s, pools_of_site.get(s, []), None)
+        reasons = _reasons_for_site(index, decision, policy, s, _pools_of(index, s), None)
         first = next((r for r in reasons if r.code is not ReasonCode.SCORE), None)
         if first is not None:
             out.append(first)
             if len(out) == limit:
                 break
     return out
+
+
+def _pools_of(index: GridIndex, s: int) -> list[int]:
+    """Pool indices of site ``s`` (the grid lists pools site by site)."""
+    return list(range(int(index.site_pool_bounds[s]), int(index.site_pool_bounds[s + 1])))
