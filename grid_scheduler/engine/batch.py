@@ -111,10 +111,6 @@ class BatchResult:
     variables: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def scaled_cost(self) -> float:
-        return self.big * self.weighted_gpus - self.objective
-
 
 # An answer, per unit: (jobs or deployments placed, {pool: jobs (gang) or replicas there}).
 Answer = list[tuple[int, dict[int, int]]]

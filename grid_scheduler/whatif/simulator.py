@@ -53,10 +53,6 @@ class Progress:
     arrived: int
     arrivals: int
 
-    @property
-    def fraction(self) -> float:
-        return min(self.sim_s / self.horizon_s, 1.0) if self.horizon_s > 0 else 1.0
-
 
 @dataclass
 class RunResult:
