@@ -45,6 +45,16 @@ def run(scheduler: Scheduler, ops: list[tuple[str, object]]) -> list[str]:
     return ids
 
 
+def after(grid: Grid, history: list[JobSpec], drain_pool: str | None = None) -> Scheduler:
+    """A scheduler on ``grid`` that has been sent ``history``, with ``drain_pool`` drained."""
+    scheduler = Scheduler(grid, POLICY)
+    for earlier in history:
+        scheduler.submit(earlier)
+    if drain_pool is not None:
+        scheduler.set_drained(drain_pool, True)
+    return scheduler
+
+
 @SETTINGS
 @given(ops=operations)
 def test_any_history_keeps_the_ledger_true(small_grid: Grid, ops: list[tuple[str, object]]) -> None:
@@ -83,9 +93,7 @@ def test_cancelling_everything_restores_an_empty_ledger(small_grid: Grid, ops: l
 @SETTINGS
 @given(spec=job_specs(), history=st.lists(job_specs(), max_size=6))
 def test_same_input_same_decision(small_grid: Grid, spec: JobSpec, history: list[JobSpec]) -> None:
-    scheduler = Scheduler(small_grid, POLICY)
-    for earlier in history:
-        scheduler.submit(earlier)
+    scheduler = after(small_grid, history)
     usage = scheduler.usage()
     first = decide(scheduler.index, usage, spec, POLICY)
     # A fresh index over the same grid, the same usage arrays copied.
@@ -101,11 +109,7 @@ def test_same_input_same_decision(small_grid: Grid, spec: JobSpec, history: list
 def test_every_reason_is_true_of_the_grid(
     small_grid: Grid, spec: JobSpec, history: list[JobSpec], drained: bool
 ) -> None:
-    scheduler = Scheduler(small_grid, POLICY)
-    for earlier in history:
-        scheduler.submit(earlier)
-    if drained:
-        scheduler.set_drained("london-b200", True)
+    scheduler = after(small_grid, history, "london-b200" if drained else None)
     usage = scheduler.usage()
     decision = decide(scheduler.index, usage, spec, POLICY)
     snap = scheduler.store.snapshot()
@@ -141,9 +145,7 @@ def test_every_reason_is_true_of_the_grid(
 @given(spec=job_specs(), history=st.lists(job_specs(), max_size=8))
 def test_a_decision_fits_on_its_own(small_grid: Grid, spec: JobSpec, history: list[JobSpec]) -> None:
     """The engine alone, before the store re-checks anything, never over-allocates."""
-    scheduler = Scheduler(small_grid, POLICY)
-    for earlier in history:
-        scheduler.submit(earlier)
+    scheduler = after(small_grid, history)
     decision = decide(scheduler.index, scheduler.usage(), spec, POLICY)
     if decision.placement is None:
         return
@@ -162,11 +164,7 @@ def test_wait_info_counts_agree_with_the_rendered_reasons(
     small_grid: Grid, spec: JobSpec, history: list[JobSpec], drained: bool
 ) -> None:
     """wait_info counts with arrays; site_reasons renders every sentence: they must agree."""
-    scheduler = Scheduler(small_grid, POLICY)
-    for earlier in history:
-        scheduler.submit(earlier)
-    if drained:
-        scheduler.set_drained("sines-h100", True)
+    scheduler = after(small_grid, history, "sines-h100" if drained else None)
     decision = decide(scheduler.index, scheduler.usage(), spec, POLICY)
     by_site: dict[str, set[str]] = {}
     for reason in site_reasons(scheduler.index, decision, POLICY):
