@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.net import free_port
+
 START_TIMEOUT_S = 10.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_server_binary() -> str:

@@ -34,7 +34,8 @@ from grid_scheduler.state.redis_conn import redis_client
 from grid_scheduler.state.redis_store import RedisStore
 from grid_scheduler.state.store import to_watts
 from tests.conftest import GRIDS
-from tests.redis_fixture import RedisServer, free_port
+from tests.net import free_port
+from tests.redis_fixture import RedisServer
 
 SMALL = GRIDS / "small.yaml"
 READY_TIMEOUT_S = 40.0  # several interpreters importing grpc/numpy/ortools at once on 2 shared cores

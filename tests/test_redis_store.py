@@ -15,7 +15,7 @@ from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobSpec
 from grid_scheduler.state import CapacityConflict, Limits, StoreUnavailable, Transition, open_store
 from grid_scheduler.state.lease import Lease, LeaseKeeper, LeaseLost
 from grid_scheduler.state.redis_store import RedisStore
-from tests.redis_fixture import free_port
+from tests.net import free_port
 
 SPEC = JobSpec.model_validate({"name": "t", "tenant": "acme", "kind": "training", "gpus": {"count": 8}})
 Replicas = Callable[[int], list[RedisStore]]

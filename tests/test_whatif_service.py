@@ -72,7 +72,7 @@ def scenario_server() -> Iterator[tuple[RunningServer, spb_grpc.ScenarioServiceS
     running = start_server(Scheduler(load(small()).grid), "127.0.0.1:0", max_workers=4, pending_retry_s=None)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield running, spb_grpc.ScenarioServiceStub(channel)
+        yield running, spb_grpc.ScenarioServiceStub(channel)  # type: ignore[no-untyped-call]
     finally:
         channel.close()
         running.stop(grace_s=0.5)
