@@ -31,6 +31,6 @@ class Policy(BaseModel):
     )
     inference_placement: Literal["greedy", "optimal"] = Field(
         default="greedy",
-        description="greedy covering (microseconds), or CP-SAT facility location (milliseconds, optimal cost)",
+        description="greedy covering (the online path), or CP-SAT facility location within inference_time_limit_s",
     )
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
