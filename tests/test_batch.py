@@ -21,9 +21,9 @@ from grid_scheduler.engine.batch import (
     _Model,
     _subset_cap,
     as_modelled,
-    job_value,
     solve_batch,
 )
+from grid_scheduler.engine.priority import Holds, job_value
 from grid_scheduler.engine.verify import check_solution
 from grid_scheduler.model import Grid, JobSpec, Policy
 from tests.strategies import inference_specs, training_specs
@@ -48,16 +48,19 @@ def _preload(index: GridIndex, fill: list[float]) -> Usage:
     return Usage(used, kw.astype(np.float64), np.zeros(len(used), dtype=np.bool_))
 
 
-def _greedy_weighted(index: GridIndex, usage: Usage, jobs: list[tuple[str, JobSpec]]) -> int:
-    """The online path, highest priority first: what the batch must never fall below."""
+def _greedy_weighted(index: GridIndex, usage: Usage, jobs: list[tuple[str, JobSpec]], tier: int | None = None) -> int:
+    """The online path in queue order, holds included: what the batch's top tier must never fall below."""
     used, kw = usage.pool_used_gpus.copy(), usage.site_used_kw.copy()
     running = Usage(used, kw, usage.pool_drained)
+    holds = Holds(index)
     total = 0
     for _, spec in sorted(jobs, key=lambda j: -j[1].priority):
-        placement = decide(index, running, as_modelled(spec), POLICY).placement
+        placement = decide(index, holds.overlay(running, spec), as_modelled(spec), POLICY).placement
         if placement is None:
+            holds.hold_for(spec, POLICY)
             continue
-        total += job_value(spec)
+        if tier is None or spec.priority == tier:
+            total += job_value(spec)
         for a in placement.assignments:
             p = index.pool_index[a.pool_id]
             used[p] += a.gpus
@@ -83,7 +86,12 @@ def test_every_solution_is_feasible_and_never_worse_than_greedy(
     assert set(result.placements).isdisjoint(result.unplaced)
     assert set(result.placements) | set(result.unplaced) == set(spec_of)
     assert result.objective >= result.greedy_objective
-    assert result.weighted_gpus >= _greedy_weighted(index, usage, jobs)
+    # Tiers are lexicographic: the top tier never does worse than the online path, and every
+    # tier never worse than the greedy on what the tiers above left it.
+    top = max(spec.priority for spec in spec_of.values())
+    assert result.tiers[0].priority == top
+    assert result.tiers[0].value >= _greedy_weighted(index, usage, jobs, tier=top)
+    assert all(t.value >= t.greedy_value for t in result.tiers)
     assert result.best_bound >= result.objective - 1e-6 * max(1.0, abs(result.objective))
     assert result.gap >= 0
 
@@ -110,11 +118,12 @@ def _train(name: str, gpus: int, priority: int, types: list[str] | None = None, 
 def test_beats_greedy_when_an_unrestricted_job_takes_the_only_eu_pool(index: GridIndex, small_grid: Grid) -> None:
     # Glomfjord (the only non-EU GB300) is full. Greedy puts the unrestricted job on
     # sines-gb300 (its cheapest pool), leaving nowhere for the EU-only GB300 job; the
-    # optimum sends the unrestricted job to sines-h100 or london-b200 instead.
+    # optimum sends the unrestricted job to sines-h100 or london-b200 instead. (Both in one
+    # tier: across tiers, the higher one is solved first, by itself.)
     fill = [0.0] * len(index.pool_ids)
     fill[index.pool_index["glomfjord-gb300"]] = 1.0
     usage = _preload(index, fill)
-    jobs = [("anywhere", _train("anywhere", 64, 5)), ("eu-gb300", _train("eu-gb300", 128, 4, ["GB300"], ["EU"]))]
+    jobs = [("anywhere", _train("anywhere", 64, 5)), ("eu-gb300", _train("eu-gb300", 128, 5, ["GB300"], ["EU"]))]
     assert _greedy_weighted(index, usage, jobs) == job_value(jobs[0][1])
     result = solve_batch(index, usage, jobs, POLICY, time_limit_s=2.0, workers=1)
     assert result.method == "cp-sat"
@@ -190,8 +199,8 @@ def test_knapsack_is_exact_within_budget_and_an_upper_bound_beyond(
 
 
 def _model(index: GridIndex, usage: Usage, jobs: list[tuple[str, JobSpec]]) -> tuple[_Model, list[Any]]:
-    units = _build_units(index, usage, jobs, POLICY)
-    _greedy(index, usage, POLICY, jobs, units)
+    units = _build_units(index, usage, jobs, POLICY, Holds(index))
+    _greedy(index, usage, POLICY, jobs, units, Holds(index))
     for unit in units:
         _choose_candidates(index, unit, 8)
     return _Model(index, usage, units), _greedy_answer(units)
@@ -237,21 +246,22 @@ def test_lp_bound_sees_through_fragments(index: GridIndex) -> None:
     usage = Usage(used, kw, np.zeros(len(used), dtype=np.bool_))
     jobs = [("a", _train("a", 64, 0)), ("b", _train("b", 48, 0))]
     model, _ = _model(index, usage, jobs)
-    assert model.w_trivial == 64 + 48
+    quarter_hours = 4  # each job runs the default hour
+    assert model.w_trivial == (64 + 48) * quarter_hours
     assert model.gpus_cut == 100 - 64
     lp, knapsack = model.lp_bound(2.0)
-    assert lp == knapsack == 64
+    assert lp == knapsack == 64 * quarter_hours
     result = solve_batch(index, usage, jobs, POLICY, time_limit_s=2.0, workers=1)
-    assert result.weighted_gpus == 64 and result.gap == 0.0 and result.status == "OPTIMAL"
+    assert result.weighted_gpus == 64 * quarter_hours and result.gap == 0.0 and result.status == "OPTIMAL"
     assert result.extra["weighted_gpus_gap"] == 0.0
 
 
 def test_classes_differing_only_in_priority_share_checks_and_costs(index: GridIndex) -> None:
     jobs = [("lo", _train("lo", 8, 0)), ("hi", _train("hi", 8, 500)), ("lo2", _train("lo2", 8, 0))]
-    units = _build_units(index, Usage.empty(index), jobs, POLICY)
+    units = _build_units(index, Usage.empty(index), jobs, POLICY, Holds(index))
     assert [u.job_ids for u in units] == [["lo", "lo2"], ["hi"]]
     assert units[0].checks is units[1].checks and units[0].total is units[1].total
-    assert [u.value for u in units] == [8, 501 * 8]
+    assert [u.value for u in units] == [8 * 4, 8 * 4]  # GPU-hours in quarter hours: priority is a tier, not a weight
 
 
 def test_result_reports_the_gap_of_w_and_of_the_cost_apart(index: GridIndex) -> None:

@@ -124,6 +124,7 @@ class Load:
     """What the clients saw: a job counts only once its reply arrived."""
 
     acked: dict[str, str] = field(default_factory=dict)  # request_id -> job id
+    sent: dict[str, JobSpec] = field(default_factory=dict)  # request_id -> the spec sent with it
     unacked: dict[str, JobSpec] = field(default_factory=dict)  # no reply: may or may not have been committed
     cancelled: set[str] = field(default_factory=set)
     unavailable: int = 0
@@ -149,6 +150,7 @@ def client_loop(address: Callable[[], str], stop: threading.Event, load: Load, s
                     job_spec = spec(rng.choice((8, 16, 32)))
                     with load.lock:
                         load.unacked[request_id] = job_spec
+                        load.sent[request_id] = job_spec
                     response = client.submit(job_spec, request_id=request_id)
                     with load.lock:
                         del load.unacked[request_id]
@@ -285,7 +287,7 @@ def test_killed_replica_loses_nothing_acknowledged(
     with Client(a.address, timeout_s=CALL_TIMEOUT_S) as client:
         # Resubmitting an acknowledged request returns that job, on the restarted replica too.
         for request_id, job_id in load.acked.items():
-            again = client.submit(spec(8), request_id=request_id)
+            again = client.submit(load.sent[request_id], request_id=request_id)
             assert (again.job.id, again.created) == (job_id, False)
         # A request that got no reply may or may not have been committed: resubmitting settles it.
         for request_id, job_spec in load.unacked.items():

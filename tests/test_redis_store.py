@@ -58,7 +58,7 @@ def test_every_call_fails_fast_as_unavailable_when_redis_is_not_there(limits: Li
         lambda: store.create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester()])),
         lambda: store.apply("job-1", 0, Transition(record("job-1"), EventType.CANCELLED, release=True)),
         lambda: store.get_job("job-1"),
-        lambda: store.job_by_request("req-1"),
+        lambda: store.job_by_request("acme", "req-1"),
         lambda: store.list_jobs(frozenset(), "", 10),
         store.pending_jobs,
         lambda: store.reservation("job-1"),
@@ -86,7 +86,7 @@ def test_a_replica_sees_the_other_replicas_commits_and_events(replicas: Replicas
     a.create_job(Transition(record("job-1", request_id="req-1"), EventType.PLACED, "placed", reserve=[manchester()]))
     assert b.ledger_version() == a.ledger_version() != 0
     assert b.snapshot().pool_used_gpus.sum() == 8
-    assert b.job_by_request("req-1") == a.get_job("job-1")
+    assert b.job_by_request("acme", "req-1") == a.get_job("job-1")
     events = b.events_after(start, timeout_s=1.0)
     assert [(e.job_id, e.type, e.message) for e in events] == [("job-1", EventType.PLACED, "placed")]
     # A watcher that restarts resumes from the last sequence it saw.

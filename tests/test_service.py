@@ -273,12 +273,16 @@ def test_not_found_and_wrong_state(client: Client) -> None:
         client.drain("pool-nope")
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
     job = client.submit(training(8, ["EU"])).job
-    client.cancel(job.id)
-    with pytest.raises(grpc.RpcError) as exc:
-        client.cancel(job.id)
-    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    cancelled = client.cancel(job.id)
+    # A retried cancel is not an error: the cancelled job comes back unchanged.
+    assert client.cancel(job.id) == cancelled
     with pytest.raises(grpc.RpcError) as exc:
         client.complete(job.id)
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    done = client.submit(training(8, ["EU"])).job
+    client.complete(done.id)
+    with pytest.raises(grpc.RpcError) as exc:
+        client.cancel(done.id)  # a completed job cannot become cancelled
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(grpc.RpcError) as exc:
         client.list_jobs_page(page_token="%%%")

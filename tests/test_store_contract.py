@@ -82,8 +82,8 @@ def test_request_id_is_idempotent(store: Store, limits: Limits) -> None:
     assert not is_new
     assert again.id == first.id
     assert store.get_job("job-2") is None
-    assert store.job_by_request("req-1") == first
-    assert store.job_by_request("req-2") is None
+    assert store.job_by_request(SPEC.tenant, "req-1") == first
+    assert store.job_by_request(SPEC.tenant, "req-2") is None
     assert used(store, limits, "sines-h100") == 8  # reserved once
 
 

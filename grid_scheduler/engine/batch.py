@@ -23,16 +23,24 @@ Units of work in the model (a "class" is a set of jobs the model cannot tell apa
   class (``k`` is 0 or 1) and, per demand endpoint, ``sum_{p within SLO} n >= k``
   (a covering constraint).
 
-What the class key leaves out, because no check or cost reads it: the name, the tenant
-(unless the policy has a rule for it), preemptibility, the training duration, and the
-traffic weight of a deployment's only endpoint.
+What the class key leaves out, because no check, cost or value reads it: the name, the tenant
+(unless the policy has a rule for it), the datasets' order, and the traffic weight of a
+deployment's only endpoint.
 
 Hard constraints: free GPUs per pool, site power headroom, and through the candidate
 masks (``compute_checks`` on the given usage, never re-derived here) residency, GPU type,
 workload, health and latency. Quotas: the policy has none yet.
 
-Objective, lexicographic: first maximise ``W``, the sum of ``value = (priority + 1) * GPUs``
-over placed jobs (so priority 0 still counts); then, with ``W`` held at what was found,
+Priority tiers (``engine/priority.py``, the one definition) are solved one after the other,
+highest first, each on the capacity the tiers above left: a lower tier can never outweigh a
+higher one, whatever its size (a 128-GPU priority-0 job never displaces a 60-GPU priority-1
+job). Jobs of a tier that stay unplaced *hold* capacity against the non-preemptible jobs of
+the tiers below (``Holds``), exactly as on the online path. Each tier's result is reported
+(``BatchResult.tiers``); the overall gap is the largest tier's gap, and each tier's bound holds
+given the placements of the tiers above it.
+
+Objective within a tier, lexicographic: first maximise ``W``, the sum of ``value`` (the job's
+GPU-hours, ``priority.job_value``) over placed jobs; then, with ``W`` held at what was found,
 minimise ``C``, the policy's weighted cost per GPU from ``pool_costs`` (evaluated on the
 usage at the start of the cycle) times each job's GPUs, times ``COST_SCALE`` (x1000: three
 decimals of a term that lies in [0, sum of weights] per GPU), rounded per job and pool.
@@ -79,6 +87,7 @@ from ortools.sat.python import cp_model
 from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
+from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
 
@@ -90,6 +99,23 @@ PHASE1_SHARE = 0.8  # of the time left after the LP, for W; the cost phase gets 
 LARGE_MODEL_VARS = 5_000
 HUGE_MODEL_VARS = 100_000
 KNAPSACK_WORK = 300_000_000  # DP cells per bound (deterministic, ~1 s): beyond, Dantzig's bound
+
+
+@dataclass(frozen=True)
+class TierResult:
+    """One priority tier's solve."""
+
+    priority: int
+    jobs: int
+    placed: int
+    value: int  # sum of job_value (GPU-hours x HOUR_UNITS) over the tier's placed jobs
+    greedy_value: int
+    status: str
+    method: str
+    objective: float
+    best_bound: float
+    gap: float
+    solve_time_s: float
 
 
 @dataclass(frozen=True)
@@ -105,11 +131,13 @@ class BatchResult:
     solve_time_s: float
     greedy_time_s: float
     greedy_objective: float
-    weighted_gpus: int  # sum of (priority + 1) * GPUs over placed jobs
-    big: int  # the lexicographic weight: objective = big * weighted_gpus - scaled cost
+    weighted_gpus: int  # sum of job_value (GPU-hours x HOUR_UNITS) over placed jobs, every tier
+    big: int  # the lexicographic weight within a tier: objective = big * value - scaled cost (top tier's)
     classes: int = 0
     variables: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    tiers: list[TierResult] = field(default_factory=list)  # highest priority first
+    greedy_value: int = 0  # weighted_gpus of the greedy answer
 
 
 # An answer, per unit: (jobs or deployments placed, {pool: jobs (gang) or replicas there}).
@@ -150,10 +178,6 @@ def as_modelled(spec: JobSpec) -> JobSpec:
     return spec
 
 
-def job_value(spec: JobSpec) -> int:
-    return (spec.priority + 1) * spec.total_gpus
-
-
 def class_key(spec: JobSpec, policy: Policy) -> Hashable:
     """Equal for jobs every check and cost treats alike (see module doc)."""
     rules = spec.residency
@@ -165,7 +189,7 @@ def class_key(spec: JobSpec, policy: Policy) -> Hashable:
     return (
         spec.kind, spec.gpus.count, tuple(spec.gpus.types), spec.gpus.min_memory_gib, spec.gang, spec.priority,
         tuple(rules.allowed), tuple(rules.denied), tuple(spec.datasets), inference,
-        spec.tenant if spec.tenant in policy.tenant_residency else None,
+        spec.tenant if spec.tenant in policy.tenant_residency else None, job_value(spec), spec.preemptible,
     )
 
 
@@ -175,6 +199,9 @@ _PRIORITY_AT = 5  # position of the priority in class_key's tuple
 def _without_priority(key: Hashable) -> Hashable:
     assert isinstance(key, tuple)
     return key[:_PRIORITY_AT] + key[_PRIORITY_AT + 1:]
+
+
+MIN_TIER_S = 0.05  # the least solver time a tier gets
 
 
 def solve_batch(
@@ -188,10 +215,111 @@ def solve_batch(
     seed: int = 0,
     top_k: int = 8,
 ) -> BatchResult:
+    """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
+    priority first), each tier maximising GPU-hours and then minimising the policy's cost.
+
+    The time limit is shared out between tiers by their number of jobs, re-shared after each.
+    Returns every tier's result and their union; never worse, tier by tier, than the greedy.
+    """
+    started = time.perf_counter()
+    by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
+    for job_id, spec in jobs:
+        by_tier[spec.priority].append((job_id, spec))
+    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    holds = Holds(index)
+    results: list[tuple[int, BatchResult]] = []
+    left_jobs = len(jobs)
+    for priority in tiers_descending(by_tier):
+        tier_jobs = by_tier[priority]
+        left_s = time_limit_s - (time.perf_counter() - started)
+        limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
+        left_jobs -= len(tier_jobs)
+        result = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
+                             seed=seed, top_k=top_k)
+        results.append((priority, result))
+        for placement in result.placements.values():
+            for a in placement.assignments:
+                p = index.pool_index[a.pool_id]
+                running.pool_used_gpus[p] += a.gpus
+                running.site_used_kw[index.pool_site[p]] += a.power_kw
+        spec_of = dict(tier_jobs)
+        for job_id in result.unplaced:
+            holds.hold_for(spec_of[job_id], policy)
+    return _combine(jobs, results)
+
+
+def _combine(jobs: Sequence[tuple[str, JobSpec]], results: list[tuple[int, BatchResult]]) -> BatchResult:
+    if not results:
+        return _solve_tier_empty()
+    placements: dict[str, Placement] = {}
+    tiers: list[TierResult] = []
+    for priority, r in results:
+        placements.update(r.placements)
+        tiers.append(TierResult(
+            priority=priority, jobs=len(r.placements) + len(r.unplaced), placed=len(r.placements),
+            value=r.weighted_gpus, greedy_value=r.greedy_value, status=r.status, method=r.method,
+            objective=r.objective, best_bound=r.best_bound, gap=r.gap, solve_time_s=r.solve_time_s,
+        ))
+    statuses = {r.status for _, r in results}
+    top = results[0][1]
+    extra = dict(top.extra) if len(results) == 1 else _combined_extra([r for _, r in results])
+    return BatchResult(
+        placements=placements,
+        unplaced=[job_id for job_id, _ in jobs if job_id not in placements],
+        status=statuses.pop() if len(statuses) == 1 else ("FEASIBLE" if "OPTIMAL" in statuses else top.status),
+        method="+".join(sorted({r.method for _, r in results})),
+        objective=sum(r.objective for _, r in results),
+        best_bound=sum(r.best_bound for _, r in results),
+        gap=max(r.gap for _, r in results),
+        build_time_s=sum(r.build_time_s for _, r in results),
+        solve_time_s=sum(r.solve_time_s for _, r in results),
+        greedy_time_s=sum(r.greedy_time_s for _, r in results),
+        greedy_objective=sum(r.greedy_objective for _, r in results),
+        weighted_gpus=sum(r.weighted_gpus for _, r in results),
+        big=top.big,
+        classes=sum(r.classes for _, r in results),
+        variables=sum(r.variables for _, r in results),
+        extra=extra,
+        tiers=tiers,
+        greedy_value=sum(r.greedy_value for _, r in results),
+    )
+
+
+def _combined_extra(results: list[BatchResult]) -> dict[str, float]:
+    """Gaps: the largest tier's; bounds and times: summed over the tiers that report them."""
+    extra: dict[str, float] = {"tiers": float(len(results))}
+    for r in results:
+        for key, value in r.extra.items():
+            if key.endswith("_gap"):
+                extra[key] = max(extra.get(key, 0.0), value)
+            elif key != "cost_scale":
+                extra[key] = extra.get(key, 0.0) + value
+    return extra
+
+
+def _solve_tier_empty() -> BatchResult:
+    return BatchResult(placements={}, unplaced=[], status="OPTIMAL", method="greedy", objective=0.0,
+                       best_bound=0.0, gap=0.0, build_time_s=0.0, solve_time_s=0.0, greedy_time_s=0.0,
+                       greedy_objective=0.0, weighted_gpus=0, big=1)
+
+
+def _solve_tier(
+    index: GridIndex,
+    usage: Usage,
+    jobs: Sequence[tuple[str, JobSpec]],
+    policy: Policy,
+    holds: Holds,
+    *,
+    time_limit_s: float,
+    workers: int,
+    seed: int,
+    top_k: int,
+) -> BatchResult:
+    """One tier: every job has the same priority; ``holds`` is what the tiers above wait for."""
     t0 = time.perf_counter()
-    units = _build_units(index, usage, jobs, policy)
+    units = _build_units(index, usage, jobs, policy, holds)
     t_units = time.perf_counter()
-    _greedy(index, usage, policy, jobs, units)
+    _greedy(index, usage, policy, jobs, units, holds)
     greedy_time = time.perf_counter() - t_units
     t1 = time.perf_counter()
     for unit in units:
@@ -236,11 +364,14 @@ def solve_batch(
         classes=len(units),
         variables=model.n_vars,
         extra=extra,
+        greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
     )
 
 
 # --- classes -------------------------------------------------------------------------
-def _build_units(index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], policy: Policy) -> list[_Unit]:
+def _build_units(
+    index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], policy: Policy, holds: Holds
+) -> list[_Unit]:
     by_key: dict[Hashable, _Unit] = {}
     # Checks, costs and masks read no priority: classes that differ only in it share them.
     shared: dict[Hashable, tuple[Checks, PoolCosts, FloatArray, BoolArray]] = {}
@@ -256,7 +387,8 @@ def _build_units(index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSp
         if unit is None:
             skey = _without_priority(ckey)
             if skey not in shared:
-                checks = compute_checks(index, usage, spec, policy)
+                # A non-preemptible job sees the capacity that higher tiers hold as taken.
+                checks = compute_checks(index, holds.overlay(usage, spec), spec, policy)
                 mask: BoolArray = checks.pool_feasible
                 if spec.inference is not None and replicas == 1:
                     # One replica must serve every demand endpoint by itself.
@@ -276,9 +408,10 @@ def _build_units(index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSp
 
 
 def _greedy(
-    index: GridIndex, usage: Usage, policy: Policy, jobs: Sequence[tuple[str, JobSpec]], units: list[_Unit]
+    index: GridIndex, usage: Usage, policy: Policy, jobs: Sequence[tuple[str, JobSpec]], units: list[_Unit],
+    holds: Holds,
 ) -> None:
-    """The online decision, job by job, highest priority first, on a running copy of usage."""
+    """The online decision, job by job, in queue order, on a running copy of usage."""
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
     running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].priority)
@@ -288,7 +421,7 @@ def _greedy(
         unit = unit_of[job_id]
         if id(unit) in failed:
             continue
-        decision = decide(index, running, unit.spec, policy)
+        decision = decide(index, holds.overlay(running, unit.spec), unit.spec, policy)
         if decision.placement is None:
             failed.add(id(unit))
             continue

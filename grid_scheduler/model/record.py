@@ -43,6 +43,10 @@ class JobRecord(BaseModel):
     waiting: WaitInfo | None = None
     created_at: float
     updated_at: float
+    # When the job last entered the queue (submitted, or preempted back into it); None if never
+    # queued. Queue order reads created_at (a preempted job keeps its place); this says since
+    # when a waiting job has been waiting.
+    queued_at: float | None = None
     # Bumped on every transition; lets a store refuse a stale write.
     version: int = 0
 

@@ -24,3 +24,15 @@ class NotFound(SchedulerError):
 
 class WrongState(SchedulerError):
     """The job is in a state that does not allow this (cancel a finished job)."""
+
+
+class AlreadyExists(SchedulerError):
+    """A request id this tenant already used, for a different job: the existing job is named."""
+
+    def __init__(self, request_id: str, job_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already used by job {job_id} with a different spec; "
+            "use a new request_id for a new job"
+        )
+        self.request_id = request_id
+        self.job_id = job_id

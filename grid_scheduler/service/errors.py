@@ -34,6 +34,12 @@ def not_found(kind: str, ident: str) -> grpc.Status:
     return _status(code_pb2.NOT_FOUND, f"{kind} {ident!r} not found", info)
 
 
+def already_exists(kind: str, ident: str, message: str) -> grpc.Status:
+    """A request id already used for another spec: ``metadata.id`` names the existing resource."""
+    info = error_details_pb2.ErrorInfo(reason=f"{kind.upper()}_ALREADY_EXISTS", domain=DOMAIN, metadata={"id": ident})
+    return _status(code_pb2.ALREADY_EXISTS, message, info)
+
+
 def failed_precondition(subject: str, message: str) -> grpc.Status:
     failure = error_details_pb2.PreconditionFailure(
         violations=[error_details_pb2.PreconditionFailure.Violation(type="STATE", subject=subject, description=message)]

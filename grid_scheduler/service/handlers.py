@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from grid_scheduler.scheduler import InvalidJob, NotFound, WrongState
+from grid_scheduler.scheduler import AlreadyExists, InvalidJob, NotFound, WrongState
 from grid_scheduler.service import errors
 from grid_scheduler.state import StoreUnavailable
 
@@ -22,6 +22,8 @@ def status_of(exc: Exception) -> grpc.Status | None:
         return errors.invalid_argument(exc.violations)
     if isinstance(exc, NotFound):
         return errors.not_found(exc.kind, exc.ident)
+    if isinstance(exc, AlreadyExists):
+        return errors.already_exists("job", exc.job_id, str(exc))
     if isinstance(exc, WrongState):
         return errors.failed_precondition("job", str(exc))
     if isinstance(exc, StoreUnavailable):

@@ -101,8 +101,9 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         return pb.GetJobResponse(job=convert.job_to_pb(record, reasons))
 
     def _reasons(self, record: JobRecord) -> list[Reason] | None:
-        # A waiting job's reasons are about now; a placed job's were given when it was placed.
-        if record.state in (JobState.PENDING, JobState.REJECTED):
+        # As of now: a waiting job as if submitted now; a running job with its own GPUs counted
+        # free (Scheduler.reasons_now). A finished job holds nothing and has none.
+        if record.state in (JobState.PENDING, JobState.REJECTED, JobState.RUNNING):
             return self.scheduler.reasons_now(record)
         return None
 
@@ -191,6 +192,14 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             solve_time_s=result.solve_time_s,
             greedy_objective=result.greedy_objective,
             weighted_gpus=result.weighted_gpus,
+            tiers=[
+                pb.TierOutcome(
+                    priority=t.priority, jobs=t.jobs, placed=t.placed, value=t.value, greedy_value=t.greedy_value,
+                    solver_status=t.status, method=t.method, objective=t.objective, best_bound=t.best_bound,
+                    gap=t.gap, solve_time_s=t.solve_time_s,
+                )
+                for t in result.tiers
+            ],
         )
 
 

@@ -12,9 +12,11 @@ from grid_scheduler.state.store import (
     StoreUnavailable,
     Transition,
     UnknownJob,
+    Update,
+    request_key,
 )
 
 __all__ = [
     "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
-    "StoreUnavailable", "Transition", "UnknownJob", "open_store",
+    "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
 ]

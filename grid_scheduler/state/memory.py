@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right, insort
-from collections import defaultdict
+from bisect import bisect_left, bisect_right, insort
+from collections import defaultdict, deque
 from collections.abc import Sequence
 
 import numpy as np
 
+from grid_scheduler.engine.priority import queue_key
 from grid_scheduler.model import Assignment, JobEvent, JobRecord, JobState
 from grid_scheduler.state.store import (
     CapacityConflict,
@@ -17,6 +18,8 @@ from grid_scheduler.state.store import (
     StaleRecord,
     Transition,
     UnknownJob,
+    Update,
+    request_key,
     to_watts,
 )
 
@@ -31,7 +34,9 @@ class MemoryStore:
         self._jobs: dict[str, JobRecord] = {}
         self._job_ids: list[str] = []  # sorted, for paging
         self._by_request: dict[str, str] = {}
-        self._pending: set[str] = set()  # so a queue retry reads the queue, not every job ever stored
+        # Indexes, so a queue retry or preemption reads the queue or the running jobs, never every job.
+        self._by_state: dict[JobState, set[str]] = {JobState.PENDING: set(), JobState.RUNNING: set()}
+        self._finished: deque[tuple[float, str]] = deque()  # (finished at, id), for archive_finished
         self._reservations: dict[str, list[Assignment]] = {}
         self._pool_used = np.zeros(len(limits.pool_ids), dtype=np.int64)
         # Whole watts, so that release gives back exactly what reserve took.
@@ -44,52 +49,86 @@ class MemoryStore:
 
     # --- commits ---------------------------------------------------------------
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
-        record = transition.record
-        with self._lock:
-            existing = self._by_request.get(record.request_id) if record.request_id else None
-            if existing is not None:
-                return self._jobs[existing], False
-            if record.id in self._jobs:
-                raise StaleRecord(f"job {record.id} exists")
-            self._reserve(transition.reserve)
-            self._jobs[record.id] = record
-            self._track_pending(record)
-            insort(self._job_ids, record.id)
-            if record.request_id:
-                self._by_request[record.request_id] = record.id
-            if transition.reserve:
-                self._reservations[record.id] = list(transition.reserve)
-            self._emit(record, transition)
-            return record, True
+        record, created = self.commit((), transition)
+        assert record is not None
+        return record, created
 
     def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
-        with self._lock:
-            current = self._jobs.get(job_id)
-            if current is None:
-                raise UnknownJob(job_id)
-            if current.version != expected_version:
-                raise StaleRecord(f"job {job_id} is at version {current.version}, not {expected_version}")
-            released = self._reservations.pop(job_id, []) if transition.release else []
-            self._add(released, -1)
-            try:
-                self._reserve(transition.reserve)
-            except CapacityConflict:
-                self._add(released, +1)
-                if released:
-                    self._reservations[job_id] = released
-                raise
-            if transition.reserve:
-                self._reservations[job_id] = list(transition.reserve)
-            self._jobs[job_id] = transition.record
-            self._track_pending(transition.record)
-            self._emit(transition.record, transition)
-            return transition.record
+        self.commit((Update(job_id, expected_version, transition),))
+        return transition.record
 
-    def _track_pending(self, record: JobRecord) -> None:
-        if record.state is JobState.PENDING:
-            self._pending.add(record.id)
-        else:
-            self._pending.discard(record.id)
+    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+        with self._lock:
+            if create is not None:
+                new = create.record
+                key = request_key(new.spec.tenant, new.request_id) if new.request_id else ""
+                existing = self._by_request.get(key) if key else None
+                if existing is not None:
+                    return self._jobs[existing], False
+                if new.id in self._jobs:
+                    raise StaleRecord(f"job {new.id} exists")
+            for u in updates:
+                current = self._jobs.get(u.job_id)
+                if current is None:
+                    raise UnknownJob(u.job_id)
+                if current.version != u.expected_version:
+                    raise StaleRecord(f"job {u.job_id} is at version {current.version}, not {u.expected_version}")
+            # Net change: everything released first, then everything reserved, all or nothing.
+            released = {u.job_id: self._reservations.get(u.job_id, []) for u in updates if u.transition.release}
+            for assignments in released.values():
+                self._add(assignments, -1)
+            reserve = [a for u in updates for a in u.transition.reserve]
+            if create is not None:
+                reserve.extend(create.reserve)
+            try:
+                self._reserve(reserve)
+            except CapacityConflict:
+                for assignments in released.values():
+                    self._add(assignments, +1)
+                raise
+            for u in updates:
+                if u.transition.release:
+                    self._reservations.pop(u.job_id, None)
+                self._store(u.transition)
+            if create is not None:
+                insort(self._job_ids, create.record.id)
+                if key:
+                    self._by_request[key] = create.record.id
+                self._store(create)
+                return create.record, True
+            return None, True
+
+    def _store(self, transition: Transition) -> None:
+        record = transition.record
+        if transition.reserve:
+            self._reservations[record.id] = list(transition.reserve)
+        self._jobs[record.id] = record
+        for state, ids in self._by_state.items():
+            if state is record.state:
+                ids.add(record.id)
+            else:
+                ids.discard(record.id)
+        if record.state.is_final:
+            self._finished.append((record.updated_at, record.id))
+        self._emit(record, transition)
+
+    def archive_finished(self, finished_before_s: float, limit: int = 10_000) -> int:
+        archived = 0
+        with self._lock:
+            while self._finished and archived < limit and self._finished[0][0] < finished_before_s:
+                _, job_id = self._finished.popleft()
+                record = self._jobs.get(job_id)
+                if record is None or not record.state.is_final:
+                    continue
+                del self._jobs[job_id]
+                i = bisect_left(self._job_ids, job_id)
+                if i < len(self._job_ids) and self._job_ids[i] == job_id:
+                    del self._job_ids[i]
+                if record.request_id:
+                    self._by_request.pop(request_key(record.spec.tenant, record.request_id), None)
+                self._reservations.pop(job_id, None)
+                archived += 1
+        return archived
 
     def _reserve(self, assignments: Sequence[Assignment]) -> None:
         """Check every pool and site first, then take: all of it or nothing."""
@@ -141,9 +180,9 @@ class MemoryStore:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def job_by_request(self, request_id: str) -> JobRecord | None:
+    def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None:
         with self._lock:
-            job_id = self._by_request.get(request_id)
+            job_id = self._by_request.get(request_key(tenant, request_id))
             return self._jobs[job_id] if job_id is not None else None
 
     def list_jobs(self, states: frozenset[JobState], after_id: str, limit: int) -> list[JobRecord]:
@@ -159,8 +198,13 @@ class MemoryStore:
 
     def pending_jobs(self) -> list[JobRecord]:
         with self._lock:
-            pending = [self._jobs[job_id] for job_id in self._pending]
-        return sorted(pending, key=lambda r: (-r.spec.priority, r.created_at, r.id))
+            pending = [self._jobs[job_id] for job_id in self._by_state[JobState.PENDING]]
+        return sorted(pending, key=queue_key)
+
+    def running_jobs(self) -> list[JobRecord]:
+        with self._lock:
+            running = [self._jobs[job_id] for job_id in self._by_state[JobState.RUNNING]]
+        return sorted(running, key=lambda r: r.id)
 
     def reservation(self, job_id: str) -> list[Assignment]:
         with self._lock:

@@ -2,7 +2,8 @@
 
 Same contract as ``MemoryStore`` (tests/test_store_contract.py runs against both). Every
 commit is ONE Lua script: it re-checks every pool and site the job touches, then writes the
-job record, its reservation, the counters, the request-id index and the event. Redis runs a
+job record, its reservation, the counters, the request-id index and the event; a preemption
+(evictions and the preemptor's placement) is one script too. Redis runs a
 script to completion before any other command, so a crash or a racing replica can never see
 (or leave) a half-written job.
 
@@ -17,7 +18,9 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
                                         res (reservation: JSON list of Assignment + integer watts)
     gs:{grid}:jobs                zset  every job id, score 0: ZRANGEBYLEX pages in id order
     gs:{grid}:state:<state>       zset  job ids in that state (pending, running, ...), score 0
-    gs:{grid}:requests            hash  request_id -> job_id (idempotent submission)
+    gs:{grid}:requests            hash  "<tenant>/<request_id>" -> job_id (idempotent submission, per tenant)
+    gs:{grid}:finished            zset  finished job ids, score = when: archive_finished forgets the oldest
+    gs:{grid}:grid_sha256         string  hash of the grid file the first replica loaded; others must match
     gs:{grid}:event_seq           int   last event sequence
     gs:{grid}:events              stream  one entry per event; entry id is ``<sequence>-0``, so
                                         ``events_after(n)`` is ``XREAD ... <n>-0`` and a restarted
@@ -47,6 +50,7 @@ import numpy.typing as npt
 import redis
 from redis.commands.core import Script
 
+from grid_scheduler.engine.priority import queue_key
 from grid_scheduler.model import Assignment, EventType, JobEvent, JobRecord, JobState
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
@@ -57,6 +61,8 @@ from grid_scheduler.state.store import (
     StaleRecord,
     Transition,
     UnknownJob,
+    Update,
+    request_key,
     to_watts,
 )
 
@@ -68,125 +74,145 @@ MAX_BLOCK_S = 5.0  # longest XREAD BLOCK; the blocking connection's socket timeo
 Arg = str | int | float  # what a script argument may be
 
 # --- Lua --------------------------------------------------------------------------
-# The commit scripts take ARGV = prefix, meta (JSON), record (JSON), reservation (JSON or '').
-# Everything small travels in the one meta argument: per-argument encoding is a large part of a
-# commit's client-side cost. meta: id, rid (request id), v (new version), st (state), ev (event
-# type), t (time), msg, max (events kept), fk/ft (fence key and token, '' = unfenced),
-# pools [[pool_id, gpus, limit]...] and sites [[site_id, watts, limit]...] (aggregated), and for
-# apply: exp (expected version), rel (release what the job holds first).
-_LUA_COMMON = r"""
+# One commit script for every change of jobs: a create, a transition, or both at once with the
+# evictions that make room for a preemptor (all or nothing). ARGV = prefix, meta (JSON), then
+# for each op a record (JSON) and a reservation (JSON or ''). Everything small travels in the
+# one meta argument: per-argument encoding is a large part of a commit's client-side cost.
+# meta: rk (tenant-scoped request key of the created job, '' = none), cid (its id), fk/ft (fence
+# key and token, '' = unfenced), max (events kept), now (time, for the finished index), ops:
+# [{id, v (new version), exp (expected version; -1 = create), st (state), fin (1 if final), ev
+# (event type), t (time), msg, rel (release what the job holds first), pools [[pool_id, gpus,
+# limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op).
+_LUA_COMMIT = r"""
 local P = ARGV[1]
 local m = cjson.decode(ARGV[2])
 
--- A fenced commit (batch results) goes through only while its lease token is current.
-local function fence_error()
-  if m.fk == '' then return nil end
-  local holder = redis.call('GET', m.fk)
-  if not holder or string.match(holder, '^(%d+):') ~= m.ft then
-    return 'lease ' .. m.fk .. ' is no longer held with token ' .. m.ft
-  end
-  return nil
-end
-
--- Checks everything before writing anything: all of it fits, or nothing is taken.
--- freed_*: what this same commit releases first (a job moved from one placement to another).
-local function check(freed_pool, freed_site)
-  for _, p in ipairs(m.pools) do
-    local v = redis.call('HMGET', P .. 'pool:' .. p[1], 'used', 'drained')
-    if v[2] == '1' then return 'pool ' .. p[1] .. ' is drained' end
-    local used = (tonumber(v[1]) or 0) - (freed_pool[p[1]] or 0)
-    if used + p[2] > p[3] then return string.format('pool %s: %d GPUs do not fit', p[1], p[2]) end
-  end
-  for _, s in ipairs(m.sites) do
-    local used = (tonumber(redis.call('HGET', P .. 'site:' .. s[1], 'used_w')) or 0) - (freed_site[s[1]] or 0)
-    if used + s[2] > s[3] then return string.format('site %s: %.1f kW do not fit', s[1], s[2] / 1000) end
-  end
-  return nil
-end
-
-local function add(pool_delta, site_delta)
-  local changed = false
-  for id, d in pairs(pool_delta) do
-    redis.call('HINCRBY', P .. 'pool:' .. id, 'used', d)
-    changed = true
-  end
-  for id, d in pairs(site_delta) do
-    redis.call('HINCRBY', P .. 'site:' .. id, 'used_w', d)
-    changed = true
-  end
-  if changed then redis.call('INCR', P .. 'ledger_version') end
-end
-
-local function emit()
-  local seq = redis.call('INCR', P .. 'event_seq')
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', m.max, seq .. '-0',
-             'job_id', m.id, 'type', m.ev, 'state', m.st, 'time', m.t, 'message', m.msg)
-end
-"""
-
-_LUA_CREATE = _LUA_COMMON + r"""
-if m.rid ~= '' then
-  local existing = redis.call('HGET', P .. 'requests', m.rid)
+if m.rk ~= '' then
+  local existing = redis.call('HGET', P .. 'requests', m.rk)
   if existing then return {'dup', redis.call('HGET', P .. 'job:' .. existing, 'record')} end
 end
-local err = fence_error()
-if err then return {'fenced', err} end
-local jkey = P .. 'job:' .. m.id
-if redis.call('EXISTS', jkey) == 1 then return {'stale', 'job ' .. m.id .. ' exists'} end
-err = check({}, {})
-if err then return {'conflict', err} end
-local pool_delta, site_delta = {}, {}
-for _, p in ipairs(m.pools) do pool_delta[p[1]] = p[2] end
-for _, s in ipairs(m.sites) do site_delta[s[1]] = s[2] end
-add(pool_delta, site_delta)
-if ARGV[4] ~= '' then
-  redis.call('HSET', jkey, 'record', ARGV[3], 'version', m.v, 'state', m.st, 'res', ARGV[4])
-else
-  redis.call('HSET', jkey, 'record', ARGV[3], 'version', m.v, 'state', m.st)
+-- A fenced commit (batch results) goes through only while its lease token is current.
+if m.fk ~= '' then
+  local holder = redis.call('GET', m.fk)
+  if not holder or string.match(holder, '^(%d+):') ~= m.ft then
+    return {'fenced', 'lease ' .. m.fk .. ' is no longer held with token ' .. m.ft}
+  end
 end
-redis.call('ZADD', P .. 'jobs', 0, m.id)
-redis.call('ZADD', P .. 'state:' .. m.st, 0, m.id)
-if m.rid ~= '' then redis.call('HSET', P .. 'requests', m.rid, m.id) end
-emit()
+
+-- Every job where the caller saw it, before anything is written.
+local cur = {}
+for i, op in ipairs(m.ops) do
+  local jkey = P .. 'job:' .. op.id
+  if op.exp < 0 then
+    if redis.call('EXISTS', jkey) == 1 then return {'stale', 'job ' .. op.id .. ' exists'} end
+    cur[i] = {}
+  else
+    local c = redis.call('HMGET', jkey, 'version', 'state', 'res')
+    if not c[1] then return {'unknown', op.id} end
+    if tonumber(c[1]) ~= op.exp then
+      return {'stale', 'job ' .. op.id .. ' is at version ' .. c[1] .. ', not ' .. op.exp}
+    end
+    cur[i] = c
+  end
+end
+
+-- The net change per pool and site: everything released first, then everything reserved.
+local pool_delta, site_delta, pool_limit, site_limit, pool_taken = {}, {}, {}, {}, {}
+for i, op in ipairs(m.ops) do
+  if op.rel and cur[i][3] then
+    for _, a in ipairs(cjson.decode(cur[i][3])) do
+      pool_delta[a.pool_id] = (pool_delta[a.pool_id] or 0) - a.gpus
+      site_delta[a.site_id] = (site_delta[a.site_id] or 0) - a.watts
+    end
+  end
+  for _, p in ipairs(op.pools) do
+    pool_delta[p[1]] = (pool_delta[p[1]] or 0) + p[2]
+    pool_taken[p[1]] = (pool_taken[p[1]] or 0) + p[2]
+    pool_limit[p[1]] = p[3]
+  end
+  for _, s in ipairs(op.sites) do
+    site_delta[s[1]] = (site_delta[s[1]] or 0) + s[2]
+    site_limit[s[1]] = s[3]
+  end
+end
+for id, taken in pairs(pool_taken) do
+  local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained')
+  if v[2] == '1' then return {'conflict', 'pool ' .. id .. ' is drained'} end
+  if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] then
+    return {'conflict', string.format('pool %s: %d GPUs do not fit', id, taken)}
+  end
+end
+for id, limit in pairs(site_limit) do
+  local used = tonumber(redis.call('HGET', P .. 'site:' .. id, 'used_w')) or 0
+  if used + site_delta[id] > limit then
+    return {'conflict', string.format('site %s: %.1f kW do not fit', id, site_delta[id] / 1000)}
+  end
+end
+
+-- Write: counters, then each job, its indexes and its event, in the order given.
+local changed = false
+for id, d in pairs(pool_delta) do
+  if d ~= 0 then redis.call('HINCRBY', P .. 'pool:' .. id, 'used', d); changed = true end
+end
+for id, d in pairs(site_delta) do
+  if d ~= 0 then redis.call('HINCRBY', P .. 'site:' .. id, 'used_w', d); changed = true end
+end
+if changed then redis.call('INCR', P .. 'ledger_version') end
+for i, op in ipairs(m.ops) do
+  local jkey = P .. 'job:' .. op.id
+  local res = ARGV[2 + 2 * i]
+  redis.call('HSET', jkey, 'record', ARGV[1 + 2 * i], 'version', op.v, 'state', op.st)
+  if res ~= '' then
+    redis.call('HSET', jkey, 'res', res)
+  elseif op.rel then
+    redis.call('HDEL', jkey, 'res')
+  end
+  if op.exp < 0 then
+    redis.call('ZADD', P .. 'jobs', 0, op.id)
+    redis.call('ZADD', P .. 'state:' .. op.st, 0, op.id)
+    if op.id == m.cid and m.rk ~= '' then
+      redis.call('HSET', P .. 'requests', m.rk, op.id)
+      redis.call('HSET', jkey, 'rk', m.rk)
+    end
+  elseif cur[i][2] ~= op.st then
+    redis.call('ZREM', P .. 'state:' .. cur[i][2], op.id)
+    redis.call('ZADD', P .. 'state:' .. op.st, 0, op.id)
+  end
+  if op.fin == 1 then redis.call('ZADD', P .. 'finished', op.t, op.id) end
+  local seq = redis.call('INCR', P .. 'event_seq')
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', m.max, seq .. '-0',
+             'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg)
+end
 return {'ok'}
 """
 
-_LUA_APPLY = _LUA_COMMON + r"""
-local jkey = P .. 'job:' .. m.id
-local cur = redis.call('HMGET', jkey, 'version', 'state', 'res')
-if not cur[1] then return {'unknown', m.id} end
-if tonumber(cur[1]) ~= m.exp then
-  return {'stale', 'job ' .. m.id .. ' is at version ' .. cur[1] .. ', not ' .. m.exp}
-end
-local err = fence_error()
-if err then return {'fenced', err} end
-local freed_pool, freed_site = {}, {}
-local pool_delta, site_delta = {}, {}
-if m.rel and cur[3] then
-  for _, a in ipairs(cjson.decode(cur[3])) do
-    freed_pool[a.pool_id] = (freed_pool[a.pool_id] or 0) + a.gpus
-    freed_site[a.site_id] = (freed_site[a.site_id] or 0) + a.watts
-    pool_delta[a.pool_id] = (pool_delta[a.pool_id] or 0) - a.gpus
-    site_delta[a.site_id] = (site_delta[a.site_id] or 0) - a.watts
+# ARGV: prefix, finished before (time), limit. Forgets finished jobs and their request ids.
+_LUA_ARCHIVE = r"""
+local P = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local jkey = P .. 'job:' .. id
+  local v = redis.call('HMGET', jkey, 'state', 'rk')
+  if v[1] then
+    redis.call('ZREM', P .. 'state:' .. v[1], id)
+    if v[2] then redis.call('HDEL', P .. 'requests', v[2]) end
   end
+  redis.call('DEL', jkey)
+  redis.call('ZREM', P .. 'jobs', id)
+  redis.call('ZREM', P .. 'finished', id)
 end
-err = check(freed_pool, freed_site)
-if err then return {'conflict', err} end
-for _, p in ipairs(m.pools) do pool_delta[p[1]] = (pool_delta[p[1]] or 0) + p[2] end
-for _, s in ipairs(m.sites) do site_delta[s[1]] = (site_delta[s[1]] or 0) + s[2] end
-add(pool_delta, site_delta)
-redis.call('HSET', jkey, 'record', ARGV[3], 'version', m.v, 'state', m.st)
-if ARGV[4] ~= '' then
-  redis.call('HSET', jkey, 'res', ARGV[4])
-elseif m.rel then
-  redis.call('HDEL', jkey, 'res')
+return #ids
+"""
+
+# ARGV: prefix, grid hash. The first replica records its grid; any other must match it.
+_LUA_GRID = r"""
+local P = ARGV[1]
+local current = redis.call('GET', P .. 'grid_sha256')
+if not current then
+  redis.call('SET', P .. 'grid_sha256', ARGV[2])
+  return ARGV[2]
 end
-if cur[2] ~= m.st then
-  redis.call('ZREM', P .. 'state:' .. cur[2], m.id)
-  redis.call('ZADD', P .. 'state:' .. m.st, 0, m.id)
-end
-emit()
-return {'ok'}
+return current
 """
 
 # ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
@@ -245,11 +271,11 @@ end
 return out
 """
 
-# ARGV: prefix
-_LUA_PENDING = r"""
+# ARGV: prefix, state
+_LUA_IN_STATE = r"""
 local P = ARGV[1]
 local out = {}
-for i, id in ipairs(redis.call('ZRANGE', P .. 'state:pending', 0, -1)) do
+for i, id in ipairs(redis.call('ZRANGE', P .. 'state:' .. ARGV[2], 0, -1)) do
   out[i] = redis.call('HGET', P .. 'job:' .. id, 'record')
 end
 return out
@@ -272,13 +298,14 @@ class RedisStore:
         # XREAD BLOCK holds its connection for the whole wait: its own pool, a longer timeout.
         self._blocking = redis_client(url, socket_timeout_s=MAX_BLOCK_S + SOCKET_TIMEOUT_S)
         self._probe = redis_client(url, HEALTH_TIMEOUT_S, HEALTH_TIMEOUT_S)
-        self._create = self._script(_LUA_CREATE)
-        self._apply = self._script(_LUA_APPLY)
+        self._commit = self._script(_LUA_COMMIT)
+        self._archive = self._script(_LUA_ARCHIVE)
+        self._grid = self._script(_LUA_GRID)
         self._snapshot = self._script(_LUA_SNAPSHOT)
         self._drain = self._script(_LUA_DRAIN)
         self._by_request = self._script(_LUA_BY_REQUEST)
         self._list = self._script(_LUA_LIST)
-        self._pending = self._script(_LUA_PENDING)
+        self._in_state = self._script(_LUA_IN_STATE)
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
         self._closed = threading.Event()
@@ -312,23 +339,22 @@ class RedisStore:
         return view
 
     # --- commits ---------------------------------------------------------------
-    def _meta(self, record: JobRecord, transition: Transition, **extra: object) -> str:
+    def _op(self, job_id: str, transition: Transition, expected_version: int) -> dict[str, object]:
         # Aggregated per pool and per site: the same sums MemoryStore checks.
+        record = transition.record
         gpus: dict[str, int] = defaultdict(int)
         watts: dict[str, int] = defaultdict(int)
         for a in transition.reserve:
             gpus[a.pool_id] += a.gpus
             watts[a.site_id] += to_watts(a.power_kw)
         limits = self._limits
-        fence_key, fence_token = self._fence if self._fence else ("", 0)
-        return json.dumps({
-            "id": record.id, "rid": record.request_id, "v": record.version, "st": record.state.value,
-            "ev": transition.event.value, "t": repr(record.updated_at), "msg": transition.message,
-            "max": MAX_EVENTS, "fk": fence_key, "ft": str(fence_token),
+        return {
+            "id": job_id, "v": record.version, "exp": expected_version, "st": record.state.value,
+            "fin": 1 if record.state.is_final else 0, "ev": transition.event.value,
+            "t": repr(record.updated_at), "msg": transition.message, "rel": transition.release,
             "pools": [[p, n, int(limits.pool_gpus[limits.pool_index[p]])] for p, n in gpus.items()],
             "sites": [[s, w, int(limits.site_power_w[limits.site_index[s]])] for s, w in watts.items()],
-            **extra,
-        }, ensure_ascii=False)
+        }
 
     @staticmethod
     def _res_json(assignments: Sequence[Assignment]) -> str:
@@ -353,23 +379,49 @@ class RedisStore:
         raise RuntimeError(f"unexpected reply from the ledger script: {reply!r}")
 
     @guarded
-    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
-        record = transition.record
-        reply = self._check(self._run(self._create, [
-            self.prefix, self._meta(record, transition), record.model_dump_json(), self._res_json(transition.reserve),
-        ]))
+    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+        steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
+        rk = cid = ""
+        if create is not None:
+            steps.append((create.record.id, create, -1))
+            cid = create.record.id
+            if create.record.request_id:
+                rk = request_key(create.record.spec.tenant, create.record.request_id)
+        fence_key, fence_token = self._fence if self._fence else ("", 0)
+        meta = json.dumps({
+            "rk": rk, "cid": cid, "fk": fence_key, "ft": str(fence_token), "max": MAX_EVENTS,
+            "ops": [self._op(job_id, t, exp) for job_id, t, exp in steps],
+        }, ensure_ascii=False)
+        args: list[Arg] = [self.prefix, meta]
+        for _, transition, _ in steps:
+            args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
+        reply = self._check(self._run(self._commit, args))
         if reply[0] == "dup":
             return JobRecord.model_validate_json(reply[1]), False
-        return record, True
+        return (create.record if create is not None else None), True
+
+    def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
+        record, created = self.commit((), transition)
+        assert record is not None
+        return record, created
+
+    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+        self.commit((Update(job_id, expected_version, transition),))
+        return transition.record
 
     @guarded
-    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
-        record = transition.record
-        meta = self._meta(record, transition, id=job_id, exp=expected_version, rel=transition.release)
-        self._check(self._run(self._apply, [
-            self.prefix, meta, record.model_dump_json(), self._res_json(transition.reserve),
-        ]))
-        return record
+    def archive_finished(self, finished_before_s: float, limit: int = 10_000) -> int:
+        return int(self._run(self._archive, [self.prefix, repr(finished_before_s), limit]))
+
+    @guarded
+    def claim_grid(self, grid_sha256: str) -> str:
+        """Record this replica's grid hash if none is recorded; returns the recorded one."""
+        return str(self._run(self._grid, [self.prefix, grid_sha256]))
+
+    @guarded
+    def replace_grid(self, grid_sha256: str) -> None:
+        """Record a new grid hash (rolling a changed grid file: see the README)."""
+        self._r.set(self.prefix + "grid_sha256", grid_sha256)
 
     # --- reads -----------------------------------------------------------------
     @guarded
@@ -378,8 +430,8 @@ class RedisStore:
         return JobRecord.model_validate_json(cast(str, raw)) if raw is not None else None
 
     @guarded
-    def job_by_request(self, request_id: str) -> JobRecord | None:
-        raw = self._run(self._by_request, [self.prefix, request_id])
+    def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None:
+        raw = self._run(self._by_request, [self.prefix, request_key(tenant, request_id)])
         return JobRecord.model_validate_json(raw) if raw else None
 
     @guarded
@@ -392,8 +444,15 @@ class RedisStore:
 
     @guarded
     def pending_jobs(self) -> list[JobRecord]:
-        pending = [JobRecord.model_validate_json(raw) for raw in self._run(self._pending, [self.prefix]) if raw]
-        return sorted(pending, key=lambda r: (-r.spec.priority, r.created_at, r.id))
+        return sorted(self._in(JobState.PENDING), key=queue_key)
+
+    @guarded
+    def running_jobs(self) -> list[JobRecord]:
+        return sorted(self._in(JobState.RUNNING), key=lambda r: r.id)
+
+    def _in(self, state: JobState) -> list[JobRecord]:
+        raws = self._run(self._in_state, [self.prefix, state.value])
+        return [JobRecord.model_validate_json(raw) for raw in raws if raw]
 
     @guarded
     def reservation(self, job_id: str) -> list[Assignment]:

@@ -99,7 +99,37 @@ class Transition:
     release: bool = False
 
 
+@dataclass(frozen=True)
+class Update:
+    """A transition of an existing job, refused unless the job is still at ``expected_version``."""
+
+    job_id: str
+    expected_version: int
+    transition: Transition
+
+
+def request_key(tenant: str, request_id: str) -> str:
+    """Request ids are scoped per tenant: two tenants may both send ``retry-1``.
+
+    Tenant ids never contain ``/`` (model.grid.Id), so the key is unambiguous."""
+    return f"{tenant}/{request_id}"
+
+
 class Store(Protocol):
+    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+        """Apply every update and create ``create`` (if given) as ONE atomic step: all or nothing.
+
+        This is how preemption happens: the victims' evictions and the preemptor's placement are
+        one commit, so no job is ever evicted for a preemptor that is not placed. Capacity is
+        judged on the net change (everything released first, then everything reserved).
+        ``create`` is idempotent on its tenant-scoped request id: when that id is known, nothing
+        is applied and the existing job is returned with False. Otherwise returns the created
+        record (or None without ``create``) and True. Raises StaleRecord or UnknownJob naming
+        the job whose version moved, CapacityConflict when the reservations do not fit,
+        leaving nothing behind in every case.
+        """
+        ...
+
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
         """Store a new job (and reserve, if it carries a placement) atomically.
 
@@ -114,7 +144,16 @@ class Store(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def job_by_request(self, request_id: str) -> JobRecord | None: ...
+    def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None: ...
+
+    def archive_finished(self, finished_before_s: float, limit: int = 10_000) -> int:
+        """Forget up to ``limit`` finished jobs (completed, cancelled, rejected) last changed before
+        ``finished_before_s``, with their request ids; returns how many. Keeps memory flat."""
+        ...
+
+    def running_jobs(self) -> list[JobRecord]:
+        """Running jobs (an index: preemption reads these, never the whole history)."""
+        ...
 
     def list_jobs(self, states: frozenset[JobState], after_id: str, limit: int) -> list[JobRecord]:
         """Jobs in id order after ``after_id``; an empty ``states`` means every state."""

@@ -407,7 +407,7 @@ class PlannedPlacement(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class OptimizePendingResponse(_message.Message):
-    __slots__ = ("dry_run", "pending_before", "placements", "unplaced_job_ids", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s", "greedy_objective", "weighted_gpus")
+    __slots__ = ("dry_run", "pending_before", "placements", "unplaced_job_ids", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s", "greedy_objective", "weighted_gpus", "tiers")
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     PENDING_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +420,7 @@ class OptimizePendingResponse(_message.Message):
     SOLVE_TIME_S_FIELD_NUMBER: _ClassVar[int]
     GREEDY_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
     dry_run: bool
     pending_before: int
     placements: _containers.RepeatedCompositeFieldContainer[PlannedPlacement]
@@ -432,4 +433,31 @@ class OptimizePendingResponse(_message.Message):
     solve_time_s: float
     greedy_objective: float
     weighted_gpus: int
-    def __init__(self, dry_run: _Optional[bool] = ..., pending_before: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[PlannedPlacement, _Mapping]]] = ..., unplaced_job_ids: _Optional[_Iterable[str]] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ..., greedy_objective: _Optional[float] = ..., weighted_gpus: _Optional[int] = ...) -> None: ...
+    tiers: _containers.RepeatedCompositeFieldContainer[TierOutcome]
+    def __init__(self, dry_run: _Optional[bool] = ..., pending_before: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[PlannedPlacement, _Mapping]]] = ..., unplaced_job_ids: _Optional[_Iterable[str]] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ..., greedy_objective: _Optional[float] = ..., weighted_gpus: _Optional[int] = ..., tiers: _Optional[_Iterable[_Union[TierOutcome, _Mapping]]] = ...) -> None: ...
+
+class TierOutcome(_message.Message):
+    __slots__ = ("priority", "jobs", "placed", "value", "greedy_value", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GREEDY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    BEST_BOUND_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    SOLVE_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    priority: int
+    jobs: int
+    placed: int
+    value: int
+    greedy_value: int
+    solver_status: str
+    method: str
+    objective: float
+    best_bound: float
+    gap: float
+    solve_time_s: float
+    def __init__(self, priority: _Optional[int] = ..., jobs: _Optional[int] = ..., placed: _Optional[int] = ..., value: _Optional[int] = ..., greedy_value: _Optional[int] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ...) -> None: ...

@@ -82,7 +82,9 @@ class PlacementServiceServicer:
     """
 
     def SubmitJob(self, request, context):
-        """Place a job now, or queue it with the reasons it waits. Idempotent on request_id.
+        """Place a job now, or queue it with the reasons it waits. Idempotent on (tenant, request_id):
+        a retry returns the first job; the same request_id with a different spec is ALREADY_EXISTS
+        (ErrorInfo metadata "id" names the existing job).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +110,8 @@ class PlacementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancel a pending or running job; its capacity goes to the jobs that wait.
+        """Cancel a pending or running job; its capacity goes to the jobs that wait. Cancelling a job
+        already cancelled returns it (a retried cancel is not an error).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,8 +132,9 @@ class PlacementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OptimizePending(self, request, context):
-        """Solve every pending job together (CP-SAT) against free capacity, and commit the plan
-        unless dry_run. Reports the solver's objective, bound and gap.
+        """Solve every pending job together (CP-SAT, priority tier by tier, highest first) against
+        free capacity, and commit the plan unless dry_run. Reports objective, bound and gap, overall
+        and per tier.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,178 @@
+"""The one definition of priority. Online placement, queue retries, the batch optimiser,
+preemption and what-if all call this module; none of them orders work on its own.
+
+The rules, in one place:
+
+1. **Tiers are strict.** A job's tier is its ``priority`` (higher first). A waiting job never
+   waits for capacity that a job of a lower tier took after it began waiting:
+   - a lower-tier job that is *preemptible* may start anywhere (backfill): the waiting job can
+     evict it the moment that makes room, so it delays nothing;
+   - a lower-tier job that is *not* preemptible may not take GPUs in any pool the waiting job
+     could ever use, nor the facility power the waiting job needs at that pool's site
+     (``Holds``). It may start where the waiting job could never run.
+2. **Queue order** within a tier is submission order (``queue_key``); a preempted job keeps
+   its place (its original submission time), as Slurm and Kueue requeue.
+3. **Preemption** (``can_preempt``): only a preemptible job of a strictly lower tier may be
+   evicted, and only in the same commit that places the preemptor.
+4. **What a placement is worth** (``job_value``): within a tier the batch optimiser maximises
+   GPU-hours (GPUs x expected duration, what a grid sells), then minimises the policy's cost.
+   Across tiers it is lexicographic: no amount of lower-tier work outweighs one GPU-hour of a
+   higher tier (``engine/batch.py`` solves tier by tier, highest first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from grid_scheduler.engine.feasibility import compute_checks
+from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, Usage
+from grid_scheduler.model import JobKind, JobSpec, Policy
+from grid_scheduler.model.job import TrainingSpec
+
+__all__ = [
+    "DEFAULT_INFERENCE_HOURS",
+    "HOUR_UNITS",
+    "Holds",
+    "Queued",
+    "Shadow",
+    "can_preempt",
+    "duration_hours",
+    "job_value",
+    "queue_key",
+    "shadow",
+    "tiers_descending",
+]
+
+# An inference deployment has no end; for its value it counts this many hours (a day).
+DEFAULT_INFERENCE_HOURS = 24.0
+# Durations are valued in quarter hours: integers for CP-SAT, fine enough to tell jobs apart.
+HOUR_UNITS = 4
+
+
+class Queued(Protocol):
+    """What queue order reads of a job record."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def spec(self) -> JobSpec: ...
+
+    @property
+    def created_at(self) -> float: ...
+
+
+def queue_key(record: Queued) -> tuple[int, float, str]:
+    """Higher tier first, then submission order, then id (so the order is total)."""
+    return (-record.spec.priority, record.created_at, record.id)
+
+
+def can_preempt(preemptor: JobSpec, victim: JobSpec) -> bool:
+    return victim.preemptible and victim.priority < preemptor.priority
+
+
+def duration_hours(spec: JobSpec) -> float:
+    """Expected run time: a training job's estimate (its section's default when absent); a deployment counts a day."""
+    if spec.kind is JobKind.INFERENCE:
+        return DEFAULT_INFERENCE_HOURS
+    return (spec.training or TrainingSpec()).duration_hours
+
+
+def job_value(spec: JobSpec) -> int:
+    """GPU-hours in quarter hours (at least one quarter): what placing this job is worth in its tier."""
+    return spec.total_gpus * max(1, math.ceil(duration_hours(spec) * HOUR_UNITS - 1e-9))
+
+
+def tiers_descending(priorities: Iterable[int]) -> list[int]:
+    return sorted(set(priorities), reverse=True)
+
+
+@dataclass
+class _TierHold:
+    pools: BoolArray  # GPUs held: every pool a waiting job of this tier could ever use
+    site_kw: FloatArray  # facility power held per site: what those jobs need there
+
+
+@dataclass
+class Holds:
+    """Capacity held for waiting jobs against lower-tier jobs that are not preemptible (rule 1).
+
+    Built in queue order as jobs are found unable to start (``hold_for``); ``overlay`` gives the
+    usage a candidate must fit in. What a waiting job holds does not depend on current usage
+    (the pools it could ever use, and its power need at their sites), so holds stay correct
+    while usage moves and are only rebuilt when the queue changes.
+    """
+
+    index: GridIndex
+    _tiers: dict[int, _TierHold] = field(default_factory=dict)
+    _cache: dict[int, tuple[BoolArray, FloatArray]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self._tiers)
+
+    def hold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None) -> None:
+        """Hold, for the waiting ``spec``, every pool it could ever use and its power there.
+
+        ``shadow_of`` is ``shadow(index, spec, policy)`` when the caller has it cached."""
+        if spec.priority == 0:
+            return  # no tier is lower: nothing to hold against
+        pools, site_kw = shadow_of if shadow_of is not None else shadow(self.index, spec, policy)
+        tier = self._tiers.get(spec.priority)
+        if tier is None:
+            self._tiers[spec.priority] = _TierHold(pools.copy(), site_kw.copy())
+        else:
+            tier.pools |= pools
+            tier.site_kw += site_kw
+        self._cache.clear()
+
+    def _above(self, priority: int) -> tuple[BoolArray, FloatArray] | None:
+        cached = self._cache.get(priority)
+        if cached is None:
+            tiers = [t for p, t in self._tiers.items() if p > priority]
+            if not tiers:
+                return None
+            pools = np.logical_or.reduce([t.pools for t in tiers])
+            site_kw = np.add.reduce([t.site_kw for t in tiers])
+            cached = self._cache[priority] = (np.asarray(pools, dtype=np.bool_), np.asarray(site_kw))
+        return cached
+
+    def overlay(self, usage: Usage, spec: JobSpec) -> Usage:
+        """The usage ``spec`` must fit in: ``usage`` plus what higher tiers hold against it."""
+        if spec.preemptible or not self._tiers:
+            return usage
+        held = self._above(spec.priority)
+        if held is None:
+            return usage
+        pools, site_kw = held
+        return Usage(
+            np.where(pools, np.maximum(self.index.pool_healthy_gpus, usage.pool_used_gpus), usage.pool_used_gpus),
+            usage.site_used_kw + site_kw,
+            usage.pool_drained,
+        )
+
+    def held_pools(self, spec: JobSpec) -> BoolArray | None:
+        """Pools whose GPUs are held against ``spec`` (None: none are). A preemptor may not evict
+        jobs there either: the waiting higher-tier job could use what they free."""
+        if spec.preemptible:
+            return None
+        held = self._above(spec.priority)
+        return held[0] if held is not None else None
+
+
+Shadow = tuple[BoolArray, FloatArray]
+
+
+def shadow(index: GridIndex, spec: JobSpec, policy: Policy) -> Shadow:
+    """Pools ``spec`` could ever use (every rule that no change of load can change), and the
+    facility power it needs at each site: the most one slot of it draws in a pool there."""
+    checks = compute_checks(index, Usage.empty(index), spec, policy, capacity_gpus=index.pool_total_gpus)
+    pools = checks.pool_static_ok
+    need = np.where(pools, checks.pool_need_kw, 0.0)
+    site_kw = np.zeros(len(index.site_ids), dtype=np.float64)
+    np.maximum.at(site_kw, index.pool_site, need)
+    return np.asarray(pools, dtype=np.bool_), site_kw

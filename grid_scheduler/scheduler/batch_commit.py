@@ -1,0 +1,107 @@
+"""The batch cycle: a CP-SAT plan for the whole queue, committed under the same rules as
+every other path (queue order, holds), then a queue pass for what the plan left (preemption
+for waiting jobs included)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from grid_scheduler.engine.batch import BatchResult, solve_batch
+from grid_scheduler.engine.priority import Holds
+from grid_scheduler.model import JobRecord, Placement
+from grid_scheduler.scheduler import transitions
+from grid_scheduler.state import CapacityConflict, StaleRecord, Store, UnknownJob
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.core import Scheduler
+
+log = structlog.get_logger("grid_scheduler.scheduler")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What the solver proposes for the queue as it was when the plan was made."""
+
+    pending: list[JobRecord]
+    result: BatchResult
+
+
+@dataclass(frozen=True)
+class OptimizeOutcome:
+    """One batch cycle: what the solver proposed, and what was committed."""
+
+    result: BatchResult
+    pending_before: int
+    committed: list[JobRecord]
+    dry_run: bool
+
+
+def optimize_pending(
+    s: Scheduler, dry_run: bool, time_limit_s: float, workers: int, commit_to: Store | None
+) -> OptimizeOutcome:
+    plan = plan_pending(s, time_limit_s, workers, dry_run)
+    committed = [] if dry_run else commit_plan(s, plan, commit_to)
+    return OptimizeOutcome(plan.result, len(plan.pending), committed, dry_run)
+
+
+def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool) -> BatchPlan:
+    """A plan for the queue as it is now. Only the snapshot takes the lock: online submissions
+    go on while the solver thinks (seconds), and the commit re-checks."""
+    with s.lock:
+        pending = s.store.pending_jobs()
+        usage = s.usage()
+    result = solve_batch(
+        s.index, usage, [(r.id, r.spec) for r in pending], s.policy, time_limit_s=time_limit_s, workers=workers,
+    )
+    log.info(
+        "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
+        method=result.method, objective=result.objective, best_bound=result.best_bound,
+        gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,
+        tiers=[(t.priority, t.placed, t.jobs, round(t.gap, 6)) for t in result.tiers],
+    )
+    return BatchPlan(pending, result)
+
+
+def commit_plan(s: Scheduler, plan: BatchPlan, commit_to: Store | None = None) -> list[JobRecord]:
+    """Commit a plan job by job in queue order. A job that moved since the plan (placed,
+    cancelled), no longer fits (capacity taken meanwhile), or would take capacity that a job
+    before it in the queue still holds, stays as it is. Then one queue pass (with preemption)."""
+    committed: list[JobRecord] = []
+    with s.lock:
+        holds = Holds(s.index)
+        for record in plan.pending:
+            placement = plan.result.placements.get(record.id)
+            if placement is not None and _respects(s, holds, record, placement):
+                running = _commit(s, record, placement, commit_to)
+                if running is not None:
+                    committed.append(running)
+                    continue
+            holds.hold_for(record.spec, s.policy, s.shadow(record))
+    # Unfenced, like any retry pass: its commits are safe whoever holds the batch lease.
+    s.place_pending()
+    return committed
+
+
+def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placement) -> bool:
+    held = holds.held_pools(record.spec)
+    if held is None:
+        return True
+    if any(held[s.index.pool_index[a.pool_id]] for a in placement.assignments):
+        return False
+    usage = holds.overlay(s.usage(), record.spec)
+    need = np.zeros(len(s.index.site_ids))
+    for a in placement.assignments:
+        need[s.index.site_index[a.site_id]] += a.power_kw
+    return bool(np.all(usage.site_used_kw + need <= s.index.site_envelope_kw + 1e-6))
+
+
+def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
+    transition = transitions.to_running(record, placement, s.now())
+    try:
+        return (store or s.store).apply(record.id, record.version, transition)
+    except (CapacityConflict, StaleRecord, UnknownJob):
+        return None

@@ -1,0 +1,66 @@
+"""The records and transitions of a job's life, built in one place for every path."""
+
+from __future__ import annotations
+
+from grid_scheduler.engine import Decision, GridIndex, wait_info
+from grid_scheduler.model import EventType, JobRecord, JobSpec, JobState, Placement, Policy, WaitInfo
+from grid_scheduler.state import Transition
+
+HELD = "capacity it could use is held for waiting jobs of higher priority"
+
+
+def placed_message(record: JobRecord) -> str:
+    assert record.placement is not None
+    where = ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in record.placement.assignments)
+    return f"placed: {where}"
+
+
+def new_placed(job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float) -> Transition:
+    record = JobRecord(
+        id=job_id, request_id=request_id, spec=spec, state=JobState.RUNNING,
+        placement=placement, created_at=now, updated_at=now,
+    )
+    return Transition(record, EventType.PLACED, placed_message(record), reserve=placement.assignments)
+
+
+def new_waiting(
+    index: GridIndex, policy: Policy, job_id: str, spec: JobSpec, request_id: str, decision: Decision,
+    state: JobState, why: str, now: float, held: bool = False,
+) -> Transition:
+    info = waiting_info(index, policy, decision, held)
+    record = JobRecord(
+        id=job_id, request_id=request_id, spec=spec, state=state, waiting=info,
+        created_at=now, updated_at=now, queued_at=now if state is JobState.PENDING else None,
+    )
+    event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING
+    return Transition(record, event, why + (": " + info.summary[0] if info.summary else ""))
+
+
+def waiting_info(index: GridIndex, policy: Policy, decision: Decision, held: bool) -> WaitInfo:
+    info = wait_info(index, decision, policy)
+    if held:
+        return WaitInfo(site_counts=info.site_counts, summary=[HELD, *info.summary])
+    return info
+
+
+def to_running(record: JobRecord, placement: Placement, now: float) -> Transition:
+    running = record.model_copy(update={
+        "state": JobState.RUNNING, "placement": placement, "waiting": None,
+        "updated_at": now, "version": record.version + 1,
+    })
+    return Transition(running, EventType.PLACED, placed_message(running), reserve=placement.assignments)
+
+
+def evicted(victim: JobRecord, preemptor_id: str, now: float) -> Transition:
+    """Back to the queue, keeping its place (created_at), because ``preemptor_id`` takes its GPUs."""
+    why = f"preempted by {preemptor_id}"
+    queued = victim.model_copy(update={
+        "state": JobState.PENDING, "placement": None, "waiting": WaitInfo(summary=[why]),
+        "updated_at": now, "queued_at": now, "version": victim.version + 1,
+    })
+    return Transition(queued, EventType.PREEMPTED, why, release=True)
+
+
+def finished(record: JobRecord, state: JobState, event: EventType, message: str, now: float) -> Transition:
+    done = record.model_copy(update={"state": state, "updated_at": now, "version": record.version + 1})
+    return Transition(done, event, message, release=True)
