@@ -188,7 +188,7 @@ class Scheduler:
                 assert record is not None
                 if not created:
                     return self._twin(record, spec)
-                self._after_create(record, decision, [u.job_id for u in updates])
+                self._after_create(record, decision, updates)
                 return Outcome(record, True, decision)
             assert decision is not None
             create = transitions.new_waiting(
@@ -199,7 +199,7 @@ class Scheduler:
             assert record is not None
             if not created:
                 return self._twin(record, spec)
-            self._after_create(record, decision, [])
+            self._after_create(record, decision, ())
             return Outcome(record, True, decision)
 
     def _first_commit(
@@ -236,10 +236,12 @@ class Scheduler:
             raise AlreadyExists(existing.request_id, existing.id)
         return Outcome(existing, created=False)
 
-    def _after_create(self, record: JobRecord, decision: Decision, victims: list[str]) -> None:
-        if record.state is JobState.PENDING:
-            self.holds().hold_for(record.spec, self.policy, self.shadow(record))
-        self.log_decision(record, decision, victims)
+    def _after_create(self, record: JobRecord, decision: Decision, updates: Sequence[Update]) -> None:
+        # A new waiting job, and every victim sent back to the queue, holds from now on.
+        for waiting in [record, *(u.transition.record for u in updates)]:
+            if waiting.state is JobState.PENDING:
+                self.holds().hold_for(waiting.spec, self.policy, self.shadow(waiting))
+        self.log_decision(record, decision, [u.job_id for u in updates])
 
     def _could_ever_place(self, spec: JobSpec) -> bool:
         return could_ever_place(self.index, spec, self.policy).placement is not None

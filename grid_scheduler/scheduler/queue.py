@@ -54,6 +54,8 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
             gone = {v.id for v in victims}
             running = [r for r in running if r.id not in gone]
             running.append(record_now)
+            for victim in victims:  # back in the queue, behind this job: it holds from now on
+                holds.hold_for(victim.spec, s.policy, s.shadow(victim))
         s.remember_holds(holds, pending)
     return placed
 
