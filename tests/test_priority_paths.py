@@ -71,27 +71,32 @@ def b200(name: str, gpus: int, priority: int = 0, preemptible: bool = False) -> 
 
 
 # --- fault 1: a resubmission evicts running jobs for nothing --------------------------------
+def _twins(schedulers: list[Scheduler], spec: JobSpec, request_id: str) -> list[object]:
+    """The same submission from each scheduler at once; what each got back (or raised)."""
+    start = threading.Barrier(len(schedulers))
+    results: list[object] = []
+
+    def twin(s: Scheduler) -> None:
+        start.wait()
+        try:
+            results.append(s.submit(spec, request_id=request_id))
+        except Exception as e:  # a twin must never fail: it gets the job
+            results.append(e)
+
+    threads = [threading.Thread(target=twin, args=(s,)) for s in schedulers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
 def test_concurrent_twins_on_two_replicas_create_one_job_and_evict_only_for_it(replicas: SchedulerFactory) -> None:
     a, b = replicas(), replicas()
     for round_ in range(6):
         victim = a.submit(b200(f"low-{round_}", 64, preemptible=True)).record
         assert victim.state is JobState.RUNNING
-        spec = b200(f"high-{round_}", 64, priority=5)
-        start = threading.Barrier(2)
-        results: list[object] = []
-
-        def twin(s: Scheduler, spec: JobSpec = spec, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                results.append(s.submit(spec, request_id=f"retry-{round_}"))
-            except Exception as e:  # a twin must never fail: it gets the job
-                results.append(e)
-
-        threads = [threading.Thread(target=twin, args=(s,)) for s in (a, b)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        results = _twins([a, b], b200(f"high-{round_}", 64, priority=5), f"retry-{round_}")
         outcomes = [r for r in results if not isinstance(r, Exception)]
         assert len(outcomes) == 2, results
         ids = {o.record.id for o in outcomes}  # type: ignore[attr-defined]
