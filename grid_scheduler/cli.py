@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         "--store", default="memory",
         help="reservations ledger: 'memory' (embedded, the default) or redis://host:port/db (shared, durable)",
     )
+    serve.add_argument("--replace-grid", action="store_true",
+                       help="Redis: record this grid file as the ledger's grid (rolling a changed grid)")
+    serve.add_argument("--retention-days", type=float, default=7.0,
+                       help="finished jobs (and their request ids) are forgotten this long after they end")
     serve.set_defaults(run=_serve)
 
     def client_command(
@@ -109,17 +113,20 @@ def _serve(args: argparse.Namespace) -> int:
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.server import serve_forever, start_server
     from grid_scheduler.state import Limits, open_store
+    from grid_scheduler.state.factory import grid_fingerprint
 
     configure(args.log_level, json=True if args.log_json else None)
     grid = load_grid(args.grid)
     try:
         # Redis keys are namespaced by the grid's name: replicas of one grid share a ledger.
-        store = open_store(args.store, Limits.from_grid(grid), grid.name)
+        store = open_store(args.store, Limits.from_grid(grid), grid.name, grid_fingerprint(grid), args.replace_grid)
     except ValueError as e:
         raise ConfigError(f"--store: {e}") from e
+    if args.retention_days < 0:
+        raise ConfigError("--retention-days: must be >= 0")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
     try:
-        serve_forever(start_server(scheduler, args.address, args.workers))
+        serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0))
     finally:
         store.close()
     return 0

@@ -24,6 +24,7 @@ from grid_scheduler._proto.v1 import (
     topology_pb2_grpc,
 )
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
@@ -87,6 +88,8 @@ PENDING_RETRY_S = 3.0
 # its solver time limit. With several replicas only the holder of a lease runs it.
 BATCH_INTERVAL_S = 30.0
 BATCH_TIME_LIMIT_S = 5.0
+# How often finished jobs past their retention are archived.
+ARCHIVE_INTERVAL_S = 60.0
 
 
 def start_server(
@@ -96,6 +99,7 @@ def start_server(
     health_poll_s: float = HEALTH_POLL_S,
     pending_retry_s: float | None = PENDING_RETRY_S,
     batch_interval_s: float | None = BATCH_INTERVAL_S,
+    retention_s: float | None = DEFAULT_RETENTION_S,
 ) -> RunningServer:
     stopping = threading.Event()
     server = grpc.server(
@@ -128,6 +132,9 @@ def start_server(
     if batch_interval_s:
         threading.Thread(target=_batch_cycle, args=(scheduler, stopping, batch_interval_s),
                          name="batch-cycle", daemon=True).start()
+    if retention_s is not None:
+        threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
+                         name="archive", daemon=True).start()
     log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
              pools=len(scheduler.index.pool_ids))
     return RunningServer(server, port, health_servicer, stopping)
@@ -185,6 +192,20 @@ def _batch_cycle(scheduler: Scheduler, stopping: threading.Event, interval_s: fl
             log.warning("batch_cycle_skipped", error=str(e))
         except Exception:
             log.exception("batch_cycle_failed")
+
+
+def _archive_finished(scheduler: Scheduler, stopping: threading.Event, retention_s: float) -> None:
+    # Finished jobs and their request ids are forgotten after the retention period, so a
+    # long-running server's memory (and Redis) stays flat. Every replica may run it: it is idempotent.
+    while not stopping.wait(ARCHIVE_INTERVAL_S):
+        try:
+            archived = scheduler.archive_finished(retention_s)
+            if archived:
+                log.info("jobs_archived", archived=archived, retention_s=retention_s)
+        except StoreError as e:
+            log.debug("archive_skipped", error=str(e))
+        except Exception:
+            log.exception("archive_failed")
 
 
 def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:

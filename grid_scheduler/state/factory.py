@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from grid_scheduler.model import Grid
 from grid_scheduler.state.memory import MemoryStore
 from grid_scheduler.state.store import Limits, Store
 
@@ -15,15 +17,39 @@ if TYPE_CHECKING:
 SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def open_store(url: str, limits: Limits, grid_name: str) -> Store:
-    """The store ``url`` names; Redis keys are namespaced by ``grid_name`` (``gs:{grid_name}:...``)."""
+class GridMismatch(ValueError):
+    """A replica loaded another grid than the one the shared ledger was started with."""
+
+
+def grid_fingerprint(grid: Grid) -> str:
+    """SHA-256 of the grid's content (as validated, so formatting and comments do not count)."""
+    return hashlib.sha256(grid.model_dump_json().encode()).hexdigest()
+
+
+def open_store(url: str, limits: Limits, grid_name: str, grid_sha256: str = "", replace_grid: bool = False) -> Store:
+    """The store ``url`` names; Redis keys are namespaced by ``grid_name`` (``gs:{grid_name}:...``).
+
+    On Redis, the first replica records ``grid_sha256``; a replica whose grid differs is refused
+    (GridMismatch), unless ``replace_grid``, which records the new grid (rolling a new grid file)."""
     if url in ("", "memory", "memory://"):
         return MemoryStore(limits)
     if url.startswith(SCHEMES):
         # Imported here so the embedded default never pays for (or needs) the Redis client.
         from grid_scheduler.state.redis_store import RedisStore
 
-        return RedisStore(limits, url, grid_name)
+        store = RedisStore(limits, url, grid_name)
+        if grid_sha256:
+            recorded = store.claim_grid(grid_sha256)
+            if recorded != grid_sha256 and replace_grid:
+                store.replace_grid(grid_sha256)
+            elif recorded != grid_sha256:
+                store.close()
+                raise GridMismatch(
+                    f"the ledger for grid {grid_name!r} at {store.safe_url} was started with grid {recorded[:12]}, "
+                    f"but this replica loaded grid {grid_sha256[:12]}: start every replica with the same grid "
+                    "file, or roll a new one with --replace-grid (README, 'Changing the grid')"
+                )
+        return store
     raise ValueError(f"unknown store {url!r}: use 'memory' or redis://host:port/db")
 
 
