@@ -71,13 +71,27 @@ class Checks:
         return np.asarray(self.pool_free_gpus >= self.need_gpus)
 
     @cached_property
+    def site_headroom_w(self) -> IntArray:
+        """Headroom in the ledger's own unit, integer watts (``state.store.to_watts``), so a decision
+        the engine finds feasible never fails its commit by rounding."""
+        return np.asarray(watts(self.site_headroom_kw), dtype=np.int64)
+
+    @cached_property
+    def pool_need_w(self) -> IntArray:
+        return np.asarray(watts(self.pool_need_kw), dtype=np.int64)
+
+    @cached_property
     def pool_power_ok(self) -> BoolArray:
-        # A small tolerance: kW figures are sums of floats.
-        return np.asarray(self.site_headroom_kw[self.pool_site] + 1e-6 >= self.pool_need_kw)
+        return np.asarray(self.site_headroom_w[self.pool_site] >= self.pool_need_w)
 
     @cached_property
     def pool_feasible(self) -> BoolArray:
         return np.asarray(self.pool_eligible & self.pool_capacity_ok & self.pool_power_ok)
+
+
+def watts(kw: FloatArray) -> IntArray:
+    """kW to whole watts, rounded as the ledger rounds each reservation (half to even)."""
+    return np.asarray(np.round(np.asarray(kw) * 1000.0), dtype=np.int64)
 
 
 def compute_checks(

@@ -76,15 +76,16 @@ def _place_split(index: GridIndex, checks: Checks, costs: PoolCosts) -> list[tup
         start = int(bounds[site])
         pools = start + np.flatnonzero(eligible[start : bounds[site + 1]])
         pools = pools[np.argsort(total_cost[pools], kind="stable")]
-        remaining, kw, fill = checks.need_gpus, 0.0, []
+        remaining, need_w, fill = checks.need_gpus, 0, []
         for pool in pools:
             take = int(min(remaining, free[pool]))
             fill.append((int(pool), take))
-            kw += take * float(index.pool_kw_per_gpu[pool])
+            # Whole watts per assignment, summed: what the ledger will reserve (build_placement's power_kw).
+            need_w += round(take * float(index.pool_kw_per_gpu[pool]) * 1000.0)
             remaining -= take
             if remaining == 0:
                 break
-        if kw > checks.site_headroom_kw[site] + 1e-6:
+        if need_w > checks.site_headroom_w[site]:
             continue
         cost = sum(total_cost[p] * g for p, g in fill) / checks.need_gpus
         if best is None or cost < best[0] - _EPS:
