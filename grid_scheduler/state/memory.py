@@ -23,7 +23,9 @@ from grid_scheduler.state.store import (
     to_watts,
 )
 
-MAX_EVENTS = 100_000
+# The newest events kept for watchers to resume from (Redis keeps its own window); a watcher that
+# falls further behind is told so (OUT_OF_RANGE). Bounded so a long-running server stays flat.
+MAX_EVENTS = 20_000
 
 
 class MemoryStore:
