@@ -93,7 +93,11 @@ def test_every_solution_is_feasible_and_never_worse_than_greedy(
     assert result.tiers[0].value >= _greedy_weighted(index, usage, jobs, tier=top)
     assert all(t.value >= t.greedy_value for t in result.tiers)
     assert result.best_bound >= result.objective - 1e-6 * max(1.0, abs(result.objective))
-    assert result.gap >= 0
+    # The gap is what the module says: per tier |bound - objective| / max(1, |objective|), the worst overall.
+    for t in result.tiers:
+        assert t.best_bound >= t.objective - 1e-6 * max(1.0, abs(t.objective))
+        assert t.gap == pytest.approx(abs(t.best_bound - t.objective) / max(1.0, abs(t.objective)))
+    assert result.gap == max(t.gap for t in result.tiers)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
