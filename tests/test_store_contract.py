@@ -197,3 +197,41 @@ def test_events_are_sequenced_and_waitable(store: Store) -> None:
     assert events[0].sequence < events[1].sequence
     assert events[0].message == "waiting"
     assert store.events_after(events[0].sequence, 0)[0].job_id == "job-2"
+
+
+# Redis trims with MAXLEN ~, whole stream nodes (100 entries by default) at a time: enough events
+# that the oldest nodes must go, with a small limit on both stores.
+SMALL_WINDOW = 10
+EVENTS_PAST_WINDOW = 320
+
+
+def small_event_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grid_scheduler.state import memory, redis_store
+
+    monkeypatch.setattr(memory, "MAX_EVENTS", SMALL_WINDOW)
+    monkeypatch.setattr(redis_store, "MAX_EVENTS", SMALL_WINDOW)
+
+
+def test_first_sequence_before_and_after_events(store: Store) -> None:
+    assert (store.last_sequence(), store.first_sequence()) == (0, 1)  # none yet: the next one's
+    store.create_job(Transition(record("job-1"), EventType.PENDING))
+    store.create_job(Transition(record("job-2"), EventType.PENDING))
+    assert store.first_sequence() == 1
+    assert store.events_after(0, 0)[0].sequence == store.first_sequence()
+
+
+def test_first_sequence_moves_when_events_are_trimmed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_event_window(monkeypatch)
+    for i in range(EVENTS_PAST_WINDOW):
+        store.create_job(Transition(record(f"job-{i:04d}"), EventType.PENDING))
+    first, last = store.first_sequence(), store.last_sequence()
+    assert last == EVENTS_PAST_WINDOW
+    assert 1 < first <= last - SMALL_WINDOW + 1  # some trimmed, at least the window kept
+    # The oldest retained event is the first one a watcher from the start gets, and nothing
+    # between it and the newest is missing.
+    events = []
+    after = 0
+    while batch := store.events_after(after, 0):
+        events.extend(batch)
+        after = batch[-1].sequence
+    assert [e.sequence for e in events] == list(range(first, last + 1))

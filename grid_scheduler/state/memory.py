@@ -239,6 +239,10 @@ class MemoryStore:
     def last_sequence(self) -> int:
         return self._sequence
 
+    def first_sequence(self) -> int:
+        with self._lock:
+            return self._first_sequence  # the next event's sequence while there are none
+
     def healthy(self) -> bool:
         return True
 

@@ -506,6 +506,18 @@ class RedisStore:
     def last_sequence(self) -> int:
         return int(cast(str | None, self._r.get(self.prefix + "event_seq")) or 0)
 
+    @guarded
+    def first_sequence(self) -> int:
+        # One transaction, so an empty stream and the counter are read at the same instant: the
+        # stream is trimmed with MAXLEN ~ (whole nodes), and may be empty or missing.
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xrange(self.prefix + "events", "-", "+", count=1)
+        pipe.get(self.prefix + "event_seq")
+        first, last = pipe.execute()
+        if first:
+            return int(first[0][0].partition("-")[0])
+        return int(last or 0) + 1
+
     def healthy(self) -> bool:
         try:
             return bool(self._probe.ping())

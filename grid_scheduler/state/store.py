@@ -179,7 +179,17 @@ class Store(Protocol):
         """Events after ``sequence``, waiting up to ``timeout_s`` for one if there are none."""
         ...
 
-    def last_sequence(self) -> int: ...
+    def last_sequence(self) -> int:
+        """The newest event's sequence (0 before the first). Sequences start at 1 and only grow."""
+        ...
+
+    def first_sequence(self) -> int:
+        """The oldest event still retained; ``last_sequence() + 1`` when none is.
+
+        Stores keep a bounded window of events (the oldest are trimmed), so a watcher that
+        asks for events after ``n`` with ``n + 1 < first_sequence()`` has missed some for good.
+        """
+        ...
 
     def healthy(self) -> bool: ...
 
