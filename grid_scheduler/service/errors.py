@@ -50,3 +50,21 @@ def failed_precondition(subject: str, message: str) -> grpc.Status:
 def unavailable(message: str) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason="STORE_UNAVAILABLE", domain=DOMAIN)
     return _status(code_pb2.UNAVAILABLE, message, info)
+
+
+def resource_exhausted(reason: str, subject: str, message: str, metadata: dict[str, str] | None = None) -> grpc.Status:
+    """A server-side limit was reached; the same call may succeed later (another client let go)."""
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)]
+    )
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return _status(code_pb2.RESOURCE_EXHAUSTED, message, quota, info)
+
+
+def out_of_range(reason: str, field: str, message: str, metadata: dict[str, str] | None = None) -> grpc.Status:
+    """A position the client named (``field``) is outside what the server holds; retrying it cannot help."""
+    bad = error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
+    )
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return _status(code_pb2.OUT_OF_RANGE, message, bad, info)

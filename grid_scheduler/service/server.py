@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from grid_scheduler._proto.v1 import (
 )
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
+from grid_scheduler.service import errors
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
@@ -63,12 +64,83 @@ class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         )
 
 
+class StreamLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """At most ``max_streams`` response streams at once; one more gets RESOURCE_EXHAUSTED at once.
+
+    The sync server runs every call on one thread pool, and a response stream (WatchJobs,
+    WatchScenario, reflection) holds its thread for as long as it is open. ``start_server``
+    sizes the pool as the unary workers plus this cap, so however many streams clients open,
+    unary calls keep their workers: a stream past the cap is refused, never queued.
+    Generic over every method that streams its responses; handlers that do not hold a thread
+    (``experimental_non_blocking``, as grpc.health's Watch) are left alone.
+    """
+
+    def __init__(self, max_streams: int) -> None:
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
+        self.max_streams = max_streams
+        self._lock = threading.Lock()
+        self._open = 0
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
+
+    def _acquire(self) -> bool:
+        with self._lock:
+            if self._open >= self.max_streams:
+                return False
+            self._open += 1
+            return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        inner = handler.unary_stream or handler.stream_stream
+        if getattr(inner, "experimental_non_blocking", False):
+            return handler
+        method = details.method
+
+        def limited(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # A generator: this body runs on the pool thread that serves the stream, and the
+            # slot is given back however the stream ends (done, error, client gone, shutdown).
+            if not self._acquire():
+                log.warning("stream_refused", method=method, max_streams=self.max_streams)
+                context.abort_with_status(errors.resource_exhausted(
+                    "TOO_MANY_STREAMS", "server:streams",
+                    f"this server already serves {self.max_streams} streams, its limit (serve --max-streams); "
+                    "close a stream or retry later",
+                    {"max_streams": str(self.max_streams), "method": method},
+                ))
+            try:
+                yield from inner(request, context)
+            finally:
+                self._release()
+
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return make(limited, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
     stopping: threading.Event
+    streams: StreamLimitInterceptor
+
+    @property
+    def open_streams(self) -> int:
+        """Response streams open now (each holds a worker thread)."""
+        return self.streams.open_streams
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls, let those in flight finish, end the watch streams."""
@@ -90,21 +162,33 @@ BATCH_INTERVAL_S = 30.0
 BATCH_TIME_LIMIT_S = 5.0
 # How often finished jobs past their retention are archived.
 ARCHIVE_INTERVAL_S = 60.0
+# Threads for unary calls, and the most response streams (watch dashboards) open at once. The
+# pool holds both, so open streams never take a unary call's worker.
+DEFAULT_WORKERS = 16
+DEFAULT_MAX_STREAMS = 64
 
 
 def start_server(
     scheduler: Scheduler,
     address: str = "127.0.0.1:50051",
-    max_workers: int = 16,
+    max_workers: int = DEFAULT_WORKERS,
     health_poll_s: float = HEALTH_POLL_S,
     pending_retry_s: float | None = PENDING_RETRY_S,
     batch_interval_s: float | None = BATCH_INTERVAL_S,
     retention_s: float | None = DEFAULT_RETENTION_S,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> RunningServer:
+    """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
+
+    ``max_workers`` threads serve unary calls. Up to ``max_streams`` response streams
+    (WatchJobs, WatchScenario) get threads of their own on top of those; one more stream is
+    refused with RESOURCE_EXHAUSTED rather than left to starve the unary calls.
+    """
     stopping = threading.Event()
+    streams = StreamLimitInterceptor(max_streams)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[LoggingInterceptor()],
+        futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
+        interceptors=[streams, LoggingInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
@@ -136,8 +220,8 @@ def start_server(
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
     log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
-             pools=len(scheduler.index.pool_ids))
-    return RunningServer(server, port, health_servicer, stopping)
+             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams)
+    return RunningServer(server, port, health_servicer, stopping, streams)
 
 
 def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
