@@ -16,9 +16,9 @@ from grid_scheduler.engine import site_reasons, wait_info
 from grid_scheduler.model import JobRecord, JobSpec, JobState, Reason
 from grid_scheduler.model.errors import violations
 from grid_scheduler.scheduler import InvalidJob, Scheduler
-from grid_scheduler.service import convert, errors
+from grid_scheduler.service import convert, errors, watch
 from grid_scheduler.service.handlers import handled
-from grid_scheduler.state import StoreUnavailable
+from grid_scheduler.state import StoreError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -140,28 +140,55 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             raise InvalidJob([("after_sequence", "must be >= 0")])
         if request.job_id:
             self.scheduler.get(request.job_id)  # NOT_FOUND before the stream starts
+        # The store keeps a window of events (the oldest are trimmed). A resume must not skip
+        # events silently: after_sequence + 1 older than the oldest retained is OUT_OF_RANGE, and
+        # so is an after_sequence past the newest event, which no watcher of this event history
+        # can have seen (its history was reset: an in-memory server restarted); waiting would
+        # skip the events up to it just as silently.
         store = self.scheduler.store
+        refusal = None
         if request.from_start:
-            sequence = 0
+            sequence = store.first_sequence() - 1  # every retained event
         elif request.after_sequence:
             sequence = request.after_sequence
+            first, last = store.first_sequence(), store.last_sequence()
+            if sequence + 1 < first:
+                refusal = _trimmed(sequence, first)
+            elif sequence > last:
+                refusal = errors.out_of_range(
+                    "SEQUENCE_AHEAD", "after_sequence",
+                    f"after_sequence {sequence} is past the newest event, {last}: it comes from another event "
+                    "history (a restarted in-memory server?); re-read the jobs with ListJobs and watch again",
+                    {"after_sequence": str(sequence), "last_sequence": str(last)},
+                )
         else:
             sequence = store.last_sequence()
-        return self._stream(request.job_id, sequence, context)
+        return self._stream(request.job_id, sequence, context, refusal)
 
-    def _stream(self, job_id: str, sequence: int, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:
-        store = self.scheduler.store
-        while context.is_active() and not self.stopping.is_set():
-            try:
-                events = store.events_after(sequence, WATCH_POLL_S)
-            except StoreUnavailable as e:
-                # Raised inside the stream, after @handled returned: map it here, so the
-                # client sees UNAVAILABLE and resumes with after_sequence.
-                context.abort_with_status(errors.unavailable(f"{e}; resume with after_sequence={sequence}"))
-            for event in events:
-                sequence = event.sequence
-                if not job_id or event.job_id == job_id:
-                    yield convert.event_to_pb(event)
+    def _stream(
+        self, job_id: str, sequence: int, context: grpc.ServicerContext, refusal: grpc.Status | None = None
+    ) -> Iterator[pb.WatchJobsResponse]:
+        # Errors here are raised inside the stream, after @handled returned: mapped here.
+        if refusal is not None:
+            context.abort_with_status(refusal)
+        # One reader per store hands events to every stream, and the streams take turns to
+        # send (service/watch.py), so open streams cost unary calls little.
+        sub = watch.feed_for(self.scheduler.store).subscribe(sequence, job_id)
+        try:
+            while context.is_active() and not self.stopping.is_set():
+                if not sub.wait_turn(WATCH_POLL_S):
+                    continue
+                try:
+                    messages = sub.take()
+                except watch.EventsTrimmed as e:
+                    # This watcher fell behind the store's window: its next events are gone.
+                    context.abort_with_status(_trimmed(e.after, e.first))
+                except StoreError as e:
+                    context.abort_with_status(errors.unavailable(f"{e}; resume with after_sequence={sub.sequence}"))
+                yield from messages
+                sub.end_turn()
+        finally:
+            sub.close()
 
     @handled
     def OptimizePending(
@@ -201,6 +228,15 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
                 for t in result.tiers
             ],
         )
+
+
+def _trimmed(after: int, first: int) -> grpc.Status:
+    return errors.out_of_range(
+        "EVENTS_TRIMMED", "after_sequence",
+        f"events after sequence {after} are no longer retained: the oldest is {first}; re-read the jobs "
+        f"with ListJobs, then watch again (from_start, or after_sequence >= {first - 1})",
+        {"after_sequence": str(after), "first_sequence": str(first)},
+    )
 
 
 _TOKEN_PREFIX = "after:"
