@@ -48,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grid", default=str(DEFAULT_GRID), help="grid file (default: the example grid)")
     serve.add_argument("--policy", default=None, help="policy file (default: built-in weights)")
     serve.add_argument("--address", default=DEFAULT_ADDRESS)
-    serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads for unary calls")
+    serve.add_argument(
+        "--max-streams", type=int, default=64,
+        help="most watch streams (WatchJobs, WatchScenario) open at once, each on a thread of its own "
+             "beside the workers; one more is refused with RESOURCE_EXHAUSTED (default: 64)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-json", action="store_true", help="JSON logs even in a terminal")
     serve.add_argument(
@@ -124,9 +129,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--store: {e}") from e
     if args.retention_days < 0:
         raise ConfigError("--retention-days: must be >= 0")
+    if args.max_streams < 1:
+        raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
     try:
-        serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0))
+        serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
+                                   max_streams=args.max_streams))
     finally:
         store.close()
     return 0
