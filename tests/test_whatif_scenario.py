@@ -8,6 +8,7 @@ import pytest
 
 from grid_scheduler.cli import main
 from grid_scheduler.config import ConfigError
+from grid_scheduler.whatif.paths import OUTSIDE, FileRoots
 from grid_scheduler.whatif.scenario import ScenarioError, load_scenario, load_scenario_text
 from grid_scheduler.whatif.sweep import parse_param, set_path, variants
 from tests.conftest import GRIDS, ROOT
@@ -137,3 +138,19 @@ def test_sweep_params_parse_and_set() -> None:
     items = variants(loaded, [parse_param("seed=1,2"), parse_param("changes[0].at_days=0.5,1")], None)
     assert [v.params for v in items] == [{"seed": 1, "changes[0].at_days": 0.5}, {"seed": 1, "changes[0].at_days": 1},
                                          {"seed": 2, "changes[0].at_days": 0.5}, {"seed": 2, "changes[0].at_days": 1}]
+
+
+def test_loaders_are_unconfined_unless_given_folders(tmp_path: Path) -> None:
+    # The CLI names any local file (GOOD's grid is an absolute path); a server passes FileRoots
+    # and the same loader refuses it, as a problem of the field, in one message for any target.
+    assert load_scenario_text(GOOD, "ok.yaml", tmp_path).grid.name
+    roots = FileRoots.confined(tmp_path)
+    found = []
+    for grid in (str(GRIDS / "small.yaml"), "/no/such/grid.yaml", "../outside.yaml"):
+        with pytest.raises(ScenarioError) as info:
+            load_scenario_text(GOOD.replace(str(GRIDS / "small.yaml"), grid), "ok.yaml", tmp_path, roots)
+        found.append([(p.field, p.line, p.message) for p in info.value.problems])
+    assert found == [[("grid", 2, OUTSIDE)]] * 3
+    (tmp_path / "small.yaml").symlink_to(GRIDS / "small.yaml")  # a link the server's owner made: inside
+    inside = FileRoots.confined(tmp_path, GRIDS)
+    assert load_scenario_text(GOOD.replace(str(GRIDS / "small.yaml"), "small.yaml"), "ok.yaml", tmp_path, inside)

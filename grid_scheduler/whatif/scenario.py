@@ -22,7 +22,8 @@ from grid_scheduler.model import Grid, Policy
 from grid_scheduler.model.errors import field_path
 from grid_scheduler.whatif.changes import DAY_S, Change, ChangeProblem, Timeline
 from grid_scheduler.whatif.locate import compose, locate
-from grid_scheduler.whatif.workload import WorkloadSpec, references, resolve
+from grid_scheduler.whatif.paths import FileRoots
+from grid_scheduler.whatif.workload import WorkloadSpec, references
 
 Loc = tuple[str | int, ...]
 
@@ -97,22 +98,27 @@ class LoadedScenario:
     source: str
     base_dir: Path
     data: Any  # the file's data, for sweeps that vary it
+    files: FileRoots = FileRoots.UNCONFINED  # where its file fields were allowed to point
 
     @property
     def name(self) -> str:
         return self.scenario.name
 
 
-def load_scenario(path: Path | str) -> LoadedScenario:
+def load_scenario(path: Path | str, files: FileRoots = FileRoots.UNCONFINED) -> LoadedScenario:
+    """Load and check a scenario file. ``files`` confines the files it names (default: any file)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from e
-    return load_scenario_text(text, str(path), path.resolve().parent)
+    return load_scenario_text(text, str(path), path.resolve().parent, files)
 
 
-def load_scenario_text(text: str, source: str, base_dir: Path) -> LoadedScenario:
+def load_scenario_text(
+    text: str, source: str, base_dir: Path, files: FileRoots = FileRoots.UNCONFINED
+) -> LoadedScenario:
+    """A scenario from its YAML text; relative file names resolve against ``base_dir``."""
     try:
         root = compose(text)
         data = yaml.safe_load(text)
@@ -122,11 +128,18 @@ def load_scenario_text(text: str, source: str, base_dir: Path) -> LoadedScenario
         raise ScenarioError(source, [Problem("(document)", line, f"not valid YAML: {e.problem or e}")]) from None
     except yaml.YAMLError as e:
         raise ScenarioError(source, [Problem("(document)", 1, f"not valid YAML: {e}")]) from None
-    return load_scenario_data(data, source, base_dir, root)
+    return load_scenario_data(data, source, base_dir, root, files=files)
 
 
-def load_scenario_data(data: Any, source: str, base_dir: Path, root: yaml.Node | None = None) -> LoadedScenario:
-    """Validate ``data`` (parsed YAML); ``root`` (its YAML nodes) gives the line numbers."""
+def load_scenario_data(
+    data: Any, source: str, base_dir: Path, root: yaml.Node | None = None, *, files: FileRoots = FileRoots.UNCONFINED
+) -> LoadedScenario:
+    """Validate ``data`` (parsed YAML); ``root`` (its YAML nodes) gives the line numbers.
+
+    Every field that names a file (``grid``, ``policy_file``, ``workload.trace.path``) goes
+    through ``files.resolve``: a confined loader refuses, as a problem of that field, a name
+    outside its folders, with one message whatever the target is.
+    """
     if not isinstance(data, dict):
         raise ScenarioError(source, [Problem("(document)", 1, "a scenario is a mapping (name:, grid:, workload: ...)")])
     try:
@@ -136,13 +149,13 @@ def load_scenario_data(data: Any, source: str, base_dir: Path, root: yaml.Node |
 
     problems: list[tuple[Loc, str]] = []
     try:
-        grid = load_grid(resolve(scenario.grid, base_dir))
+        grid = load_grid(files.resolve(scenario.grid, base_dir))
     except ConfigError as e:
         raise ScenarioError(source, [_problem(root, ("grid",), str(e))]) from None
     policy = scenario.policy or Policy()
     if scenario.policy_file is not None:
         try:
-            policy = load_policy(resolve(scenario.policy_file, base_dir))
+            policy = load_policy(files.resolve(scenario.policy_file, base_dir))
         except ConfigError as e:
             problems.append((("policy_file",), str(e)))
     timeline = Timeline(grid, scenario.changes, scenario.horizon_s)
@@ -150,10 +163,10 @@ def load_scenario_data(data: Any, source: str, base_dir: Path, root: yaml.Node |
         timeline.validate()
     except ChangeProblem as e:
         problems.append((e.loc, e.message))
-    problems += references(scenario.workload, grid, base_dir)
+    problems += references(scenario.workload, grid, base_dir, files)
     if problems:
         raise ScenarioError(source, [_problem(root, loc, message) for loc, message in problems])
-    return LoadedScenario(scenario, grid, policy, timeline, source, base_dir, data)
+    return LoadedScenario(scenario, grid, policy, timeline, source, base_dir, data, files)
 
 
 def _pydantic_problems(error: ValidationError) -> list[tuple[Loc, str]]:

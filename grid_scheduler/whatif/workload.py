@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from grid_scheduler.model import Grid, JobKind, JobSpec, ResidencyRule
 from grid_scheduler.model.grid import Id
+from grid_scheduler.whatif.paths import FileRoots, PathRefused
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
@@ -240,17 +241,23 @@ class TraceRow:
 
 
 # --- checking against a grid ------------------------------------------------------------
-def references(workload: WorkloadSpec, grid: Grid, base_dir: Path) -> list[tuple[Loc, str]]:
-    """Names the grid does not know, and a trace file that cannot be read."""
+def references(
+    workload: WorkloadSpec, grid: Grid, base_dir: Path, files: FileRoots = FileRoots.UNCONFINED
+) -> list[tuple[Loc, str]]:
+    """Names the grid does not know, and a trace file that cannot be read (or, confined, may not be)."""
     problems: list[tuple[Loc, str]] = []
     shapes: list[tuple[Loc, JobShape]] = []
     if workload.trace is not None:
         shapes += [(("workload", "trace", "rules", i), r) for i, r in enumerate(workload.trace.rules)]
-        path = resolve(workload.trace.path, base_dir)
         try:
-            read_trace(str(path))
-        except (OSError, ValueError) as e:
-            problems.append((("workload", "trace", "path"), f"cannot read trace {path}: {e}"))
+            path = files.resolve(workload.trace.path, base_dir)
+        except PathRefused as e:
+            problems.append((("workload", "trace", "path"), str(e)))
+        else:
+            try:
+                read_trace(str(path))
+            except (OSError, ValueError) as e:
+                problems.append((("workload", "trace", "path"), f"cannot read trace {path}: {e}"))
     shapes += [(("workload", "generated", i), s) for i, s in enumerate(workload.generated)]
     for loc, shape in shapes:
         for j, name in enumerate(shape.gpu_types):
@@ -274,8 +281,8 @@ def references(workload: WorkloadSpec, grid: Grid, base_dir: Path) -> list[tuple
 
 
 def resolve(path: str, base_dir: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (base_dir / p).resolve()
+    """A trace's file, unconfined; a confined run checked the same resolved path when it loaded."""
+    return FileRoots.UNCONFINED.resolve(path, base_dir)
 
 
 # --- reading a trace ---------------------------------------------------------------------
