@@ -17,11 +17,13 @@ class ScenarioState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCENARIO_STATE_RUNNING: _ClassVar[ScenarioState]
     SCENARIO_STATE_SUCCEEDED: _ClassVar[ScenarioState]
     SCENARIO_STATE_FAILED: _ClassVar[ScenarioState]
+    SCENARIO_STATE_CANCELLED: _ClassVar[ScenarioState]
 SCENARIO_STATE_UNSPECIFIED: ScenarioState
 SCENARIO_STATE_QUEUED: ScenarioState
 SCENARIO_STATE_RUNNING: ScenarioState
 SCENARIO_STATE_SUCCEEDED: ScenarioState
 SCENARIO_STATE_FAILED: ScenarioState
+SCENARIO_STATE_CANCELLED: ScenarioState
 
 class ScenarioOperation(_message.Message):
     __slots__ = ("id", "scenario_name", "state", "done", "progress", "simulated_hours", "horizon_hours", "jobs_arrived", "jobs_total", "error", "create_time", "update_time")
@@ -132,3 +134,25 @@ class GetScenarioReportResponse(_message.Message):
     files: _containers.RepeatedCompositeFieldContainer[ScenarioReportFile]
     summary_json: str
     def __init__(self, operation: _Optional[_Union[ScenarioOperation, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[ScenarioMetric, _Mapping]]] = ..., files: _Optional[_Iterable[_Union[ScenarioReportFile, _Mapping]]] = ..., summary_json: _Optional[str] = ...) -> None: ...
+
+class CancelScenarioRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelScenarioResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: ScenarioOperation
+    def __init__(self, operation: _Optional[_Union[ScenarioOperation, _Mapping]] = ...) -> None: ...
+
+class DeleteScenarioRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteScenarioResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class ScenarioServiceStub:
     """Run what-if scenarios remotely. A run is a long-running operation: start it, then poll
-    (GetScenario) or stream (WatchScenario) its progress, then fetch its report.
+    (GetScenario) or stream (WatchScenario) its progress, then fetch its report. A finished run
+    (succeeded, failed or cancelled) is kept for the server's retention period (24 h by default),
+    then forgotten with its report; DeleteScenario forgets it at once.
     """
 
     def __init__(self, channel):
@@ -56,17 +58,33 @@ class ScenarioServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportResponse.FromString,
                 _registered_method=True)
+        self.CancelScenario = channel.unary_unary(
+                '/grid_scheduler.v1.ScenarioService/CancelScenario',
+                request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioResponse.FromString,
+                _registered_method=True)
+        self.DeleteScenario = channel.unary_unary(
+                '/grid_scheduler.v1.ScenarioService/DeleteScenario',
+                request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.FromString,
+                _registered_method=True)
 
 
 class ScenarioServiceServicer:
     """Run what-if scenarios remotely. A run is a long-running operation: start it, then poll
-    (GetScenario) or stream (WatchScenario) its progress, then fetch its report.
+    (GetScenario) or stream (WatchScenario) its progress, then fetch its report. A finished run
+    (succeeded, failed or cancelled) is kept for the server's retention period (24 h by default),
+    then forgotten with its report; DeleteScenario forgets it at once.
     """
 
     def StartScenario(self, request, context):
-        """Validate a scenario and start running it. A bad scenario is INVALID_ARGUMENT with a
-        BadRequest field violation per problem (field path; the description starts with its line).
-        Idempotent on request_id.
+        """Validate a scenario and queue it. A bad scenario is INVALID_ARGUMENT with a BadRequest
+        field violation per problem, named inside the request ("yaml.horizon_days",
+        "path.changes[0].site"; the description starts with its line). Every file a scenario names
+        (the scenario itself, grid, policy_file, workload.trace.path) must be a relative path to a
+        regular file under the server's scenario or data folders; any other name gets one fixed
+        description, whatever it points at. RESOURCE_EXHAUSTED when the server already holds its
+        limit of queued and running runs. Idempotent on request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,6 +106,23 @@ class ScenarioServiceServicer:
 
     def GetScenarioReport(self, request, context):
         """A finished run's metrics and report files. FAILED_PRECONDITION until the run succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelScenario(self, request, context):
+        """Cancel a queued or running run: a queued one never starts, a running one's process is
+        terminated; the state becomes CANCELLED. Cancelling a cancelled run returns it (a retried
+        cancel is not an error); a run that succeeded or failed is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteScenario(self, request, context):
+        """Forget a finished run (succeeded, failed or cancelled) and remove its report directory.
+        A queued or running run is FAILED_PRECONDITION: cancel it first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +151,16 @@ def add_ScenarioServiceServicer_to_server(servicer, server):
                     request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportResponse.SerializeToString,
             ),
+            'CancelScenario': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelScenario,
+                    request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioResponse.SerializeToString,
+            ),
+            'DeleteScenario': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteScenario,
+                    request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'grid_scheduler.v1.ScenarioService', rpc_method_handlers)
@@ -126,7 +171,9 @@ def add_ScenarioServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ScenarioService:
     """Run what-if scenarios remotely. A run is a long-running operation: start it, then poll
-    (GetScenario) or stream (WatchScenario) its progress, then fetch its report.
+    (GetScenario) or stream (WatchScenario) its progress, then fetch its report. A finished run
+    (succeeded, failed or cancelled) is kept for the server's retention period (24 h by default),
+    then forgotten with its report; DeleteScenario forgets it at once.
     """
 
     @staticmethod
@@ -227,6 +274,60 @@ class ScenarioService:
             '/grid_scheduler.v1.ScenarioService/GetScenarioReport',
             grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_scenario__pb2.GetScenarioReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelScenario(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.ScenarioService/CancelScenario',
+            grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_scenario__pb2.CancelScenarioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteScenario(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.ScenarioService/DeleteScenario',
+            grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.FromString,
             options,
             channel_credentials,
             insecure,
