@@ -27,10 +27,10 @@ from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
 from grid_scheduler.service.placement import PlacementServicer
+from grid_scheduler.service.scenario import ScenarioServicer
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
 from grid_scheduler.state.factory import batch_commit_store, batch_lease
-from grid_scheduler.whatif.service import ScenarioServicer
 
 log = structlog.get_logger("grid_scheduler.server")
 
