@@ -489,7 +489,8 @@ class RedisStore:
         block = max(1, int(min(timeout_s, MAX_BLOCK_S) * 1000)) if timeout_s > 0 else None
         try:
             reply: Any = self._blocking.xread({self.prefix + "events": f"{sequence}-0"}, count=EVENT_BATCH, block=block)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+            # ValueError: redis-py reading a socket that close() has just shut ("I/O on closed file").
             if self._closed.is_set():  # close() cut the connection under a waiting watcher
                 return []
             raise

@@ -5,5 +5,6 @@ A scenario (``scenario.py``) names a grid, timed changes (``changes.py``), a wor
 same ``Scheduler`` the server runs, with an in-memory ledger and a simulated clock; grid
 changes move the jobs to a rebuilt scheduler (``ledger.py``). ``metrics.py`` measures,
 ``report.py`` / ``plots.py`` / ``html.py`` write CSV, PNG and HTML, ``compare.py`` and
-``sweep.py`` put runs side by side, ``service.py`` serves it over gRPC, ``cli.py`` is the CLI.
+``sweep.py`` put runs side by side, ``service.py`` is what a ScenarioService run executes (the
+gRPC servicer itself is ``service/scenario.py``: nothing here imports gRPC), ``cli.py`` is the CLI.
 """
