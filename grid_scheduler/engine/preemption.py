@@ -27,6 +27,7 @@ from ortools.sat.python import cp_model
 from grid_scheduler.engine.feasibility import Unit, compute_checks
 from grid_scheduler.engine.index import GridIndex, Usage
 from grid_scheduler.engine.online import decide
+from grid_scheduler.engine.priority import can_preempt
 from grid_scheduler.model import JobSpec, Placement, Policy
 
 Running = tuple[str, JobSpec, Placement, float]  # job id, spec, placement, started at (s)
@@ -41,7 +42,7 @@ def victim_cost(spec: JobSpec, placement: Placement, started_at_s: float, now_s:
 
 
 def eligible_victims(job: JobSpec, running: Sequence[Running]) -> list[Running]:
-    return [r for r in running if r[1].preemptible and r[1].priority < job.priority]
+    return [r for r in running if can_preempt(job, r[1])]
 
 
 def release(index: GridIndex, usage: Usage, placements: Sequence[Placement]) -> Usage:

@@ -43,6 +43,7 @@ __all__ = [
     "can_preempt",
     "duration_hours",
     "job_value",
+    "keep_key",
     "queue_key",
     "shadow",
     "tiers_descending",
@@ -70,6 +71,17 @@ class Queued(Protocol):
 def queue_key(record: Queued) -> tuple[int, float, str]:
     """Higher tier first, then submission order, then id (so the order is total)."""
     return (-record.spec.priority, record.created_at, record.id)
+
+
+class Started(Queued, Protocol):
+    @property
+    def updated_at(self) -> float: ...
+
+
+def keep_key(record: Started) -> tuple[int, float, str]:
+    """Which running jobs keep their capacity when the grid loses some (what-if's timed changes):
+    higher tier first, then the longest running (a running record last changed when it started)."""
+    return (-record.spec.priority, record.updated_at, record.id)
 
 
 def can_preempt(preemptor: JobSpec, victim: JobSpec) -> bool:

@@ -51,8 +51,9 @@ log = structlog.get_logger("grid_scheduler.scheduler")
 # A commit that loses a race re-decides on a fresh snapshot; after this many losses the
 # job waits for the next retry instead of spinning.
 COMMIT_ATTEMPTS = 3
-# Finished jobs are forgotten this long after they finished (serve --retention-days).
+# Finished jobs are forgotten this long after they finished (serve --retention-days), this many per store call.
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+ARCHIVE_BATCH = 10_000
 
 # Random per process, so replicas sharing a store never mint the same id; the counter makes
 # ids unique within a process even within one clock tick.
@@ -315,9 +316,9 @@ class Scheduler:
         total = 0
         cutoff = self.now() - retention_s
         while True:
-            n = self.store.archive_finished(cutoff)
+            n = self.store.archive_finished(cutoff, ARCHIVE_BATCH)
             total += n
-            if n < 10_000:
+            if n < ARCHIVE_BATCH:
                 return total
 
     # --- batch ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from grid_scheduler.engine.priority import Holds
 from grid_scheduler.model import JobRecord
 from grid_scheduler.scheduler import transitions
 from grid_scheduler.scheduler.preempt import plan_preemption
-from grid_scheduler.state import CapacityConflict, StaleRecord, Store, UnknownJob, Update
+from grid_scheduler.state import CapacityConflict, StaleRecord, UnknownJob, Update
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.core import Scheduler
@@ -61,7 +61,7 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
 
 
 def try_start(
-    s: Scheduler, record: JobRecord, holds: Holds, running: list[JobRecord], store: Store | None = None
+    s: Scheduler, record: JobRecord, holds: Holds, running: list[JobRecord]
 ) -> tuple[JobRecord, list[JobRecord]] | None:
     """Start one pending job now, evicting lower tiers if that makes room, as one commit.
 
@@ -80,7 +80,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now)
     updates.append(Update(record.id, record.version, start))
     try:
-        (store or s.store).commit(updates)
+        s.store.commit(updates)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grid_scheduler.engine import wait_info
+from grid_scheduler.engine.priority import keep_key
 from grid_scheduler.model import EventType, Grid, JobRecord, JobState, Policy, WaitInfo
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transition
@@ -48,7 +49,7 @@ def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str 
             store.set_drained(pool_id, True)
 
     running = old.store.list_jobs(frozenset({JobState.RUNNING}), "", ALL)
-    running.sort(key=lambda r: (-r.spec.priority, r.updated_at, r.id))
+    running.sort(key=keep_key)
     displaced: list[JobRecord] = []
     for record in running:
         assert record.placement is not None
