@@ -124,9 +124,6 @@ class Holds:
     _tiers: dict[int, _TierHold] = field(default_factory=dict)
     _cache: dict[int, tuple[BoolArray, FloatArray]] = field(default_factory=dict)
 
-    def __bool__(self) -> bool:
-        return bool(self._tiers)
-
     def hold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None) -> None:
         """Hold, for the waiting ``spec``, every pool it could ever use and its power there.
 
