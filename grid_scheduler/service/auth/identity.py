@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ from grid_scheduler.service.auth.principal import Principal
 
 BEARER = "bearer "
 MAX_TOKEN_BYTES = 16 * 1024
+# Verified JWTs are remembered (by digest, until they expire) so that a client sending the same
+# token on every call pays for one signature check, not one per call. Bounded: cleared when full.
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class Unauthenticated(Exception):
@@ -31,6 +35,7 @@ class Authenticator:
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
         self._tokens = {t.digest: t.principal for t in config.tokens}
+        self._verified: dict[str, tuple[str, float]] = {}  # token digest -> (principal, expiry)
         self._jwks: jwt.PyJWKSet | None = None
         if config.jwt is not None:
             self._jwks = jwt.PyJWKSet.from_dict(json.loads(config.jwt.jwks_file.read_text()))
@@ -52,6 +57,17 @@ class Authenticator:
                 return name
         if self._jwks is None or self.config.jwt is None or token.count(".") != 2:
             raise Unauthenticated("unknown bearer token")
+        cached = self._verified.get(digest)
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
+        name, expires_at = self._verify_jwt(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[digest] = (name, expires_at)
+        return name
+
+    def _verify_jwt(self, token: str) -> tuple[str, float]:
+        assert self._jwks is not None and self.config.jwt is not None
         settings = self.config.jwt
         try:
             header = jwt.get_unverified_header(token)
@@ -74,7 +90,8 @@ class Authenticator:
         name = claims[settings.principal_claim]
         if not isinstance(name, str) or not name:
             raise Unauthenticated(f"JWT claim {settings.principal_claim} is not a name")
-        return name
+        # Remembered until it expires, without the leeway decode allowed.
+        return name, float(claims["exp"])
 
     def _from_certificate(self, auth_context: Mapping[str, Sequence[bytes]]) -> str:
         names = [*auth_context.get("x509_common_name", ()), *auth_context.get("x509_subject_alternative_name", ())]
