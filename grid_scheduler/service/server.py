@@ -26,6 +26,7 @@ from grid_scheduler._proto.v1 import (
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
+from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.scenario import ScenarioServicer
 from grid_scheduler.service.topology import TopologyServicer
@@ -188,8 +189,8 @@ def start_server(
     streams = StreamLimitInterceptor(max_streams)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
-        interceptors=[streams, LoggingInterceptor()],
-        options=[("grpc.so_reuseport", 0)],
+        interceptors=[MalformedRequestInterceptor(), streams, LoggingInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
     add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
