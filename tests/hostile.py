@@ -313,6 +313,7 @@ class Outcome:
     code: grpc.StatusCode
     details: str
     changed: bool | None  # did ``observe`` see a change across the call (None: not observed)
+    status_bytes: int = 0  # size of the google.rpc.Status the server sent (grpc-status-details-bin)
 
     @property
     def refused(self) -> bool:
@@ -340,11 +341,12 @@ def run_corpus(
         label = entry[2] if len(entry) > 2 else ""
         method = METHODS.get(path)
         before = observe() if observe is not None else None
-        code, details = grpc.StatusCode.OK, ""
+        code, details, status_bytes = grpc.StatusCode.OK, "", 0
         try:
             if method is not None and method.server_streaming:
                 call = channel.unary_stream(path, request_serializer=None, response_deserializer=None)
-                responses = call(data, timeout=stream_timeout_s, metadata=list(metadata))
+                # A big request takes a while to send: its deadline must not expire on the way.
+                responses = call(data, timeout=stream_timeout_s + len(data) / 1e6, metadata=list(metadata))
                 with contextlib.suppress(StopIteration):
                     next(responses)
                 responses.cancel()
@@ -353,6 +355,8 @@ def run_corpus(
                 unary(data, timeout=timeout_s, metadata=list(metadata))
         except grpc.RpcError as e:
             code, details = e.code(), e.details() or ""
+            trailers = e.trailing_metadata() or ()  # type: ignore[attr-defined]
+            status_bytes = sum(len(v) for k, v in trailers if k == "grpc-status-details-bin")
         changed = None if observe is None else observe() != before
-        outcomes.append(Outcome(path, str(label), code, details[:300], changed))
+        outcomes.append(Outcome(path, str(label), code, details[:300], changed, status_bytes))
     return outcomes

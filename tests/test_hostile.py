@@ -64,6 +64,13 @@ def test_hostile_corpus_gets_no_internal_or_unknown(quiet_server: tuple[Schedule
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     changed_by_refused = [o for o in outcomes if o.refused and o.changed]
     assert not changed_by_refused, [(o.method, o.label, o.code.name) for o in changed_by_refused[:20]]
+    # RESOURCE_EXHAUSTED only for messages over the receive limit, never for an error status
+    # that outgrew the metadata limit; every status the server sent is well under 8 KiB.
+    exhausted = [o for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED and o.label != "over-4MiB"]
+    assert not exhausted, [(o.method, o.label, o.details[:120]) for o in exhausted[:20]]
+    assert max(o.status_bytes for o in outcomes) < 8 * 1024
+    oversized = [o for o in outcomes if o.label == "over-4MiB"]
+    assert oversized and {o.code for o in oversized} <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
     # The corpus is mostly refusals, and every one of them came back with a meaningful code.
     assert counts["INVALID_ARGUMENT"] > len(outcomes) // 2
     # The ledger is consistent afterwards: what running jobs hold is what the pools count as used.

@@ -119,7 +119,7 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def refuse(request: Any, context: grpc.ServicerContext) -> None:
             if isinstance(request, Malformed):
-                log.info("malformed_request", method=method, size=request.size, error=request.error[:200])
+                log.debug("malformed_request", method=method, size=request.size, error=request.error[:200])
                 context.abort_with_status(malformed_status(method, request))
             problems = _id_violations(request)
             if problems:
