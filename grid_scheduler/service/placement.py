@@ -24,7 +24,7 @@ from grid_scheduler.state import StoreError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-MAX_REQUEST_ID = 256
+MAX_REQUEST_ID = errors.MAX_ID_CHARS  # one bound for every id the service reads
 WATCH_POLL_S = 0.25
 DEFAULT_OPTIMIZE_S = 5.0
 # Start estimates replay the whole queue: reused while no job or capacity changed, for at most this long.

@@ -30,6 +30,7 @@ from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
 from grid_scheduler.service.audit import AuditServicer
 from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
+from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.scenario import ScenarioServicer
 from grid_scheduler.service.tls import ServerTls
@@ -207,9 +208,10 @@ def start_server(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
-        # The trust boundary first: nothing below it runs for a caller it refused.
-        interceptors=[access, streams, LoggingInterceptor()],
-        options=[("grpc.so_reuseport", 0)],
+        # Bytes that do not parse are refused first (INVALID_ARGUMENT, never grpcio's INTERNAL); then
+        # the trust boundary: nothing below it runs for a caller it refused.
+        interceptors=[MalformedRequestInterceptor(), access, streams, LoggingInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
     add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
