@@ -32,12 +32,13 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from grid_scheduler._proto.v1 import placement_pb2, scenario_pb2, topology_pb2
+from grid_scheduler._proto.v1 import audit_pb2, placement_pb2, scenario_pb2, topology_pb2
 
 SERVICES = [
     placement_pb2.DESCRIPTOR.services_by_name["PlacementService"],
     topology_pb2.DESCRIPTOR.services_by_name["TopologyService"],
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 ]
 
 
@@ -83,6 +84,7 @@ _BASELINES: dict[str, list[dict[str, Any]]] = {
     "GetScenarioReport": [{"id": "scn-no-such", "include_content": True}],
     "CancelScenario": [{"id": "scn-no-such"}],
     "DeleteScenario": [{"id": "scn-no-such"}],
+    "ListAuditRecords": [{"after_sequence": 0, "page_size": 10, "tenant": "acme"}],
 }
 
 ODD_UNICODE = [

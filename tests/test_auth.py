@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +26,17 @@ from grid_scheduler._proto.v1 import scenario_pb2 as spb
 from grid_scheduler._proto.v1 import scenario_pb2_grpc
 from grid_scheduler.client import Client
 from grid_scheduler.config import load_job
+from grid_scheduler.model import JobState
 from grid_scheduler.service.auth import RULES
 from grid_scheduler.service.convert import spec_to_pb
 from grid_scheduler.service.tls import ClientTls
 from tests.conftest import GRIDS, JOBS
+from tests.hostile import hostile_corpus_labelled, run_corpus
 from tests.net import free_port
 from tests.pki import Pki
 
 BIN = Path(sys.executable).parent
+HOSTILE_SEED = 9
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ops": "ops-token-0123456789",
           "acme-admin": "acme-admin-token-0123", "plan": "plan-token-0123456789", "spammer": "spammer-token-012345"}
 
@@ -84,11 +88,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     config = directory / "auth.yaml"
     config.write_text(yaml.safe_dump(auth_config(pki)))
     address = f"127.0.0.1:{free_port()}"
+    # Logs to a file, never a pipe: nobody reads a pipe while the tests run, and a full one blocks the server.
+    log_file = (directory / "serve.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "grid-scheduler"), "serve", "--grid", str(GRIDS / "nscale.yaml"), "--address", address,
          "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--client-ca", str(pki.ca),
          "--auth-config", str(config), "--log-json"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log_file, stderr=subprocess.STDOUT, text=True,
     )
     served = Served(address, pki, process)
     deadline = time.monotonic() + 60
@@ -100,7 +106,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             except grpc.RpcError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     process.kill()
-                    pytest.fail(f"server did not start:\n{process.communicate()[0]}")
+                    pytest.fail(f"server did not start:\n{(directory / 'serve.log').read_text()}")
                 time.sleep(0.2)
     yield served
     process.send_signal(signal.SIGTERM)
@@ -108,6 +114,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+    log_file.close()
 
 
 def code_of(call: object) -> grpc.StatusCode:
@@ -337,3 +344,44 @@ def test_serve_refuses_plaintext_beyond_loopback_without_insecure() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--insecure" in result.stderr
+
+
+# --- hostile input against TLS + auth ----------------------------------------------------------
+
+def test_hostile_corpus_against_tls_with_auth(served: Served) -> None:
+    """The corpus of tests/hostile.py as the platform admin (every path open), as a submitter and
+    with a bad token: no INTERNAL or UNKNOWN, still SERVING, no job created by a refused request."""
+    corpus = hostile_corpus_labelled(HOSTILE_SEED)
+    creds = ClientTls(served.pki.ca, *served.anon_cert).credentials()
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    with served.client("ops") as ops, grpc.secure_channel(served.address, creds, options=options) as channel:
+
+        def job_ids() -> object:  # background passes may place or move jobs; only creation is a request's
+            return frozenset(j.id for j in ops.list_jobs())
+
+        # Only SubmitJob creates jobs: only its entries are observed (two listings each, over TLS).
+        runs = [("ops", corpus[::3], TOKENS["ops"]), ("alice", corpus[1::6], TOKENS["alice"]),
+                ("bad token", corpus[3::12], "not-a-token-of-this-server")]
+        outcomes = []
+        for who, entries, token in runs:
+            metadata = [("authorization", f"Bearer {token}")]
+            submits = [e for e in entries if e[0].endswith("/SubmitJob")]
+            others = [e for e in entries if not e[0].endswith("/SubmitJob")]
+            # A short deadline: OptimizePending with a hostile time limit solves within the caller's deadline.
+            got = run_corpus(channel, others, metadata=metadata, timeout_s=5)
+            got += run_corpus(channel, submits, metadata=metadata, timeout_s=5, observe=job_ids)
+            counts = Counter(o.code.name for o in got)
+            print(f"hostile corpus over mTLS as {who}: {len(got)} requests; {dict(sorted(counts.items()))}")
+            outcomes += got
+            if who == "bad token":  # only bytes that do not parse get past to INVALID_ARGUMENT
+                assert set(counts) <= {"UNAUTHENTICATED", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OK"}
+                assert counts["UNAUTHENTICATED"] > len(got) // 2
+        assert ops.check_health() == 1  # SERVING
+        fleet = ops.capacity().fleet
+        held = sum(a.gpus for j in ops.list_jobs((JobState.RUNNING,)) for a in j.placement.assignments)
+        assert fleet.used_gpus == held  # the ledger still equals what running jobs hold
+    broken = [o for o in outcomes if o.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)]
+    assert not broken, [(o.method, o.label, o.code.name, o.details[:120]) for o in broken[:20]]
+    created = [o for o in outcomes if o.refused and o.changed]
+    assert not created, [(o.method, o.label, o.code.name) for o in created[:20]]
+    assert len(outcomes) >= 300
