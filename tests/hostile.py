@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
 from grid_scheduler._proto.v1 import audit_pb2, placement_pb2, scenario_pb2, topology_pb2
@@ -125,7 +125,7 @@ def _tag(number: int, wire: int) -> bytes:
     return _varint((number << 3) | wire)
 
 
-def _wire_type(field: FieldDescriptor) -> int:
+def _wire_type(field: Any) -> int:
     if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE):
         return 2
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64):
@@ -135,7 +135,7 @@ def _wire_type(field: FieldDescriptor) -> int:
     return 0
 
 
-def _wrong_value(field: FieldDescriptor) -> bytes:
+def _wrong_value(field: Any) -> bytes:
     """A field's number with a wire type it does not have, and a value of that wire type."""
     right = _wire_type(field)
     if right == 2:
@@ -145,14 +145,14 @@ def _wrong_value(field: FieldDescriptor) -> bytes:
     return _tag(field.number, 0) + _varint(7)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     repeated = getattr(field, "is_repeated", None)  # protobuf >= 6 (label is deprecated there)
     if repeated is not None:
         return bool(repeated)
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
-def _values(field: FieldDescriptor, huge: bool, rng: random.Random) -> Iterator[tuple[str, Any]]:
+def _values(field: Any, huge: bool, rng: random.Random) -> Iterator[tuple[str, Any]]:
     """(label, value) of hostile values for one (scalar) field."""
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
@@ -169,8 +169,8 @@ def _values(field: FieldDescriptor, huge: bool, rng: random.Random) -> Iterator[
     elif t == FieldDescriptor.TYPE_BOOL:
         yield "true", True
     elif t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        for v in FLOATS:
-            yield f"float{v!r}", v
+        for x in FLOATS:
+            yield f"float{x!r}", x
     elif t in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64):
         for v in INTS64:
             yield f"int{v}", v
@@ -179,7 +179,7 @@ def _values(field: FieldDescriptor, huge: bool, rng: random.Random) -> Iterator[
             yield f"int{v}", v
 
 
-def _many(field: FieldDescriptor) -> Any:
+def _many(field: Any) -> Any:
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
         return ["x"] * MANY
@@ -202,7 +202,7 @@ def _mutations(
     ``huge``: also 4 MB strings, in fields at depth 0 and 1 (they cost the test time, not coverage).
     """
     huge = huge and depth <= 1
-    descriptor: Descriptor = base.DESCRIPTOR
+    descriptor: Any = base.DESCRIPTOR
     for field in descriptor.fields:
         path = prefix + field.name
         if field.type == FieldDescriptor.TYPE_MESSAGE:
@@ -357,7 +357,7 @@ def run_corpus(
                 unary(data, timeout=timeout_s, metadata=list(metadata))
         except grpc.RpcError as e:
             code, details = e.code(), e.details() or ""
-            trailers = e.trailing_metadata() or ()  # type: ignore[attr-defined]
+            trailers = e.trailing_metadata() or ()
             status_bytes = sum(len(v) for k, v in trailers if k == "grpc-status-details-bin")
         changed = None if observe is None else observe() != before
         outcomes.append(Outcome(path, str(label), code, details[:300], changed, status_bytes))

@@ -60,6 +60,7 @@ ABSURD = [
     (training(**{"training.duration_hours": 1e9}), "training.duration_hours"),
     (training(**{"gpus.min_memory_gib": 1e12}), "gpus.min_memory_gib"),
     (inference(**{"inference.demand": [{"endpoint": "london", "weight": 1e300}]}), "inference.demand[0].weight"),
+    (inference(**{"inference.latency_slo_ms": 5e-324}), "inference.latency_slo_ms"),
 ]
 
 

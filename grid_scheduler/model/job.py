@@ -22,6 +22,10 @@ MAX_NAME_CHARS = 128  # a GPU type, endpoint or dataset name (unknown names are 
 MAX_MEMORY_GIB = 1_000_000.0
 MAX_DURATION_HOURS = 100_000.0  # ~11 years
 MAX_DEMAND_WEIGHT = 1_000_000.0  # weights are shares: only their ratios matter
+# A microsecond (light in fibre covers 0.2 m): no real SLO is tighter, and a denormal one
+# (5e-324) would overflow the latency / SLO ratio in scoring.
+MIN_LATENCY_SLO_MS = 0.001
+MAX_LATENCY_SLO_MS = 10_000.0
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
@@ -51,7 +55,7 @@ class InferenceSpec(BaseModel):
 
     replicas: int = Field(gt=0, le=MAX_REPLICAS)
     demand: list[Demand] = Field(min_length=1, max_length=MAX_DEMAND)
-    latency_slo_ms: float = Field(gt=0, le=10_000)
+    latency_slo_ms: float = Field(ge=MIN_LATENCY_SLO_MS, le=MAX_LATENCY_SLO_MS)
 
 
 class TrainingSpec(BaseModel):

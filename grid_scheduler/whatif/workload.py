@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from grid_scheduler.model import Grid, JobKind, JobSpec, ResidencyRule
 from grid_scheduler.model.grid import Id
-from grid_scheduler.model.job import MAX_GPUS, MAX_REPLICAS
+from grid_scheduler.model.job import MAX_GPUS, MAX_LATENCY_SLO_MS, MAX_REPLICAS, MIN_LATENCY_SLO_MS
 from grid_scheduler.whatif.paths import FileRoots, PathRefused
 
 DAY_S = 86_400.0
@@ -106,7 +106,7 @@ class JobShape(_Frozen):
         default_factory=dict, description="inference: demand endpoint -> weight; each job draws endpoints_per_job"
     )
     endpoints_per_job: int = Field(default=1, ge=1, le=100)
-    latency_slo_ms: float | None = Field(default=None, gt=0, le=10_000)
+    latency_slo_ms: float | None = Field(default=None, ge=MIN_LATENCY_SLO_MS, le=MAX_LATENCY_SLO_MS)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> JobShape:
