@@ -22,6 +22,8 @@ SOCKET_TIMEOUT_S = 1.0  # a script over a whole grid takes milliseconds; a secon
 CONNECT_TIMEOUT_S = 0.5
 
 # Redis replies that mean "not now" rather than "your command is wrong".
+# An ACL refusal inside a Lua script comes back as a plain error (Redis 7.0) rather than NOPERM.
+_SCRIPT_DENIED = "The user executing the script can't"
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -74,13 +76,13 @@ def guarded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P
             return method(self, *args, **kwargs)
         except redis.AuthenticationError as e:  # before ConnectionError, its base class
             raise StoreAccessDenied(f"redis at {self.safe_url} refused the user and password: {e}") from e
-        except redis.exceptions.NoPermissionError as e:
-            raise StoreAccessDenied(
-                f"redis at {self.safe_url} denied a command to this user (its ACL needs the commands in "
-                f"README 'Running with Redis'): {e}") from e
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             raise StoreUnavailable(f"redis at {self.safe_url} is unavailable: {e}") from e
-        except redis.ResponseError as e:
+        except redis.ResponseError as e:  # NoPermissionError included
+            if str(e).startswith("NOPERM") or _SCRIPT_DENIED in str(e):
+                raise StoreAccessDenied(
+                    f"redis at {self.safe_url} denied a command to this user (its ACL needs the commands in "
+                    f"README 'Running with Redis'): {e}") from e
             if str(e).startswith(_UNAVAILABLE_REPLIES):
                 raise StoreUnavailable(f"redis at {self.safe_url} refuses commands now: {e}") from e
             raise

@@ -24,8 +24,9 @@ _BOOLEANS = ("0", "1", "true", "false", "yes", "no", "on", "off")
 _CERT_REQS = ("none", "optional", "required")
 # A query parameter whose value is a secret (redis-py reads ``password`` from the query too).
 _SECRET_PARAM = re.compile(r"pass|secret|token|auth", re.IGNORECASE)
-# A URL inside free text (an argparse message): scheme, then everything up to whitespace or a quote.
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+# A URL inside free text (an argparse message): scheme, then up to whitespace or a quote; also a
+# mistyped one (``redis:/user:pw@host``) as long as it has an '@'.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?://|[^\s'\"]*@)[^\s'\"]*")
 
 def redact(url: str) -> str:
     """``url`` with its password (and any secret query parameter) replaced by ``***``.
