@@ -15,9 +15,11 @@ def placed_message(record: JobRecord) -> str:
     return f"placed: {where}"
 
 
-def new_placed(job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float) -> Transition:
+def new_placed(
+    job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float, owner: str = ""
+) -> Transition:
     record = JobRecord(
-        id=job_id, request_id=request_id, spec=spec, state=JobState.RUNNING,
+        id=job_id, request_id=request_id, owner=owner, spec=spec, state=JobState.RUNNING,
         placement=placement, created_at=now, updated_at=now,
     )
     return Transition(record, EventType.PLACED, placed_message(record), reserve=placement.assignments)
@@ -25,11 +27,11 @@ def new_placed(job_id: str, spec: JobSpec, request_id: str, placement: Placement
 
 def new_waiting(
     index: GridIndex, policy: Policy, job_id: str, spec: JobSpec, request_id: str, decision: Decision,
-    state: JobState, why: str, now: float, held: bool = False,
+    state: JobState, why: str, now: float, held: bool = False, owner: str = "",
 ) -> Transition:
     info = waiting_info(index, policy, decision, held)
     record = JobRecord(
-        id=job_id, request_id=request_id, spec=spec, state=state, waiting=info,
+        id=job_id, request_id=request_id, owner=owner, spec=spec, state=state, waiting=info,
         created_at=now, updated_at=now, queued_at=now if state is JobState.PENDING else None,
     )
     event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -68,3 +68,28 @@ def out_of_range(reason: str, field: str, message: str, metadata: dict[str, str]
     )
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
     return _status(code_pb2.OUT_OF_RANGE, message, bad, info)
+
+
+def unauthenticated(message: str) -> grpc.Status:
+    """Missing, unknown, expired or malformed credentials: the caller must authenticate (again)."""
+    info = error_details_pb2.ErrorInfo(reason="UNAUTHENTICATED", domain=DOMAIN)
+    return _status(code_pb2.UNAUTHENTICATED, message, info)
+
+
+def permission_denied(reason: str, message: str, metadata: dict[str, str] | None = None) -> grpc.Status:
+    """A known caller may not do this; ``metadata`` carries the limit and the value asked for, where one applies."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return _status(code_pb2.PERMISSION_DENIED, message, info)
+
+
+def rate_limited(principal: str, retry_after_s: float) -> grpc.Status:
+    """Over the principal's rate: RESOURCE_EXHAUSTED with google.rpc.RetryInfo saying when to come back."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(int(retry_after_s * 1e9), 1_000_000))
+    retry = error_details_pb2.RetryInfo(retry_delay=delay)
+    message = f"{principal} is over its request rate; retry in {retry_after_s:.3f} s"
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=f"principal:{principal}", description=message)]
+    )
+    info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain=DOMAIN, metadata={"principal": principal})
+    return _status(code_pb2.RESOURCE_EXHAUSTED, message, retry, quota, info)

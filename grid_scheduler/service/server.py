@@ -16,6 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grid_scheduler._proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     placement_pb2,
     placement_pb2_grpc,
     scenario_pb2,
@@ -26,8 +28,11 @@ from grid_scheduler._proto.v1 import (
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
+from grid_scheduler.service.audit import AuditServicer
+from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.scenario import ScenarioServicer
+from grid_scheduler.service.tls import ServerTls
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
 from grid_scheduler.state.factory import batch_commit_store, batch_lease
@@ -37,6 +42,7 @@ log = structlog.get_logger("grid_scheduler.server")
 PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"].full_name
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -177,18 +183,29 @@ def start_server(
     batch_interval_s: float | None = BATCH_INTERVAL_S,
     retention_s: float | None = DEFAULT_RETENTION_S,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    tls: ServerTls | None = None,
+    auth: AuthConfig | None = None,
 ) -> RunningServer:
     """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
 
     ``max_workers`` threads serve unary calls. Up to ``max_streams`` response streams
     (WatchJobs, WatchScenario) get threads of their own on top of those; one more stream is
     refused with RESOURCE_EXHAUSTED rather than left to starve the unary calls.
+    ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
+    authentication, roles, tenant scope, tenant limits and rate limits (service/auth/); without
+    it every caller is an anonymous platform admin. Mutating calls are audited either way.
     """
     stopping = threading.Event()
     streams = StreamLimitInterceptor(max_streams)
+    access = AuthInterceptor(
+        Authenticator(auth) if auth is not None else None,
+        RateLimiter(auth.rate_for) if auth is not None else None,
+        Auditor(scheduler.store),
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
-        interceptors=[streams, LoggingInterceptor()],
+        # The trust boundary first: nothing below it runs for a caller it refused.
+        interceptors=[access, streams, LoggingInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
@@ -197,14 +214,16 @@ def start_server(
     add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     # What-if runs (issue 5): each in its own process, reports under the temp dir.
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(ScenarioServicer(stopping=stopping), server)  # type: ignore[no-untyped-call]
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     serving = scheduler.store.healthy()
     _set_health(health_servicer, serving)
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
@@ -222,7 +241,9 @@ def start_server(
     # A Redis store is named by its redacted URL (state/store_url.py), never with its password.
     store = getattr(scheduler.store, "safe_url", "memory")
     log.info("server_started", address=address, port=port, store=store, sites=len(scheduler.grid.sites),
-             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams)
+             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams,
+             tls="mutual" if tls and tls.client_ca_file else "server" if tls else "off",
+             auth="on" if auth is not None else "off (every caller is an anonymous platform admin)")
     return RunningServer(server, port, health_servicer, stopping, streams)
 
 
