@@ -4,7 +4,7 @@ When ``redis-server`` is not installed the Redis tests skip with the reason, exc
 (``CI=true``) where they must run: there a missing server fails loudly instead of hiding.
 
 Options for the security tests: ``password`` (``requirepass``: the default user needs it),
-``tls`` (certificates from ``make_tls``: the server then listens with TLS only, and with
+``tls`` (certificates from ``make_tls``, made by tests/pki.py: the server then listens with TLS only, and with
 ``tls-auth-clients yes`` a client needs a certificate from the same CA) and ``extra_args``.
 """
 
@@ -55,61 +55,12 @@ class TlsFiles:
 
 
 def make_tls(directory: Path) -> TlsFiles:
-    """A self-signed CA, and a server (SAN IP 127.0.0.1) and a client certificate it signed."""
-    import datetime
-    import ipaddress
+    """tests/pki.py's CA and its server certificate for 127.0.0.1, and a client certificate from that CA."""
+    from tests.pki import Pki
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        return cert_path, key_path
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name("grid-scheduler test CA")
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, _ = write("ca", ca_cert, ca_key)
-
-    def leaf(cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        )
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return write(cn, builder.sign(ca_key, hashes.SHA256()), key)
-
-    server_cert, server_key = leaf("server", ExtendedKeyUsageOID.SERVER_AUTH,
-                                   [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))])
-    client_cert, client_key = leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
-    return TlsFiles(ca_path, server_cert, server_key, client_cert, client_key)
+    pki = Pki(directory)
+    client_cert, client_key = pki.client("redis-client")
+    return TlsFiles(pki.ca, pki.server_cert, pki.server_key, client_cert, client_key)
 
 
 class RedisServer:
