@@ -146,6 +146,7 @@ def test_redact_keeps_the_user_and_hides_the_password(url: str, shown: str) -> N
     (f"rediss://{USER}:Pw-7f3a9c1e@h:1/0?ssl_ca_cert=/etc/hosts", "unknown parameter 'ssl_ca_cert'"),
     (f"rediss://{USER}:Pw-7f3a9c1e@h:1/0?ssl_ca_certs=/nonexistent/ca.pem", "no such file"),
     (f"rediss://{USER}:Pw-7f3a9c1e@h:1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of"),
+    (f"rediss://{USER}:Pw-7f3a9c1e@h:1/0?ssl_check_hostname=off", "ssl_check_hostname must be true or false"),
     (f"redis://{USER}:Pw-7f3a9c1e@h:1/0?socket_timeout=60", "unknown parameter 'socket_timeout'"),
     (f"redis://{USER}:Pw-7f3a9c1e@h:1/0?password=Pw-7f3a9c1e", "unknown parameter 'password'"),
     (f"redi://{USER}:Pw-7f3a9c1e@h:1/0", "unknown store"),

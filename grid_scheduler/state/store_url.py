@@ -20,7 +20,7 @@ TLS_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl
               "ssl_check_hostname")
 URL_PARAMS = ("db", *TLS_PARAMS)
 _FILE_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-_BOOLEANS = ("0", "1", "true", "false", "yes", "no", "on", "off")
+_BOOLEANS = ("0", "1", "true", "false", "yes", "no")  # redis-py reads any other word as true ("off" too)
 _CERT_REQS = ("none", "optional", "required")
 # A query parameter whose value is a secret (redis-py reads ``password`` from the query too).
 _SECRET_PARAM = re.compile(r"pass|secret|token|auth", re.IGNORECASE)
