@@ -245,8 +245,16 @@ def _code(value: int) -> str:
     return ppb.ReasonCode.Name(value).removeprefix("REASON_CODE_").lower()
 
 
+def _when(stamp: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp.ToNanoseconds() / 1e9))
+
+
 def _show_job(job: ppb.Job) -> None:
     print(f"job {job.id}  {job.spec.name}  tenant={job.spec.tenant}  state={_state(job.state)}")
+    if job.HasField("expected_end_time"):
+        print(f"started {_when(job.start_time)}, expected to end {_when(job.expected_end_time)}")
+    if job.HasField("estimated_start_time"):
+        print(f"expected to start {_when(job.estimated_start_time)} (if running jobs end as expected)")
     if job.HasField("placement"):
         _show_placement(job.placement)
     if job.HasField("waiting"):
@@ -299,6 +307,8 @@ def _explain(args: argparse.Namespace, client: Client) -> int:
     else:
         for line in response.waiting.summary:
             print(f"  - {line}")
+        if response.HasField("estimated_start_time"):
+            print(f"expected to start {_when(response.estimated_start_time)} if submitted now")
     _show_reasons(response.reasons)
     return 0
 

@@ -292,12 +292,18 @@ def test_mutating_calls_are_audited_allowed_or_refused(served: Served) -> None:
             alice.drain("sines-gb300-a")
     with served.client("bob") as bob, pytest.raises(grpc.RpcError):
         bob.cancel(job_id)
+    expected = {("alice", "SubmitJob", job_id, "OK", "acme"),
+                ("alice", "DrainPool", "sines-gb300-a", "PERMISSION_DENIED", ""),
+                ("bob", "CancelJob", job_id, "NOT_FOUND", "")}
+    deadline = time.monotonic() + 30  # records reach the store from a writer thread, in batches
     with served.client("ops") as ops:
-        records = list(ops.audit_records(page_size=1000).records)
-    seen = {(r.principal, r.method.rsplit("/", 1)[-1], r.object, r.outcome, r.tenant) for r in records}
-    assert ("alice", "SubmitJob", job_id, "OK", "acme") in seen
-    assert ("alice", "DrainPool", "sines-gb300-a", "PERMISSION_DENIED", "") in seen
-    assert ("bob", "CancelJob", job_id, "NOT_FOUND", "") in seen
+        while True:
+            records = list(ops.audit_records(page_size=1000).records)
+            seen = {(r.principal, r.method.rsplit("/", 1)[-1], r.object, r.outcome, r.tenant) for r in records}
+            if expected <= seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert expected <= seen
     with served.client("acme-admin") as admin:  # a tenant admin sees its tenant's records only
         assert {r.tenant for r in admin.audit_records(page_size=1000).records} <= {"acme"}
     out = subprocess.run(

@@ -247,11 +247,10 @@ def test_audit_records_are_numbered_and_read_back_in_order(store: Store) -> None
     from grid_scheduler.model import AuditRecord
 
     assert store.audit_after(0, 10) == []
-    written = [
-        store.append_audit(AuditRecord(time=float(n), principal=f"p{n}", tenant="acme", method="/m", object=f"o{n}",
-                                       outcome="OK"))
-        for n in range(5)
-    ]
+    entries = [AuditRecord(time=float(n), principal=f"p{n}", tenant="acme", method="/m", object=f"o{n}", outcome="OK")
+               for n in range(5)]
+    written = store.append_audit(entries[:1]) + store.append_audit(entries[1:])
+    assert store.append_audit([]) == []
     assert [r.sequence for r in written] == [1, 2, 3, 4, 5]
     assert store.audit_after(0, 10) == written
     assert store.audit_after(2, 2) == written[2:4]  # after a sequence, at most limit

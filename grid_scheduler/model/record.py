@@ -49,6 +49,9 @@ class JobRecord(BaseModel):
     # queued. Queue order reads created_at (a preempted job keeps its place); this says since
     # when a waiting job has been waiting.
     queued_at: float | None = None
+    # When its current run started (None unless running, or finished after running); its expected
+    # end is this plus its duration (engine.priority.expected_end).
+    started_at: float | None = None
     # Bumped on every transition; lets a store refuse a stale write.
     version: int = 0
 

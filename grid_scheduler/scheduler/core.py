@@ -47,6 +47,10 @@ from grid_scheduler.state import (
 __all__ = ["BatchPlan", "OptimizeOutcome", "Outcome", "Scheduler", "new_job_id"]
 
 log = structlog.get_logger("grid_scheduler.scheduler")
+# A scheduler replaying a hypothetical future logs nothing (nothing of ours logs at CRITICAL; what
+# would is returned, not written).
+_QUIET = structlog.wrap_logger(structlog.ReturnLogger(),
+                               wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 
 # A commit that loses a race re-decides on a fresh snapshot; after this many losses the
 # job waits for the next retry instead of spinning.
@@ -82,10 +86,15 @@ class Scheduler:
         policy: Policy | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        index: GridIndex | None = None,
+        quiet: bool = False,
     ) -> None:
+        """``index``: the grid's, when the caller has it built already. ``quiet``: log nothing
+        (a scheduler replaying a hypothetical future, whose decisions are not events)."""
         self.grid = grid
         self.policy = policy or Policy()
-        self.index = GridIndex.build(grid)
+        self.index = index if index is not None else GridIndex.build(grid)
+        self.log = _QUIET if quiet else log
         self.limits = Limits.from_grid(grid)
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
@@ -310,7 +319,7 @@ class Scheduler:
                 except StaleRecord:
                     continue
                 break
-            log.info("job_finished", job_id=job_id, state=state.value)
+            self.log.info("job_finished", job_id=job_id, state=state.value)
             # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
             if record.state is JobState.RUNNING or record.spec.priority > 0:
                 self.place_pending()
@@ -321,7 +330,7 @@ class Scheduler:
             raise NotFound("pool", pool_id)
         with self.lock:
             changed = self.store.set_drained(pool_id, drained)
-            log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
+            self.log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
             if changed and not drained:
                 self.place_pending()
             return changed
@@ -357,6 +366,7 @@ class Scheduler:
         return batch_commit.commit_plan(self, plan, commit_to)
 
     def log_decision(self, record: JobRecord, decision: Decision, victims: Sequence[str] = ()) -> None:
+        log = self.log
         if not log.is_enabled_for(logging.INFO):
             return  # the fields below cost more than the decision's commit; skip them when unseen
         if record.placement is not None:

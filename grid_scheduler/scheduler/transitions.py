@@ -20,7 +20,7 @@ def new_placed(
 ) -> Transition:
     record = JobRecord(
         id=job_id, request_id=request_id, owner=owner, spec=spec, state=JobState.RUNNING,
-        placement=placement, created_at=now, updated_at=now,
+        placement=placement, created_at=now, updated_at=now, started_at=now,
     )
     return Transition(record, EventType.PLACED, placed_message(record), reserve=placement.assignments)
 
@@ -48,7 +48,7 @@ def waiting_info(index: GridIndex, policy: Policy, decision: Decision, held: boo
 def to_running(record: JobRecord, placement: Placement, now: float) -> Transition:
     running = record.model_copy(update={
         "state": JobState.RUNNING, "placement": placement, "waiting": None,
-        "updated_at": now, "version": record.version + 1,
+        "updated_at": now, "started_at": now, "version": record.version + 1,
     })
     return Transition(running, EventType.PLACED, placed_message(running), reserve=placement.assignments)
 
@@ -58,7 +58,7 @@ def evicted(victim: JobRecord, preemptor_id: str, now: float) -> Transition:
     why = f"preempted by {preemptor_id}"
     queued = victim.model_copy(update={
         "state": JobState.PENDING, "placement": None, "waiting": WaitInfo(summary=[why]),
-        "updated_at": now, "queued_at": now, "version": victim.version + 1,
+        "updated_at": now, "queued_at": now, "started_at": None, "version": victim.version + 1,
     })
     return Transition(queued, EventType.PREEMPTED, why, release=True)
 

@@ -16,6 +16,7 @@ from grid_scheduler.engine import site_reasons, wait_info
 from grid_scheduler.model import JobRecord, JobSpec, JobState, Reason
 from grid_scheduler.model.errors import violations
 from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler
+from grid_scheduler.scheduler.estimate import CANDIDATE_ID, Estimates, estimate_starts
 from grid_scheduler.service import convert, errors, watch
 from grid_scheduler.service.auth import Permission, PermissionDenied, Principal, current
 from grid_scheduler.service.handlers import handled
@@ -26,6 +27,8 @@ MAX_PAGE_SIZE = 1000
 MAX_REQUEST_ID = 256
 WATCH_POLL_S = 0.25
 DEFAULT_OPTIMIZE_S = 5.0
+# Start estimates replay the whole queue: reused while no job or capacity changed, for at most this long.
+ESTIMATE_REUSE_S = 30.0
 MAX_OPTIMIZE_S = 120.0
 
 
@@ -67,6 +70,7 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
     def __init__(self, scheduler: Scheduler, stopping: threading.Event) -> None:
         self.scheduler = scheduler
         self.stopping = stopping
+        self._estimates: tuple[tuple[int, int], float, Estimates] | None = None
 
     @handled
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
@@ -107,6 +111,9 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         else:
             info = wait_info(self.scheduler.index, decision, self.scheduler.policy)
             response.waiting.CopyFrom(convert.wait_to_pb(info))
+            start = estimate_starts(self.scheduler, spec).start_of(CANDIDATE_ID)
+            if start is not None:
+                response.estimated_start_time.CopyFrom(convert.timestamp(start))
         return response
 
     @handled
@@ -114,7 +121,17 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         _require_id(request.id)
         record = self._visible(request.id, current())
         reasons = self._reasons(record) if request.view == pb.JOB_VIEW_FULL else None
-        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons))
+        start = self._estimates_now().start_of(record.id) if record.state is JobState.PENDING else None
+        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons, estimated_start=start))
+
+    def _estimates_now(self) -> Estimates:
+        store = self.scheduler.store
+        key = (store.ledger_version(), store.last_sequence())
+        now = self.scheduler.now()
+        cached = self._estimates
+        if cached is None or cached[0] != key or now - cached[1] > ESTIMATE_REUSE_S:
+            cached = self._estimates = (key, now, estimate_starts(self.scheduler))
+        return cached[2]
 
     def _visible(self, job_id: str, principal: Principal) -> JobRecord:
         """The job, if this caller may read it; another tenant's job is NOT_FOUND, as a missing one is."""

@@ -142,6 +142,7 @@ class RunningServer:
     health: health.HealthServicer
     stopping: threading.Event
     streams: StreamLimitInterceptor
+    auditor: Auditor
 
     @property
     def open_streams(self) -> int:
@@ -153,6 +154,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.stopping.set()
         self.server.stop(grace_s).wait()
+        self.auditor.close()  # the calls' audit records into the store before the store closes
 
 
 # How often the store's health is probed (a Redis PING with a short timeout) and reflected in
@@ -197,10 +199,11 @@ def start_server(
     """
     stopping = threading.Event()
     streams = StreamLimitInterceptor(max_streams)
+    auditor = Auditor(scheduler.store)
     access = AuthInterceptor(
         Authenticator(auth) if auth is not None else None,
         RateLimiter(auth.rate_for) if auth is not None else None,
-        Auditor(scheduler.store),
+        auditor,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
@@ -244,7 +247,7 @@ def start_server(
              pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams,
              tls="mutual" if tls and tls.client_ca_file else "server" if tls else "off",
              auth="on" if auth is not None else "off (every caller is an anonymous platform admin)")
-    return RunningServer(server, port, health_servicer, stopping, streams)
+    return RunningServer(server, port, health_servicer, stopping, streams, auditor)
 
 
 def _set_health(servicer: health.HealthServicer, serving: bool) -> None:

@@ -247,11 +247,13 @@ class MemoryStore:
             return self._first_sequence  # the next event's sequence while there are none
 
     # --- audit -------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> AuditRecord:
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
         with self._lock:
-            self._audit_sequence += 1
-            stored = record.model_copy(update={"sequence": self._audit_sequence})
-            self._audit.append(stored)
+            stored = []
+            for record in records:
+                self._audit_sequence += 1
+                stored.append(record.model_copy(update={"sequence": self._audit_sequence}))
+            self._audit.extend(stored)
             if len(self._audit) > MAX_EVENTS:
                 del self._audit[: len(self._audit) - MAX_EVENTS]
             return stored

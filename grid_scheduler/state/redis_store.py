@@ -257,12 +257,15 @@ return redis.call('HGET', P .. 'job:' .. id, 'record')
 # ARGV: prefix, after id ('' = from the start), limit, states...  Returns id, record, id, record...
 # With several states, up to ``limit`` ids from each; the caller merges them (Lua's string
 # comparison follows the C locale's collation, Python's does not: order is decided in Python).
-# ARGV: prefix, max entries kept, record JSON. Numbers the record and appends it in one step.
+# ARGV: prefix, max entries kept, record JSON... Numbers the records and appends them in one step;
+# returns the first sequence.
 _LUA_AUDIT = r"""
 local P = ARGV[1]
-local seq = redis.call('INCR', P .. 'audit_seq')
-redis.call('XADD', P .. 'audit', 'MAXLEN', '~', tonumber(ARGV[2]), seq .. '-0', 'r', ARGV[3])
-return seq
+local first = redis.call('INCRBY', P .. 'audit_seq', #ARGV - 2) - (#ARGV - 2) + 1
+for i = 3, #ARGV do
+  redis.call('XADD', P .. 'audit', 'MAXLEN', '~', tonumber(ARGV[2]), (first + i - 3) .. '-0', 'r', ARGV[i])
+end
+return first
 """
 
 _LUA_LIST = r"""
@@ -542,9 +545,12 @@ class RedisStore:
 
     # --- audit -------------------------------------------------------------------
     @guarded
-    def append_audit(self, record: AuditRecord) -> AuditRecord:
-        seq = int(self._run(self._audit, [self.prefix, MAX_EVENTS, record.model_dump_json(exclude={"sequence"})]))
-        return record.model_copy(update={"sequence": seq})
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        if not records:
+            return []
+        payload = [r.model_dump_json(exclude={"sequence"}) for r in records]
+        first = int(self._run(self._audit, [self.prefix, MAX_EVENTS, *payload]))
+        return [r.model_copy(update={"sequence": first + i}) for i, r in enumerate(records)]
 
     @guarded
     def audit_after(self, sequence: int, limit: int) -> list[AuditRecord]:

@@ -198,8 +198,8 @@ class Store(Protocol):
         """
         ...
 
-    def append_audit(self, record: AuditRecord) -> AuditRecord:
-        """Record one mutating call; returns it with its sequence (1, 2, ... in the audit window).
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """Record mutating calls, in order, in one step; returns them with their sequences (1, 2, ...).
 
         Audit records sit beside the job events and are trimmed to the same window; the
         structured log is the long-term trail."""
