@@ -176,6 +176,15 @@ def test_the_readme_documents_the_acl_the_store_needs() -> None:
     assert "~gs:*" in readme
 
 
+def test_every_command_the_lua_scripts_call_is_in_the_acl() -> None:
+    """A script that starts calling a new command must add it to ACL_COMMANDS (and the README)."""
+    state = ROOT / "grid_scheduler" / "state"
+    called = {c.lower() for path in state.glob("*.py")
+              for c in re.findall(r"redis\.call\('([A-Za-z]+)'", path.read_text())}
+    assert called, "no redis.call found: the scan is broken"
+    assert called - set(ACL_COMMANDS) == set()
+
+
 # --- in-process: a Scheduler on the secured servers ------------------------------------------
 
 
@@ -202,8 +211,8 @@ def test_the_scheduler_works_as_the_acl_user(secured: RedisServer, small_grid: G
         assert store.events_after(0, 0.1) and store.first_sequence() == 1 and store.last_sequence() >= 4
         assert store.snapshot().version >= 1
         assert scheduler.archive_finished(retention_s=0) == 2
-        audit = store.append_audit(AuditRecord(time=1.0, principal="p", method="/m", outcome="OK"))
-        assert [r.sequence for r in store.audit_after(0, 10)] == [audit.sequence]
+        audit = store.append_audit([AuditRecord(time=1.0, principal="p", method="/m", outcome="OK")] * 2)
+        assert [r.sequence for r in store.audit_after(0, 10)] == [r.sequence for r in audit]
         # The batch lease, fenced commits and renewals.
         lease = batch_lease(store, ttl_s=30)
         assert lease is not None
