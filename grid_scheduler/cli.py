@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -23,6 +24,8 @@ from grid_scheduler.client import DEFAULT_ADDRESS, Client
 from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
 from grid_scheduler.model import JobState
 from grid_scheduler.service.tls import ClientTls, ServerTls, is_loopback
+
+STORE_ENV = "GRID_SCHEDULER_STORE"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,9 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors quote the command line: a store URL in it is shown without its password."""
+
+    def error(self, message: str) -> NoReturn:
+        from grid_scheduler.state.store_url import redact_text
+
+        super().error(redact_text(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grid-scheduler", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="grid-scheduler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the gRPC scheduler")
     serve.add_argument("--grid", default=str(DEFAULT_GRID), help="grid file (default: the example grid)")
@@ -60,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-json", action="store_true", help="JSON logs even in a terminal")
     serve.add_argument(
-        "--store", default="memory",
-        help="reservations ledger: 'memory' (embedded, the default) or redis://host:port/db (shared, durable)",
+        "--store", default=os.environ.get(STORE_ENV) or "memory",
+        help="reservations ledger: 'memory' (embedded, the default) or redis://[user:password@]host:port/db "
+             "(shared, durable; rediss:// for TLS, options as URL parameters: README 'Running with Redis'). "
+             f"Default: ${STORE_ENV} if set, which keeps a password out of the process list",
     )
     serve.add_argument("--replace-grid", action="store_true",
                        help="Redis: record this grid file as the ledger's grid (rolling a changed grid)")
@@ -145,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.auth import load_auth_config
     from grid_scheduler.service.server import serve_forever, start_server
-    from grid_scheduler.state import Limits, open_store
+    from grid_scheduler.state import Limits, StoreError, open_store
     from grid_scheduler.state.factory import grid_fingerprint
 
     configure(args.log_level, json=True if args.log_json else None)
@@ -155,7 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         # Redis keys are namespaced by the grid's name: replicas of one grid share a ledger.
         store = open_store(args.store, Limits.from_grid(grid), grid.name, grid_fingerprint(grid), args.replace_grid)
-    except ValueError as e:
+    except (ValueError, StoreError) as e:  # messages name the store by its redacted URL only
         raise ConfigError(f"--store: {e}") from e
     if args.retention_days < 0:
         raise ConfigError("--retention-days: must be >= 0")

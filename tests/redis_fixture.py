@@ -2,6 +2,10 @@
 
 When ``redis-server`` is not installed the Redis tests skip with the reason, except under CI
 (``CI=true``) where they must run: there a missing server fails loudly instead of hiding.
+
+Options for the security tests: ``password`` (``requirepass``: the default user needs it),
+``tls`` (certificates from ``make_tls``, made by tests/pki.py: the server then listens with TLS only, and with
+``tls-auth-clients yes`` a client needs a certificate from the same CA) and ``extra_args``.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -33,30 +39,78 @@ def redis_server_binary() -> str:
     return binary
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: a CA, a server certificate for 127.0.0.1, and a client certificate, all from that CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client_query(self) -> str:
+        """The rediss:// URL parameters of a client that verifies the server and shows its certificate."""
+        return f"ssl_ca_certs={self.ca}&ssl_certfile={self.client_cert}&ssl_keyfile={self.client_key}"
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """tests/pki.py's CA and its server certificate for 127.0.0.1, and a client certificate from that CA."""
+    from tests.pki import Pki
+
+    pki = Pki(directory)
+    client_cert, client_key = pki.client("redis-client")
+    return TlsFiles(pki.ca, pki.server_cert, pki.server_key, client_cert, client_key)
+
+
 class RedisServer:
     """One redis-server process; stop/start keep the port and the data directory (AOF survives)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.binary = redis_server_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.password = password
+        self.tls = tls
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        """The URL of the default user (its password included when the server has one)."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?{self.tls.client_query()}" if self.tls else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/{db}{query}"
+
+    def admin(self, **kwargs: Any) -> redis.Redis:
+        """A client as the default user (with the server's password and TLS client certificate)."""
+        tls: dict[str, Any] = {}
+        if self.tls:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_certfile": str(self.tls.client_cert),
+                   "ssl_keyfile": str(self.tls.client_key)}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **tls, **kwargs)
+
+    def _args(self) -> list[str]:
+        args = [
+            self.binary, "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.directory),
+            "--logfile", str(self.directory / "redis.log"), "--daemonize", "no",
+        ]
+        if self.tls:  # TLS only: the plaintext port is off
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.server_cert),
+                     "--tls-key-file", str(self.tls.server_key), "--tls-ca-cert-file", str(self.tls.ca),
+                     "--tls-auth-clients", "yes"]
+        else:
+            args += ["--port", str(self.port)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + list(self.extra_args)
 
     def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.directory),
-                "--logfile", str(self.directory / "redis.log"), "--daemonize", "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.process = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.admin(socket_timeout=0.5, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             while True:
@@ -99,12 +153,13 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Private servers for tests that stop or restart Redis; all stopped at teardown."""
     servers: list[RedisServer] = []
 
-    def make() -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}").start()
+    def make(**options: Any) -> RedisServer:
+        """A started server; ``options`` as RedisServer's (password, tls, extra_args)."""
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", **options).start()
         servers.append(server)
         return server
 

@@ -243,7 +243,9 @@ def start_server(
     if retention_s is not None:
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
-    log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
+    # A Redis store is named by its redacted URL (state/store_url.py), never with its password.
+    store = getattr(scheduler.store, "safe_url", "memory")
+    log.info("server_started", address=address, port=port, store=store, sites=len(scheduler.grid.sites),
              pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams,
              tls="mutual" if tls and tls.client_ca_file else "server" if tls else "off",
              auth="on" if auth is not None else "off (every caller is an anonymous platform admin)")

@@ -8,6 +8,7 @@ from grid_scheduler.state.store import (
     Limits,
     StaleRecord,
     Store,
+    StoreAccessDenied,
     StoreError,
     StoreUnavailable,
     Transition,
@@ -17,6 +18,6 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
-    "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreAccessDenied",
+    "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
 ]

@@ -1,4 +1,4 @@
-"""Choosing a store from a URL: ``memory`` (embedded, the default) or ``redis://host:port/db``."""
+"""Choosing a store from a URL: ``memory`` (embedded, the default) or ``redis[s]://[user:password@]host:port/db``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from grid_scheduler.model import Grid
 from grid_scheduler.state.memory import MemoryStore
 from grid_scheduler.state.store import Limits, Store
+from grid_scheduler.state.store_url import redact
 
 if TYPE_CHECKING:
     from grid_scheduler.state.lease import Lease
@@ -50,7 +51,8 @@ def open_store(url: str, limits: Limits, grid_name: str, grid_sha256: str = "", 
                     "file, or roll a new one with --replace-grid (README, 'Changing the grid')"
                 )
         return store
-    raise ValueError(f"unknown store {url!r}: use 'memory' or redis://host:port/db")
+    raise ValueError(f"unknown store {redact(url)!r}: use 'memory', redis://[user:password@]host:port/db "
+                     "or rediss://... (TLS)")
 
 
 
@@ -84,6 +86,4 @@ def batch_lease(store: Store, ttl_s: float) -> Lease | None:
 
     if not isinstance(store, RedisStore):
         return None
-    from grid_scheduler.state.lease import Lease
-
-    return Lease(store.url, "batch-cycle", ttl_s, grid_name=store.grid_name)
+    return store.lease("batch-cycle", ttl_s)

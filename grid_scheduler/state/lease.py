@@ -91,6 +91,9 @@ class Lease:
         self._renew = self._r.register_script(_RENEW)
         self._release = self._r.register_script(_RELEASE)
 
+    def __repr__(self) -> str:
+        return f"Lease({self.safe_url!r}, {self.key!r})"
+
     def _value(self, token: int) -> str:
         return f"{token}:{self.owner}"
 

@@ -301,7 +301,7 @@ class RedisStore:
         if not grid_name or "{" in grid_name or "}" in grid_name:
             raise ValueError(f"grid name {grid_name!r} cannot be a Redis hash tag")
         self._limits = limits
-        self.url = url
+        self._url = url  # holds the password: never in a message or a log line, only ``safe_url``
         self.safe_url = redact(url)
         self.grid_name = grid_name
         self.prefix = f"gs:{{{grid_name}}}:"
@@ -324,6 +324,13 @@ class RedisStore:
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
         self._closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.safe_url!r}, grid={self.grid_name!r})"
+
+    def lease(self, name: str, ttl_s: float) -> Lease:
+        """A lease on this store's Redis, in this grid's keyspace (so ``fenced`` may check it)."""
+        return Lease(self._url, name, ttl_s, grid_name=self.grid_name)
 
     def _script(self, lua: str) -> Script:
         return self._r.register_script(lua)

@@ -43,6 +43,13 @@ class StoreUnavailable(StoreError):
     """The backing service cannot be reached; nothing was written."""
 
 
+class StoreAccessDenied(StoreUnavailable):
+    """The backing service refused this client's credentials or a command (ACL); nothing was written.
+
+    A configuration error rather than an outage, but handled alike: callers get UNAVAILABLE and
+    the service recovers by itself once the credentials or the ACL are fixed."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the ledger may hand out: GPUs per pool and facility power per site.
