@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from grid_scheduler.engine import Usage
-from grid_scheduler.model import Grid, JobKind, JobSpec, Placement, Policy, WaitInfo
+from grid_scheduler.model import Assignment, Grid, JobKind, JobSpec, Placement, Policy, WaitInfo
 from grid_scheduler.scheduler import Scheduler
 
 HOUR_S = 3_600.0
@@ -34,6 +34,9 @@ class Run:
     end_s: float | None
     latency_ms: dict[str, float]  # demand endpoint -> latency to its nearest replica
     sites: tuple[str, ...]
+    assignments: tuple[Assignment, ...] = ()  # site, pool, GPUs and power of each part of the placement
+    ended: str = "running"  # completed | preempted | displaced | running (at the horizon)
+    displaced_by: ChangeLog | None = None  # the timed change that took its capacity
 
 
 @dataclass

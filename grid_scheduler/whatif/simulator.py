@@ -7,7 +7,9 @@ then arrivals, then batch cycles, then samples):
   retries the queue, as the server does); a **drain** is ``Scheduler.set_drained``;
 - a **batch cycle** (if the scenario has one) is ``Scheduler.optimize_pending``;
 - a **grid change** builds the scheduler for the new grid and carries the jobs over
-  (``ledger.carry_over``): displaced jobs are re-queued and counted, then the queue is retried.
+  (``ledger.carry_over``): displaced jobs are re-queued and counted against that change, then
+  the queue is retried. Changes that share an instant are applied one at a time, in scenario
+  order (``Timeline.steps``), and the queue is retried after the last of them.
 
 Whatever the scheduler does is read back from its ledger's event stream (placed,
 pending, rejected, completed) — the same stream ``WatchJobs`` serves — so the simulator
@@ -118,9 +120,8 @@ class Simulator:
         self._finished_in_ledger = 0
         self.events = 0
         self.pending = 0  # jobs waiting in the queue now
-        for moment in self.timeline.moments():
-            if moment.grid:
-                self._push(moment.time_s, GRID, moment)
+        for moment, key in self.timeline.steps():
+            self._push(moment.time_s, GRID, (moment, key))
         for step in self.timeline.drain_steps():
             self._push(step.time_s, DRAIN, step)
         self._push(0.0, SAMPLE, None)
@@ -193,7 +194,7 @@ class Simulator:
             if log.token == token and log.state == "running":
                 self.scheduler.complete(job_id)
         elif kind == GRID:
-            self._regrid(payload)
+            self._regrid(*payload)
         elif kind == DRAIN:
             self._drain(payload)
         elif kind == SAMPLE:
@@ -213,18 +214,19 @@ class Simulator:
         )
         self.pending += 1
 
-    def _regrid(self, moment: Moment) -> None:
+    def _regrid(self, moment: Moment, key: tuple[int, ...]) -> None:
+        """One timed change: the running jobs are re-committed against the grid just after it,
+        so what no longer fits was displaced by this change and no other."""
         change = ChangeLog(moment.time_s, moment.change, moment.what)
         self.change_logs.append(change)
-        key = self.timeline.in_force(moment.time_s)
         if key == self._grid_key:
             return
         self._grid_key = key
         self._read_ledger()
-        carried = carry_over(self.scheduler, self.timeline.grid_at(moment.time_s), self.clock, moment.what)
+        carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
         for record in carried.displaced:
             log = self.jobs[record.id]
-            self._stop_run(log)
+            self._stop_run(log, "displaced", change)
             log.state = "pending"
             self.pending += 1
             log.requeues += 1
@@ -234,7 +236,10 @@ class Simulator:
             change.displaced_gpus += record.spec.total_gpus
             self._displaced_by[record.id] = change
         self._adopt(carried.scheduler)
-        self.scheduler.place_pending()
+        # Retry the queue once every change of this instant is in: a job placed between two of
+        # them could be displaced by the second, and blamed on it, for capacity it never had.
+        if not (self._heap and self._heap[0][:2] == (moment.time_s, GRID)):
+            self.scheduler.place_pending()
 
     def _drain(self, step: DrainStep) -> None:
         self.change_logs.append(ChangeLog(step.time_s, step.change,
@@ -297,7 +302,7 @@ class Simulator:
         self.pending -= 1
         log.token += 1
         log.runs.append(Run(self.now, None, {e.endpoint_id: e.latency_ms for e in placement.endpoint_latencies},
-                            tuple(placement.site_ids)))
+                            tuple(placement.site_ids), tuple(placement.assignments)))
         if self.loaded.scenario.requeue == "restart":
             log.remaining_s = log.duration_s
         self.running[record.id] = placement
@@ -311,7 +316,7 @@ class Simulator:
         log = self.jobs[job_id]
         if log.state != "running":
             return
-        self._stop_run(log)
+        self._stop_run(log, "preempted")
         log.state = "pending"
         self.pending += 1
         log.preemptions += 1
@@ -321,13 +326,15 @@ class Simulator:
 
     def _completed(self, job_id: str) -> None:
         log = self.jobs[job_id]
-        self._stop_run(log)
+        self._stop_run(log, "completed")
         log.state = "completed"
         self._finished_in_ledger += 1
 
-    def _stop_run(self, log: JobLog) -> None:
+    def _stop_run(self, log: JobLog, ended: str, change: ChangeLog | None = None) -> None:
         run = log.runs[-1]
         run.end_s = self.now
+        run.ended = ended
+        run.displaced_by = change
         log.remaining_s = max(log.remaining_s - (self.now - run.start_s), 0.0)
         self.running.pop(log.job_id, None)
 
