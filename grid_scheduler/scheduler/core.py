@@ -80,13 +80,18 @@ class Scheduler:
         policy: Policy | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        job_ids: Callable[[], str] = new_job_id,
     ) -> None:
+        """``job_ids`` mints the id of each new job: the server's default sorts by submission
+        time (ListJobs pages by it); a simulation passes one derived from its seed, so a replay
+        names its jobs the same way every time."""
         self.grid = grid
         self.policy = policy or Policy()
         self.index = GridIndex.build(grid)
         self.limits = Limits.from_grid(grid)
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
+        self.job_ids = job_ids
         # Decisions in this process are serial: a decision and its commit see one snapshot.
         self.lock = threading.RLock()
         self._usage: tuple[int, Usage] | None = None
@@ -178,7 +183,7 @@ class Scheduler:
                 return self._twin(existing, spec)
         self.validate(spec)
         with self.lock:
-            job_id = new_job_id()
+            job_id = self.job_ids()
             decision = None
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id)

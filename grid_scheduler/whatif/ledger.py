@@ -30,9 +30,14 @@ from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transiti
 ALL = 1 << 62
 
 
-def new_scheduler(grid: Grid, policy: Policy, clock: Callable[[], float]) -> Scheduler:
-    """The production scheduler on an in-memory ledger and the given clock."""
-    return Scheduler(grid, policy, store=MemoryStore(Limits.from_grid(grid)), clock=clock)
+def new_scheduler(
+    grid: Grid, policy: Policy, clock: Callable[[], float], job_ids: Callable[[], str] | None = None
+) -> Scheduler:
+    """The production scheduler on an in-memory ledger, the given clock and (if given) job ids."""
+    store = MemoryStore(Limits.from_grid(grid))
+    if job_ids is None:
+        return Scheduler(grid, policy, store=store, clock=clock)
+    return Scheduler(grid, policy, store=store, clock=clock, job_ids=job_ids)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Carried:
 
 
 def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str = "") -> Carried:
-    new = new_scheduler(grid, old.policy, clock)
+    new = new_scheduler(grid, old.policy, clock, old.job_ids)
     limits, store = new.limits, new.store
     drained = old.store.snapshot().pool_drained
 

@@ -106,7 +106,10 @@ class Simulator:
         )
         self.timeline = loaded.timeline
         self._grid_key = self.timeline.in_force(0.0)
-        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock)
+        # Job ids from the seed and the arrival's place in the workload, not the wall clock:
+        # two runs with the same seed write the same files, row by row.
+        self._id_width = len(str(max(len(self.arrivals) - 1, 0)))
+        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, self._job_id)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
         self.recorder.begin_epoch(self.scheduler)
         self.jobs: dict[str, JobLog] = {}
@@ -131,6 +134,10 @@ class Simulator:
 
     def clock(self) -> float:
         return self.now
+
+    def _job_id(self) -> str:
+        """The id of the job the current arrival submits (only arrivals create jobs)."""
+        return f"job-s{self.loaded.scenario.seed}-{self._next_arrival - 1:0{self._id_width}d}"
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> RunResult:
