@@ -20,6 +20,7 @@ an in-memory ledger and a clock that returns simulated time.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -82,6 +83,20 @@ def quiet_logs(cache: bool = False) -> None:
         )
 
 
+class SeededJobIds:
+    """``job-s<seed>-<n>``, n counting submissions from 0: in a replay only arrivals submit, one
+    each and in order, so n is the arrival's place in the workload. Shared by every scheduler a
+    run builds (grid changes rebuild it), so ids stay unique after the run too."""
+
+    def __init__(self, seed: int, arrivals: int) -> None:
+        self.seed = seed
+        self.width = len(str(max(arrivals - 1, 0)))  # zero-padded: ids sort in arrival order
+        self.count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"job-s{self.seed}-{next(self.count):0{self.width}d}"
+
+
 class Simulator:
     def __init__(
         self,
@@ -108,8 +123,8 @@ class Simulator:
         self._grid_key = self.timeline.in_force(0.0)
         # Job ids from the seed and the arrival's place in the workload, not the wall clock:
         # two runs with the same seed write the same files, row by row.
-        self._id_width = len(str(max(len(self.arrivals) - 1, 0)))
-        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, self._job_id)
+        job_ids = SeededJobIds(scenario.seed, len(self.arrivals))
+        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, job_ids)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
         self.recorder.begin_epoch(self.scheduler)
         self.jobs: dict[str, JobLog] = {}
@@ -134,10 +149,6 @@ class Simulator:
 
     def clock(self) -> float:
         return self.now
-
-    def _job_id(self) -> str:
-        """The id of the job the current arrival submits (only arrivals create jobs)."""
-        return f"job-s{self.loaded.scenario.seed}-{self._next_arrival - 1:0{self._id_width}d}"
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> RunResult:
