@@ -14,9 +14,11 @@ from grid_scheduler.state.store import (
     UnknownJob,
     Update,
     request_key,
+    to_watts,
 )
 
 __all__ = [
     "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
     "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
+    "to_watts",
 ]

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from grid_scheduler.model import EventType, JobRecord, JobState, Placement
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.state import to_watts
 from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
 from grid_scheduler.whatif.metrics import ChangeLog, JobLog, Recorder, Run, residency_violations, summarize
@@ -267,12 +269,21 @@ class Simulator:
                 self.scheduler.set_drained(pool, step.drained)
 
     def _sample(self) -> None:
-        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running))
+        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running), self._pool_used_w())
         if self.progress is not None:
             self.progress(Progress(self.now, self.horizon_s, self._next_arrival, len(self.arrivals)))
         nxt = self.now + self.recorder.sample_every_s
         if nxt <= self.horizon_s:
             self._push(nxt, SAMPLE, None)
+
+    def _pool_used_w(self) -> npt.NDArray[np.int64]:
+        """The running jobs' power per pool, in whole watts as the ledger counts it per site."""
+        s = self.scheduler
+        watts = np.zeros(len(s.limits.pool_ids), dtype=np.int64)
+        for placement in self.running.values():
+            for a in placement.assignments:
+                watts[s.limits.pool_index[a.pool_id]] += to_watts(a.power_kw)
+        return watts
 
     def _adopt(self, scheduler: Scheduler) -> None:
         """Take over a rebuilt scheduler: read its ledger's events from now on."""
@@ -299,7 +310,7 @@ class Simulator:
             elif event.type is EventType.COMPLETED:
                 self._completed(event.job_id)
             elif event.type is EventType.PREEMPTED:
-                self._preempted(event.job_id, store.get_job(event.job_id))
+                self._preempted(event.job_id, store.get_job(event.job_id), event.message)
             elif event.type is EventType.REJECTED:
                 self.jobs[event.job_id].state = "rejected"
                 self.pending -= 1
@@ -329,12 +340,13 @@ class Simulator:
         if displaced_by is not None:
             displaced_by.replaced_jobs += 1
 
-    def _preempted(self, job_id: str, record: JobRecord | None) -> None:
+    def _preempted(self, job_id: str, record: JobRecord | None, message: str) -> None:
         """The scheduler evicted a running job for a higher-priority one: it waits again."""
         log = self.jobs[job_id]
         if log.state != "running":
             return
         self._stop_run(log, "preempted")
+        log.runs[-1].preempted_by = message.removeprefix("preempted by ")
         log.state = "pending"
         self.pending += 1
         log.preemptions += 1
@@ -372,7 +384,7 @@ class Simulator:
         for placement in self.running.values():
             for a in placement.assignments:
                 gpus[s.limits.pool_index[a.pool_id]] += a.gpus
-                watts[s.limits.site_index[a.site_id]] += round(a.power_kw * 1000.0)
+                watts[s.limits.site_index[a.site_id]] += to_watts(a.power_kw)
         if not np.array_equal(gpus, snap.pool_used_gpus):
             bad = [s.limits.pool_ids[i] for i in np.flatnonzero(gpus != snap.pool_used_gpus)]
             raise InvariantViolation(f"t={self.now / DAY_S:.3f} d: ledger GPUs differ from running jobs in {bad}")
