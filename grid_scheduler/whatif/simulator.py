@@ -140,6 +140,7 @@ class Simulator:
         self._finished_in_ledger = 0
         self.events = 0
         self.pending = 0  # jobs waiting in the queue now
+        self.peak_pending = 0  # the most that waited at once (after any event)
         for moment, key in self.timeline.steps():
             self._push(moment.time_s, GRID, (moment, key))
         for step in self.timeline.drain_steps():
@@ -165,6 +166,8 @@ class Simulator:
             self._handle(kind, payload)
             self._read_ledger()
             self.events += 1
+            if self.pending > self.peak_pending:
+                self.peak_pending = self.pending
             if self.check_invariants:
                 self.check_ledger()
             if self.on_event is not None:
