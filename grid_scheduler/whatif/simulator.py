@@ -242,23 +242,22 @@ class Simulator:
         so what no longer fits was displaced by this change and no other."""
         change = ChangeLog(moment.time_s, moment.change, moment.what)
         self.change_logs.append(change)
-        if key == self._grid_key:
-            return
-        self._grid_key = key
-        self._read_ledger()
-        carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
-        for record in carried.displaced:
-            log = self.jobs[record.id]
-            self._stop_run(log, "displaced", change)
-            log.state = "pending"
-            self.pending += 1
-            log.requeues += 1
-            log.waiting = record.waiting
-            log.token += 1  # its completion is void
-            change.displaced_jobs += 1
-            change.displaced_gpus += record.spec.total_gpus
-            self._displaced_by[record.id] = change
-        self._adopt(carried.scheduler)
+        if key != self._grid_key:
+            self._grid_key = key
+            self._read_ledger()
+            carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
+            for record in carried.displaced:
+                log = self.jobs[record.id]
+                self._stop_run(log, "displaced", change)
+                log.state = "pending"
+                self.pending += 1
+                log.requeues += 1
+                log.waiting = record.waiting
+                log.token += 1  # its completion is void
+                change.displaced_jobs += 1
+                change.displaced_gpus += record.spec.total_gpus
+                self._displaced_by[record.id] = change
+            self._adopt(carried.scheduler)
         # Retry the queue once every change of this instant is in: a job placed between two of
         # them could be displaced by the second, and blamed on it, for capacity it never had.
         if not (self._heap and self._heap[0][:2] == (moment.time_s, GRID)):
