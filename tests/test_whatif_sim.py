@@ -126,6 +126,27 @@ def test_a_drain_keeps_running_jobs_and_places_nothing_new() -> None:
     assert result.summary["disruption"]["displaced_jobs"] == 0
 
 
+def test_a_drain_survives_an_unrelated_failure_and_recovery_and_displacements_name_their_change() -> None:
+    drained = ["sines-h100", "london-h200", "london-b200", "frankfurt-h100", "manchester-h100"]
+    data = small(changes=[
+        {"kind": "drain", "at_days": 0.8, "duration_days": 2, "pools": drained},
+        {"kind": "site_failure", "at_days": 1, "duration_days": 0.25, "site": "glomfjord"},
+    ])
+    result = Simulator(load(data), check_invariants=True).run()
+    drain, failure, recovery, _undrain = sorted(result.changes, key=lambda c: c.time_s)
+    assert failure.what.startswith("site glomfjord fails") and recovery.what.endswith("recovers")
+    runs = [r for j in result.jobs for r in j.runs]
+    in_drained = [r for r in runs if {a.pool_id for a in r.assignments} & set(drained)]
+    # jobs were running in the drained pools through the failure and through the recovery
+    for t in (DAY_S, 1.25 * DAY_S):
+        assert any(r.start_s < 0.8 * DAY_S and (r.end_s is None or r.end_s > t) for r in in_drained)
+    assert not [r for r in in_drained if r.ended == "displaced"]
+    displaced = [r for r in runs if r.ended == "displaced"]
+    assert displaced and all(r.displaced_by is failure and r.end_s == DAY_S and r.sites == ("glomfjord",)
+                             for r in displaced)
+    assert failure.displaced_jobs == len(displaced) and recovery.displaced_jobs == 0 == drain.displaced_jobs
+
+
 def test_gpu_deliveries_grow_a_pool_over_time() -> None:
     data = small(changes=[EVENTFUL_CHANGES[3]])
     scenario = load(data)

@@ -88,9 +88,13 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         index: GridIndex | None = None,
         quiet: bool = False,
+        job_ids: Callable[[], str] = new_job_id,
     ) -> None:
         """``index``: the grid's, when the caller has it built already. ``quiet``: log nothing
-        (a scheduler replaying a hypothetical future, whose decisions are not events)."""
+        (a scheduler replaying a hypothetical future, whose decisions are not events).
+        ``job_ids`` mints the id of each new job: the server's default sorts by submission
+        time (ListJobs pages by it); a simulation passes one derived from its seed, so a replay
+        names its jobs the same way every time."""
         self.grid = grid
         self.policy = policy or Policy()
         self.index = index if index is not None else GridIndex.build(grid)
@@ -98,6 +102,7 @@ class Scheduler:
         self.limits = Limits.from_grid(grid)
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
+        self.job_ids = job_ids
         # Decisions in this process are serial: a decision and its commit see one snapshot.
         self.lock = threading.RLock()
         self._usage: tuple[int, Usage] | None = None
@@ -189,7 +194,7 @@ class Scheduler:
                 return self._twin(existing, spec)
         self.validate(spec)
         with self.lock:
-            job_id = new_job_id()
+            job_id = self.job_ids()
             decision = None
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id, owner)

@@ -15,9 +15,11 @@ from grid_scheduler.state.store import (
     UnknownJob,
     Update,
     request_key,
+    to_watts,
 )
 
 __all__ = [
     "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreAccessDenied",
     "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
+    "to_watts",
 ]

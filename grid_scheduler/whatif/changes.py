@@ -211,6 +211,23 @@ class Timeline:
                     out.append(Moment(days * DAY_S, i, what, grid))
         return sorted(out, key=lambda m: (m.time_s, m.change))
 
+    def steps(self) -> list[tuple[Moment, tuple[int, ...]]]:
+        """Every grid moment after the start, with the key of the grid *just after it*.
+
+        Changes that fall at one instant are applied one at a time, in scenario order, so each
+        running job is re-committed against the grid as it is after each change, and a job
+        that no longer fits is displaced by the change that took its capacity (not by another
+        change that happens to share its instant).
+        """
+        key = list(self.in_force(0.0))
+        out: list[tuple[Moment, tuple[int, ...]]] = []
+        for moment in self.moments():
+            if not moment.grid or moment.time_s <= 0.0:
+                continue  # drains are not grids; changes at t=0 are the starting grid
+            key[moment.change] = self.in_force(moment.time_s)[moment.change]
+            out.append((moment, tuple(key)))
+        return out
+
     def drain_steps(self) -> list[DrainStep]:
         steps: list[DrainStep] = []
         for i, change in enumerate(self.changes):
@@ -238,13 +255,17 @@ class Timeline:
         return tuple(key)
 
     def grid_at(self, t_s: float) -> Grid:
-        key = self.in_force(t_s)
+        return self.grid_for(self.in_force(t_s))
+
+    def grid_for(self, key: tuple[int, ...], blame: int | None = None) -> Grid:
+        """The grid with each change gone as far as ``key`` says (see ``in_force``); ``blame`` is
+        the change an invalid grid is reported against (default: the latest in force)."""
         grid = self._cache.get(key)
         if grid is None:
-            grid = self._cache[key] = self._build(key)
+            grid = self._cache[key] = self._build(key, blame)
         return grid
 
-    def _build(self, key: tuple[int, ...]) -> Grid:
+    def _build(self, key: tuple[int, ...], blame: int | None = None) -> Grid:
         if not any(key):
             return self.base
         data: dict[str, Any] = copy.deepcopy(self._base_data)
@@ -256,7 +277,7 @@ class Timeline:
         for i in temporary:
             if key[i]:
                 _apply_effect(data, self.changes[i], i)
-        last = max((i for i in order if key[i]), key=lambda i: self.changes[i].at_days)
+        last = blame if blame is not None else max((i for i in order if key[i]), key=lambda i: self.changes[i].at_days)
         try:
             return Grid.model_validate(data)
         except ValidationError as e:
@@ -268,6 +289,8 @@ class Timeline:
         for moment in self.moments():
             if moment.grid:
                 self.grid_at(moment.time_s)
+        for moment, key in self.steps():  # and the grids between changes that share an instant
+            self.grid_for(key, moment.change)
         for step in self.drain_steps():
             if step.drained:
                 pools = self.grid_at(step.time_s).pool_by_id

@@ -8,7 +8,8 @@ are carried over *through the ledger's own commit*, which re-checks every pool a
   with their placement unchanged; one that no longer fits (its pool is gone or unhealthy,
   its site's envelope too small) is **displaced**: it goes back to the queue, pending,
   keeping its place (its creation time), with the reasons it waits now;
-- pending jobs are carried as they are; operator drains stay drained.
+- pending jobs are carried as they are; operator drains stay drained, and are set only after
+  the running jobs are re-committed, so a drain never displaces what runs in the pool.
 
 The same move onto an unchanged grid drops finished jobs from the ledger, which keeps a
 long replay's ledger (and the scheduler's pending scan) the size of the live work.
@@ -29,9 +30,14 @@ from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transiti
 ALL = 1 << 62
 
 
-def new_scheduler(grid: Grid, policy: Policy, clock: Callable[[], float]) -> Scheduler:
-    """The production scheduler on an in-memory ledger and the given clock."""
-    return Scheduler(grid, policy, store=MemoryStore(Limits.from_grid(grid)), clock=clock)
+def new_scheduler(
+    grid: Grid, policy: Policy, clock: Callable[[], float], job_ids: Callable[[], str] | None = None
+) -> Scheduler:
+    """The production scheduler on an in-memory ledger, the given clock and (if given) job ids."""
+    store = MemoryStore(Limits.from_grid(grid))
+    if job_ids is None:
+        return Scheduler(grid, policy, store=store, clock=clock)
+    return Scheduler(grid, policy, store=store, clock=clock, job_ids=job_ids)
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,9 @@ class Carried:
 
 
 def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str = "") -> Carried:
-    new = new_scheduler(grid, old.policy, clock)
+    new = new_scheduler(grid, old.policy, clock, old.job_ids)
     limits, store = new.limits, new.store
     drained = old.store.snapshot().pool_drained
-    for pool_id, is_drained in zip(old.limits.pool_ids, drained, strict=True):
-        if is_drained and pool_id in limits.pool_index:
-            store.set_drained(pool_id, True)
 
     running = old.store.list_jobs(frozenset({JobState.RUNNING}), "", ALL)
     running.sort(key=keep_key)
@@ -61,6 +64,11 @@ def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str 
             except CapacityConflict:
                 pass
         displaced.append(record)
+    # Drains only after the running jobs are back: the ledger refuses commits into a drained
+    # pool, and a drain keeps what runs there (it stops only new work).
+    for pool_id, is_drained in zip(old.limits.pool_ids, drained, strict=True):
+        if is_drained and pool_id in limits.pool_index:
+            store.set_drained(pool_id, True)
     for record in old.store.pending_jobs():
         store.create_job(Transition(record, EventType.PENDING, "carried over"))
 

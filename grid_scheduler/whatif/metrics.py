@@ -1,10 +1,15 @@
-"""What a run measured: integrals over time, samples for plots, and per-job facts.
+"""What a run measured: per-job facts, integrals over time, and samples for plots.
 
-Usage is integrated exactly between events (the ledger is constant between them):
-GPU-seconds used and available per pool, facility kWh per site, and from those the
-energy cost and carbon at each site's price and intensity. Samples at a fixed step
-feed the time-series plots. Per job: arrival, every run (start, end, latency to each
+Per job: arrival, every run (start, end, how it ended, its placement's parts, latency to each
 demand endpoint), re-queues, and for a job never placed, why (its ``JobRecord.waiting``).
+
+Energy and GPU-hours *used* are summed from the runs' parts (``run_parts``), the rows of
+jobs.csv, so that a planner can recompute them from that file alone and get the same numbers:
+a part's energy is its power in whole watts (the ledger's unit) times its seconds, its
+GPU-seconds its GPUs times its seconds; each figure is ``math.fsum`` of its parts (exact, so
+the order of rows does not matter) in one unit conversion, then rounded to 6 decimals.
+GPU-hours *available* and peak power are integrated from the ledger between events (it is
+constant between them); samples at a fixed step feed the time series and plots.
 
 Residency is re-checked here on every placement from the grid model itself (site tags
 against the job's, its tenant's and its datasets' rules), not from the engine's masks,
@@ -19,12 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from grid_scheduler.engine import Usage
-from grid_scheduler.model import Grid, JobKind, JobSpec, Placement, Policy, WaitInfo
+from grid_scheduler.model import Assignment, Grid, JobKind, JobSpec, Placement, Policy, WaitInfo
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.state import to_watts
 
 HOUR_S = 3_600.0
+J_PER_MWH = 3.6e9
+DECIMALS = 6  # every summed energy, cost, carbon and GPU-hour figure is rounded to this
 PERCENTILES = (50, 95, 99)
 
 
@@ -34,6 +43,10 @@ class Run:
     end_s: float | None
     latency_ms: dict[str, float]  # demand endpoint -> latency to its nearest replica
     sites: tuple[str, ...]
+    assignments: tuple[Assignment, ...] = ()  # site, pool, GPUs and power of each part of the placement
+    ended: str = "running"  # completed | preempted | displaced | running (at the horizon)
+    displaced_by: ChangeLog | None = None  # the timed change that took its capacity
+    preempted_by: str = ""  # the job that evicted it
 
 
 @dataclass
@@ -82,6 +95,48 @@ def residency_violations(grid: Grid, policy: Policy, spec: JobSpec, placement: P
     return sum(1 for a in placement.assignments if not all(r.admits(grid.site_by_id[a.site_id].tags) for r in rules))
 
 
+@dataclass(frozen=True)
+class RunPart:
+    """One assignment (site, pool, GPUs) of one run of a job: one row of jobs.csv."""
+
+    job: JobLog
+    number: int  # the run's number for its job, from 1
+    run: Run
+    assignment: Assignment
+    end_s: float  # the run's end, or the horizon if it was still running then
+
+    @property
+    def power_w(self) -> int:
+        return to_watts(self.assignment.power_kw)
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.run.start_s
+
+    @property
+    def energy_j(self) -> float:
+        return self.power_w * self.seconds
+
+    @property
+    def gpu_s(self) -> float:
+        return self.assignment.gpus * self.seconds
+
+
+def run_parts(jobs: list[JobLog], horizon_s: float) -> list[RunPart]:
+    """Every part of every run, in job order, then run order, then the placement's order."""
+    return [
+        RunPart(job, n, run, a, run.end_s if run.end_s is not None else horizon_s)
+        for job in jobs
+        for n, run in enumerate(job.runs, start=1)
+        for a in run.assignments
+    ]
+
+
+def _sum(values: list[float], scale: float = 1.0) -> float:
+    """The documented way every used figure is made: an exact sum, one division, 6 decimals."""
+    return round(math.fsum(values) / scale, DECIMALS)
+
+
 class Recorder:
     def __init__(self, sample_every_s: float) -> None:
         self.sample_every_s = sample_every_s
@@ -91,9 +146,9 @@ class Recorder:
         self.site_meta: dict[str, dict[str, Any]] = {}
         self.gpu_s: defaultdict[str, float] = defaultdict(float)
         self.cap_s: defaultdict[str, float] = defaultdict(float)
-        self.site_kwh: defaultdict[str, float] = defaultdict(float)
-        self.site_cost: defaultdict[str, float] = defaultdict(float)
-        self.site_carbon_kg: defaultdict[str, float] = defaultdict(float)
+        self.site_kwh: defaultdict[str, float] = defaultdict(float)  # the ledger's integral (a cross-check)
+        self.site_price: dict[str, float] = {}  # per MWh
+        self.site_carbon: dict[str, float] = {}  # g CO2 per kWh
         self.site_peak_kw: defaultdict[str, float] = defaultdict(float)
         self.site_min_envelope_mw: dict[str, float] = {}
         self.residency_violations = 0
@@ -111,6 +166,8 @@ class Recorder:
             }
             env = self.site_min_envelope_mw.get(site.id, math.inf)
             self.site_min_envelope_mw[site.id] = min(env, site.power_envelope_mw)
+            self.site_price[site.id] = site.energy_price_per_mwh
+            self.site_carbon[site.id] = site.carbon_g_per_kwh
             for pool in site.pools:
                 self.pool_meta[pool.id] = (site.id, site.tier.value, pool.gpu_type)
 
@@ -132,10 +189,7 @@ class Recorder:
             self.gpu_s[pool] += float(e.gpu_s[i])
             self.cap_s[pool] += float(e.cap[i]) * span
         for i, site in enumerate(e.site_ids):
-            kwh = float(e.kwh[i])
-            self.site_kwh[site] += kwh
-            self.site_cost[site] += kwh / 1000.0 * e.price[i]
-            self.site_carbon_kg[site] += kwh * e.carbon[i] / 1000.0
+            self.site_kwh[site] += float(e.kwh[i])
             self.site_peak_kw[site] = max(self.site_peak_kw[site], float(e.peak_kw[i]))
         self._epoch = None
 
@@ -146,11 +200,27 @@ class Recorder:
         self._fold()
 
     # --- samples -----------------------------------------------------------------------
-    def sample(self, t: float, usage: Usage, pending: int, running: int) -> None:
+    def sample(self, t: float, usage: Usage, pending: int, running: int, pool_used_w: npt.NDArray[np.int64]) -> None:
+        """``pool_used_w``: the running jobs' power per pool, in the ledger's whole watts (the
+        ledger itself keeps power per site only)."""
         e = self._epoch
         assert e is not None
         add = self.samples.append
         used = usage.pool_used_gpus.astype(np.float64)
+        # Healthy GPUs not in use: free for new work, unless the pool is drained (then idle, held back).
+        idle = e.cap - used
+        free = np.where(usage.pool_drained, 0.0, idle)
+        drained = idle - free
+        site_used = np.bincount(e.pool_site, weights=used, minlength=len(e.site_ids))
+        site_free = np.bincount(e.pool_site, weights=free, minlength=len(e.site_ids))
+        for i, site in enumerate(e.site_ids):
+            add(Sample(t, "gpus_used_site", site, float(site_used[i])))
+            add(Sample(t, "gpus_free_site", site, float(site_free[i])))
+        for i, pool in enumerate(e.pool_ids):
+            add(Sample(t, "gpus_used_pool", pool, float(used[i])))
+            add(Sample(t, "gpus_free_pool", pool, float(free[i])))
+            add(Sample(t, "gpus_drained_idle_pool", pool, float(drained[i])))
+            add(Sample(t, "power_mw_pool", pool, float(pool_used_w[i]) / 1e6))
         for metric, groups, n, names in (
             ("utilisation_site", e.pool_site, len(e.site_ids), e.site_ids),
             ("utilisation_tier", e.pool_tier, len(e.tiers), e.tiers),
@@ -187,8 +257,6 @@ class _Epoch:
         self.types = tuple(sorted(set(index.pool_gpu_type)))
         self.pool_type = np.array([self.types.index(t) for t in index.pool_gpu_type], dtype=np.int64)
         self.envelope_mw = np.array([s.power_envelope_mw for s in grid.sites], dtype=np.float64)
-        self.price = [s.energy_price_per_mwh for s in grid.sites]
-        self.carbon = [s.carbon_g_per_kwh for s in grid.sites]
         self.gpu_s = np.zeros(len(self.pool_ids), dtype=np.float64)
         self.kwh = np.zeros(len(self.site_ids), dtype=np.float64)
         self.peak_kw = np.zeros(len(self.site_ids), dtype=np.float64)
@@ -213,11 +281,22 @@ def _ratio(num: float, den: float) -> float:
 def summarize(
     rec: Recorder, jobs: list[JobLog], changes: list[ChangeLog], horizon_s: float, workload: dict[str, Any]
 ) -> dict[str, Any]:
-    """Totals of a run: deterministic for a scenario and seed (no wall-clock figures)."""
+    """Totals of a run: deterministic for a scenario and seed (no wall-clock figures).
+
+    Energy, cost, carbon and GPU-hours used come from the runs' parts (see the module doc),
+    so each can be recomputed from jobs.csv alone.
+    """
+    parts = run_parts(jobs, horizon_s)
+    site_j: defaultdict[str, list[float]] = defaultdict(list)
+    for part in parts:
+        site_j[part.assignment.site_id].append(part.energy_j)
+    sites = sorted(rec.site_meta)
+    by_site = {site: _energy(math.fsum(site_j[site]), rec.site_price[site], rec.site_carbon[site])
+               for site in sites}
     return {
         "jobs": _job_counts(jobs),
         "workload": workload,
-        "utilisation": _utilisation(rec),
+        "utilisation": _utilisation(rec, parts),
         "queue_delay_hours": _delays(jobs),
         "never_placed": _never_placed(jobs),
         "slo_attainment": _slo(jobs, horizon_s),
@@ -225,22 +304,18 @@ def summarize(
             site: {
                 "peak_mw": rec.site_peak_kw[site] / 1000.0,
                 "min_envelope_mw": rec.site_min_envelope_mw[site],
-                "mean_mw": rec.site_kwh[site] / (horizon_s / HOUR_S) / 1000.0,
+                "mean_mw": _sum(site_j[site], horizon_s * 1e6),  # J / s = W
                 "peak_over_envelope": _ratio(rec.site_peak_kw[site] / 1000.0, rec.site_min_envelope_mw[site]),
             }
-            for site in sorted(rec.site_meta)
+            for site in sites
         },
         "energy": {
             "total": {
-                "mwh": sum(rec.site_kwh.values()) / 1000.0,
-                "cost": sum(rec.site_cost.values()),
-                "tco2": sum(rec.site_carbon_kg.values()) / 1000.0,
+                "mwh": _sum([p.energy_j for p in parts], J_PER_MWH),
+                "cost": _sum([v["_cost"] for v in by_site.values()]),
+                "tco2": _sum([v["_tco2"] for v in by_site.values()]),
             },
-            "by_site": {
-                site: {"mwh": rec.site_kwh[site] / 1000.0, "cost": rec.site_cost[site],
-                       "tco2": rec.site_carbon_kg[site] / 1000.0}
-                for site in sorted(rec.site_meta)
-            },
+            "by_site": {site: {k: v for k, v in e.items() if not k.startswith("_")} for site, e in by_site.items()},
         },
         "residency": {"placements_checked": rec.placements, "violations": rec.residency_violations},
         "disruption": {
@@ -252,6 +327,15 @@ def summarize(
             "jobs_preempted": sum(1 for j in jobs if j.preemptions),
         },
     }
+
+
+def _energy(joules: float, price_per_mwh: float, carbon_g_per_kwh: float) -> dict[str, float]:
+    """A site's energy (MWh), cost and carbon (t) from its exact joules; the unrounded cost and
+    carbon (``_cost``, ``_tco2``) feed the totals, so a total is not a sum of rounded figures."""
+    mwh = joules / J_PER_MWH
+    cost, tco2 = mwh * price_per_mwh, mwh * carbon_g_per_kwh / 1000.0  # g/kWh = kg/MWh
+    return {"mwh": round(mwh, DECIMALS), "cost": round(cost, DECIMALS), "tco2": round(tco2, DECIMALS),
+            "_cost": cost, "_tco2": tco2}
 
 
 def _job_counts(jobs: list[JobLog]) -> dict[str, Any]:
@@ -268,21 +352,28 @@ def _job_counts(jobs: list[JobLog]) -> dict[str, Any]:
     }
 
 
-def _utilisation(rec: Recorder) -> dict[str, Any]:
-    groups: dict[str, dict[str, list[float]]] = {"site": {}, "tier": {}, "gpu_type": {}}
+def _utilisation(rec: Recorder, parts: list[RunPart]) -> dict[str, Any]:
+    """GPU-hours used (from the runs' parts) and available (the ledger's healthy GPUs over time),
+    for the fleet and by pool, site, tier and GPU type."""
+    used: dict[str, dict[str, list[float]]] = {"pool": {}, "site": {}, "tier": {}, "gpu_type": {}}
+    cap: dict[str, dict[str, float]] = {"pool": {}, "site": {}, "tier": {}, "gpu_type": {}}
     for pool, (site, tier, gpu_type) in rec.pool_meta.items():
-        for group, key in (("site", site), ("tier", tier), ("gpu_type", gpu_type)):
-            acc = groups[group].setdefault(key, [0.0, 0.0])
-            acc[0] += rec.gpu_s[pool]
-            acc[1] += rec.cap_s[pool]
-    used, cap = sum(rec.gpu_s.values()), sum(rec.cap_s.values())
-    out: dict[str, Any] = {"fleet": {"gpu_hours_used": used / HOUR_S, "gpu_hours_available": cap / HOUR_S,
-                                     "utilisation": _ratio(used, cap)}}
-    for group, values in groups.items():
-        out[f"by_{group}"] = {
-            key: {"gpu_hours_used": u / HOUR_S, "gpu_hours_available": c / HOUR_S, "utilisation": _ratio(u, c)}
-            for key, (u, c) in sorted(values.items())
-        }
+        for group, key in (("pool", pool), ("site", site), ("tier", tier), ("gpu_type", gpu_type)):
+            used[group].setdefault(key, [])
+            cap[group][key] = cap[group].get(key, 0.0) + rec.cap_s[pool]
+    for part in parts:
+        site, tier, gpu_type = rec.pool_meta[part.assignment.pool_id]
+        for group, key in (("pool", part.assignment.pool_id), ("site", site), ("tier", tier),
+                           ("gpu_type", gpu_type)):
+            used[group][key].append(part.gpu_s)
+
+    def row(gpu_s: list[float], cap_s: float) -> dict[str, float]:
+        return {"gpu_hours_used": _sum(gpu_s, HOUR_S), "gpu_hours_available": cap_s / HOUR_S,
+                "utilisation": _ratio(math.fsum(gpu_s), cap_s)}
+
+    out: dict[str, Any] = {"fleet": row([p.gpu_s for p in parts], sum(rec.cap_s.values()))}
+    for group in ("site", "tier", "gpu_type", "pool"):
+        out[f"by_{group}"] = {key: row(used[group][key], cap[group][key]) for key in sorted(used[group])}
     return out
 
 

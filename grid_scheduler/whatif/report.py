@@ -5,8 +5,10 @@ Files written to the output directory:
 - ``summary.json``: every total (deterministic for a scenario and seed); ``perf.json``: wall time;
 - ``metrics.csv``: the same totals flattened to ``metric,value`` rows;
 - ``timeseries.csv``: ``time_hours,metric,key,value`` samples (utilisation by site / tier /
-  GPU type, power and envelope per site, jobs running and waiting);
-- ``jobs.csv``: one row per job (arrival, first start, queueing delay, re-queues, sites);
+  GPU type, GPUs used / free and power per site and per pool, envelope per site, jobs running
+  and waiting);
+- ``jobs.csv``: one row per part (site, pool) of each run of a job, with the job's facts
+  (residency, datasets, demand endpoints) and the run's (start, end, how it ended, latencies);
 - ``changes.csv``: every timed change, with the jobs and GPUs it displaced;
 - PNGs and ``report.html`` (the PNGs embedded, so the page stands alone).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from grid_scheduler.whatif import html, plots
 from grid_scheduler.whatif.changes import DAY_S, describe
-from grid_scheduler.whatif.metrics import HOUR_S, JobLog
+from grid_scheduler.whatif.metrics import HOUR_S, JobLog, Run, run_parts
 from grid_scheduler.whatif.scenario import LoadedScenario
 from grid_scheduler.whatif.simulator import RunResult
 
@@ -80,7 +82,7 @@ def write_run_report(result: RunResult, loaded: LoadedScenario, out: Path) -> li
     write("metrics.csv", _csv(["metric", "value"], flatten(result.summary)))
     write("timeseries.csv", _csv(["time_hours", "metric", "key", "value"],
                                  [(s.time_s / HOUR_S, s.metric, s.key, s.value) for s in result.recorder.samples]))
-    write("jobs.csv", _csv(JOB_COLUMNS, [_job_row(j) for j in result.jobs]))
+    write("jobs.csv", _csv(JOB_COLUMNS, job_rows(result.jobs, result.horizon_s)))
     write("changes.csv", _csv(["time_days", "change", "what", "displaced_jobs", "displaced_gpus", "replaced_jobs"],
                               [(c.time_s / DAY_S, c.change, c.what, c.displaced_jobs, c.displaced_gpus,
                                 c.replaced_jobs) for c in result.changes]))
@@ -110,17 +112,55 @@ def run_plots(result: RunResult) -> dict[str, bytes]:
     }
 
 
-JOB_COLUMNS = ["job_id", "source", "kind", "tenant", "priority", "gpus", "arrival_hours", "first_start_hours",
-               "queue_delay_hours", "duration_hours", "state_at_end", "requeues", "preemptions", "runs", "sites"]
+# jobs.csv: one row per part (site, pool) of each run of a job; a job never placed has one row
+# with the run's columns empty. The job's columns repeat on each of its rows. Every column is
+# described in the README (What-if scenarios, "Output files").
+JOB_COLUMNS = [
+    # the job
+    "job_id", "source", "kind", "tenant", "priority", "preemptible", "gpus_requested", "arrival_s", "duration_s",
+    "state_at_end", "runs", "requeues", "preemptions", "residency_allowed", "residency_denied", "datasets",
+    "demand_endpoints", "latency_slo_ms",
+    # the run
+    "run", "start_s", "end_s", "ended", "ended_by", "latency_ms",
+    # the part of the run's placement
+    "site", "pool", "gpu_type", "gpus", "power_w",
+]
 
 
-def _job_row(j: JobLog) -> list[Any]:
-    start = j.first_start_s
-    sites = sorted({s for run in j.runs for s in run.sites})
-    return [j.job_id, j.source, j.spec.kind.value, j.spec.tenant, j.spec.priority, j.spec.total_gpus,
-            j.arrival_s / HOUR_S, start / HOUR_S if start is not None else "",
-            (start - j.arrival_s) / HOUR_S if start is not None else "", j.duration_s / HOUR_S, j.state,
-            j.requeues, j.preemptions, len(j.runs), " ".join(sites)]
+def _job_columns(j: JobLog) -> list[Any]:
+    spec = j.spec
+    inference = spec.inference
+    demand = " ".join(f"{d.endpoint}={d.weight:g}" for d in inference.demand) if inference else ""
+    return [j.job_id, j.source, spec.kind.value, spec.tenant, spec.priority, spec.preemptible, spec.total_gpus,
+            j.arrival_s, j.duration_s, j.state, len(j.runs), j.requeues, j.preemptions,
+            " ".join(spec.residency.allowed), " ".join(spec.residency.denied), " ".join(spec.datasets), demand,
+            inference.latency_slo_ms if inference else ""]
+
+
+def _ended_by(run: Run) -> str:
+    if run.displaced_by is not None:
+        c = run.displaced_by
+        return f"changes[{c.change}] at day {c.time_s / DAY_S:g}: {c.what}"
+    return run.preempted_by
+
+
+def job_rows(jobs: list[JobLog], horizon_s: float) -> list[list[Any]]:
+    """The rows of jobs.csv: ``run_parts`` (what the summary's energy and GPU-hours are summed
+    from), and a row for each job that never ran."""
+    rows: list[list[Any]] = []
+    parts = iter(run_parts(jobs, horizon_s))
+    part = next(parts, None)
+    for j in jobs:
+        job = _job_columns(j)
+        if not j.runs:
+            rows.append(job + [""] * (len(JOB_COLUMNS) - len(job)))
+        while part is not None and part.job is j:
+            run, a = part.run, part.assignment
+            latency = " ".join(f"{e}={ms:g}" for e, ms in run.latency_ms.items())
+            rows.append([*job, part.number, run.start_s, part.end_s, run.ended, _ended_by(run), latency,
+                         a.site_id, a.pool_id, a.gpu_type, a.gpus, part.power_w])
+            part = next(parts, None)
+    return rows
 
 
 def _csv(header: list[str], rows: Any) -> str:
@@ -175,6 +215,7 @@ def run_html(result: RunResult, loaded: LoadedScenario, pngs: dict[str, bytes]) 
         html.section("Utilisation", html.image(pngs["utilisation_groups.png"], "utilisation by tier and type"),
                      html.image(pngs["utilisation_sites.png"], "utilisation by site"),
                      _group_table(u, "tier"), _group_table(u, "gpu_type"), _group_table(u, "site"),
+                     _group_table(u, "pool"),
                      html.image(pngs["site_map.png"], "site map")),
         html.section("Queueing delay (hours)", html.image(pngs["queue_delay_cdf.png"], "queue delay CDF"),
                      _delay_table(delay), html.image(pngs["jobs_over_time.png"], "jobs over time")),

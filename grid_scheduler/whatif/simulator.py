@@ -7,7 +7,9 @@ then arrivals, then batch cycles, then samples):
   retries the queue, as the server does); a **drain** is ``Scheduler.set_drained``;
 - a **batch cycle** (if the scenario has one) is ``Scheduler.optimize_pending``;
 - a **grid change** builds the scheduler for the new grid and carries the jobs over
-  (``ledger.carry_over``): displaced jobs are re-queued and counted, then the queue is retried.
+  (``ledger.carry_over``): displaced jobs are re-queued and counted against that change, then
+  the queue is retried. Changes that share an instant are applied one at a time, in scenario
+  order (``Timeline.steps``), and the queue is retried after the last of them.
 
 Whatever the scheduler does is read back from its ledger's event stream (placed,
 pending, rejected, completed) — the same stream ``WatchJobs`` serves — so the simulator
@@ -18,6 +20,7 @@ an in-memory ledger and a clock that returns simulated time.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -25,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from grid_scheduler.model import EventType, JobRecord, JobState, Placement
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.state import to_watts
 from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
 from grid_scheduler.whatif.metrics import ChangeLog, JobLog, Recorder, Run, residency_violations, summarize
@@ -80,6 +85,20 @@ def quiet_logs(cache: bool = False) -> None:
         )
 
 
+class SeededJobIds:
+    """``job-s<seed>-<n>``, n counting submissions from 0: in a replay only arrivals submit, one
+    each and in order, so n is the arrival's place in the workload. Shared by every scheduler a
+    run builds (grid changes rebuild it), so ids stay unique after the run too."""
+
+    def __init__(self, seed: int, arrivals: int) -> None:
+        self.seed = seed
+        self.width = len(str(max(arrivals - 1, 0)))  # zero-padded: ids sort in arrival order
+        self.count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"job-s{self.seed}-{next(self.count):0{self.width}d}"
+
+
 class Simulator:
     def __init__(
         self,
@@ -104,7 +123,10 @@ class Simulator:
         )
         self.timeline = loaded.timeline
         self._grid_key = self.timeline.in_force(0.0)
-        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock)
+        # Job ids from the seed and the arrival's place in the workload, not the wall clock:
+        # two runs with the same seed write the same files, row by row.
+        job_ids = SeededJobIds(scenario.seed, len(self.arrivals))
+        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, job_ids)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
         self.recorder.begin_epoch(self.scheduler)
         self.jobs: dict[str, JobLog] = {}
@@ -118,9 +140,9 @@ class Simulator:
         self._finished_in_ledger = 0
         self.events = 0
         self.pending = 0  # jobs waiting in the queue now
-        for moment in self.timeline.moments():
-            if moment.grid:
-                self._push(moment.time_s, GRID, moment)
+        self.peak_pending = 0  # the most that waited at once (after any event)
+        for moment, key in self.timeline.steps():
+            self._push(moment.time_s, GRID, (moment, key))
         for step in self.timeline.drain_steps():
             self._push(step.time_s, DRAIN, step)
         self._push(0.0, SAMPLE, None)
@@ -144,6 +166,8 @@ class Simulator:
             self._handle(kind, payload)
             self._read_ledger()
             self.events += 1
+            if self.pending > self.peak_pending:
+                self.peak_pending = self.pending
             if self.check_invariants:
                 self.check_ledger()
             if self.on_event is not None:
@@ -193,7 +217,7 @@ class Simulator:
             if log.token == token and log.state == "running":
                 self.scheduler.complete(job_id)
         elif kind == GRID:
-            self._regrid(payload)
+            self._regrid(*payload)
         elif kind == DRAIN:
             self._drain(payload)
         elif kind == SAMPLE:
@@ -213,28 +237,31 @@ class Simulator:
         )
         self.pending += 1
 
-    def _regrid(self, moment: Moment) -> None:
+    def _regrid(self, moment: Moment, key: tuple[int, ...]) -> None:
+        """One timed change: the running jobs are re-committed against the grid just after it,
+        so what no longer fits was displaced by this change and no other."""
         change = ChangeLog(moment.time_s, moment.change, moment.what)
         self.change_logs.append(change)
-        key = self.timeline.in_force(moment.time_s)
-        if key == self._grid_key:
-            return
-        self._grid_key = key
-        self._read_ledger()
-        carried = carry_over(self.scheduler, self.timeline.grid_at(moment.time_s), self.clock, moment.what)
-        for record in carried.displaced:
-            log = self.jobs[record.id]
-            self._stop_run(log)
-            log.state = "pending"
-            self.pending += 1
-            log.requeues += 1
-            log.waiting = record.waiting
-            log.token += 1  # its completion is void
-            change.displaced_jobs += 1
-            change.displaced_gpus += record.spec.total_gpus
-            self._displaced_by[record.id] = change
-        self._adopt(carried.scheduler)
-        self.scheduler.place_pending()
+        if key != self._grid_key:
+            self._grid_key = key
+            self._read_ledger()
+            carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
+            for record in carried.displaced:
+                log = self.jobs[record.id]
+                self._stop_run(log, "displaced", change)
+                log.state = "pending"
+                self.pending += 1
+                log.requeues += 1
+                log.waiting = record.waiting
+                log.token += 1  # its completion is void
+                change.displaced_jobs += 1
+                change.displaced_gpus += record.spec.total_gpus
+                self._displaced_by[record.id] = change
+            self._adopt(carried.scheduler)
+        # Retry the queue once every change of this instant is in: a job placed between two of
+        # them could be displaced by the second, and blamed on it, for capacity it never had.
+        if not (self._heap and self._heap[0][:2] == (moment.time_s, GRID)):
+            self.scheduler.place_pending()
 
     def _drain(self, step: DrainStep) -> None:
         self.change_logs.append(ChangeLog(step.time_s, step.change,
@@ -244,12 +271,21 @@ class Simulator:
                 self.scheduler.set_drained(pool, step.drained)
 
     def _sample(self) -> None:
-        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running))
+        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running), self._pool_used_w())
         if self.progress is not None:
             self.progress(Progress(self.now, self.horizon_s, self._next_arrival, len(self.arrivals)))
         nxt = self.now + self.recorder.sample_every_s
         if nxt <= self.horizon_s:
             self._push(nxt, SAMPLE, None)
+
+    def _pool_used_w(self) -> npt.NDArray[np.int64]:
+        """The running jobs' power per pool, in whole watts as the ledger counts it per site."""
+        s = self.scheduler
+        watts = np.zeros(len(s.limits.pool_ids), dtype=np.int64)
+        for placement in self.running.values():
+            for a in placement.assignments:
+                watts[s.limits.pool_index[a.pool_id]] += to_watts(a.power_kw)
+        return watts
 
     def _adopt(self, scheduler: Scheduler) -> None:
         """Take over a rebuilt scheduler: read its ledger's events from now on."""
@@ -276,7 +312,7 @@ class Simulator:
             elif event.type is EventType.COMPLETED:
                 self._completed(event.job_id)
             elif event.type is EventType.PREEMPTED:
-                self._preempted(event.job_id, store.get_job(event.job_id))
+                self._preempted(event.job_id, store.get_job(event.job_id), event.message)
             elif event.type is EventType.REJECTED:
                 self.jobs[event.job_id].state = "rejected"
                 self.pending -= 1
@@ -297,7 +333,7 @@ class Simulator:
         self.pending -= 1
         log.token += 1
         log.runs.append(Run(self.now, None, {e.endpoint_id: e.latency_ms for e in placement.endpoint_latencies},
-                            tuple(placement.site_ids)))
+                            tuple(placement.site_ids), tuple(placement.assignments)))
         if self.loaded.scenario.requeue == "restart":
             log.remaining_s = log.duration_s
         self.running[record.id] = placement
@@ -306,12 +342,13 @@ class Simulator:
         if displaced_by is not None:
             displaced_by.replaced_jobs += 1
 
-    def _preempted(self, job_id: str, record: JobRecord | None) -> None:
+    def _preempted(self, job_id: str, record: JobRecord | None, message: str) -> None:
         """The scheduler evicted a running job for a higher-priority one: it waits again."""
         log = self.jobs[job_id]
         if log.state != "running":
             return
-        self._stop_run(log)
+        self._stop_run(log, "preempted")
+        log.runs[-1].preempted_by = message.removeprefix("preempted by ")
         log.state = "pending"
         self.pending += 1
         log.preemptions += 1
@@ -321,13 +358,15 @@ class Simulator:
 
     def _completed(self, job_id: str) -> None:
         log = self.jobs[job_id]
-        self._stop_run(log)
+        self._stop_run(log, "completed")
         log.state = "completed"
         self._finished_in_ledger += 1
 
-    def _stop_run(self, log: JobLog) -> None:
+    def _stop_run(self, log: JobLog, ended: str, change: ChangeLog | None = None) -> None:
         run = log.runs[-1]
         run.end_s = self.now
+        run.ended = ended
+        run.displaced_by = change
         log.remaining_s = max(log.remaining_s - (self.now - run.start_s), 0.0)
         self.running.pop(log.job_id, None)
 
@@ -347,7 +386,7 @@ class Simulator:
         for placement in self.running.values():
             for a in placement.assignments:
                 gpus[s.limits.pool_index[a.pool_id]] += a.gpus
-                watts[s.limits.site_index[a.site_id]] += round(a.power_kw * 1000.0)
+                watts[s.limits.site_index[a.site_id]] += to_watts(a.power_kw)
         if not np.array_equal(gpus, snap.pool_used_gpus):
             bad = [s.limits.pool_ids[i] for i in np.flatnonzero(gpus != snap.pool_used_gpus)]
             raise InvariantViolation(f"t={self.now / DAY_S:.3f} d: ledger GPUs differ from running jobs in {bad}")
