@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -20,6 +20,10 @@ from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.client import DEFAULT_ADDRESS, Client
 from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
 from grid_scheduler.model import JobState
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.metrics import MetricsServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="Redis: record this grid file as the ledger's grid (rolling a changed grid)")
     serve.add_argument("--retention-days", type=float, default=7.0,
                        help="finished jobs (and their request ids) are forgotten this long after they end")
+    serve.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)")
     serve.set_defaults(run=_serve)
 
     def client_command(
@@ -132,12 +138,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    metrics = _start_metrics(args.metrics_address, scheduler)
     try:
-        serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
-                                   max_streams=args.max_streams))
+        running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
+                               max_streams=args.max_streams)
+        if metrics is not None:
+            metrics.report_open_streams(lambda: running.open_streams)
+        serve_forever(running)
     finally:
+        if metrics is not None:
+            metrics.stop()
         store.close()
     return 0
+
+
+def _start_metrics(address: str | None, scheduler: Scheduler) -> MetricsServer | None:
+    """``serve --metrics-address``: the Prometheus endpoint (grid_scheduler/service/metrics.py), or None."""
+    if address is None:
+        return None
+    from grid_scheduler.service.metrics import start_metrics_server
+
+    try:
+        return start_metrics_server(address, scheduler)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"--metrics-address: {e}") from e
 
 
 def _with_client(args: argparse.Namespace, run: Callable[[argparse.Namespace, Client], int]) -> int:
