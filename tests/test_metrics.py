@@ -117,9 +117,11 @@ def test_metrics_equal_the_ledger_and_the_events(server: tuple[ServeProcess, int
                  state="drained") == 512
 
     # Queue depth by tier and main wait reason, against the pending jobs the API lists.
-    queue = Counter(
-        (str(j.spec.priority), min(j.waiting.site_counts.items(), key=lambda kv: (-kv[1], kv[0]))[0])
-        for j in pending)
+    def main_reason(job: pb.Job) -> str:  # the code ruling out the most sites; ties by name
+        counts = job.waiting.site_counts
+        return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else "unassessed"
+
+    queue = Counter((str(j.spec.priority), main_reason(j)) for j in pending)
     gauged = {(dict(labels)["priority"], dict(labels)["reason"]): v
               for (name, labels), v in samples.items() if name == "grid_scheduler_queue_jobs"}
     assert gauged == queue and sum(queue.values()) == len(pending) == 1

@@ -162,17 +162,19 @@ class LedgerCollector(Collector):
             envelope.add_metric([site_id], float(s.index.site_envelope_kw[i]) * 1000.0)
         queue = GaugeMetricFamily(
             f"{PREFIX}_queue_jobs", "Waiting jobs by priority tier and main wait reason (the reason code that "
-            "rules out the most sites; 'held' folded into its code).", labels=["priority", "reason"])
+            "rules out the most sites; 'unassessed' for a job sent back by preemption and not yet re-decided).",
+            labels=["priority", "reason"])
         for (priority, reason), n in sorted(Counter((r.spec.priority, wait_reason(r)) for r in pending).items()):
             queue.add_metric([str(priority), reason], float(n))
         return [gpus, power, envelope, queue]
 
 
 def wait_reason(record: JobRecord) -> str:
-    """The reason code that rules out the most sites (ties: by name), or 'unknown'."""
+    """The reason code that rules out the most sites (ties: by name); 'unassessed' when no site
+    was judged yet (a preempted job keeps only "preempted by ..." until a queue pass decides again)."""
     counts = record.waiting.site_counts if record.waiting is not None else {}
     if not counts:
-        return "unknown"
+        return "unassessed"
     return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
