@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,6 +22,7 @@ from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.client import DEFAULT_ADDRESS, Client
 from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
 from grid_scheduler.model import JobState
+from grid_scheduler.service.tls import ClientTls, ServerTls, is_loopback
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler import Scheduler
@@ -68,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="Redis: record this grid file as the ledger's grid (rolling a changed grid)")
     serve.add_argument("--retention-days", type=float, default=7.0,
                        help="finished jobs (and their request ids) are forgotten this long after they end")
+    serve.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM; with --tls-key)")
+    serve.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    serve.add_argument("--client-ca", default=None,
+                       help="mutual TLS: every client must present a certificate signed by this CA (PEM)")
+    serve.add_argument("--auth-config", default=None,
+                       help="principals, credentials, roles, tenant limits and rates (YAML); without it every "
+                            "caller is an anonymous platform admin")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow plaintext on an address other than loopback (never in production)")
     serve.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)")
     serve.set_defaults(run=_serve)
@@ -78,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--address", default=DEFAULT_ADDRESS)
         p.add_argument("--json", action="store_true", help="print JSON")
+        _add_credentials(p)
         p.set_defaults(run=lambda a: _with_client(a, run))
         return p
 
@@ -108,8 +121,22 @@ def _parser() -> argparse.ArgumentParser:
     p = client_command("optimize", _optimize, "solve all pending jobs together (CP-SAT) and commit the plan")
     p.add_argument("--dry-run", action="store_true", help="show the plan without committing it")
     p.add_argument("--time-limit", type=float, default=5.0, help="solver time limit, seconds")
+    p = client_command("audit", _audit, "who changed what: submits, cancels, drains, ... allowed or refused")
+    p.add_argument("--tenant", default="", help="only this tenant's records")
+    p.add_argument("--after", type=int, default=0, help="records after this sequence")
+    p.add_argument("--follow", action="store_true", help="keep printing new records (Ctrl-C to stop)")
     _add_whatif(sub)
     return parser
+
+
+def _add_credentials(p: argparse.ArgumentParser) -> None:
+    env = "environment: GRID_SCHEDULER_"
+    p.add_argument("--tls-ca", default=None, help=f"TLS: the CA that signed the server's certificate ({env}TLS_CA)")
+    p.add_argument("--tls-cert", default=None, help=f"mutual TLS: this client's certificate ({env}TLS_CERT)")
+    p.add_argument("--tls-key", default=None, help=f"mutual TLS: its private key ({env}TLS_KEY)")
+    p.add_argument("--tls-server-name", default=None,
+                   help=f"check the server's certificate for this name, not the address's host ({env}TLS_SERVER_NAME)")
+    p.add_argument("--token", default=None, help=f"bearer token: a JWT or a static token ({env}TOKEN)")
 
 
 def _add_whatif(sub: Any) -> None:
@@ -122,11 +149,14 @@ def _add_whatif(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from grid_scheduler.logging import configure
     from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.auth import load_auth_config
     from grid_scheduler.service.server import serve_forever, start_server
     from grid_scheduler.state import Limits, open_store
     from grid_scheduler.state.factory import grid_fingerprint
 
     configure(args.log_level, json=True if args.log_json else None)
+    tls = _server_tls(args)  # before anything is loaded: a refused address fails at once
+    auth = load_auth_config(args.auth_config) if args.auth_config else None
     grid = load_grid(args.grid)
     try:
         # Redis keys are namespaced by the grid's name: replicas of one grid share a ledger.
@@ -141,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     metrics = _start_metrics(args.metrics_address, scheduler)
     try:
         running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
-                               max_streams=args.max_streams)
+                               max_streams=args.max_streams, tls=tls, auth=auth)
         if metrics is not None:
             metrics.report_open_streams(lambda: running.open_streams)
         serve_forever(running)
@@ -164,8 +194,43 @@ def _start_metrics(address: str | None, scheduler: Scheduler) -> MetricsServer |
         raise ConfigError(f"--metrics-address: {e}") from e
 
 
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise ConfigError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    if not args.tls_cert:
+        if not is_loopback(args.address) and not args.insecure:
+            raise ConfigError(
+                f"--address {args.address} is reachable from other machines: serve TLS (--tls-cert, --tls-key) "
+                "or, knowingly, pass --insecure")
+        return None
+    tls = ServerTls(Path(args.tls_cert), Path(args.tls_key), Path(args.client_ca) if args.client_ca else None)
+    try:
+        tls.credentials()  # unreadable files fail here, with the flag named, not at the first call
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return tls
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """Flags first, then the environment; None (plaintext) when neither names a TLS file."""
+    env = ClientTls.from_env() or ClientTls()
+    tls = ClientTls(
+        Path(args.tls_ca) if args.tls_ca else env.ca_file,
+        Path(args.tls_cert) if args.tls_cert else env.cert_file,
+        Path(args.tls_key) if args.tls_key else env.key_file,
+        args.tls_server_name or env.server_name,
+    )
+    return tls if (tls.ca_file or tls.cert_file or tls.key_file) else None
+
+
 def _with_client(args: argparse.Namespace, run: Callable[[argparse.Namespace, Client], int]) -> int:
-    with Client(args.address) as client:
+    try:
+        client = Client(args.address, tls=_client_tls(args), token=args.token)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    with client:
         return run(args, client)
 
 
@@ -190,8 +255,16 @@ def _code(value: int) -> str:
     return ppb.ReasonCode.Name(value).removeprefix("REASON_CODE_").lower()
 
 
+def _when(stamp: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp.ToNanoseconds() / 1e9))
+
+
 def _show_job(job: ppb.Job) -> None:
     print(f"job {job.id}  {job.spec.name}  tenant={job.spec.tenant}  state={_state(job.state)}")
+    if job.HasField("expected_end_time"):
+        print(f"started {_when(job.start_time)}, expected to end {_when(job.expected_end_time)}")
+    if job.HasField("estimated_start_time"):
+        print(f"expected to start {_when(job.estimated_start_time)} (if running jobs end as expected)")
     if job.HasField("placement"):
         _show_placement(job.placement)
     if job.HasField("waiting"):
@@ -244,6 +317,8 @@ def _explain(args: argparse.Namespace, client: Client) -> int:
     else:
         for line in response.waiting.summary:
             print(f"  - {line}")
+        if response.HasField("estimated_start_time"):
+            print(f"expected to start {_when(response.estimated_start_time)} if submitted now")
     _show_reasons(response.reasons)
     return 0
 
@@ -335,6 +410,29 @@ def _optimize(args: argparse.Namespace, client: Client) -> int:
     _table([[p.job_id, ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in p.placement.assignments),
              "yes" if p.committed else "no"] for p in response.placements], ["job", "placement", "committed"])
     return 0
+
+
+def _audit(args: argparse.Namespace, client: Client) -> int:
+    after = args.after
+    header = True
+    while True:
+        page = client.audit_records(after, 1000, args.tenant)
+        for r in page.records:
+            if args.json:
+                print(json.dumps(MessageToDict(r, preserving_proto_field_name=True)), flush=True)
+                continue
+            if header:
+                print(f"{'seq':>6}  {'time (UTC)':<19}  {'principal':<16} {'tenant':<12} {'call':<18} "
+                      f"{'outcome':<17} object")
+                header = False
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.time))
+            print(f"{r.sequence:>6}  {when:<19}  {r.principal:<16} {r.tenant or '-':<12} "
+                  f"{r.method.rsplit('/', 1)[-1]:<18} {r.outcome:<17} {r.object}", flush=True)
+        after = page.last_sequence
+        if not page.records:
+            if not args.follow:
+                return 0
+            time.sleep(1.0)
 
 
 def _drain(args: argparse.Namespace, client: Client) -> int:

@@ -2,28 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grid_scheduler._proto.v1 import audit_pb2 as apb
+from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, topology_pb2_grpc
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
-from grid_scheduler._proto.v1 import placement_pb2_grpc, topology_pb2_grpc
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.model import JobSpec, JobState, Tier
 from grid_scheduler.service.convert import STATE_TO_PB, TIER_TO_PB, spec_to_pb
+from grid_scheduler.service.tls import ENV_TOKEN, ClientTls
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds ``authorization: Bearer <token>`` to every call (over TLS or, for development, plaintext)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        # grpc hands interceptors its own namedtuple of call details.
+        return details._replace(metadata=[*(details.metadata or ()), self._header])
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+
 class Client:
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0) -> None:
-        self.channel = grpc.insecure_channel(address)
+    """``tls`` and ``token`` default to the environment (GRID_SCHEDULER_TLS_CA / _CERT / _KEY /
+    _SERVER_NAME, GRID_SCHEDULER_TOKEN); with neither set, the channel is plaintext and anonymous."""
+
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, tls: ClientTls | None = None,
+        token: str | None = None,
+    ) -> None:
+        tls = tls if tls is not None else ClientTls.from_env()
+        token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        if tls is not None:
+            channel = grpc.secure_channel(address, tls.credentials(), options=tls.options())
+        else:
+            channel = grpc.insecure_channel(address)
+        self._raw_channel = channel
+        self.channel = grpc.intercept_channel(channel, _Bearer(token)) if token else channel
         self.timeout_s = timeout_s
         self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -32,7 +67,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     # --- jobs ------------------------------------------------------------------
     def submit(self, spec: JobSpec | ppb.JobSpec, request_id: str = "", full: bool = False) -> ppb.SubmitJobResponse:
@@ -116,6 +151,14 @@ class Client:
         request = tpb.UndrainPoolRequest(pool_id=pool_id)
         pool: tpb.Pool = self.topology.UndrainPool(request, timeout=self.timeout_s).pool
         return pool
+
+    # --- audit ---------------------------------------------------------------------
+    def audit_records(
+        self, after_sequence: int = 0, page_size: int = 0, tenant: str = ""
+    ) -> apb.ListAuditRecordsResponse:
+        request = apb.ListAuditRecordsRequest(after_sequence=after_sequence, page_size=page_size, tenant=tenant)
+        response: apb.ListAuditRecordsResponse = self.audit.ListAuditRecords(request, timeout=self.timeout_s)
+        return response
 
     def check_health(self, service: str = "") -> int:
         response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)

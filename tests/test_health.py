@@ -1,6 +1,6 @@
 """grpc.health.v1 per service: each service by name, NOT_SERVING exactly when a dependency it needs is down.
 
-Placement and topology need the ledger; the scenario service needs only its worker pool (and the
+Placement, topology and audit need the ledger; the scenario service needs only its worker pool (and the
 report folder its workers write), so it keeps serving what-if runs while Redis is down.
 """
 
@@ -17,13 +17,19 @@ from grpc_health.v1 import health_pb2
 from grid_scheduler.client import Client
 from grid_scheduler.model import Grid
 from grid_scheduler.scheduler import Scheduler
-from grid_scheduler.service.server import PLACEMENT_SERVICE, SCENARIO_SERVICE, TOPOLOGY_SERVICE, start_server
+from grid_scheduler.service.server import (
+    AUDIT_SERVICE,
+    PLACEMENT_SERVICE,
+    SCENARIO_SERVICE,
+    TOPOLOGY_SERVICE,
+    start_server,
+)
 from grid_scheduler.state import Limits
 from tests.redis_fixture import RedisServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SERVICES = ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE)
+SERVICES = ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE, AUDIT_SERVICE, SCENARIO_SERVICE)
 WAIT_S = 15.0
 
 
@@ -55,7 +61,7 @@ def test_placement_and_topology_follow_redis_and_scenarios_do_not(
             redis.stop()
             assert wait_for(client, PLACEMENT_SERVICE, NOT_SERVING) == {
                 "": NOT_SERVING, PLACEMENT_SERVICE: NOT_SERVING, TOPOLOGY_SERVICE: NOT_SERVING,
-                SCENARIO_SERVICE: SERVING,
+                AUDIT_SERVICE: NOT_SERVING, SCENARIO_SERVICE: SERVING,
             }
 
             redis.start()
@@ -78,7 +84,7 @@ def test_scenarios_are_not_serving_while_their_workers_cannot_write_reports(
     try:
         with Client(f"127.0.0.1:{running.port}", timeout_s=5.0) as client:
             assert statuses(client) == {"": SERVING, PLACEMENT_SERVICE: SERVING, TOPOLOGY_SERVICE: SERVING,
-                                        SCENARIO_SERVICE: NOT_SERVING}
+                                        AUDIT_SERVICE: SERVING, SCENARIO_SERVICE: NOT_SERVING}
             blocker.unlink()
             assert wait_for(client, SCENARIO_SERVICE, SERVING) == dict.fromkeys(SERVICES, SERVING)
     finally:

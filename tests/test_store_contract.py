@@ -235,3 +235,23 @@ def test_first_sequence_moves_when_events_are_trimmed(store: Store, monkeypatch:
         events.extend(batch)
         after = batch[-1].sequence
     assert [e.sequence for e in events] == list(range(first, last + 1))
+
+
+def test_events_carry_their_jobs_tenant(store: Store) -> None:
+    store.create_job(Transition(record("j1"), EventType.PENDING))
+    (event,) = store.events_after(0, 0)
+    assert event.tenant == "acme"
+
+
+def test_audit_records_are_numbered_and_read_back_in_order(store: Store) -> None:
+    from grid_scheduler.model import AuditRecord
+
+    assert store.audit_after(0, 10) == []
+    entries = [AuditRecord(time=float(n), principal=f"p{n}", tenant="acme", method="/m", object=f"o{n}", outcome="OK")
+               for n in range(5)]
+    written = store.append_audit(entries[:1]) + store.append_audit(entries[1:])
+    assert store.append_audit([]) == []
+    assert [r.sequence for r in written] == [1, 2, 3, 4, 5]
+    assert store.audit_after(0, 10) == written
+    assert store.audit_after(2, 2) == written[2:4]  # after a sequence, at most limit
+    assert store.audit_after(5, 10) == []

@@ -42,6 +42,7 @@ __all__ = [
     "Shadow",
     "can_preempt",
     "duration_hours",
+    "expected_end",
     "job_value",
     "keep_key",
     "queue_key",
@@ -86,6 +87,12 @@ def keep_key(record: Started) -> tuple[int, float, str]:
 
 def can_preempt(preemptor: JobSpec, victim: JobSpec) -> bool:
     return victim.preemptible and victim.priority < preemptor.priority
+
+
+def expected_end(started_at: float, spec: JobSpec) -> float:
+    """When a run that started at ``started_at`` is expected to end (Unix s): its duration, or a
+    deployment's default, after its start. Start-time estimates and queue value read the same hours."""
+    return started_at + duration_hours(spec) * 3600.0
 
 
 def duration_hours(spec: JobSpec) -> float:

@@ -16,10 +16,11 @@ from grid_scheduler.model.grid import (
 from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
 from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
 from grid_scheduler.model.policy import Policy, Weights
-from grid_scheduler.model.record import EventType, JobEvent, JobRecord, JobState, WaitInfo
+from grid_scheduler.model.record import AuditRecord, EventType, JobEvent, JobRecord, JobState, WaitInfo
 
 __all__ = [
     "Assignment",
+    "AuditRecord",
     "Dataset",
     "Demand",
     "Endpoint",

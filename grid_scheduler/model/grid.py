@@ -20,6 +20,7 @@ from grid_scheduler.model.jurisdictions import contradicting_tag, derived_tags
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+MAX_RESIDENCY_TAGS = 64  # tags in each of a residency rule's allowed and denied lists
 
 
 class Frozen(BaseModel):
@@ -134,8 +135,8 @@ class Link(Frozen):
 class ResidencyRule(Frozen):
     """Where data or compute may live: at least one of ``allowed`` (if any), none of ``denied``."""
 
-    allowed: list[Tag] = Field(default_factory=list)
-    denied: list[Tag] = Field(default_factory=list)
+    allowed: list[Tag] = Field(default_factory=list, max_length=MAX_RESIDENCY_TAGS)
+    denied: list[Tag] = Field(default_factory=list, max_length=MAX_RESIDENCY_TAGS)
 
     def admits(self, tags: frozenset[str]) -> bool:
         if self.allowed and tags.isdisjoint(self.allowed):

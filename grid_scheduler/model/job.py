@@ -10,6 +10,21 @@ from pydantic_core import PydanticCustomError
 
 from grid_scheduler.model.grid import Grid, Id, ResidencyRule
 
+# Bounds on what one job may ask for. Each is far past any real job on the largest grid we
+# model (nscale: ~150k GPUs in one factory), and low enough that a hostile or mistaken spec
+# is refused as INVALID_ARGUMENT, naming its field, before the engine sizes arrays by it.
+MAX_GPUS = 200_000  # GPUs per training job, or per inference replica
+MAX_REPLICAS = 1_000  # replicas of one inference deployment
+MAX_GPU_TYPES = 64  # entries in gpus.types
+MAX_DEMAND = 1_000  # entries in inference.demand
+MAX_DATASETS = 256  # entries in training.datasets
+MAX_NAME_CHARS = 128  # a GPU type, endpoint or dataset name (unknown names are reported by name)
+MAX_MEMORY_GIB = 1_000_000.0
+MAX_DURATION_HOURS = 100_000.0  # ~11 years
+MAX_DEMAND_WEIGHT = 1_000_000.0  # weights are shares: only their ratios matter
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
 
 class JobKind(StrEnum):
     TRAINING = "training"
@@ -19,31 +34,31 @@ class JobKind(StrEnum):
 class GpuRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    count: int = Field(gt=0, le=1_000_000, description="GPUs per job (training) or per replica (inference)")
-    types: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, description="empty = any type")
-    min_memory_gib: float = Field(default=0.0, ge=0)
+    count: int = Field(gt=0, le=MAX_GPUS, description="GPUs per job (training) or per replica (inference)")
+    types: list[Name] = Field(default_factory=list, max_length=MAX_GPU_TYPES, description="empty = any type")
+    min_memory_gib: float = Field(default=0.0, ge=0, le=MAX_MEMORY_GIB)
 
 
 class Demand(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    endpoint: Annotated[str, Field(min_length=1)]
-    weight: float = Field(default=1.0, gt=0, description="share of the deployment's traffic")
+    endpoint: Name
+    weight: float = Field(default=1.0, gt=0, le=MAX_DEMAND_WEIGHT, description="share of the deployment's traffic")
 
 
 class InferenceSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    replicas: int = Field(gt=0, le=10_000)
-    demand: list[Demand] = Field(min_length=1)
+    replicas: int = Field(gt=0, le=MAX_REPLICAS)
+    demand: list[Demand] = Field(min_length=1, max_length=MAX_DEMAND)
     latency_slo_ms: float = Field(gt=0, le=10_000)
 
 
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    duration_hours: float = Field(default=1.0, gt=0)
-    datasets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    duration_hours: float = Field(default=1.0, gt=0, le=MAX_DURATION_HOURS)
+    datasets: list[Name] = Field(default_factory=list, max_length=MAX_DATASETS)
 
 
 class JobSpec(BaseModel):

@@ -37,6 +37,8 @@ class JobRecord(BaseModel):
 
     id: str
     request_id: str = ""
+    # The principal that submitted it (service/auth): a submitter may cancel only its own jobs.
+    owner: str = ""
     spec: JobSpec
     state: JobState
     placement: Placement | None = None
@@ -47,6 +49,9 @@ class JobRecord(BaseModel):
     # queued. Queue order reads created_at (a preempted job keeps its place); this says since
     # when a waiting job has been waiting.
     queued_at: float | None = None
+    # When its current run started (None unless running, or finished after running); its expected
+    # end is this plus its duration (engine.priority.expected_end).
+    started_at: float | None = None
     # Bumped on every transition; lets a store refuse a stale write.
     version: int = 0
 
@@ -70,3 +75,23 @@ class JobEvent(BaseModel):
     state: JobState
     time: float
     message: str = ""
+    # The job's tenant, so a watcher is shown only the tenants it may read.
+    tenant: str = ""
+
+
+class AuditRecord(BaseModel):
+    """One mutating call: who made it, for which tenant, on what, and how it ended.
+
+    Kept in the store beside the job events (every replica and ``grid-scheduler audit`` see it)
+    and written to the structured log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sequence: int = 0  # given by the store
+    time: float
+    principal: str
+    tenant: str = ""  # "" when the call is not about one tenant (a drain, a batch cycle)
+    method: str  # the gRPC method, e.g. /grid_scheduler.v1.PlacementService/CancelJob
+    object: str = ""  # the job, pool or scenario it acted on
+    outcome: str  # the gRPC status code name: OK, PERMISSION_DENIED, ...
+    detail: str = ""

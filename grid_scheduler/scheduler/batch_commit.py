@@ -57,7 +57,7 @@ def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool)
     result = solve_batch(
         s.index, usage, [(r.id, r.spec) for r in pending], s.policy, time_limit_s=time_limit_s, workers=workers,
     )
-    log.info(
+    s.log.info(
         "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
         method=result.method, objective=result.objective, best_bound=result.best_bound,
         gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,

@@ -48,6 +48,10 @@ from grid_scheduler.state import (
 __all__ = ["BatchPlan", "OptimizeOutcome", "Outcome", "Scheduler", "new_job_id"]
 
 log = structlog.get_logger("grid_scheduler.scheduler")
+# A scheduler replaying a hypothetical future logs nothing (nothing of ours logs at CRITICAL; what
+# would is returned, not written).
+_QUIET = structlog.wrap_logger(structlog.ReturnLogger(),
+                               wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 
 # A commit that loses a race re-decides on a fresh snapshot; after this many losses the
 # job waits for the next retry instead of spinning.
@@ -55,6 +59,8 @@ COMMIT_ATTEMPTS = 3
 # Finished jobs are forgotten this long after they finished (serve --retention-days), this many per store call.
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 ARCHIVE_BATCH = 10_000
+# Jobs read per store call when listing one tenant's jobs out of every tenant's.
+LIST_SCAN_BATCH = 1_000
 
 # Random per process, so replicas sharing a store never mint the same id; the counter makes
 # ids unique within a process even within one clock tick.
@@ -81,10 +87,15 @@ class Scheduler:
         policy: Policy | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        index: GridIndex | None = None,
+        quiet: bool = False,
     ) -> None:
+        """``index``: the grid's, when the caller has it built already. ``quiet``: log nothing
+        (a scheduler replaying a hypothetical future, whose decisions are not events)."""
         self.grid = grid
         self.policy = policy or Policy()
-        self.index = GridIndex.build(grid)
+        self.index = index if index is not None else GridIndex.build(grid)
+        self.log = _QUIET if quiet else log
         self.limits = Limits.from_grid(grid)
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
@@ -172,13 +183,13 @@ class Scheduler:
         decision = self.decide(spec, self.holds().overlay(self.usage(), spec))
         return decision, site_reasons(self.index, decision, self.policy)
 
-    def submit(self, spec: JobSpec, request_id: str = "") -> Outcome:
+    def submit(self, spec: JobSpec, request_id: str = "", owner: str = "") -> Outcome:
         """Place ``spec`` now (preempting lower tiers if that makes room), or queue it with reasons.
 
         Idempotent on (tenant, ``request_id``): a retry returns the job the first call made,
         even if the grid changed since; the same id with a different spec is AlreadyExists.
         The twin check is repeated inside the commit, so two racing twins create one job and
-        evict nothing for the loser.
+        evict nothing for the loser. ``owner`` is the principal that submits (kept on the record).
         """
         if request_id:
             existing = self.store.job_by_request(spec.tenant, request_id)
@@ -189,7 +200,7 @@ class Scheduler:
             job_id = new_job_id()
             decision = None
             for _ in range(COMMIT_ATTEMPTS):
-                decision, create, updates = self._first_commit(job_id, spec, request_id)
+                decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
                 try:
                     record, created = observer.commit(self.observer, self.store, updates, create)
                 except (CapacityConflict, StaleRecord, UnknownJob):
@@ -203,7 +214,7 @@ class Scheduler:
             assert decision is not None
             create = transitions.new_waiting(
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
-                "lost the race for capacity", self.now(),
+                "lost the race for capacity", self.now(), owner=owner,
             )
             record, created = observer.commit(self.observer, self.store, (), create)
             assert record is not None
@@ -214,7 +225,7 @@ class Scheduler:
             return Outcome(record, True, decision)
 
     def _first_commit(
-        self, job_id: str, spec: JobSpec, request_id: str
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str
     ) -> tuple[Decision, Transition, list[Update]]:
         usage = self.usage()
         holds = self.holds()
@@ -222,24 +233,24 @@ class Scheduler:
         decision = self.decide(spec, held)
         now = self.now()
         if decision.placement is not None:
-            return decision, transitions.new_placed(job_id, spec, request_id, decision.placement, now), []
+            return decision, transitions.new_placed(job_id, spec, request_id, decision.placement, now, owner), []
         # Evicting anyone for a job no empty grid could take would be pure loss.
         if not self._could_ever_place(spec):
             return decision, transitions.new_waiting(
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.REJECTED,
-                "no site of the grid can ever take it", now,
+                "no site of the grid can ever take it", now, owner=owner,
             ), []
         running = self.store.running_jobs() if spec.priority > 0 else []
         plan = plan_preemption(self.index, self.policy, usage, holds, spec, running, now, self.decide)
         if plan is not None:
             assert plan.decision.placement is not None
             updates = [Update(v.id, v.version, transitions.evicted(v, job_id, now)) for v in plan.victims]
-            placed = transitions.new_placed(job_id, spec, request_id, plan.decision.placement, now)
+            placed = transitions.new_placed(job_id, spec, request_id, plan.decision.placement, now, owner)
             return plan.decision, placed, updates
         is_held = held is not usage and self.decide(spec, usage).placement is not None
         return decision, transitions.new_waiting(
             self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
-            "waiting for capacity", now, held=is_held,
+            "waiting for capacity", now, held=is_held, owner=owner,
         ), []
 
     def _twin(self, existing: JobRecord, spec: JobSpec) -> Outcome:
@@ -263,6 +274,23 @@ class Scheduler:
         if record is None:
             raise NotFound("job", job_id)
         return record
+
+    def list_jobs(
+        self, states: frozenset[JobState], after_id: str, limit: int, tenants: frozenset[str] | None = None
+    ) -> list[JobRecord]:
+        """Jobs in id order after ``after_id``, of ``tenants`` only (None: every tenant), at most ``limit``."""
+        if tenants is None:
+            return self.store.list_jobs(states, after_id, limit)
+        out: list[JobRecord] = []
+        # The store pages by id for every tenant; read it in larger pages and keep this scope's jobs.
+        batch = max(limit, LIST_SCAN_BATCH)
+        while len(out) < limit:
+            page = self.store.list_jobs(states, after_id, batch)
+            out.extend(r for r in page if r.spec.tenant in tenants)
+            if len(page) < batch:
+                break
+            after_id = page[-1].id
+        return out[:limit]
 
     def reasons_now(self, record: JobRecord) -> list[Reason]:
         """Why no other site takes the job at this moment.
@@ -302,7 +330,7 @@ class Scheduler:
                 except StaleRecord:
                     continue
                 break
-            log.info("job_finished", job_id=job_id, state=state.value)
+            self.log.info("job_finished", job_id=job_id, state=state.value)
             # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
             if record.state is JobState.RUNNING or record.spec.priority > 0:
                 self.place_pending()
@@ -313,7 +341,7 @@ class Scheduler:
             raise NotFound("pool", pool_id)
         with self.lock:
             changed = self.store.set_drained(pool_id, drained)
-            log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
+            self.log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
             if changed and not drained:
                 self.place_pending()
             return changed
@@ -351,6 +379,7 @@ class Scheduler:
         return batch_commit.commit_plan(self, plan, commit_to)
 
     def log_decision(self, record: JobRecord, decision: Decision, victims: Sequence[str] = ()) -> None:
+        log = self.log
         if not log.is_enabled_for(logging.INFO):
             return  # the fields below cost more than the decision's commit; skip them when unseen
         if record.placement is not None:

@@ -15,21 +15,23 @@ def placed_message(record: JobRecord) -> str:
     return f"placed: {where}"
 
 
-def new_placed(job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float) -> Transition:
+def new_placed(
+    job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float, owner: str = ""
+) -> Transition:
     record = JobRecord(
-        id=job_id, request_id=request_id, spec=spec, state=JobState.RUNNING,
-        placement=placement, created_at=now, updated_at=now,
+        id=job_id, request_id=request_id, owner=owner, spec=spec, state=JobState.RUNNING,
+        placement=placement, created_at=now, updated_at=now, started_at=now,
     )
     return Transition(record, EventType.PLACED, placed_message(record), reserve=placement.assignments)
 
 
 def new_waiting(
     index: GridIndex, policy: Policy, job_id: str, spec: JobSpec, request_id: str, decision: Decision,
-    state: JobState, why: str, now: float, held: bool = False,
+    state: JobState, why: str, now: float, held: bool = False, owner: str = "",
 ) -> Transition:
     info = waiting_info(index, policy, decision, held)
     record = JobRecord(
-        id=job_id, request_id=request_id, spec=spec, state=state, waiting=info,
+        id=job_id, request_id=request_id, owner=owner, spec=spec, state=state, waiting=info,
         created_at=now, updated_at=now, queued_at=now if state is JobState.PENDING else None,
     )
     event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING
@@ -46,7 +48,7 @@ def waiting_info(index: GridIndex, policy: Policy, decision: Decision, held: boo
 def to_running(record: JobRecord, placement: Placement, now: float) -> Transition:
     running = record.model_copy(update={
         "state": JobState.RUNNING, "placement": placement, "waiting": None,
-        "updated_at": now, "version": record.version + 1,
+        "updated_at": now, "started_at": now, "version": record.version + 1,
     })
     return Transition(running, EventType.PLACED, placed_message(running), reserve=placement.assignments)
 
@@ -56,7 +58,7 @@ def evicted(victim: JobRecord, preemptor_id: str, now: float) -> Transition:
     why = f"preempted by {preemptor_id}"
     queued = victim.model_copy(update={
         "state": JobState.PENDING, "placement": None, "waiting": WaitInfo(summary=[why]),
-        "updated_at": now, "queued_at": now, "version": victim.version + 1,
+        "updated_at": now, "queued_at": now, "started_at": None, "version": victim.version + 1,
     })
     return Transition(queued, EventType.PREEMPTED, why, release=True)
 

@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
+from grid_scheduler.engine.priority import expected_end
 from grid_scheduler.model import (
     EventType,
     JobEvent,
@@ -144,7 +145,10 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None, spec: pb.JobSpec | None = None) -> pb.Job:
+def job_to_pb(
+    record: JobRecord, reasons: list[Reason] | None = None, spec: pb.JobSpec | None = None,
+    estimated_start: float | None = None,
+) -> pb.Job:
     """``spec``: the request's own message, when it is known to be this record's spec."""
     job = pb.Job(
         id=record.id,
@@ -154,7 +158,13 @@ def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None, spec: pb.J
         reasons=[reason_to_pb(r) for r in reasons or []],
         create_time=timestamp(record.created_at),
         update_time=timestamp(record.updated_at),
+        owner=record.owner,
     )
+    if record.state is JobState.RUNNING and record.started_at is not None:
+        job.start_time.CopyFrom(timestamp(record.started_at))
+        job.expected_end_time.CopyFrom(timestamp(expected_end(record.started_at, record.spec)))
+    if estimated_start is not None:
+        job.estimated_start_time.CopyFrom(timestamp(estimated_start))
     if record.placement is not None:
         job.placement.CopyFrom(placement_to_pb(record.placement))
     if record.waiting is not None:

@@ -11,6 +11,7 @@ import structlog
 
 from grid_scheduler.scheduler import AlreadyExists, InvalidJob, NotFound, WrongState
 from grid_scheduler.service import errors
+from grid_scheduler.service.auth.principal import PermissionDenied
 from grid_scheduler.state import StoreUnavailable
 
 log = structlog.get_logger("grid_scheduler.service")
@@ -26,6 +27,8 @@ def status_of(exc: Exception) -> grpc.Status | None:
         return errors.already_exists("job", exc.job_id, str(exc))
     if isinstance(exc, WrongState):
         return errors.failed_precondition("job", str(exc))
+    if isinstance(exc, PermissionDenied):
+        return errors.permission_denied(exc.reason, str(exc), exc.metadata)
     if isinstance(exc, StoreUnavailable):
         return errors.unavailable(str(exc))
     return None

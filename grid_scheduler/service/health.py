@@ -1,6 +1,6 @@
 """grpc.health.v1 per service: each service is SERVING exactly when the dependencies it needs are up.
 
-PlacementService and TopologyService read and write the ledger, so they follow the store;
+PlacementService, TopologyService and AuditService read and write the ledger, so they follow the store;
 ScenarioService runs what-if replays in its own worker processes on an in-memory ledger, so it
 follows its worker pool only and keeps serving while Redis is down. The overall status ("")
 follows the store too: a load balancer that probes only "" should stop sending placement work

@@ -15,16 +15,20 @@ from grid_scheduler._proto.v1 import placement_pb2_grpc as pb_grpc
 from grid_scheduler.engine import site_reasons, wait_info
 from grid_scheduler.model import JobRecord, JobSpec, JobState, Reason
 from grid_scheduler.model.errors import violations
-from grid_scheduler.scheduler import InvalidJob, Scheduler
+from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler
+from grid_scheduler.scheduler.estimate import CANDIDATE_ID, Estimates, estimate_starts
 from grid_scheduler.service import convert, errors, watch
+from grid_scheduler.service.auth import Permission, PermissionDenied, Principal, current
 from grid_scheduler.service.handlers import handled
 from grid_scheduler.state import StoreError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-MAX_REQUEST_ID = 256
+MAX_REQUEST_ID = errors.MAX_ID_CHARS  # one bound for every id the service reads
 WATCH_POLL_S = 0.25
 DEFAULT_OPTIMIZE_S = 5.0
+# Start estimates replay the whole queue: reused while no job or capacity changed, for at most this long.
+ESTIMATE_REUSE_S = 30.0
 MAX_OPTIMIZE_S = 120.0
 
 
@@ -36,6 +40,21 @@ def parse_spec(request_spec: pb.JobSpec, present: bool, prefix: str = "spec") ->
     except ValidationError as e:
         problems = [(f"{prefix}.{path}" if path != "(document)" else prefix, m) for path, m in violations(e)]
         raise InvalidJob(problems) from None
+
+
+def caller_spec(request_spec: pb.JobSpec, present: bool, principal: Principal) -> tuple[JobSpec, pb.JobSpec]:
+    """The spec as this caller may submit it: its tenant filled from the principal (or checked
+    against the principal's scope), then within that tenant's limits (priority, size, preemptibility)."""
+    if present:
+        tenant = principal.submit_tenant(request_spec.tenant)
+        if tenant != request_spec.tenant:
+            filled = pb.JobSpec()
+            filled.CopyFrom(request_spec)
+            filled.tenant = tenant
+            request_spec = filled
+    spec = parse_spec(request_spec, present)
+    principal.admit(spec)
+    return spec, request_spec
 
 
 def _prefixed(exc: InvalidJob, prefix: str) -> InvalidJob:
@@ -51,14 +70,16 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
     def __init__(self, scheduler: Scheduler, stopping: threading.Event) -> None:
         self.scheduler = scheduler
         self.stopping = stopping
+        self._estimates: tuple[tuple[int, int], float, Estimates] | None = None
 
     @handled
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
-        spec = parse_spec(request.spec, request.HasField("spec"))
+        principal = current()
+        spec, spec_pb = caller_spec(request.spec, request.HasField("spec"), principal)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise InvalidJob([("request_id", f"longer than {MAX_REQUEST_ID} characters")])
         try:
-            outcome = self.scheduler.submit(spec, request.request_id)
+            outcome = self.scheduler.submit(spec, request.request_id, owner=principal.name)
         except InvalidJob as e:
             raise _prefixed(e, "spec") from e
         reasons = None
@@ -68,15 +89,14 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             else:
                 reasons = self._reasons(outcome.record)
         # A new job's spec is the request's: echo that message rather than convert it back.
-        spec_pb = request.spec if outcome.created else None
-        job = convert.job_to_pb(outcome.record, reasons, spec_pb)
+        job = convert.job_to_pb(outcome.record, reasons, spec_pb if outcome.created else None)
         return pb.SubmitJobResponse(job=job, created=outcome.created)
 
     @handled
     def ExplainPlacement(
         self, request: pb.ExplainPlacementRequest, context: grpc.ServicerContext
     ) -> pb.ExplainPlacementResponse:
-        spec = parse_spec(request.spec, request.HasField("spec"))
+        spec, _ = caller_spec(request.spec, request.HasField("spec"), current())
         try:
             decision, reasons = self.scheduler.explain(spec)
         except InvalidJob as e:
@@ -91,14 +111,45 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         else:
             info = wait_info(self.scheduler.index, decision, self.scheduler.policy)
             response.waiting.CopyFrom(convert.wait_to_pb(info))
+            start = estimate_starts(self.scheduler, spec).start_of(CANDIDATE_ID)
+            if start is not None:
+                response.estimated_start_time.CopyFrom(convert.timestamp(start))
         return response
 
     @handled
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         _require_id(request.id)
-        record = self.scheduler.get(request.id)
+        record = self._visible(request.id, current())
         reasons = self._reasons(record) if request.view == pb.JOB_VIEW_FULL else None
-        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons))
+        start = self._estimates_now().start_of(record.id) if record.state is JobState.PENDING else None
+        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons, estimated_start=start))
+
+    def _estimates_now(self) -> Estimates:
+        store = self.scheduler.store
+        key = (store.ledger_version(), store.last_sequence())
+        now = self.scheduler.now()
+        cached = self._estimates
+        if cached is None or cached[0] != key or now - cached[1] > ESTIMATE_REUSE_S:
+            cached = self._estimates = (key, now, estimate_starts(self.scheduler))
+        return cached[2]
+
+    def _visible(self, job_id: str, principal: Principal) -> JobRecord:
+        """The job, if this caller may read it; another tenant's job is NOT_FOUND, as a missing one is."""
+        record = self.scheduler.get(job_id)
+        if not principal.may_read(record.spec.tenant):
+            raise NotFound("job", job_id)
+        return record
+
+    def _manageable(self, job_id: str) -> str:
+        principal = current()
+        record = self._visible(job_id, principal)
+        if not principal.may_manage(record):
+            raise PermissionDenied(
+                "NOT_JOB_OWNER", f"{principal.name} may cancel or complete only the jobs it submitted; "
+                f"job {job_id} was submitted by another principal of tenant {record.spec.tenant}",
+                {"job_id": job_id, "principal": principal.name},
+            )
+        return job_id
 
     def _reasons(self, record: JobRecord) -> list[Reason] | None:
         # As of now: a waiting job as if submitted now; a running job with its own GPUs counted
@@ -118,7 +169,8 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             if state not in convert.STATE_FROM_PB:
                 raise InvalidJob([(f"states[{i}]", f"unknown job state {state}")])
             states.add(convert.STATE_FROM_PB[state])
-        records = self.scheduler.store.list_jobs(frozenset(states), after, size + 1)
+        tenants = current().tenants(Permission.READ_JOBS)
+        records = self.scheduler.list_jobs(frozenset(states), after, size + 1, tenants)
         more = len(records) > size
         records = records[:size]
         token = encode_page_token(records[-1].id) if more and records else ""
@@ -127,19 +179,20 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
     @handled
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         _require_id(request.id)
-        return pb.CancelJobResponse(job=convert.job_to_pb(self.scheduler.cancel(request.id)))
+        return pb.CancelJobResponse(job=convert.job_to_pb(self.scheduler.cancel(self._manageable(request.id))))
 
     @handled
     def CompleteJob(self, request: pb.CompleteJobRequest, context: grpc.ServicerContext) -> pb.CompleteJobResponse:
         _require_id(request.id)
-        return pb.CompleteJobResponse(job=convert.job_to_pb(self.scheduler.complete(request.id)))
+        return pb.CompleteJobResponse(job=convert.job_to_pb(self.scheduler.complete(self._manageable(request.id))))
 
     @handled
     def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:
         if request.after_sequence < 0:
             raise InvalidJob([("after_sequence", "must be >= 0")])
+        principal = current()
         if request.job_id:
-            self.scheduler.get(request.job_id)  # NOT_FOUND before the stream starts
+            self._visible(request.job_id, principal)  # NOT_FOUND before the stream starts
         # The store keeps a window of events (the oldest are trimmed). A resume must not skip
         # events silently: after_sequence + 1 older than the oldest retained is OUT_OF_RANGE, and
         # so is an after_sequence past the newest event, which no watcher of this event history
@@ -163,17 +216,18 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
                 )
         else:
             sequence = store.last_sequence()
-        return self._stream(request.job_id, sequence, context, refusal)
+        return self._stream(request.job_id, principal.tenants(Permission.READ_JOBS), sequence, context, refusal)
 
     def _stream(
-        self, job_id: str, sequence: int, context: grpc.ServicerContext, refusal: grpc.Status | None = None
+        self, job_id: str, tenants: frozenset[str] | None, sequence: int, context: grpc.ServicerContext,
+        refusal: grpc.Status | None = None,
     ) -> Iterator[pb.WatchJobsResponse]:
         # Errors here are raised inside the stream, after @handled returned: mapped here.
         if refusal is not None:
             context.abort_with_status(refusal)
         # One reader per store hands events to every stream, and the streams take turns to
         # send (service/watch.py), so open streams cost unary calls little.
-        sub = watch.feed_for(self.scheduler.store).subscribe(sequence, job_id)
+        sub = watch.feed_for(self.scheduler.store).subscribe(sequence, job_id, tenants)
         try:
             while context.is_active() and not self.stopping.is_set():
                 if not sub.wait_turn(WATCH_POLL_S):

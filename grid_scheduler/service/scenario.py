@@ -56,7 +56,7 @@ log = structlog.get_logger("grid_scheduler.service.scenario")
 
 MEDIA_TYPES = {".csv": "text/csv", ".png": "image/png", ".html": "text/html", ".json": "application/json"}
 WATCH_POLL_S = 0.5
-MAX_REQUEST_ID = 256
+MAX_REQUEST_ID = errors.MAX_ID_CHARS  # one bound for every id the service reads
 DEFAULT_MAX_QUEUED = 16  # queued + running runs the server holds at once
 DEFAULT_RETENTION_S = 24 * 3600.0  # a finished run and its report are kept this long
 TERMINATE_GRACE_S = 5.0  # a terminated run's process gets this long before it is killed

@@ -16,6 +16,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grid_scheduler._proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     placement_pb2,
     placement_pb2_grpc,
     scenario_pb2,
@@ -26,9 +28,13 @@ from grid_scheduler._proto.v1 import (
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
+from grid_scheduler.service.audit import AuditServicer
+from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
 from grid_scheduler.service.health import ServiceHealth
+from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.scenario import ScenarioServicer
+from grid_scheduler.service.tls import ServerTls
 from grid_scheduler.service.topology import TopologyServicer
 from grid_scheduler.state import StoreError
 from grid_scheduler.state.factory import batch_commit_store, batch_lease
@@ -38,6 +44,7 @@ log = structlog.get_logger("grid_scheduler.server")
 PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"].full_name
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -137,6 +144,7 @@ class RunningServer:
     health: health.HealthServicer
     stopping: threading.Event
     streams: StreamLimitInterceptor
+    auditor: Auditor
 
     @property
     def open_streams(self) -> int:
@@ -148,6 +156,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.stopping.set()
         self.server.stop(grace_s).wait()
+        self.auditor.close()  # the calls' audit records into the store before the store closes
 
 
 # How often each service's dependencies are probed (the store: a Redis PING with a short timeout)
@@ -178,19 +187,32 @@ def start_server(
     batch_interval_s: float | None = BATCH_INTERVAL_S,
     retention_s: float | None = DEFAULT_RETENTION_S,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    tls: ServerTls | None = None,
+    auth: AuthConfig | None = None,
 ) -> RunningServer:
     """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
 
     ``max_workers`` threads serve unary calls. Up to ``max_streams`` response streams
     (WatchJobs, WatchScenario) get threads of their own on top of those; one more stream is
     refused with RESOURCE_EXHAUSTED rather than left to starve the unary calls.
+    ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
+    authentication, roles, tenant scope, tenant limits and rate limits (service/auth/); without
+    it every caller is an anonymous platform admin. Mutating calls are audited either way.
     """
     stopping = threading.Event()
     streams = StreamLimitInterceptor(max_streams)
+    auditor = Auditor(scheduler.store)
+    access = AuthInterceptor(
+        Authenticator(auth) if auth is not None else None,
+        RateLimiter(auth.rate_for) if auth is not None else None,
+        auditor,
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_streams, thread_name_prefix="grpc"),
-        interceptors=[streams, LoggingInterceptor()],
-        options=[("grpc.so_reuseport", 0)],
+        # Bytes that do not parse are refused first (INVALID_ARGUMENT, never grpcio's INTERNAL); then
+        # the trust boundary: nothing below it runs for a caller it refused.
+        interceptors=[MalformedRequestInterceptor(), access, streams, LoggingInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
     add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
@@ -199,14 +221,16 @@ def start_server(
     # What-if runs (issue 5): each in its own process, reports under the temp dir.
     scenarios = ScenarioServicer(stopping=stopping)
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_health = _service_health(health_servicer, scheduler, scenarios)
     service_health.refresh()
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
@@ -221,8 +245,10 @@ def start_server(
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
     log.info("server_started", address=address, port=port, sites=len(scheduler.grid.sites),
-             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams)
-    return RunningServer(server, port, health_servicer, stopping, streams)
+             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams,
+             tls="mutual" if tls and tls.client_ca_file else "server" if tls else "off",
+             auth="on" if auth is not None else "off (every caller is an anonymous platform admin)")
+    return RunningServer(server, port, health_servicer, stopping, streams, auditor)
 
 
 def _service_health(
@@ -232,7 +258,7 @@ def _service_health(
     return ServiceHealth(
         servicer,
         {"store": scheduler.store.healthy, "scenario_workers": scenarios.healthy},
-        {"": ("store",), PLACEMENT_SERVICE: ("store",), TOPOLOGY_SERVICE: ("store",),
+        {"": ("store",), PLACEMENT_SERVICE: ("store",), TOPOLOGY_SERVICE: ("store",), AUDIT_SERVICE: ("store",),
          SCENARIO_SERVICE: ("scenario_workers",)},
     )
 

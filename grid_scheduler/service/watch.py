@@ -61,6 +61,7 @@ class _Item:
 
     sequence: int
     job_id: str
+    tenant: str
     message: pb.WatchJobsResponse
 
 
@@ -71,10 +72,13 @@ class Subscription:
     ``end_turn``; ``close`` when the stream ends, however it ends.
     """
 
-    def __init__(self, feed: EventFeed, sequence: int, job_id: str, behind: bool) -> None:
+    def __init__(
+        self, feed: EventFeed, sequence: int, job_id: str, behind: bool, tenants: frozenset[str] | None = None
+    ) -> None:
         self._feed = feed
         self.sequence = sequence  # the last event passed on (sent, or filtered out)
         self.job_id = job_id
+        self.tenants = tenants  # the tenants this stream's caller may read; None: every tenant
         # Guarded by the feed's lock:
         self._batches: deque[list[_Item]] = deque()
         self._head = 0  # position in self._batches[0]
@@ -103,7 +107,7 @@ class Subscription:
         while len(out) < limit:
             if self._backlog:
                 event = self._backlog.popleft()
-                if self._pass(event.sequence, event.job_id):
+                if self._pass(event.sequence, event.job_id, event.tenant):
                     out.append(convert.event_to_pb(event))
             elif self._behind:
                 self._read_store()
@@ -118,15 +122,17 @@ class Subscription:
                         # was popped after the gap is read again from there.
                         self._behind = True
                         break
-                    if self._pass(item.sequence, item.job_id):
+                    if self._pass(item.sequence, item.job_id, item.tenant):
                         out.append(item.message)
         return out
 
-    def _pass(self, sequence: int, job_id: str) -> bool:
-        """Move past one event; whether this stream sends it."""
+    def _pass(self, sequence: int, job_id: str, tenant: str) -> bool:
+        """Move past one event; whether this stream sends it (its job, in its caller's tenants)."""
         if sequence <= self.sequence:  # already passed (read from the store, then queued too)
             return False
         self.sequence = sequence
+        if self.tenants is not None and tenant not in self.tenants:
+            return False
         return not self.job_id or job_id == self.job_id
 
     def _read_store(self) -> None:
@@ -169,15 +175,16 @@ class EventFeed:
             raise RuntimeError("the store of this feed is gone")
         return store
 
-    def subscribe(self, sequence: int, job_id: str = "") -> Subscription:
-        """A stream that passes on every event after ``sequence`` (of ``job_id`` only, if given)."""
+    def subscribe(self, sequence: int, job_id: str = "", tenants: frozenset[str] | None = None) -> Subscription:
+        """A stream that passes on every event after ``sequence`` (of ``job_id`` only, if given, and of
+        ``tenants`` only, unless None)."""
         with self._lock:
             if self._reader is None:
                 # Read before the reader starts: it hands out everything after this.
                 self._position = self.store.last_sequence()
                 self._reader = threading.Thread(target=self._read, name="watch-feed", daemon=True)
                 self._reader.start()
-            sub = Subscription(self, sequence, job_id, behind=sequence < self._position)
+            sub = Subscription(self, sequence, job_id, behind=sequence < self._position, tenants=tenants)
             self._subscriptions.add(sub)
             if sub._behind:
                 self._make_ready(sub)
@@ -212,7 +219,7 @@ class EventFeed:
                 continue
             if not events and time.monotonic() - started < POLL_S / 10:
                 time.sleep(POLL_S)  # a closed store answers at once: do not spin until the streams end
-            items = [_Item(e.sequence, e.job_id, convert.event_to_pb(e)) for e in events]
+            items = [_Item(e.sequence, e.job_id, e.tenant, convert.event_to_pb(e)) for e in events]
             with self._lock:
                 if items:
                     self._position = items[-1].sequence

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from grid_scheduler.engine.priority import queue_key
-from grid_scheduler.model import Assignment, JobEvent, JobRecord, JobState
+from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
@@ -46,6 +46,8 @@ class MemoryStore:
         self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
         self._version = 0
         self._events: list[JobEvent] = []
+        self._audit: list[AuditRecord] = []
+        self._audit_sequence = 0
         self._first_sequence = 1
         self._sequence = 0
 
@@ -169,6 +171,7 @@ class MemoryStore:
                 state=record.state,
                 time=record.updated_at,
                 message=transition.message,
+                tenant=record.spec.tenant,
             )
         )
         if len(self._events) > MAX_EVENTS:
@@ -242,6 +245,25 @@ class MemoryStore:
     def first_sequence(self) -> int:
         with self._lock:
             return self._first_sequence  # the next event's sequence while there are none
+
+    # --- audit -------------------------------------------------------------------
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        with self._lock:
+            stored = []
+            for record in records:
+                self._audit_sequence += 1
+                stored.append(record.model_copy(update={"sequence": self._audit_sequence}))
+            self._audit.extend(stored)
+            if len(self._audit) > MAX_EVENTS:
+                del self._audit[: len(self._audit) - MAX_EVENTS]
+            return stored
+
+    def audit_after(self, sequence: int, limit: int) -> list[AuditRecord]:
+        with self._lock:
+            if not self._audit:
+                return []
+            start = max(0, sequence + 1 - self._audit[0].sequence)
+            return self._audit[start : start + max(limit, 0)]
 
     def healthy(self) -> bool:
         return True

@@ -25,6 +25,8 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
     gs:{grid}:events              stream  one entry per event; entry id is ``<sequence>-0``, so
                                         ``events_after(n)`` is ``XREAD ... <n>-0`` and a restarted
                                         watcher resumes from the sequence it last saw
+    gs:{grid}:audit_seq           int   last audit sequence
+    gs:{grid}:audit               stream  one entry per mutating call (``<sequence>-0`` -> record JSON)
     gs:{grid}:lease:<name>        string  batch-cycle lease "<token>:<owner>" (state/lease.py)
     gs:{grid}:lease:<name>:fence  int     its fencing token counter
 
@@ -51,7 +53,7 @@ import redis
 from redis.commands.core import Script
 
 from grid_scheduler.engine.priority import queue_key
-from grid_scheduler.model import Assignment, EventType, JobEvent, JobRecord, JobState
+from grid_scheduler.model import Assignment, AuditRecord, EventType, JobEvent, JobRecord, JobState
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
 from grid_scheduler.state.store import (
@@ -181,7 +183,8 @@ for i, op in ipairs(m.ops) do
   if op.fin == 1 then redis.call('ZADD', P .. 'finished', op.t, op.id) end
   local seq = redis.call('INCR', P .. 'event_seq')
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', m.max, seq .. '-0',
-             'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg)
+             'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg,
+             'tenant', op.tn)
 end
 return {'ok'}
 """
@@ -254,6 +257,17 @@ return redis.call('HGET', P .. 'job:' .. id, 'record')
 # ARGV: prefix, after id ('' = from the start), limit, states...  Returns id, record, id, record...
 # With several states, up to ``limit`` ids from each; the caller merges them (Lua's string
 # comparison follows the C locale's collation, Python's does not: order is decided in Python).
+# ARGV: prefix, max entries kept, record JSON... Numbers the records and appends them in one step;
+# returns the first sequence.
+_LUA_AUDIT = r"""
+local P = ARGV[1]
+local first = redis.call('INCRBY', P .. 'audit_seq', #ARGV - 2) - (#ARGV - 2) + 1
+for i = 3, #ARGV do
+  redis.call('XADD', P .. 'audit', 'MAXLEN', '~', tonumber(ARGV[2]), (first + i - 3) .. '-0', 'r', ARGV[i])
+end
+return first
+"""
+
 _LUA_LIST = r"""
 local P = ARGV[1]
 local start = ARGV[2] == '' and '-' or '(' .. ARGV[2]
@@ -305,6 +319,7 @@ class RedisStore:
         self._drain = self._script(_LUA_DRAIN)
         self._by_request = self._script(_LUA_BY_REQUEST)
         self._list = self._script(_LUA_LIST)
+        self._audit = self._script(_LUA_AUDIT)
         self._in_state = self._script(_LUA_IN_STATE)
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
@@ -351,7 +366,8 @@ class RedisStore:
         return {
             "id": job_id, "v": record.version, "exp": expected_version, "st": record.state.value,
             "fin": 1 if record.state.is_final else 0, "ev": transition.event.value,
-            "t": repr(record.updated_at), "msg": transition.message, "rel": transition.release,
+            "t": repr(record.updated_at), "msg": transition.message, "tn": record.spec.tenant,
+            "rel": transition.release,
             "pools": [[p, n, int(limits.pool_gpus[limits.pool_index[p]])] for p, n in gpus.items()],
             "sites": [[s, w, int(limits.site_power_w[limits.site_index[s]])] for s, w in watts.items()],
         }
@@ -500,6 +516,7 @@ class RedisStore:
                 events.append(JobEvent(
                     sequence=int(entry_id.partition("-")[0]), job_id=fields["job_id"], type=EventType(fields["type"]),
                     state=JobState(fields["state"]), time=float(fields["time"]), message=fields.get("message", ""),
+                    tenant=fields.get("tenant", ""),
                 ))
         return events
 
@@ -518,6 +535,27 @@ class RedisStore:
         if first:
             return int(first[0][0].partition("-")[0])
         return int(last or 0) + 1
+
+    # --- audit -------------------------------------------------------------------
+    @guarded
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        if not records:
+            return []
+        payload = [r.model_dump_json(exclude={"sequence"}) for r in records]
+        first = int(self._run(self._audit, [self.prefix, MAX_EVENTS, *payload]))
+        return [r.model_copy(update={"sequence": first + i}) for i, r in enumerate(records)]
+
+    @guarded
+    def audit_after(self, sequence: int, limit: int) -> list[AuditRecord]:
+        if limit <= 0:
+            return []
+        # Entries are "<seq>-0": starting at "<seq>-1" excludes <seq> ("(" would need Redis 6.2).
+        entries: Any = self._r.xrange(self.prefix + "audit", f"{sequence}-1", "+", count=limit)
+        return [
+            AuditRecord.model_validate_json(fields["r"]).model_copy(
+                update={"sequence": int(entry_id.partition("-")[0])})
+            for entry_id, fields in entries
+        ]
 
     def healthy(self) -> bool:
         try:

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from grid_scheduler.model import Assignment, EventType, Grid, JobEvent, JobRecord, JobState
+from grid_scheduler.model import Assignment, AuditRecord, EventType, Grid, JobEvent, JobRecord, JobState
 
 
 def to_watts(power_kw: float) -> int:
@@ -189,6 +189,17 @@ class Store(Protocol):
         Stores keep a bounded window of events (the oldest are trimmed), so a watcher that
         asks for events after ``n`` with ``n + 1 < first_sequence()`` has missed some for good.
         """
+        ...
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """Record mutating calls, in order, in one step; returns them with their sequences (1, 2, ...).
+
+        Audit records sit beside the job events and are trimmed to the same window; the
+        structured log is the long-term trail."""
+        ...
+
+    def audit_after(self, sequence: int, limit: int) -> list[AuditRecord]:
+        """Audit records after ``sequence``, oldest first, at most ``limit``."""
         ...
 
     def healthy(self) -> bool: ...

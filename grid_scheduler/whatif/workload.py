@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from grid_scheduler.model import Grid, JobKind, JobSpec, ResidencyRule
 from grid_scheduler.model.grid import Id
+from grid_scheduler.model.job import MAX_GPUS, MAX_REPLICAS
 from grid_scheduler.whatif.paths import FileRoots, PathRefused
 
 DAY_S = 86_400.0
@@ -49,8 +50,8 @@ class _Frozen(BaseModel):
 class GpuRange(_Frozen):
     """GPUs drawn over the powers of two in [min, max]; ``decay`` < 1 favours the small ones."""
 
-    min: int = Field(ge=1, le=1_000_000)
-    max: int = Field(ge=1, le=1_000_000)
+    min: int = Field(ge=1, le=MAX_GPUS)
+    max: int = Field(ge=1, le=MAX_GPUS)
     decay: float = Field(default=1.0, gt=0, le=1.0)
 
     @model_validator(mode="after")
@@ -65,8 +66,8 @@ class GpuRange(_Frozen):
 
 
 class CountRange(_Frozen):
-    min: int = Field(default=1, ge=1, le=10_000)
-    max: int = Field(default=1, ge=1, le=10_000)
+    min: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    max: int = Field(default=1, ge=1, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _ordered(self) -> CountRange:
@@ -137,7 +138,7 @@ class TraceMatch(_Frozen):
 class TraceRule(JobShape):
     match: TraceMatch = Field(default_factory=TraceMatch)
     gpu_scale: float = Field(default=1.0, gt=0, le=100_000, description="grid GPUs per trace GPU")
-    replicas: int = Field(default=1, ge=1, le=10_000, description="inference: replicas of gpu_scale x trace GPUs")
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="inference: replicas of gpu_scale x trace GPUs")
 
 
 class TraceSpec(_Frozen):

@@ -247,7 +247,7 @@ class WaitInfo(_message.Message):
     def __init__(self, site_counts: _Optional[_Mapping[str, int]] = ..., summary: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time")
+    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time", "owner", "start_time", "expected_end_time", "estimated_start_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +257,10 @@ class Job(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     spec: JobSpec
@@ -266,7 +270,11 @@ class Job(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    start_time: _timestamp_pb2.Timestamp
+    expected_end_time: _timestamp_pb2.Timestamp
+    estimated_start_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id", "view")
@@ -293,18 +301,20 @@ class ExplainPlacementRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
 
 class ExplainPlacementResponse(_message.Message):
-    __slots__ = ("placeable", "placement", "reasons", "waiting", "uncovered_endpoints")
+    __slots__ = ("placeable", "placement", "reasons", "waiting", "uncovered_endpoints", "estimated_start_time")
     PLACEABLE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     UNCOVERED_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
     placeable: bool
     placement: Placement
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     waiting: WaitInfo
     uncovered_endpoints: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, placeable: _Optional[bool] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., uncovered_endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
+    estimated_start_time: _timestamp_pb2.Timestamp
+    def __init__(self, placeable: _Optional[bool] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., uncovered_endpoints: _Optional[_Iterable[str]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id", "view")

@@ -1,0 +1,91 @@
+"""The authorisation table: every RPC, the permission it needs, and what its audit record names.
+
+One entry per method of every service this server registers; a method missing here is denied
+(and tests/test_auth.py walks the descriptor pool to catch it). Health and reflection are open,
+so load balancers and ``grpcurl list`` work without credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from grid_scheduler.service.auth.principal import Permission
+
+# (request, response or None when refused) -> (tenant, object) for the audit record.
+AuditSubject = Callable[[Any, Any], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    permission: Permission
+    audit: AuditSubject | None = None  # mutating calls are audited, allowed or refused
+
+
+def _job(request: Any, response: Any) -> tuple[str, str]:
+    if response is not None:
+        return response.job.spec.tenant, response.job.id
+    return "", request.id
+
+
+def _submission(request: Any, response: Any) -> tuple[str, str]:
+    if response is not None:
+        return response.job.spec.tenant, response.job.id
+    return request.spec.tenant, f"request_id={request.request_id}" if request.request_id else ""
+
+
+def _pool(request: Any, response: Any) -> tuple[str, str]:
+    return "", request.pool_id
+
+
+def _optimize(request: Any, response: Any) -> tuple[str, str]:
+    return "", "dry-run" if request.dry_run else "commit"
+
+
+def _scenario(request: Any, response: Any) -> tuple[str, str]:
+    return "", request.id
+
+
+def _new_scenario(request: Any, response: Any) -> tuple[str, str]:
+    if response is not None:
+        return "", response.operation.id
+    return "", request.path if request.WhichOneof("source") == "path" else "(yaml)"
+
+
+_P = "/grid_scheduler.v1.PlacementService/"
+_T = "/grid_scheduler.v1.TopologyService/"
+_S = "/grid_scheduler.v1.ScenarioService/"
+_A = "/grid_scheduler.v1.AuditService/"
+
+RULES: Mapping[str, Rule] = {
+    _P + "SubmitJob": Rule(Permission.SUBMIT, _submission),
+    _P + "ExplainPlacement": Rule(Permission.SUBMIT),
+    _P + "GetJob": Rule(Permission.READ_JOBS),
+    _P + "ListJobs": Rule(Permission.READ_JOBS),
+    _P + "WatchJobs": Rule(Permission.READ_JOBS),
+    # The job's owner or a tenant admin; the handler asks Principal.may_manage for the job at hand.
+    _P + "CancelJob": Rule(Permission.MANAGE_OWN_JOBS, _job),
+    _P + "CompleteJob": Rule(Permission.MANAGE_OWN_JOBS, _job),
+    _P + "OptimizePending": Rule(Permission.OPERATE, _optimize),
+    _T + "ListSites": Rule(Permission.READ_TOPOLOGY),
+    _T + "GetSite": Rule(Permission.READ_TOPOLOGY),
+    _T + "ListEndpoints": Rule(Permission.READ_TOPOLOGY),
+    _T + "GetCapacity": Rule(Permission.READ_TOPOLOGY),
+    _T + "DrainPool": Rule(Permission.OPERATE, _pool),
+    _T + "UndrainPool": Rule(Permission.OPERATE, _pool),
+    _S + "StartScenario": Rule(Permission.RUN_SCENARIOS, _new_scenario),
+    _S + "GetScenario": Rule(Permission.RUN_SCENARIOS),
+    _S + "WatchScenario": Rule(Permission.RUN_SCENARIOS),
+    _S + "GetScenarioReport": Rule(Permission.RUN_SCENARIOS),
+    _S + "CancelScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
+    _S + "DeleteScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
+    _A + "ListAuditRecords": Rule(Permission.READ_AUDIT),
+}
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+
+
+def is_open(method: str) -> bool:
+    return method.startswith(OPEN_PREFIXES)

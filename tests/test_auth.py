@@ -1,0 +1,339 @@
+"""The trust boundary, against a real `grid-scheduler serve` process with mutual TLS and an auth config.
+
+Certificates and keys are made at test time (tests/pki.py). Principals: alice and carol submit
+for acme (carol by client certificate alone), bob for globex, acme-admin administers acme, ops is
+the platform admin, plan is a planner, spammer has a tiny rate.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from grid_scheduler._proto.v1 import placement_pb2 as ppb
+from grid_scheduler._proto.v1 import scenario_pb2 as spb
+from grid_scheduler._proto.v1 import scenario_pb2_grpc
+from grid_scheduler.client import Client
+from grid_scheduler.config import load_job
+from grid_scheduler.service.auth import RULES
+from grid_scheduler.service.convert import spec_to_pb
+from grid_scheduler.service.tls import ClientTls
+from tests.conftest import GRIDS, JOBS
+from tests.net import free_port
+from tests.pki import Pki
+
+BIN = Path(sys.executable).parent
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ops": "ops-token-0123456789",
+          "acme-admin": "acme-admin-token-0123", "plan": "plan-token-0123456789", "spammer": "spammer-token-012345"}
+
+
+def auth_config(pki: Pki) -> dict[str, object]:
+    return {
+        "principals": {
+            "alice": {"roles": [{"role": "submitter", "tenant": "acme"}]},
+            "carol": {"roles": [{"role": "submitter", "tenant": "acme"}]},
+            "bob": {"roles": [{"role": "submitter", "tenant": "globex"}]},
+            "acme-admin": {"roles": [{"role": "tenant-admin", "tenant": "acme"}]},
+            "ops": {"roles": [{"role": "platform-admin"}]},
+            "plan": {"roles": [{"role": "planner"}]},
+            "spammer": {"roles": [{"role": "submitter", "tenant": "acme"}],
+                        "rate": {"requests_per_s": 0.001, "burst": 3}},
+        },
+        "tokens": [{"principal": p, "token": t} for p, t in TOKENS.items()],
+        "jwt": {"jwks_file": str(pki.jwks), "issuer": "https://idp.test", "audience": "grid-scheduler"},
+        "certificates": {"carol.acme.test": "carol"},
+        "tenants": {"acme": {"max_priority": 100, "max_gpus": 4096},
+                    "globex": {"max_priority": 10, "allow_non_preemptible": False}},
+        "rate": {"requests_per_s": 1000, "burst": 1000},
+    }
+
+
+class Served:
+    def __init__(self, address: str, pki: Pki, process: subprocess.Popen[str]) -> None:
+        self.address = address
+        self.pki = pki
+        self.process = process
+        self.anon_cert = pki.client("anonymous.test")  # signed by the CA, mapped to no principal
+        self.carol_cert = pki.client("carol.acme.test")
+
+    def client(self, principal: str | None = None, *, token: str | None = None, cert: tuple[Path, Path] | None = None,
+               tls: bool = True) -> Client:
+        if token is None and principal is not None:
+            token = TOKENS[principal]
+        cert = cert or self.anon_cert
+        creds = ClientTls(self.pki.ca, cert[0], cert[1]) if tls else None
+        if not tls:
+            return Client(self.address, timeout_s=10, tls=None, token=token or "")
+        return Client(self.address, timeout_s=10, tls=creds, token=token or "")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    directory = tmp_path_factory.mktemp("auth")
+    pki = Pki(directory / "pki")
+    config = directory / "auth.yaml"
+    config.write_text(yaml.safe_dump(auth_config(pki)))
+    address = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [str(BIN / "grid-scheduler"), "serve", "--grid", str(GRIDS / "nscale.yaml"), "--address", address,
+         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--client-ca", str(pki.ca),
+         "--auth-config", str(config), "--log-json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    served = Served(address, pki, process)
+    deadline = time.monotonic() + 60
+    with served.client() as client:
+        while True:
+            try:
+                client.check_health()  # open without a token
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    pytest.fail(f"server did not start:\n{process.communicate()[0]}")
+                time.sleep(0.2)
+    yield served
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    code: grpc.StatusCode = info.value.code()
+    return code
+
+
+def details_of(error: grpc.RpcError) -> dict[str, object]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    out: dict[str, object] = {}
+    assert status is not None
+    for detail in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                out[kind.__name__] = message
+    return out
+
+
+def job(tenant: str = "", priority: int = 10, gpus: int = 8, preemptible: bool = True, name: str = "t") -> ppb.JobSpec:
+    spec = spec_to_pb(load_job(JOBS / "training.yaml"))
+    spec.tenant = tenant
+    spec.name = name
+    spec.priority = priority
+    spec.gpus.count = gpus
+    spec.preemptible = preemptible
+    return spec
+
+
+# --- transport ---------------------------------------------------------------------------------
+
+def test_plaintext_to_a_tls_server_fails(served: Served) -> None:
+    with served.client("ops", tls=False) as client:
+        assert code_of(lambda: client.sites()) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_without_a_certificate_is_refused(served: Served) -> None:
+    with Client(served.address, timeout_s=5, tls=ClientTls(served.pki.ca), token=TOKENS["ops"]) as client:
+        assert code_of(lambda: client.sites()) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_certificate_from_another_ca_is_refused(served: Served) -> None:
+    with served.client("ops", cert=served.pki.client("rogue", ca_signed=False)) as client:
+        assert code_of(lambda: client.sites()) == grpc.StatusCode.UNAVAILABLE
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+def test_no_credentials_bad_tokens_and_bad_jwts_are_unauthenticated(served: Served) -> None:
+    pki = served.pki
+    bad = {
+        "no token, unmapped certificate": None,
+        "unknown static token": "not-a-token-of-this-server",
+        "expired JWT": pki.token("alice", expires_in_s=-3600),
+        "wrong audience": pki.token("alice", audience="someone-else"),
+        "wrong issuer": pki.token("alice", issuer="https://evil.test"),
+        "foreign signing key": pki.token("alice", foreign_key=True),
+        "malformed JWT": "a.b.c",
+        "JWT for an unknown principal": pki.token("mallory"),
+    }
+    for why, token in bad.items():
+        with served.client(token=token or "") as client:
+            assert code_of(lambda c=client: c.sites()) == grpc.StatusCode.UNAUTHENTICATED, why
+            assert code_of(lambda c=client: c.submit(job("acme"))) == grpc.StatusCode.UNAUTHENTICATED, why
+    with served.client(token="") as client:
+        assert client.check_health() == 1  # SERVING: health stays open
+
+
+def test_a_valid_jwt_and_a_mapped_client_certificate_name_their_principals(served: Served) -> None:
+    with served.client(token=served.pki.token("alice")) as client:
+        reply = client.submit(job(), request_id="jwt-1")
+        assert reply.job.spec.tenant == "acme"  # filled from alice's scope
+    with served.client(cert=served.carol_cert) as client:  # no token: the certificate names carol
+        assert client.submit(job(), request_id="cert-1").job.spec.tenant == "acme"
+
+
+# --- roles ---------------------------------------------------------------------------------------
+
+def test_a_submitter_cannot_drain_optimise_or_run_scenarios(served: Served) -> None:
+    with served.client("alice") as client:
+        denied = grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: client.drain("sines-gb300-b")) == denied
+        assert code_of(lambda: client.undrain("sines-gb300-b")) == denied
+        assert code_of(lambda: client.optimize(dry_run=True)) == denied
+        assert code_of(lambda: client.audit_records()) == denied
+        scenarios = scenario_pb2_grpc.ScenarioServiceStub(client.channel)  # type: ignore[no-untyped-call]
+        assert code_of(lambda: scenarios.StartScenario(spb.StartScenarioRequest(path="baseline.yaml"),
+                                                       timeout=10)) == denied
+        assert client.capacity().fleet.total_gpus > 0  # reading capacity is allowed
+    with served.client("plan") as client:
+        assert client.capacity().fleet.total_gpus > 0
+        assert code_of(lambda: client.submit(job("acme"))) == grpc.StatusCode.PERMISSION_DENIED
+    with served.client("ops") as client:
+        assert client.drain("sines-gb300-b").drained
+        assert not client.undrain("sines-gb300-b").drained
+
+
+# --- tenant isolation --------------------------------------------------------------------------
+
+def test_a_tenant_cannot_see_or_touch_another_tenants_jobs(served: Served) -> None:
+    with served.client("alice") as alice:
+        mine = alice.submit(job(name="secret-acme-job"), request_id="iso-1").job
+    with served.client("bob") as bob:
+        not_found = grpc.StatusCode.NOT_FOUND
+        for call in (lambda: bob.get_job(mine.id), lambda: bob.cancel(mine.id), lambda: bob.complete(mine.id),
+                     lambda: next(iter(bob.watch(mine.id, timeout_s=5)))):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == not_found
+            # No existence oracle: the same words as for a job that never existed.
+            assert info.value.details() == f"job {mine.id!r} not found"
+        with pytest.raises(grpc.RpcError) as missing:
+            bob.get_job("job-does-not-exist")
+        assert missing.value.details() == "job 'job-does-not-exist' not found"
+        assert all(j.spec.tenant == "globex" for j in bob.list_jobs())
+        assert mine.id not in {j.id for j in bob.list_jobs()}
+        # Replayed history: bob's watch from the start never shows acme's events.
+        bob_job = bob.submit(job(preemptible=True), request_id="iso-bob").job
+        seen = []
+        for event in bob.watch(from_start=True, timeout_s=3):
+            seen.append(event.job_id)
+            if event.job_id == bob_job.id:
+                break
+        assert mine.id not in seen and bob_job.id in seen
+        # Submitting for another tenant, and reusing its request id, are refused.
+        assert code_of(lambda: bob.submit(job("acme"), request_id="iso-1")) == grpc.StatusCode.PERMISSION_DENIED
+    with served.client("ops") as ops:
+        assert mine.id in {j.id for j in ops.list_jobs()}
+        assert ops.get_job(mine.id).state == ppb.JOB_STATE_RUNNING  # bob's cancel did nothing
+
+
+def test_a_submitter_manages_only_its_own_jobs_a_tenant_admin_all_of_its_tenant(served: Served) -> None:
+    with served.client("alice") as alice:
+        job_id = alice.submit(job(name="alices"), request_id="own-1").job.id
+    with served.client(cert=served.carol_cert) as carol:
+        assert carol.get_job(job_id).id == job_id  # same tenant: readable
+        assert code_of(lambda: carol.cancel(job_id)) == grpc.StatusCode.PERMISSION_DENIED
+    with served.client("acme-admin") as admin:
+        assert admin.cancel(job_id).state == ppb.JOB_STATE_CANCELLED
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+def test_tenant_limits_refuse_with_the_limit_in_the_details(served: Served) -> None:
+    cases = [("alice", job(priority=101), "PRIORITY_LIMIT", "100"),
+             ("alice", job(gpus=8192), "GPU_LIMIT", "4096"),
+             ("bob", job(priority=5, preemptible=False), "PREEMPTIBLE_REQUIRED", "true")]
+    for principal, spec, reason, limit in cases:
+        with served.client(principal) as client:
+            before = len(list(client.list_jobs()))
+            with pytest.raises(grpc.RpcError) as info:
+                client.submit(spec)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            error_info = details_of(info.value)["ErrorInfo"]
+            assert error_info.reason == reason  # type: ignore[attr-defined]
+            assert error_info.metadata["limit"] == limit  # type: ignore[attr-defined]
+            assert len(list(client.list_jobs())) == before  # nothing created
+
+
+def test_a_principal_over_its_rate_gets_resource_exhausted_with_retry_info(served: Served) -> None:
+    with served.client("spammer") as client:
+        for _ in range(3):  # the burst
+            client.sites()
+        with pytest.raises(grpc.RpcError) as info:
+            client.sites()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry = details_of(info.value)["RetryInfo"]
+        assert retry.retry_delay.seconds > 0  # type: ignore[attr-defined]
+    with served.client("alice") as client:
+        client.sites()  # the limit is per principal
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+def test_mutating_calls_are_audited_allowed_or_refused(served: Served) -> None:
+    with served.client("alice") as alice:
+        job_id = alice.submit(job(name="audited"), request_id="audit-1").job.id
+        with pytest.raises(grpc.RpcError):
+            alice.drain("sines-gb300-a")
+    with served.client("bob") as bob, pytest.raises(grpc.RpcError):
+        bob.cancel(job_id)
+    expected = {("alice", "SubmitJob", job_id, "OK", "acme"),
+                ("alice", "DrainPool", "sines-gb300-a", "PERMISSION_DENIED", ""),
+                ("bob", "CancelJob", job_id, "NOT_FOUND", "")}
+    deadline = time.monotonic() + 30  # records reach the store from a writer thread, in batches
+    with served.client("ops") as ops:
+        while True:
+            records = list(ops.audit_records(page_size=1000).records)
+            seen = {(r.principal, r.method.rsplit("/", 1)[-1], r.object, r.outcome, r.tenant) for r in records}
+            if expected <= seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert expected <= seen
+    with served.client("acme-admin") as admin:  # a tenant admin sees its tenant's records only
+        assert {r.tenant for r in admin.audit_records(page_size=1000).records} <= {"acme"}
+    out = subprocess.run(
+        [str(BIN / "grid-scheduler"), "audit", "--address", served.address, "--tls-ca", str(served.pki.ca),
+         "--tls-cert", str(served.anon_cert[0]), "--tls-key", str(served.anon_cert[1]), "--token", TOKENS["ops"]],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert job_id in out and "PERMISSION_DENIED" in out
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+def test_every_method_of_every_service_has_an_entry_in_the_authorisation_table() -> None:
+    from google.protobuf import descriptor_pool
+
+    from grid_scheduler.service import server  # registers every service's descriptors
+
+    pool = descriptor_pool.Default()
+    methods = []
+    for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE):
+        service = pool.FindServiceByName(name)
+        methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
+    assert len(methods) >= 20
+    missing = [m for m in methods if m not in RULES]
+    assert not missing, f"methods without an authorisation rule (they are denied): {missing}"
+    assert not set(RULES) - set(methods), "rules for methods that do not exist"
+
+
+def test_serve_refuses_plaintext_beyond_loopback_without_insecure() -> None:
+    result = subprocess.run([str(BIN / "grid-scheduler"), "serve", "--address", "0.0.0.0:0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--insecure" in result.stderr
