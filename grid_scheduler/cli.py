@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -24,6 +24,10 @@ from grid_scheduler.client import DEFAULT_ADDRESS, Client
 from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
 from grid_scheduler.model import JobState
 from grid_scheduler.service.tls import ClientTls, ServerTls, is_loopback
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.metrics import MetricsServer
 
 STORE_ENV = "GRID_SCHEDULER_STORE"
 
@@ -90,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                             "caller is an anonymous platform admin")
     serve.add_argument("--insecure", action="store_true",
                        help="allow plaintext on an address other than loopback (never in production)")
+    serve.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)")
     serve.set_defaults(run=_serve)
 
     def client_command(
@@ -176,12 +182,30 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    metrics = _start_metrics(args.metrics_address, scheduler)
     try:
-        serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
-                                   max_streams=args.max_streams, tls=tls, auth=auth))
+        running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
+                               max_streams=args.max_streams, tls=tls, auth=auth)
+        if metrics is not None:
+            metrics.report_open_streams(lambda: running.open_streams)
+        serve_forever(running)
     finally:
+        if metrics is not None:
+            metrics.stop()
         store.close()
     return 0
+
+
+def _start_metrics(address: str | None, scheduler: Scheduler) -> MetricsServer | None:
+    """``serve --metrics-address``: the Prometheus endpoint (grid_scheduler/service/metrics.py), or None."""
+    if address is None:
+        return None
+    from grid_scheduler.service.metrics import start_metrics_server
+
+    try:
+        return start_metrics_server(address, scheduler)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"--metrics-address: {e}") from e
 
 
 def _server_tls(args: argparse.Namespace) -> ServerTls | None:

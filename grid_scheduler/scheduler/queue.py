@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from grid_scheduler.engine.priority import Holds
 from grid_scheduler.model import JobRecord
-from grid_scheduler.scheduler import transitions
+from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import CapacityConflict, StaleRecord, UnknownJob, Update
 
@@ -80,7 +80,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now)
     updates.append(Update(record.id, record.version, start))
     try:
-        s.store.commit(updates)
+        observer.commit(s.observer, s.store, updates)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import queue
 import shutil
 import tempfile
@@ -152,6 +153,18 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         self._changed = threading.Condition(self._lock)
         self._ops: dict[str, Operation] = {}
         self._by_request: dict[str, str] = {}
+
+    def healthy(self) -> bool:
+        """Whether the worker pool can take runs: the server is not stopping and the report folder,
+        where every worker writes, is (or can be made) a writable directory. The ledger is no
+        dependency: runs replay on an in-memory ledger of their own."""
+        if self.stopping.is_set():
+            return False
+        try:
+            self.out_root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.out_root, os.W_OK | os.X_OK)
 
     # --- calls -------------------------------------------------------------------------
     def StartScenario(

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grid_scheduler._proto.v1 import (
@@ -30,6 +30,7 @@ from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
 from grid_scheduler.service.audit import AuditServicer
 from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
+from grid_scheduler.service.health import ServiceHealth
 from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
 from grid_scheduler.service.scenario import ScenarioServicer
@@ -158,8 +159,8 @@ class RunningServer:
         self.auditor.close()  # the calls' audit records into the store before the store closes
 
 
-# How often the store's health is probed (a Redis PING with a short timeout) and reflected in
-# grpc.health.v1, so a load balancer stops sending work while the ledger is unreachable.
+# How often each service's dependencies are probed (the store: a Redis PING with a short timeout)
+# and reflected in grpc.health.v1, so a load balancer stops sending work while the ledger is unreachable.
 HEALTH_POLL_S = 0.5
 # How often pending jobs are retried without a local trigger. With several replicas on one store,
 # a commit that lost a race, or a retry cut short by a store outage, leaves a job pending that no
@@ -218,12 +219,13 @@ def start_server(
     add_placement(PlacementServicer(scheduler, stopping), server)  # type: ignore[no-untyped-call]
     add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     # What-if runs (issue 5): each in its own process, reports under the temp dir.
-    scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(ScenarioServicer(stopping=stopping), server)  # type: ignore[no-untyped-call]
+    scenarios = ScenarioServicer(stopping=stopping)
+    scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    serving = scheduler.store.healthy()
-    _set_health(health_servicer, serving)
+    service_health = _service_health(health_servicer, scheduler, scenarios)
+    service_health.refresh()
     reflection.enable_server_reflection(
         (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server
@@ -232,8 +234,7 @@ def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
-    threading.Thread(target=_watch_store_health, args=(scheduler, health_servicer, stopping, health_poll_s, serving),
-                     name="store-health", daemon=True).start()
+    service_health.keep_current(stopping, health_poll_s)
     if pending_retry_s:
         threading.Thread(target=_retry_pending, args=(scheduler, stopping, pending_retry_s),
                          name="pending-retry", daemon=True).start()
@@ -252,24 +253,16 @@ def start_server(
     return RunningServer(server, port, health_servicer, stopping, streams, auditor)
 
 
-def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", PLACEMENT_SERVICE, TOPOLOGY_SERVICE):
-        servicer.set(name, status)  # ignored once graceful shutdown began
-
-
-def _watch_store_health(
-    scheduler: Scheduler, servicer: health.HealthServicer, stopping: threading.Event, poll_s: float, serving: bool
-) -> None:
-    while not stopping.wait(poll_s):
-        ok = scheduler.store.healthy()
-        if ok != serving:
-            serving = ok
-            _set_health(servicer, ok)
-            if ok:
-                log.info("store_available")
-            else:
-                log.warning("store_unavailable")
+def _service_health(
+    servicer: health.HealthServicer, scheduler: Scheduler, scenarios: ScenarioServicer
+) -> ServiceHealth:
+    # Each service by the dependencies it needs (see service/health.py); "" follows the store.
+    return ServiceHealth(
+        servicer,
+        {"store": scheduler.store.healthy, "scenario_workers": scenarios.healthy},
+        {"": ("store",), PLACEMENT_SERVICE: ("store",), TOPOLOGY_SERVICE: ("store",), AUDIT_SERVICE: ("store",),
+         SCENARIO_SERVICE: ("scenario_workers",)},
+    )
 
 
 def _retry_pending(scheduler: Scheduler, stopping: threading.Event, interval_s: float) -> None:

@@ -1,0 +1,81 @@
+"""What the scheduler reports as it works: decisions, commits, submissions, batch cycles.
+
+The scheduler calls an ``Observer`` at each of these points and never depends on who listens
+(service/metrics.py turns them into Prometheus metrics). Every commit to the ledger goes through
+``commit`` or ``apply`` here, so its latency, a lost race and the evictions it carried are
+reported once, whichever path made it (submit, queue pass, batch cycle, finish).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from grid_scheduler.model import JobRecord
+from grid_scheduler.state import CapacityConflict, StaleRecord, Store, Transition, UnknownJob, Update
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.batch_commit import OptimizeOutcome
+
+__all__ = ["CONFLICTS", "NullObserver", "Observer", "apply", "commit"]
+
+# The refusals that mean "another decision got there first": the caller decides again or waits.
+CONFLICTS = (CapacityConflict, StaleRecord, UnknownJob)
+
+
+class Observer(Protocol):
+    def decided(self, seconds: float) -> None:
+        """One engine decision (a snapshot in, a placement or reasons out) took ``seconds``."""
+
+    def committed(self, seconds: float, transitions: Sequence[Transition], conflict: str | None) -> None:
+        """One commit of ``transitions`` took ``seconds``; ``conflict`` names the refusal (its class), if refused."""
+
+    def submitted(self, record: JobRecord, created: bool) -> None:
+        """A submission answered: the job as committed (``created`` False: a retried request id)."""
+
+    def optimized(self, outcome: OptimizeOutcome) -> None:
+        """A batch cycle (or OptimizePending call) solved the queue."""
+
+
+class NullObserver:
+    """Listens to nothing: the default, and what the what-if simulator keeps."""
+
+    def decided(self, seconds: float) -> None:
+        pass
+
+    def committed(self, seconds: float, transitions: Sequence[Transition], conflict: str | None) -> None:
+        pass
+
+    def submitted(self, record: JobRecord, created: bool) -> None:
+        pass
+
+    def optimized(self, outcome: OptimizeOutcome) -> None:
+        pass
+
+
+def commit(
+    observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None
+) -> tuple[JobRecord | None, bool]:
+    """``store.commit``, reported to ``observer``."""
+    moves = [u.transition for u in updates] + ([create] if create is not None else [])
+    start = time.perf_counter()
+    try:
+        result = store.commit(updates, create)
+    except CONFLICTS as e:
+        observer.committed(time.perf_counter() - start, moves, type(e).__name__)
+        raise
+    observer.committed(time.perf_counter() - start, moves, None)
+    return result
+
+
+def apply(observer: Observer, store: Store, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+    """``store.apply``, reported to ``observer``."""
+    start = time.perf_counter()
+    try:
+        record = store.apply(job_id, expected_version, transition)
+    except CONFLICTS as e:
+        observer.committed(time.perf_counter() - start, [transition], type(e).__name__)
+        raise
+    observer.committed(time.perf_counter() - start, [transition], None)
+    return record
