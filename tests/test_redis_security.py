@@ -295,7 +295,7 @@ def test_rotated_credentials_give_unavailable_without_the_password(
             deadline = time.monotonic() + 30
 
             def logged() -> bool:  # the health probe noticed, and the retry loop logged its (redacted) error
-                return any(e.get("event") == "store_unavailable" for e in logs) and any(
+                return any(e.get("event") == "dependency_unavailable" for e in logs) and any(
                     "***@" in str(e.get("error", "")) for e in logs)
 
             while not logged() and time.monotonic() < deadline:
