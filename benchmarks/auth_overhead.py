@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         print(f"| {row['path']} | {row['calls']} | {row['p50_us']:,.0f} | {row['p99_us']:,.0f} "
               f"| {row['mean_us']:,.0f} | {row['calls_per_s']:,.0f} |")
-    print("\n| SubmitJob vs plaintext | p50 × | p99 × | calls/s × | p50 added µs |")
+    print("\n| SubmitJob vs plaintext | p50 x | p99 x | calls/s x | p50 added µs |")
     print("|---|--:|--:|--:|--:|")
     for o in overhead:
         print(f"| {o['config']} | {o['p50_ratio']:.2f} | {o['p99_ratio']:.2f} | {o['throughput_ratio']:.2f} "

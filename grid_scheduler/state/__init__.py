@@ -6,6 +6,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    StalePolicy,
     StaleRecord,
     Store,
     StoreError,
@@ -13,10 +14,11 @@ from grid_scheduler.state.store import (
     Transition,
     UnknownJob,
     Update,
+    Versions,
     request_key,
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreError",
-    "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StalePolicy", "StaleRecord", "Store", "StoreError",
+    "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions", "open_store", "request_key",
 ]
