@@ -162,6 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
+    scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
     try:
         serve_forever(start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
                                    max_streams=args.max_streams, tls=tls, auth=auth))

@@ -154,6 +154,7 @@ def job_to_pb(record: JobRecord, reasons: list[Reason] | None = None, spec: pb.J
         reasons=[reason_to_pb(r) for r in reasons or []],
         create_time=timestamp(record.created_at),
         update_time=timestamp(record.updated_at),
+        policy_version=record.policy_version,
     )
     if record.placement is not None:
         job.placement.CopyFrom(placement_to_pb(record.placement))
@@ -166,4 +167,5 @@ def event_to_pb(event: JobEvent) -> pb.WatchJobsResponse:
     return pb.WatchJobsResponse(
         sequence=event.sequence, job_id=event.job_id, type=EVENT_TO_PB[event.type],
         state=STATE_TO_PB[event.state], time=timestamp(event.time), message=event.message,
+        policy_version=event.policy_version,
     )
