@@ -26,6 +26,7 @@ import structlog
 
 from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, site_reasons
 from grid_scheduler.engine.inference_opt import decide_with_policy
+from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
 from grid_scheduler.model import (
@@ -40,7 +41,7 @@ from grid_scheduler.model import (
     policy_sha256,
 )
 from grid_scheduler.model.job import violations_against_grid
-from grid_scheduler.scheduler import batch_commit, queue, transitions
+from grid_scheduler.scheduler import batch_commit, policy_diff, queue, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
 from grid_scheduler.scheduler.preempt import plan_preemption
@@ -172,6 +173,11 @@ class Scheduler:
                      rollback_of=rollback_of or None)
             self.place_pending()
             return stored
+
+    def diff_policy(self, candidate: Policy, last_finished: int = 0) -> tuple[PolicyDiff, int]:
+        """What ``candidate`` would change on live state, against the active policy (whose version
+        is returned with the diff): a dry run that reserves and writes nothing."""
+        return policy_diff.diff_live(self, candidate, last_finished)
 
     def seed_policy(self, reason: str, applied_by: str = "serve") -> PolicyVersion:
         """Store this scheduler's start-up policy as version 1 when the store holds none; otherwise
