@@ -1,17 +1,24 @@
-"""A policy's effect on live work, before it is applied: every job re-decided under both policies.
+"""A policy's effect on live work, before it is applied: live jobs re-decided under the candidate.
 
 Pure: given the grid, current usage, the live jobs and two policies, it returns what would change.
 It reserves nothing and reads no store, so the PolicyService dry run and what-if can share it.
 
-Each job is re-decided *as if it were submitted now and alone*, under the current policy (the
-"before") and under the candidate (the "after"), with the same rules the scheduler applies at
-submission (``decide_with_policy``, and the capacity waiting jobs of higher tiers hold, built
-under each policy in queue order). A running job first gets its own GPUs and power back
-(``preemption.release``), so it may stay where it is. Comparing two re-decisions, rather than the
-candidate's answer with where a job happens to run, isolates what the policy changes from what
-load changed since the job was placed. Jobs are judged one at a time: the per-site and per-tenant
-deltas add up independent moves, which is what the policy alone would ask for; a real apply moves
-no running job (new decisions follow the policy; running work stays until it finishes).
+Each job is re-decided *as if it were submitted now and alone*, with the rules the scheduler
+applies at submission (``decide_with_policy``, and the capacity that waiting jobs of higher tiers
+hold, built under each policy in queue order). A running job first gets its own GPUs and power
+back (``preemption.release``), so it may stay where it is.
+
+Only changes the *policy* causes are reported. A running job whose candidate answer differs from
+where it runs is re-decided under the active policy too: if that answer is the same as the
+candidate's, load moved since it was placed (it would move under either policy) and it is not a
+policy move. Likewise a waiting job the candidate could place counts only if the active policy
+could not. The second decision is made only for jobs whose answer changed, and jobs the change
+cannot touch are not re-decided at all (a rule for other tenants, with the same holds), which is
+what keeps a 10,000-job diff within seconds.
+
+"Before" totals are where running jobs run now; "after" applies the policy's moves. Jobs are
+judged one at a time, so the per-site and per-tenant deltas add up independent moves: what the
+policy alone asks for. A real apply moves no running job (new decisions follow the policy).
 """
 
 from __future__ import annotations
@@ -156,39 +163,72 @@ def diff_policies(
     current: Policy,
     candidate: Policy,
 ) -> PolicyDiff:
-    """Re-decide every job in ``jobs`` under ``current`` and ``candidate`` on ``usage`` and report
-    what differs. ``queue`` is the waiting jobs' specs in queue order (what higher tiers hold)."""
+    """Re-decide ``jobs`` under ``candidate`` on ``usage`` and report what the change of policy from
+    ``current`` does. ``queue`` is the waiting jobs' specs in queue order (what higher tiers hold)."""
     before = _Decider(index, usage, queue, current)
     after = _Decider(index, usage, queue, candidate)
+    touched = _touched_tenants(current, candidate) if before.holds.same_as(after.holds) else None
     out = PolicyDiff(jobs_considered=len(jobs), policy_changes=policy_field_changes(current, candidate))
     sites = {sid: SiteDelta(sid) for sid in index.site_ids}
     tenants: dict[str, TenantDelta] = {}
     for job in jobs:
-        old, new = before.decide(job), after.decide(job)
         tenant = tenants.setdefault(job.spec.tenant, TenantDelta(job.spec.tenant))
-        if old.placement is not None:
-            _count(sites, tenant, old.placement, before=True)
-            out.before.add(job.spec, old.placement)
-        if new.placement is not None:
-            _count(sites, tenant, new.placement, before=False)
-            out.after.add(job.spec, new.placement)
-        if old.placement is not None and new.placement is not None:
-            if _where(old.placement) == _where(new.placement):
+        # Where it is now: a running job's placement; a waiting job is nowhere; a past submission
+        # (no state to compare with) is where the active policy would put it.
+        was = job.placement if job.state == "running" else None
+        if job.state not in ("running", "pending"):
+            was = before.decide(job).placement
+        if touched is not None and job.spec.tenant not in touched:
+            will = was  # nothing the job's decision reads has changed
+        else:
+            will = _policy_effect(before, after, job, was)
+        for placement, totals, is_before in ((was, out.before, True), (will, out.after, False)):
+            if placement is not None:
+                _count(sites, tenant, placement, before=is_before)
+                totals.add(job.spec, placement)
+        if was is not None and will is not None:
+            if _where(was) == _where(will):
                 out.unchanged += 1
             else:
-                out.moved.append(Move(job.id, job.spec.tenant, job.state, old.placement, new.placement,
-                                      term_changes(old.placement.score, new.placement.score)))
-        elif new.placement is not None:
-            out.became_placeable.append(JobChange(job.id, job.spec.tenant, job.state, new.placement,
-                                                  tuple(wait_info(index, old, current).summary)))
-        elif old.placement is not None:
-            out.became_unplaceable.append(JobChange(job.id, job.spec.tenant, job.state, old.placement,
-                                                    tuple(wait_info(index, new, candidate).summary)))
+                out.moved.append(Move(job.id, job.spec.tenant, job.state, was, will,
+                                      term_changes(was.score, will.score)))
+        elif will is not None:
+            out.became_placeable.append(JobChange(job.id, job.spec.tenant, job.state, will,
+                                                  tuple(wait_info(index, before.decide(job), current).summary)))
+        elif was is not None:
+            out.became_unplaceable.append(JobChange(job.id, job.spec.tenant, job.state, was,
+                                                    tuple(wait_info(index, after.decide(job), candidate).summary)))
         else:
             out.unchanged += 1
     out.sites = [d for d in sites.values() if _changed(d)]
     out.tenants = sorted((d for d in tenants.values() if _changed(d)), key=lambda d: d.tenant)
     return out
+
+
+def _policy_effect(before: _Decider, after: _Decider, job: LiveJob, was: Placement | None) -> Placement | None:
+    """Where the job would be under the candidate, counting only what the policy changes."""
+    new = after.decide(job).placement
+    if _same(new, was):
+        return was
+    if job.state in ("running", "pending") and _same(new, before.decide(job).placement):
+        return was  # the active policy would do the same now: load moved, not the policy
+    return new
+
+
+def _same(a: Placement | None, b: Placement | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return _where(a) == _where(b)
+
+
+def _touched_tenants(current: Policy, candidate: Policy) -> frozenset[str] | None:
+    """The tenants whose decisions the change can touch; None for every tenant. When only tenant
+    rules differ, only the tenants whose rule differs (the caller checks the queue's holds agree)."""
+    ignored = {"tenant_residency": {}, "version": ""}
+    if current.model_copy(update=ignored) != candidate.model_copy(update=ignored):
+        return None
+    rules, other = current.tenant_residency, candidate.tenant_residency
+    return frozenset(t for t in rules.keys() | other.keys() if rules.get(t) != other.get(t))
 
 
 def term_changes(before: ScoreTerms, after: ScoreTerms) -> tuple[TermChange, ...]:

@@ -164,6 +164,14 @@ class Holds:
             usage.pool_drained,
         )
 
+    def same_as(self, other: Holds) -> bool:
+        """Whether both hold exactly the same capacity for every tier (a policy diff uses it to
+        tell that a rule change for one tenant leaves every other tenant's decisions alone)."""
+        return self._tiers.keys() == other._tiers.keys() and all(
+            np.array_equal(t.pools, other._tiers[p].pools) and np.array_equal(t.site_kw, other._tiers[p].site_kw)
+            for p, t in self._tiers.items()
+        )
+
     def held_pools(self, spec: JobSpec) -> BoolArray | None:
         """Pools whose GPUs are held against ``spec`` (None: none are). A preemptor may not evict
         jobs there either: the waiting higher-tier job could use what they free."""
