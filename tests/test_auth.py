@@ -317,7 +317,8 @@ def test_every_method_of_every_service_has_an_entry_in_the_authorisation_table()
 
     pool = descriptor_pool.Default()
     methods = []
-    for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE):
+    for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE,
+                 server.POLICY_SERVICE):
         service = pool.FindServiceByName(name)
         methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     assert len(methods) >= 20
@@ -331,3 +332,24 @@ def test_serve_refuses_plaintext_beyond_loopback_without_insecure() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--insecure" in result.stderr
+
+
+def test_policy_calls_need_their_permissions_and_apply_is_audited_with_its_principal(served: Served) -> None:
+    document = "weights: {carbon: 2.0}\n"
+    with served.client("alice") as alice:  # a submitter: no policy at all
+        assert code_of(lambda: alice.get_policy()) is grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: alice.apply_policy(document, "mine")) is grpc.StatusCode.PERMISSION_DENIED
+    with served.client("plan") as planner:  # a planner may look and dry-run, not change
+        assert planner.get_policy().version == 1  # serve seeded the built-in policy as version 1
+        assert planner.diff_policy(document).active_version == 1
+        assert code_of(lambda: planner.apply_policy(document, "greener")) is grpc.StatusCode.PERMISSION_DENIED
+    with served.client("ops") as ops:
+        applied = ops.apply_policy(document, "greener", expected_version=1)
+        assert (applied.version, applied.applied_by, applied.reason) == (2, "ops", "greener")
+        records = ops.audit_records(0, 1000).records
+    calls = [(r.principal, r.method.rsplit("/", 1)[-1], r.outcome, r.object) for r in records
+             if "PolicyService" in r.method]
+    assert ("alice", "ApplyPolicy", "PERMISSION_DENIED", "policy") in calls
+    assert ("plan", "ApplyPolicy", "PERMISSION_DENIED", "policy") in calls
+    assert ("ops", "ApplyPolicy", "OK", "policy v2") in calls
+    assert all(call[1] in ("ApplyPolicy", "RollbackPolicy") for call in calls)  # reads are not audited
