@@ -23,7 +23,7 @@ policy alone asks for. A real apply moves no running job (new decisions follow t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from grid_scheduler.engine.explain import wait_info
@@ -44,7 +44,9 @@ __all__ = [
     "TermChange",
     "Totals",
     "diff_policies",
+    "holds_under",
     "policy_field_changes",
+    "same_holds",
 ]
 
 TERMS = ("latency", "carbon", "energy_price", "packing", "data_movement")
@@ -155,19 +157,45 @@ class PolicyDiff:
     policy_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (field path, before, after)
 
 
+def holds_under(index: GridIndex, queue: Sequence[JobSpec], policy: Policy,
+                shadow_of: Callable[[int], Shadow | None] | None = None) -> Holds:
+    """What the waiting jobs (``queue``, in queue order) hold under ``policy``. ``shadow_of(i)`` may
+    give the ``i``-th job's shadow when the caller has it cached (None: compute it)."""
+    holds = Holds(index)
+    computed: dict[str, Shadow] = {}
+    for i, spec in enumerate(queue):
+        if spec.priority == 0:
+            continue  # holds nothing (no lower tier)
+        cached = shadow_of(i) if shadow_of is not None else None
+        if cached is None:
+            key = spec.model_dump_json(exclude={"name"})
+            cached = computed.get(key)
+            if cached is None:
+                cached = computed[key] = shadow(index, spec, policy)
+        holds.hold_for(spec, policy, cached)
+    return holds
+
+
+def same_holds(current: Policy, candidate: Policy) -> bool:
+    """What a waiting job holds reads only the tenant rules of the policy (``priority.shadow``)."""
+    return current.tenant_residency == candidate.tenant_residency
+
+
 def diff_policies(
     index: GridIndex,
     usage: Usage,
     jobs: Sequence[LiveJob],
-    queue: Sequence[JobSpec],
     current: Policy,
     candidate: Policy,
+    current_holds: Holds,
+    candidate_holds: Holds,
 ) -> PolicyDiff:
     """Re-decide ``jobs`` under ``candidate`` on ``usage`` and report what the change of policy from
-    ``current`` does. ``queue`` is the waiting jobs' specs in queue order (what higher tiers hold)."""
-    before = _Decider(index, usage, queue, current)
-    after = _Decider(index, usage, queue, candidate)
-    touched = _touched_tenants(current, candidate) if before.holds.same_as(after.holds) else None
+    ``current`` does. The holds are what the waiting jobs hold under each policy (``holds_under``)."""
+    keys: dict[str, str] = {}  # job id -> its spec but for the name: what both deciders cache by
+    before = _Decider(index, usage, current, current_holds, keys)
+    after = _Decider(index, usage, candidate, candidate_holds, keys)
+    touched = _touched_tenants(current, candidate)
     out = PolicyDiff(jobs_considered=len(jobs), policy_changes=policy_field_changes(current, candidate))
     sites = {sid: SiteDelta(sid) for sid in index.site_ids}
     tenants: dict[str, TenantDelta] = {}
@@ -178,8 +206,8 @@ def diff_policies(
         was = job.placement if job.state == "running" else None
         if job.state not in ("running", "pending"):
             was = before.decide(job).placement
-        if touched is not None and job.spec.tenant not in touched:
-            will = was  # nothing the job's decision reads has changed
+        if touched is not None and job.spec.tenant not in touched and current_holds.same_for(candidate_holds, job.spec):
+            will = was  # nothing the job's decision reads has changed: its tenant's rule, what is held against it
         else:
             will = _policy_effect(before, after, job, was)
         for placement, totals, is_before in ((was, out.before, True), (will, out.after, False)):
@@ -223,7 +251,8 @@ def _same(a: Placement | None, b: Placement | None) -> bool:
 
 def _touched_tenants(current: Policy, candidate: Policy) -> frozenset[str] | None:
     """The tenants whose decisions the change can touch; None for every tenant. When only tenant
-    rules differ, only the tenants whose rule differs (the caller checks the queue's holds agree)."""
+    rules differ, only the tenants whose rule differs (the caller checks, job by job, that what the
+    queue holds against it is the same under both)."""
     ignored = {"tenant_residency": {}, "version": ""}
     if current.model_copy(update=ignored) != candidate.model_copy(update=ignored):
         return None
@@ -252,23 +281,16 @@ class _Decider:
     Cached by what decides the answer: a pending (or past) job's spec, and a running job's spec
     with the placement it gives back. 10,000 live jobs are mostly a few hundred shapes."""
 
-    def __init__(self, index: GridIndex, usage: Usage, queue: Sequence[JobSpec], policy: Policy) -> None:
-        self.index, self.usage, self.policy = index, usage, policy
-        self.holds = Holds(index)
-        shadows: dict[str, Shadow] = {}
-        for spec in queue:
-            if spec.priority == 0:
-                continue  # holds nothing (no lower tier)
-            key = spec.model_dump_json(exclude={"name"})
-            cached = shadows.get(key)
-            if cached is None:
-                cached = shadows[key] = shadow(index, spec, policy)
-            self.holds.hold_for(spec, policy, cached)
+    def __init__(self, index: GridIndex, usage: Usage, policy: Policy, holds: Holds, keys: dict[str, str]) -> None:
+        self.index, self.usage, self.policy, self.holds, self._keys = index, usage, policy, holds, keys
         self._cache: dict[tuple[str, tuple[tuple[str, int], ...]], Decision] = {}
 
     def decide(self, job: LiveJob) -> Decision:
         held = () if job.placement is None else tuple((a.pool_id, a.gpus) for a in job.placement.assignments)
-        key = (job.spec.model_dump_json(exclude={"name"}), held)
+        spec_key = self._keys.get(job.id)
+        if spec_key is None:
+            spec_key = self._keys[job.id] = job.spec.model_dump_json(exclude={"name"})
+        key = (spec_key, held)
         decision = self._cache.get(key)
         if decision is None:
             usage = self.usage if job.placement is None else release(self.index, self.usage, [job.placement])

@@ -4,9 +4,11 @@ pure diff (``engine/policy_diff.py``), and changes nothing."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from grid_scheduler.engine.policy_diff import LiveJob, PolicyDiff, diff_policies
+from grid_scheduler.engine.policy_diff import LiveJob, PolicyDiff, diff_policies, holds_under, same_holds
+from grid_scheduler.engine.priority import Shadow
 from grid_scheduler.model import JobRecord, JobState, Policy
 
 if TYPE_CHECKING:
@@ -26,9 +28,30 @@ def diff_live(s: Scheduler, candidate: Policy, last_finished: int = 0) -> tuple[
         current, version = s.policy, s.policy_version
         pending = s.store.pending_jobs()
         running = s.store.running_jobs()
+        # What the queue holds under the active policy: built as the scheduler builds it, from the
+        # shadows it caches per waiting job; under the candidate, the same unless tenant rules change.
+        queue = [r.spec for r in pending]
+        current_holds = holds_under(s.index, queue, current, lambda i: s.shadow(pending[i]))
+        if same_holds(current, candidate):
+            candidate_holds = current_holds
+        else:
+            candidate_holds = holds_under(s.index, queue, candidate, _reuse(s, pending, current, candidate))
     jobs = [_live(r) for r in running] + [_live(r) for r in pending]
     jobs += [_live(r) for r in _last_finished(s, last_finished)]
-    return diff_policies(s.index, usage, jobs, [r.spec for r in pending], current, candidate), version
+    diff = diff_policies(s.index, usage, jobs, current, candidate, current_holds, candidate_holds)
+    return diff, version
+
+
+def _reuse(
+    s: Scheduler, pending: list[JobRecord], current: Policy, candidate: Policy
+) -> Callable[[int], Shadow | None]:
+    """The cached shadow of a waiting job whose tenant's rule the candidate keeps (None: compute it)."""
+    def shadow_of(i: int) -> Shadow | None:
+        tenant = pending[i].spec.tenant
+        if current.tenant_residency.get(tenant) == candidate.tenant_residency.get(tenant):
+            return s.shadow(pending[i])
+        return None
+    return shadow_of
 
 
 def _live(record: JobRecord) -> LiveJob:
