@@ -109,3 +109,58 @@ def test_diff_changes_nothing(small_grid: Grid) -> None:
     assert a.store.versions() == versions and a.store.last_sequence() == last_event
     assert {r.id: r for r in a.store.list_jobs(frozenset(), "", 100)} == records
     assert a.policy == NEAR and a.policy_version == 1
+
+
+def summary(diff: PolicyDiff) -> tuple[object, ...]:
+    return (
+        sorted((m.job_id, tuple(where(m.before)), tuple(where(m.after))) for m in diff.moved),
+        sorted((c.job_id, tuple(where(c.placement))) for c in diff.became_placeable),
+        sorted((c.job_id, tuple(where(c.placement))) for c in diff.became_unplaceable),
+        sorted((d.site_id, d.gpus_before, d.gpus_after) for d in diff.sites),
+        (diff.after.jobs_placed, diff.after.gpus, round(diff.after.carbon_kg_per_hour, 6)),
+    )
+
+
+def test_shortcuts_give_the_exhaustive_answer(small_grid: Grid) -> None:
+    """The diff skips jobs a change cannot touch (other tenants' rules, waiting gangs under new
+    weights); on a busy grid with every kind of job, skipping must not change the answer."""
+    from grid_scheduler.synthetic import job_stream
+
+    s = Scheduler(small_grid, Policy())
+    s.seed_policy("seed")
+    for spec in job_stream(small_grid, 300, seed=3):
+        s.submit(spec)
+    assert s.store.pending_jobs() and s.store.running_jobs()
+    tenants = sorted({r.spec.tenant for r in s.store.running_jobs()})
+    candidates = [
+        Policy(weights=GREEN.weights),
+        Policy(weights=NEAR.weights),
+        Policy(tenant_residency={tenants[0]: {"allowed": ["EU"]}}),
+        Policy(tenant_residency={tenants[-1]: {"allowed": ["UK"]}}),
+    ]
+    for candidate in candidates:
+        fast, _ = s.diff_policy(candidate)
+        slow, _ = s.diff_policy(candidate, exhaustive=True)
+        assert summary(fast) == summary(slow), candidate
+
+
+def test_a_rule_for_one_tenant_moves_another_through_what_the_queue_holds(small_grid: Grid) -> None:
+    """acme's waiting 400-GPU gang holds both GB300 pools against lower tiers, so beta's
+    priority-0 job went to London's B200s. Restricting acme to the UK (where no pool can ever take
+    it) frees those holds: beta's decision changes although beta's own rule did not."""
+    s = Scheduler(small_grid, Policy())
+    s.seed_policy("seed")
+
+    def job(name: str, tenant: str, gpus: int, priority: int, types: list[str]) -> JobSpec:
+        return JobSpec.model_validate({"name": name, "tenant": tenant, "kind": "training", "priority": priority,
+                                       "preemptible": False, "gpus": {"count": gpus, "types": types}})
+
+    assert s.submit(job("filler", "other", 300, 9, ["GB300"])).record.state is JobState.RUNNING
+    assert s.submit(job("big", "acme", 400, 5, ["GB300"])).record.state is JobState.PENDING
+    beta = s.submit(job("small", "beta", 64, 0, ["GB300", "B200"])).record
+    assert beta.placement is not None and beta.placement.site_ids == ["london-hub"]
+    uk_acme = Policy(tenant_residency={"acme": {"allowed": ["UK"]}})
+    diff, _ = s.diff_policy(uk_acme)
+    moved = {m.job_id: m for m in diff.moved}
+    assert beta.id in moved and moved[beta.id].after.site_ids != ["london-hub"]
+    assert summary(diff) == summary(s.diff_policy(uk_acme, exhaustive=True)[0])

@@ -189,13 +189,18 @@ def diff_policies(
     candidate: Policy,
     current_holds: Holds,
     candidate_holds: Holds,
+    *,
+    exhaustive: bool = False,
 ) -> PolicyDiff:
     """Re-decide ``jobs`` under ``candidate`` on ``usage`` and report what the change of policy from
-    ``current`` does. The holds are what the waiting jobs hold under each policy (``holds_under``)."""
+    ``current`` does. The holds are what the waiting jobs hold under each policy (``holds_under``).
+    ``exhaustive`` re-decides every job, without the shortcuts for jobs the change cannot touch
+    (same answer, slower: tests check the shortcuts against it)."""
     keys: dict[str, str] = {}  # job id -> its spec but for the name: what both deciders cache by
     before = _Decider(index, usage, current, current_holds, keys)
     after = _Decider(index, usage, candidate, candidate_holds, keys)
-    touched = _touched_tenants(current, candidate)
+    touched = None if exhaustive else _touched_tenants(current, candidate)
+    weights_only = not exhaustive and _weights_only(current, candidate)
     out = PolicyDiff(jobs_considered=len(jobs), policy_changes=policy_field_changes(current, candidate))
     sites = {sid: SiteDelta(sid) for sid in index.site_ids}
     tenants: dict[str, TenantDelta] = {}
@@ -208,6 +213,10 @@ def diff_policies(
             was = before.decide(job).placement
         if touched is not None and job.spec.tenant not in touched and current_holds.same_for(candidate_holds, job.spec):
             will = was  # nothing the job's decision reads has changed: its tenant's rule, what is held against it
+        elif weights_only and job.state == "pending" and _gang(job.spec):
+            # Whether a gang fits is whether any pool passes the checks, which read no weight:
+            # a waiting gang waits under both (or both would place it now: not the policy's doing).
+            will = was
         else:
             will = _policy_effect(before, after, job, was)
         for placement, totals, is_before in ((was, out.before, True), (will, out.after, False)):
@@ -241,6 +250,16 @@ def _policy_effect(before: _Decider, after: _Decider, job: LiveJob, was: Placeme
     if job.state in ("running", "pending") and _same(new, before.decide(job).placement):
         return was  # the active policy would do the same now: load moved, not the policy
     return new
+
+
+def _weights_only(current: Policy, candidate: Policy) -> bool:
+    """Whether the policies differ at most in their weights (and label): feasibility is the same."""
+    ignored = {"weights": current.weights, "version": ""}
+    return current.model_copy(update=ignored) == candidate.model_copy(update=ignored)
+
+
+def _gang(spec: JobSpec) -> bool:
+    return spec.inference is None and spec.gang
 
 
 def _same(a: Placement | None, b: Placement | None) -> bool:

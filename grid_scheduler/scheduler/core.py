@@ -174,10 +174,13 @@ class Scheduler:
             self.place_pending()
             return stored
 
-    def diff_policy(self, candidate: Policy, last_finished: int = 0) -> tuple[PolicyDiff, int]:
+    def diff_policy(
+        self, candidate: Policy, last_finished: int = 0, exhaustive: bool = False
+    ) -> tuple[PolicyDiff, int]:
         """What ``candidate`` would change on live state, against the active policy (whose version
-        is returned with the diff): a dry run that reserves and writes nothing."""
-        return policy_diff.diff_live(self, candidate, last_finished)
+        is returned with the diff): a dry run that reserves and writes nothing. ``exhaustive``
+        re-decides every job, skipping no shortcut (for tests)."""
+        return policy_diff.diff_live(self, candidate, last_finished, exhaustive)
 
     def seed_policy(self, reason: str, applied_by: str = "serve") -> PolicyVersion:
         """Store this scheduler's start-up policy as version 1 when the store holds none; otherwise

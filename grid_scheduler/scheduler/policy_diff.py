@@ -19,7 +19,9 @@ FINISHED_PAGE = 1_000
 FINISHED = frozenset({JobState.COMPLETED, JobState.CANCELLED})
 
 
-def diff_live(s: Scheduler, candidate: Policy, last_finished: int = 0) -> tuple[PolicyDiff, int]:
+def diff_live(
+    s: Scheduler, candidate: Policy, last_finished: int = 0, exhaustive: bool = False
+) -> tuple[PolicyDiff, int]:
     """Every pending and running job (and the ``last_finished`` most recent completed or cancelled
     submissions) re-decided under the active policy and under ``candidate``. Returns the diff and
     the active policy version it was compared with. Reserves nothing, writes nothing."""
@@ -38,7 +40,8 @@ def diff_live(s: Scheduler, candidate: Policy, last_finished: int = 0) -> tuple[
             candidate_holds = holds_under(s.index, queue, candidate, _reuse(s, pending, current, candidate))
     jobs = [_live(r) for r in running] + [_live(r) for r in pending]
     jobs += [_live(r) for r in _last_finished(s, last_finished)]
-    diff = diff_policies(s.index, usage, jobs, current, candidate, current_holds, candidate_holds)
+    diff = diff_policies(s.index, usage, jobs, current, candidate, current_holds, candidate_holds,
+                         exhaustive=exhaustive)
     return diff, version
 
 
