@@ -99,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     def client_command(
-        name: str, run: Callable[[argparse.Namespace, Client], int], help: str
+        name: str, run: Callable[[argparse.Namespace, Client], int], help: str, parent: Any = sub
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help)
         p.add_argument("--address", default=DEFAULT_ADDRESS)
         p.add_argument("--json", action="store_true", help="print JSON")
         _add_credentials(p)
@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", default="", help="only this tenant's records")
     p.add_argument("--after", type=int, default=0, help="records after this sequence")
     p.add_argument("--follow", action="store_true", help="keep printing new records (Ctrl-C to stop)")
+    _add_policy(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
     _add_whatif(sub)
     return parser
 
@@ -151,6 +152,13 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-server-name", default=None,
                    help=f"check the server's certificate for this name, not the address's host ({env}TLS_SERVER_NAME)")
     p.add_argument("--token", default=None, help=f"bearer token: a JWT or a static token ({env}TOKEN)")
+
+
+def _add_policy(sub: Any, register: Any) -> None:
+    """``policy show | history | validate | diff | apply | rollback``; handlers in grid_scheduler/policy_cli.py."""
+    from grid_scheduler.policy_cli import add_parser
+
+    add_parser(sub, register)
 
 
 def _add_whatif(sub: Any) -> None:
@@ -182,6 +190,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
+    scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
     metrics = _start_metrics(args.metrics_address, scheduler)
     try:
         running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,

@@ -11,8 +11,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grid_scheduler._proto.v1 import audit_pb2 as apb
-from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, topology_pb2_grpc
+from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, policy_pb2_grpc, topology_pb2_grpc
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
+from grid_scheduler._proto.v1 import policy_pb2 as pol
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.model import JobSpec, JobState, Tier
 from grid_scheduler.service.convert import STATE_TO_PB, TIER_TO_PB, spec_to_pb
@@ -58,6 +59,7 @@ class Client:
         self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.policies = policy_pb2_grpc.PolicyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
@@ -160,6 +162,53 @@ class Client:
         response: apb.ListAuditRecordsResponse = self.audit.ListAuditRecords(request, timeout=self.timeout_s)
         return response
 
+    # --- policy ----------------------------------------------------------------------
+    # A policy document is YAML text (as `serve --policy` reads) or a pol.Policy message.
+    def get_policy(self, version: int = 0) -> pol.PolicyVersion:
+        """The active policy (``version`` 0) or one version of the history."""
+        reply: pol.GetPolicyResponse = self.policies.GetPolicy(pol.GetPolicyRequest(version=version),
+                                                               timeout=self.timeout_s)
+        return reply.policy
+
+    def policy_versions(self, page_size: int = 0) -> Iterator[pol.PolicyVersion]:
+        """The history, newest first (paged under the hood)."""
+        token = ""
+        while True:
+            page: pol.ListPolicyVersionsResponse = self.policies.ListPolicyVersions(
+                pol.ListPolicyVersionsRequest(page_size=page_size, page_token=token), timeout=self.timeout_s)
+            yield from page.versions
+            token = page.next_page_token
+            if not token:
+                return
+
+    def validate_policy(self, document: str | pol.Policy) -> pol.PolicyVersion:
+        reply: pol.ValidatePolicyResponse = self.policies.ValidatePolicy(
+            pol.ValidatePolicyRequest(document=_document(document)), timeout=self.timeout_s)
+        return reply.policy
+
+    def diff_policy(
+        self, document: str | pol.Policy, last_finished: int = 0, max_jobs: int = 0
+    ) -> pol.DiffPolicyResponse:
+        request = pol.DiffPolicyRequest(document=_document(document), last_finished=last_finished, max_jobs=max_jobs)
+        reply: pol.DiffPolicyResponse = self.policies.DiffPolicy(request, timeout=self.timeout_s)
+        return reply
+
+    def apply_policy(
+        self, document: str | pol.Policy, reason: str, expected_version: int | None = None
+    ) -> pol.PolicyVersion:
+        request = pol.ApplyPolicyRequest(document=_document(document), reason=reason)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        reply: pol.ApplyPolicyResponse = self.policies.ApplyPolicy(request, timeout=self.timeout_s)
+        return reply.policy
+
+    def rollback_policy(self, version: int, reason: str, expected_version: int | None = None) -> pol.PolicyVersion:
+        request = pol.RollbackPolicyRequest(version=version, reason=reason)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        reply: pol.RollbackPolicyResponse = self.policies.RollbackPolicy(request, timeout=self.timeout_s)
+        return reply.policy
+
     def check_health(self, service: str = "") -> int:
         response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
         status: int = response.status
@@ -168,3 +217,7 @@ class Client:
 
 def _pb_spec(spec: JobSpec | ppb.JobSpec) -> ppb.JobSpec:
     return spec_to_pb(spec) if isinstance(spec, JobSpec) else spec
+
+
+def _document(document: str | pol.Policy) -> pol.PolicyDocument:
+    return pol.PolicyDocument(yaml=document) if isinstance(document, str) else pol.PolicyDocument(policy=document)

@@ -32,13 +32,14 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from grid_scheduler._proto.v1 import audit_pb2, placement_pb2, scenario_pb2, topology_pb2
+from grid_scheduler._proto.v1 import audit_pb2, placement_pb2, policy_pb2, scenario_pb2, topology_pb2
 
 SERVICES = [
     placement_pb2.DESCRIPTOR.services_by_name["PlacementService"],
     topology_pb2.DESCRIPTOR.services_by_name["TopologyService"],
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
 ]
 
 
@@ -85,6 +86,13 @@ _BASELINES: dict[str, list[dict[str, Any]]] = {
     "CancelScenario": [{"id": "scn-no-such"}],
     "DeleteScenario": [{"id": "scn-no-such"}],
     "ListAuditRecords": [{"after_sequence": 0, "page_size": 10, "tenant": "acme"}],
+    # A stale expected version (ABORTED) and a version that does not exist: refused, nothing applied.
+    "GetPolicy": [{"version": 0}, {"version": 999}],
+    "ListPolicyVersions": [{"page_size": 5}],
+    "ValidatePolicy": [{"document": {"yaml": "weights: {carbon: 2.0}\n"}}],
+    "DiffPolicy": [{"document": {"yaml": "weights: {carbon: 2.0}\n"}, "last_finished": 5}],
+    "ApplyPolicy": [{"document": {"yaml": "weights: {carbon: 2.0}\n"}, "expected_version": 999, "reason": "r"}],
+    "RollbackPolicy": [{"version": 999, "reason": "r"}],
 }
 
 ODD_UNICODE = [
@@ -206,6 +214,19 @@ def _mutations(
     for field in descriptor.fields:
         path = prefix + field.name
         if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                # A map (e.g. a policy's tenant rules): 100k keys, each with an empty value.
+                many = base.__class__()
+                many.CopyFrom(base)
+                target = getattr(many, field.name)
+                value_field = field.message_type.fields_by_name["value"]
+                for i in range(MANY):
+                    if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                        target[f"k{i}"].SetInParent()
+                    else:
+                        target[f"k{i}"] = value_field.default_value
+                yield f"{path}{{x{MANY}}}", many
+                continue
             if _is_repeated(field):
                 existing = getattr(base, field.name)
                 element = existing[0] if len(existing) else message_factory.GetMessageClass(field.message_type)()

@@ -330,7 +330,8 @@ def test_every_method_of_every_service_has_an_entry_in_the_authorisation_table()
 
     pool = descriptor_pool.Default()
     methods = []
-    for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE):
+    for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE,
+                 server.POLICY_SERVICE):
         service = pool.FindServiceByName(name)
         methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     assert len(methods) >= 20
@@ -351,7 +352,9 @@ def test_serve_refuses_plaintext_beyond_loopback_without_insecure() -> None:
 def test_hostile_corpus_against_tls_with_auth(served: Served) -> None:
     """The corpus of tests/hostile.py as the platform admin (every path open), as a submitter and
     with a bad token: no INTERNAL or UNKNOWN, still SERVING, no job created by a refused request."""
-    corpus = hostile_corpus_labelled(HOSTILE_SEED)
+    # Not PolicyService here: a damaged ApplyPolicy may be a valid one, and this module's server is
+    # shared with the policy test (tests/test_hostile.py runs those on a server of their own).
+    corpus = [e for e in hostile_corpus_labelled(HOSTILE_SEED) if "/PolicyService/" not in e[0]]
     creds = ClientTls(served.pki.ca, *served.anon_cert).credentials()
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     with served.client("ops") as ops, grpc.secure_channel(served.address, creds, options=options) as channel:
@@ -385,3 +388,29 @@ def test_hostile_corpus_against_tls_with_auth(served: Served) -> None:
     created = [o for o in outcomes if o.refused and o.changed]
     assert not created, [(o.method, o.label, o.code.name) for o in created[:20]]
     assert len(outcomes) >= 300
+
+
+def test_policy_calls_need_their_permissions_and_apply_is_audited_with_its_principal(served: Served) -> None:
+    document = "weights: {carbon: 2.0}\n"
+    with served.client("alice") as alice:  # a submitter: no policy at all
+        assert code_of(lambda: alice.get_policy()) is grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: alice.apply_policy(document, "mine")) is grpc.StatusCode.PERMISSION_DENIED
+    with served.client("plan") as planner:  # a planner may look and dry-run, not change
+        assert planner.get_policy().version == 1  # serve seeded the built-in policy as version 1
+        assert planner.diff_policy(document).active_version == 1
+        assert code_of(lambda: planner.apply_policy(document, "greener")) is grpc.StatusCode.PERMISSION_DENIED
+    with served.client("ops") as ops:
+        applied = ops.apply_policy(document, "greener", expected_version=1)
+        assert (applied.version, applied.applied_by, applied.reason) == (2, "ops", "greener")
+        deadline = time.monotonic() + 30  # audit records reach the store from a writer thread
+        while True:
+            records = ops.audit_records(0, 1000).records
+            calls = [(r.principal, r.method.rsplit("/", 1)[-1], r.outcome, r.object) for r in records
+                     if "PolicyService" in r.method]
+            if ("ops", "ApplyPolicy", "OK", "policy v2") in calls or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert ("alice", "ApplyPolicy", "PERMISSION_DENIED", "policy") in calls
+    assert ("plan", "ApplyPolicy", "PERMISSION_DENIED", "policy") in calls
+    assert ("ops", "ApplyPolicy", "OK", "policy v2") in calls
+    assert all(call[1] in ("ApplyPolicy", "RollbackPolicy") for call in calls)  # reads are not audited

@@ -114,3 +114,29 @@ def test_reflection_with_buf_curl(served: tuple[subprocess.Popen[str], str]) -> 
     assert call.returncode == 0, call.stderr
     sites = [s["id"] for s in json.loads(call.stdout)["sites"]]
     assert sites == ["monarch", "sines", "glomfjord", "loughton"]
+
+
+def test_policy_commands(served: tuple[subprocess.Popen[str], str], tmp_path: Path) -> None:
+    _, address = served
+    greener = str(GRIDS.parent / "policies" / "greener.yaml")
+    assert "policy v1" in cli(address, "policy", "show")  # serve seeded the built-in policy
+    cli(address, "submit", str(JOBS / "training.yaml"))
+    assert "valid" in cli(address, "policy", "validate", greener)
+    diff = json.loads(cli(address, "policy", "diff", greener, "--json"))
+    assert diff["active_version"] == "1" and diff["jobs_considered"] == 1
+    assert "totals:" in cli(address, "policy", "diff", greener)
+    stale = subprocess.run([str(BIN / "grid-scheduler"), "policy", "apply", greener, "--reason", "x",
+                            "--expected-version", "7", "--address", address], capture_output=True, text=True,
+                           timeout=30)
+    assert stale.returncode != 0 and "ABORTED" in stale.stderr + stale.stdout
+    applied = json.loads(cli(address, "policy", "apply", greener, "--reason", "greener", "--expected-version", "1",
+                             "--json"))
+    assert applied["version"] == "2" and applied["policy"]["label"] == "greener-2026-12"
+    assert "rollback to v1" in cli(address, "policy", "rollback", "1", "--reason", "undo")
+    history = cli(address, "policy", "history")
+    assert "greener" in history and "undo" in history
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("weights: {carbon: -1}\n")
+    refused = subprocess.run([str(BIN / "grid-scheduler"), "policy", "validate", str(bad), "--address", address],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "document.yaml.weights.carbon" in refused.stderr + refused.stdout

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from ortools.sat.python import cp_model
 
 from grid_scheduler.engine.feasibility import Checks, compute_checks, demand_rows, latency_coverage
 from grid_scheduler.engine.index import BoolArray, GridIndex, Usage
-from grid_scheduler.engine.online import build_placement, decide
+from grid_scheduler.engine.online import Decision, build_placement, decide
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import JobSpec, Placement, Policy
 
@@ -321,3 +321,18 @@ def _place(problem: _Problem, replicas: int) -> tuple[str, float, float, dict[in
         return name, 0.0, float(solver.best_objective_bound), None
     chosen = {p: int(solver.value(x)) for p, x in v.r.items() if solver.value(x) > 0}
     return name, float(solver.objective_value), float(solver.best_objective_bound), chosen
+
+
+def decide_with_policy(index: GridIndex, usage: Usage, spec: JobSpec, policy: Policy) -> Decision:
+    """The decision the policy asks for: the online greedy, and for a deployment under
+    ``inference_placement: optimal`` the CP-SAT replicas instead (when they cover every endpoint).
+
+    The one rule every path uses (the scheduler, and a policy diff re-deciding live jobs), so a
+    dry run under a candidate policy decides exactly as the scheduler would once it is applied."""
+    decision = decide(index, usage, spec, policy)
+    if spec.inference is None or policy.inference_placement != "optimal":
+        return decision
+    result = solve_inference(index, usage, spec, policy, time_limit_s=policy.inference_time_limit_s)
+    if result.placement is None:
+        return decision  # the greedy's reasons explain the wait
+    return replace(decision, placement=result.placement, uncovered_endpoints=())

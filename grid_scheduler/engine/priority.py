@@ -171,6 +171,16 @@ class Holds:
             usage.pool_drained,
         )
 
+    def same_for(self, other: Holds, spec: JobSpec) -> bool:
+        """Whether both hold the same capacity against ``spec`` (a policy diff uses it to tell that
+        a rule change for one tenant leaves another tenant's decisions alone)."""
+        if spec.preemptible:
+            return True  # nothing is held against a preemptible job
+        mine, theirs = self._above(spec.priority), other._above(spec.priority)
+        if mine is None or theirs is None:
+            return mine is theirs
+        return bool(np.array_equal(mine[0], theirs[0]) and np.array_equal(mine[1], theirs[1]))
+
     def held_pools(self, spec: JobSpec) -> BoolArray | None:
         """Pools whose GPUs are held against ``spec`` (None: none are). A preemptor may not evict
         jobs there either: the waiting higher-tier job could use what they free."""

@@ -15,7 +15,7 @@ from grid_scheduler.model.grid import (
 )
 from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
 from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
-from grid_scheduler.model.policy import Policy, Weights
+from grid_scheduler.model.policy import Policy, PolicyVersion, Weights, policy_sha256
 from grid_scheduler.model.record import AuditRecord, EventType, JobEvent, JobRecord, JobState, WaitInfo
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Location",
     "Placement",
     "Policy",
+    "PolicyVersion",
     "Pool",
     "Reason",
     "ReasonCode",
@@ -49,4 +50,5 @@ __all__ = [
     "WaitInfo",
     "Weights",
     "Workload",
+    "policy_sha256",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,3 +35,31 @@ class Policy(BaseModel):
         description="greedy covering (the online path), or CP-SAT facility location within inference_time_limit_s",
     )
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
+
+
+def policy_sha256(policy: Policy) -> str:
+    """The content hash of a policy: sha256 of its canonical JSON (every field, defaults included),
+    so two documents that mean the same policy hash the same whatever their YAML looked like."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+
+
+class PolicyVersion(BaseModel):
+    """One entry of the policy history. The newest version is the active one: a rollback is a new
+    version with an older version's content (``rollback_of`` names it), so history only grows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int = Field(default=0, ge=0, description="1, 2, ...; given by the store (0 before it is stored)")
+    policy: Policy
+    sha256: str
+    applied_by: str
+    applied_at: float
+    reason: str
+    rollback_of: int = 0  # the version whose content this restores; 0 when it is not a rollback
+
+    @classmethod
+    def new(
+        cls, policy: Policy, applied_by: str, applied_at: float, reason: str, rollback_of: int = 0
+    ) -> PolicyVersion:
+        return cls(policy=policy, sha256=policy_sha256(policy), applied_by=applied_by, applied_at=applied_at,
+                   reason=reason, rollback_of=rollback_of)

@@ -54,6 +54,9 @@ class JobRecord(BaseModel):
     started_at: float | None = None
     # Bumped on every transition; lets a store refuse a stale write.
     version: int = 0
+    # The policy version (store history, 1, 2, ...) under which its latest placement or wait was
+    # decided; 0 when no stored policy was active (an embedded scheduler with a built-in policy).
+    policy_version: int = 0
 
 
 class EventType(StrEnum):
@@ -77,6 +80,8 @@ class JobEvent(BaseModel):
     message: str = ""
     # The job's tenant, so a watcher is shown only the tenants it may read.
     tenant: str = ""
+    # The policy version that made the decision this event reports (JobRecord.policy_version).
+    policy_version: int = 0
 
 
 class AuditRecord(BaseModel):

@@ -28,6 +28,7 @@ class BatchPlan:
 
     pending: list[JobRecord]
     result: BatchResult
+    policy_version: int = 0  # the policy the solver planned under
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class OptimizeOutcome:
     pending_before: int
     committed: list[JobRecord]
     dry_run: bool
+    policy_version: int = 0  # the policy the solver planned under
 
 
 def optimize_pending(
@@ -45,25 +47,26 @@ def optimize_pending(
 ) -> OptimizeOutcome:
     plan = plan_pending(s, time_limit_s, workers, dry_run)
     committed = [] if dry_run else commit_plan(s, plan, commit_to)
-    return OptimizeOutcome(plan.result, len(plan.pending), committed, dry_run)
+    return OptimizeOutcome(plan.result, len(plan.pending), committed, dry_run, plan.policy_version)
 
 
 def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool) -> BatchPlan:
     """A plan for the queue as it is now. Only the snapshot takes the lock: online submissions
     go on while the solver thinks (seconds), and the commit re-checks."""
     with s.lock:
+        usage = s.usage()  # first: adopts a newly applied policy
         pending = s.store.pending_jobs()
-        usage = s.usage()
+        policy, policy_version = s.policy, s.policy_version
     result = solve_batch(
-        s.index, usage, [(r.id, r.spec) for r in pending], s.policy, time_limit_s=time_limit_s, workers=workers,
+        s.index, usage, [(r.id, r.spec) for r in pending], policy, time_limit_s=time_limit_s, workers=workers,
     )
     s.log.info(
         "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
         method=result.method, objective=result.objective, best_bound=result.best_bound,
         gap=round(result.gap, 6), solve_time_s=round(result.solve_time_s, 3), dry_run=dry_run,
-        tiers=[(t.priority, t.placed, t.jobs, round(t.gap, 6)) for t in result.tiers],
+        tiers=[(t.priority, t.placed, t.jobs, round(t.gap, 6)) for t in result.tiers], policy_version=policy_version,
     )
-    return BatchPlan(pending, result)
+    return BatchPlan(pending, result, policy_version)
 
 
 def commit_plan(s: Scheduler, plan: BatchPlan, commit_to: Store | None = None) -> list[JobRecord]:
@@ -72,6 +75,12 @@ def commit_plan(s: Scheduler, plan: BatchPlan, commit_to: Store | None = None) -
     before it in the queue still holds, stays as it is. Then one queue pass (with preemption)."""
     committed: list[JobRecord] = []
     with s.lock:
+        s.usage()  # adopts a policy applied since the plan was made
+        if s.policy_version != plan.policy_version:
+            # A policy applied while the solver thought: the plan is the old policy's answer.
+            log.info("batch_plan_dropped", planned_under=plan.policy_version, active=s.policy_version)
+            s.place_pending()
+            return committed
         holds = Holds(s.index)
         for record in plan.pending:
             placement = plan.result.placements.get(record.id)
@@ -100,7 +109,7 @@ def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placemen
 
 
 def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
-    transition = transitions.to_running(record, placement, s.now())
+    transition = transitions.to_running(record, placement, s.now(), policy_version=s.policy_version)
     try:
         return observer.apply(s.observer, store or s.store, record.id, record.version, transition)
     except (CapacityConflict, StaleRecord, UnknownJob):

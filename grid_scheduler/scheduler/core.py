@@ -13,6 +13,7 @@ rules it applies live in one module each and every path calls them:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -23,21 +24,33 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, decide, site_reasons
-from grid_scheduler.engine.inference_opt import solve_inference
+from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, site_reasons
+from grid_scheduler.engine.inference_opt import decide_with_policy
+from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
-from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy, Reason
+from grid_scheduler.model import (
+    EventType,
+    Grid,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Policy,
+    PolicyVersion,
+    Reason,
+    policy_sha256,
+)
 from grid_scheduler.model.job import violations_against_grid
-from grid_scheduler.scheduler import batch_commit, observer, queue, transitions
+from grid_scheduler.scheduler import batch_commit, observer, policy_diff, queue, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
-from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, WrongState
+from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
 from grid_scheduler.scheduler.observer import NullObserver, Observer
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
     Limits,
     MemoryStore,
+    StalePolicy,
     StaleRecord,
     Store,
     Transition,
@@ -97,7 +110,12 @@ class Scheduler:
         time (ListJobs pages by it); a simulation passes one derived from its seed, so a replay
         names its jobs the same way every time."""
         self.grid = grid
+        # The policy decisions use. With a store that holds a policy history, its active version
+        # replaces this one before the next decision (see usage()); until then, or with none
+        # stored, the policy given here decides, as version 0.
         self.policy = policy or Policy()
+        self.policy_version = 0
+        self._default_policy = self.policy
         self.index = index if index is not None else GridIndex.build(grid)
         self.log = _QUIET if quiet else log
         self.limits = Limits.from_grid(grid)
@@ -121,7 +139,13 @@ class Scheduler:
 
     # --- reading the ledger --------------------------------------------------------
     def usage(self) -> Usage:
-        version = self.store.ledger_version()
+        """Free capacity now. Also where a policy applied on any replica takes effect: the active
+        policy version comes back with the ledger version in the same read, and the policy
+        itself is loaded only when that version moved."""
+        versions = self.store.versions()
+        if versions.policy != self.policy_version:
+            self._adopt_policy(versions.policy)
+        version = versions.ledger
         if self._usage is None or self._usage[0] != version:
             snap = self.store.snapshot()
             self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
@@ -133,16 +157,84 @@ class Scheduler:
         usage = self.usage() if usage is None else usage
         start = time.perf_counter()
         try:
-            decision = decide(self.index, usage, spec, self.policy)
-            if spec.inference is None or self.policy.inference_placement != "optimal":
-                return decision
-            result = solve_inference(
-                self.index, usage, spec, self.policy, time_limit_s=self.policy.inference_time_limit_s)
-            if result.placement is None:
-                return decision  # the greedy's reasons explain the wait
-            return replace(decision, placement=result.placement, uncovered_endpoints=())
+            return decide_with_policy(self.index, usage, spec, self.policy)
         finally:
             self.observer.decided(time.perf_counter() - start)
+
+    # --- policy --------------------------------------------------------------------
+    def _adopt_policy(self, version: int) -> None:
+        with self.lock:
+            if version == self.policy_version:
+                return  # another thread adopted it while this one waited for the lock
+            entry = self.store.get_policy(version) if version > 0 else None
+            self.policy = entry.policy if entry is not None else self._default_policy
+            self.policy_version = version
+            # What waiting jobs hold, and where, depends on the policy (residency, scores).
+            self._shadows.clear()
+            self._holds = None
+            log.info("policy_adopted", policy_version=version, sha256=entry.sha256 if entry else "")
+
+    def apply_policy(
+        self, policy: Policy, reason: str, applied_by: str, expected_version: int | None = None, rollback_of: int = 0
+    ) -> PolicyVersion:
+        """Make ``policy`` the active version, if the active one is still ``expected_version``
+        (None: whatever is active now). Every replica decides under it from its next decision.
+        Then one queue pass: a policy that opens sites places waiting work at once.
+        Raises StalePolicyVersion when another apply came first; nothing changes then."""
+        with self.lock:
+            self.usage()
+            expected = self.policy_version if expected_version is None else expected_version
+            entry = PolicyVersion.new(policy, applied_by, self.now(), reason, rollback_of)
+            try:
+                stored = self.store.apply_policy(expected, entry)
+            except StalePolicy as stale:
+                raise StalePolicyVersion(stale.expected, stale.current) from stale
+            self._adopt_policy(stored.version)
+            log.info("policy_applied", policy_version=stored.version, applied_by=applied_by, reason=reason,
+                     rollback_of=rollback_of or None)
+            self.place_pending()
+            return stored
+
+    def diff_policy(
+        self, candidate: Policy, last_finished: int = 0, exhaustive: bool = False
+    ) -> tuple[PolicyDiff, int]:
+        """What ``candidate`` would change on live state, against the active policy (whose version
+        is returned with the diff): a dry run that reserves and writes nothing. ``exhaustive``
+        re-decides every job, skipping no shortcut (for tests)."""
+        return policy_diff.diff_live(self, candidate, last_finished, exhaustive)
+
+    def seed_policy(self, reason: str, applied_by: str = "serve") -> PolicyVersion:
+        """Store this scheduler's start-up policy as version 1 when the store holds none; otherwise
+        the stored history wins (another replica, or an earlier run, seeded or changed it).
+        Returns the active version either way."""
+        with contextlib.suppress(StalePolicyVersion):
+            self.apply_policy(self._default_policy, reason, applied_by, expected_version=0)
+        active = self.policy_entry()
+        if active.sha256 != policy_sha256(self._default_policy):
+            log.warning("policy_file_ignored", active_version=active.version, active_sha256=active.sha256,
+                        why="the store already holds a policy history; use `grid-scheduler policy apply`")
+        return active
+
+    def rollback_policy(
+        self, version: int, reason: str, applied_by: str, expected_version: int | None = None
+    ) -> PolicyVersion:
+        """Apply version ``version``'s content as a new version that records the rollback."""
+        old = self.store.get_policy(version) if version > 0 else None
+        if old is None:
+            raise NotFound("policy version", str(version))
+        return self.apply_policy(old.policy, reason, applied_by, expected_version, rollback_of=version)
+
+    def policy_entry(self, version: int = 0) -> PolicyVersion:
+        """A stored version (0: the active one); an embedded scheduler with none stored answers
+        its own policy as version 0."""
+        entry = self.store.get_policy(version)
+        if entry is not None:
+            return entry
+        if version == 0:
+            self.usage()
+            return PolicyVersion(version=0, policy=self.policy, sha256=policy_sha256(self.policy),
+                                 applied_by="", applied_at=0.0, reason="built-in (no policy stored)")
+        raise NotFound("policy version", str(version))
 
     def holds(self) -> Holds:
         with self.lock:
@@ -219,7 +311,7 @@ class Scheduler:
             assert decision is not None
             create = transitions.new_waiting(
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
-                "lost the race for capacity", self.now(), owner=owner,
+                "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
             )
             record, created = observer.commit(self.observer, self.store, (), create)
             assert record is not None
@@ -238,24 +330,27 @@ class Scheduler:
         decision = self.decide(spec, held)
         now = self.now()
         if decision.placement is not None:
-            return decision, transitions.new_placed(job_id, spec, request_id, decision.placement, now, owner), []
+            return decision, transitions.new_placed(
+                job_id, spec, request_id, decision.placement, now, owner, policy_version=self.policy_version), []
         # Evicting anyone for a job no empty grid could take would be pure loss.
         if not self._could_ever_place(spec):
             return decision, transitions.new_waiting(
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.REJECTED,
-                "no site of the grid can ever take it", now, owner=owner,
+                "no site of the grid can ever take it", now, owner=owner, policy_version=self.policy_version,
             ), []
         running = self.store.running_jobs() if spec.priority > 0 else []
         plan = plan_preemption(self.index, self.policy, usage, holds, spec, running, now, self.decide)
         if plan is not None:
             assert plan.decision.placement is not None
-            updates = [Update(v.id, v.version, transitions.evicted(v, job_id, now)) for v in plan.victims]
-            placed = transitions.new_placed(job_id, spec, request_id, plan.decision.placement, now, owner)
+            updates = [Update(v.id, v.version, transitions.evicted(v, job_id, now, policy_version=self.policy_version))
+                       for v in plan.victims]
+            placed = transitions.new_placed(job_id, spec, request_id, plan.decision.placement, now, owner,
+                                            policy_version=self.policy_version)
             return plan.decision, placed, updates
         is_held = held is not usage and self.decide(spec, usage).placement is not None
         return decision, transitions.new_waiting(
             self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
-            "waiting for capacity", now, held=is_held, owner=owner,
+            "waiting for capacity", now, held=is_held, owner=owner, policy_version=self.policy_version,
         ), []
 
     def _twin(self, existing: JobRecord, spec: JobSpec) -> Outcome:

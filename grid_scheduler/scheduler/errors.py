@@ -36,3 +36,12 @@ class AlreadyExists(SchedulerError):
         )
         self.request_id = request_id
         self.job_id = job_id
+
+
+class StalePolicyVersion(SchedulerError):
+    """A policy apply expected an active version that is no longer active (ABORTED: re-read, retry)."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected_version {expected} is stale: the active policy is version {current}")
+        self.expected = expected
+        self.current = current

@@ -84,10 +84,11 @@ def _submit_candidate(sim: Scheduler, spec: JobSpec, now: float) -> str:
 
     decision = sim.decide(spec, sim.holds().overlay(sim.usage(), spec))
     if decision.placement is not None:
-        create = transitions.new_placed(CANDIDATE_ID, spec, "", decision.placement, now)
+        create = transitions.new_placed(CANDIDATE_ID, spec, "", decision.placement, now,
+                                        policy_version=sim.policy_version)
     else:
         create = transitions.new_waiting(sim.index, sim.policy, CANDIDATE_ID, spec, "", decision, JobState.PENDING,
-                                         "waiting", now)
+                                         "waiting", now, policy_version=sim.policy_version)
     sim.store.commit((), create)
     return CANDIDATE_ID
 

@@ -34,6 +34,7 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
     placed: list[JobRecord] = []
     failed_shapes: set[str] = set()
     with s.lock:
+        s.usage()  # adopt a newly applied policy before the holds below are built under it
         pending = s.store.pending_jobs()
         preemptors = any(r.spec.priority > 0 for r in pending)
         running = s.store.running_jobs() if preemptors else []
@@ -76,8 +77,9 @@ def try_start(
         decision, victims = plan.decision, plan.victims
     assert decision.placement is not None
     now = s.now()
-    updates = [Update(v.id, v.version, transitions.evicted(v, record.id, now)) for v in victims]
-    start = transitions.to_running(record, decision.placement, now)
+    updates = [Update(v.id, v.version, transitions.evicted(v, record.id, now, policy_version=s.policy_version))
+               for v in victims]
+    start = transitions.to_running(record, decision.placement, now, policy_version=s.policy_version)
     updates.append(Update(record.id, record.version, start))
     try:
         observer.commit(s.observer, s.store, updates)

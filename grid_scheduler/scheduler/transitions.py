@@ -16,23 +16,25 @@ def placed_message(record: JobRecord) -> str:
 
 
 def new_placed(
-    job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float, owner: str = ""
+    job_id: str, spec: JobSpec, request_id: str, placement: Placement, now: float, owner: str = "",
+    *, policy_version: int,
 ) -> Transition:
     record = JobRecord(
         id=job_id, request_id=request_id, owner=owner, spec=spec, state=JobState.RUNNING,
-        placement=placement, created_at=now, updated_at=now, started_at=now,
+        placement=placement, created_at=now, updated_at=now, started_at=now, policy_version=policy_version,
     )
     return Transition(record, EventType.PLACED, placed_message(record), reserve=placement.assignments)
 
 
 def new_waiting(
     index: GridIndex, policy: Policy, job_id: str, spec: JobSpec, request_id: str, decision: Decision,
-    state: JobState, why: str, now: float, held: bool = False, owner: str = "",
+    state: JobState, why: str, now: float, held: bool = False, owner: str = "", *, policy_version: int,
 ) -> Transition:
     info = waiting_info(index, policy, decision, held)
     record = JobRecord(
         id=job_id, request_id=request_id, owner=owner, spec=spec, state=state, waiting=info,
         created_at=now, updated_at=now, queued_at=now if state is JobState.PENDING else None,
+        policy_version=policy_version,
     )
     event = EventType.REJECTED if state is JobState.REJECTED else EventType.PENDING
     return Transition(record, event, why + (": " + info.summary[0] if info.summary else ""))
@@ -45,20 +47,22 @@ def waiting_info(index: GridIndex, policy: Policy, decision: Decision, held: boo
     return info
 
 
-def to_running(record: JobRecord, placement: Placement, now: float) -> Transition:
+def to_running(record: JobRecord, placement: Placement, now: float, *, policy_version: int) -> Transition:
     running = record.model_copy(update={
         "state": JobState.RUNNING, "placement": placement, "waiting": None,
-        "updated_at": now, "started_at": now, "version": record.version + 1,
+        "updated_at": now, "started_at": now, "version": record.version + 1, "policy_version": policy_version,
     })
     return Transition(running, EventType.PLACED, placed_message(running), reserve=placement.assignments)
 
 
-def evicted(victim: JobRecord, preemptor_id: str, now: float) -> Transition:
-    """Back to the queue, keeping its place (created_at), because ``preemptor_id`` takes its GPUs."""
+def evicted(victim: JobRecord, preemptor_id: str, now: float, *, policy_version: int) -> Transition:
+    """Back to the queue, keeping its place (created_at), because ``preemptor_id`` takes its GPUs
+    (a decision made under ``policy_version``)."""
     why = f"preempted by {preemptor_id}"
     queued = victim.model_copy(update={
         "state": JobState.PENDING, "placement": None, "waiting": WaitInfo(summary=[why]),
         "updated_at": now, "queued_at": now, "started_at": None, "version": victim.version + 1,
+        "policy_version": policy_version,
     })
     return Transition(queued, EventType.PREEMPTED, why, release=True)
 

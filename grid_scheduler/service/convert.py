@@ -159,6 +159,7 @@ def job_to_pb(
         create_time=timestamp(record.created_at),
         update_time=timestamp(record.updated_at),
         owner=record.owner,
+        policy_version=record.policy_version,
     )
     if record.state is JobState.RUNNING and record.started_at is not None:
         job.start_time.CopyFrom(timestamp(record.started_at))
@@ -176,4 +177,5 @@ def event_to_pb(event: JobEvent) -> pb.WatchJobsResponse:
     return pb.WatchJobsResponse(
         sequence=event.sequence, job_id=event.job_id, type=EVENT_TO_PB[event.type],
         state=STATE_TO_PB[event.state], time=timestamp(event.time), message=event.message,
+        policy_version=event.policy_version,
     )

@@ -187,3 +187,9 @@ def rate_limited(principal: str, retry_after_s: float) -> grpc.Status:
     )
     info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain=DOMAIN, metadata={"principal": principal})
     return _status(code_pb2.RESOURCE_EXHAUSTED, message, retry, quota, info)
+
+
+def aborted(reason: str, message: str, metadata: dict[str, str] | None = None) -> grpc.Status:
+    """A compare-and-set lost to a concurrent change: re-read, then decide whether to retry."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return _status(code_pb2.ABORTED, message, info)

@@ -273,6 +273,7 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             solve_time_s=result.solve_time_s,
             greedy_objective=result.greedy_objective,
             weighted_gpus=result.weighted_gpus,
+            policy_version=outcome.policy_version,
             tiers=[
                 pb.TierOutcome(
                     priority=t.priority, jobs=t.jobs, placed=t.placed, value=t.value, greedy_value=t.greedy_value,

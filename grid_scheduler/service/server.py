@@ -20,6 +20,8 @@ from grid_scheduler._proto.v1 import (
     audit_pb2_grpc,
     placement_pb2,
     placement_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     scenario_pb2,
     scenario_pb2_grpc,
     topology_pb2,
@@ -33,6 +35,7 @@ from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, Auth
 from grid_scheduler.service.health import ServiceHealth
 from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
+from grid_scheduler.service.policy import PolicyServicer
 from grid_scheduler.service.scenario import ScenarioServicer
 from grid_scheduler.service.tls import ServerTls
 from grid_scheduler.service.topology import TopologyServicer
@@ -45,6 +48,7 @@ PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
 class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -222,12 +226,13 @@ def start_server(
     scenarios = ScenarioServicer(stopping=stopping)
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_health = _service_health(health_servicer, scheduler, scenarios)
     service_health.refresh()
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, POLICY_SERVICE, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server
     )
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)

@@ -6,6 +6,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    StalePolicy,
     StaleRecord,
     Store,
     StoreAccessDenied,
@@ -14,12 +15,13 @@ from grid_scheduler.state.store import (
     Transition,
     UnknownJob,
     Update,
+    Versions,
     request_key,
     to_watts,
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StaleRecord", "Store", "StoreAccessDenied",
-    "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "open_store", "request_key",
-    "to_watts",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StalePolicy", "StaleRecord", "Store",
+    "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",
+    "open_store", "request_key", "to_watts",
 ]

@@ -10,15 +10,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from grid_scheduler.engine.priority import queue_key
-from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState
+from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState, PolicyVersion
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    StalePolicy,
     StaleRecord,
     Transition,
     UnknownJob,
     Update,
+    Versions,
     request_key,
     to_watts,
 )
@@ -50,6 +52,7 @@ class MemoryStore:
         self._audit_sequence = 0
         self._first_sequence = 1
         self._sequence = 0
+        self._policies: list[PolicyVersion] = []  # version n at index n - 1; the last is active
 
     # --- commits ---------------------------------------------------------------
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
@@ -172,6 +175,7 @@ class MemoryStore:
                 time=record.updated_at,
                 message=transition.message,
                 tenant=record.spec.tenant,
+                policy_version=record.policy_version,
             )
         )
         if len(self._events) > MAX_EVENTS:
@@ -222,6 +226,9 @@ class MemoryStore:
     def ledger_version(self) -> int:
         return self._version
 
+    def versions(self) -> Versions:
+        return Versions(self._version, len(self._policies))
+
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         pool = self._limits.pool_index[pool_id]
         with self._lock:
@@ -230,6 +237,25 @@ class MemoryStore:
             self._drained[pool] = drained
             self._version += 1
             return True
+
+    # --- policy history --------------------------------------------------------------
+    def apply_policy(self, expected_version: int, entry: PolicyVersion) -> PolicyVersion:
+        with self._lock:
+            if len(self._policies) != expected_version:
+                raise StalePolicy(expected_version, len(self._policies))
+            stored = entry.model_copy(update={"version": expected_version + 1})
+            self._policies.append(stored)
+            return stored
+
+    def get_policy(self, version: int = 0) -> PolicyVersion | None:
+        with self._lock:
+            n = version or len(self._policies)
+            return self._policies[n - 1] if 1 <= n <= len(self._policies) else None
+
+    def policy_history(self, before_version: int, limit: int) -> list[PolicyVersion]:
+        with self._lock:
+            top = len(self._policies) if before_version <= 0 else min(before_version - 1, len(self._policies))
+            return [self._policies[n - 1] for n in range(top, max(top - max(limit, 0), 0), -1)]
 
     # --- events ----------------------------------------------------------------
     def events_after(self, sequence: int, timeout_s: float) -> list[JobEvent]:

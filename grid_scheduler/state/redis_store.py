@@ -27,6 +27,9 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
                                         watcher resumes from the sequence it last saw
     gs:{grid}:audit_seq           int   last audit sequence
     gs:{grid}:audit               stream  one entry per mutating call (``<sequence>-0`` -> record JSON)
+    gs:{grid}:policy_version      int   the active policy version (the newest; 0 or absent = none)
+    gs:{grid}:policy:<n>          hash  version n of the policy history: content (Policy JSON), sha256,
+                                        by, at, reason, rollback_of (written once, never changed)
     gs:{grid}:lease:<name>        string  batch-cycle lease "<token>:<owner>" (state/lease.py)
     gs:{grid}:lease:<name>:fence  int     its fencing token counter
 
@@ -53,17 +56,28 @@ import redis
 from redis.commands.core import Script
 
 from grid_scheduler.engine.priority import queue_key
-from grid_scheduler.model import Assignment, AuditRecord, EventType, JobEvent, JobRecord, JobState
+from grid_scheduler.model import (
+    Assignment,
+    AuditRecord,
+    EventType,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Policy,
+    PolicyVersion,
+)
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    StalePolicy,
     StaleRecord,
     Transition,
     UnknownJob,
     Update,
+    Versions,
     request_key,
     to_watts,
 )
@@ -184,7 +198,7 @@ for i, op in ipairs(m.ops) do
   local seq = redis.call('INCR', P .. 'event_seq')
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', m.max, seq .. '-0',
              'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg,
-             'tenant', op.tn)
+             'tenant', op.tn, 'pv', op.pv)
 end
 return {'ok'}
 """
@@ -268,6 +282,20 @@ end
 return first
 """
 
+# ARGV: prefix, expected active version, content, sha256, by, at, reason, rollback_of.
+# Compare-and-set: the check and both writes are one script, so two replicas applying at once
+# cannot both become version n + 1.
+_LUA_APPLY_POLICY = r"""
+local P = ARGV[1]
+local current = tonumber(redis.call('GET', P .. 'policy_version') or '0')
+if current ~= tonumber(ARGV[2]) then return {'stale', tostring(current)} end
+local n = current + 1
+redis.call('HSET', P .. 'policy:' .. n, 'content', ARGV[3], 'sha256', ARGV[4], 'by', ARGV[5], 'at', ARGV[6],
+           'reason', ARGV[7], 'rollback_of', ARGV[8])
+redis.call('SET', P .. 'policy_version', n)
+return {'ok', tostring(n)}
+"""
+
 _LUA_LIST = r"""
 local P = ARGV[1]
 local start = ARGV[2] == '' and '-' or '(' .. ARGV[2]
@@ -321,6 +349,8 @@ class RedisStore:
         self._list = self._script(_LUA_LIST)
         self._audit = self._script(_LUA_AUDIT)
         self._in_state = self._script(_LUA_IN_STATE)
+        self._apply_policy = self._script(_LUA_APPLY_POLICY)
+        self._version_keys = (self.prefix + "ledger_version", self.prefix + "policy_version")
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
         self._closed = threading.Event()
@@ -374,6 +404,7 @@ class RedisStore:
             "id": job_id, "v": record.version, "exp": expected_version, "st": record.state.value,
             "fin": 1 if record.state.is_final else 0, "ev": transition.event.value,
             "t": repr(record.updated_at), "msg": transition.message, "tn": record.spec.tenant,
+            "pv": record.policy_version,
             "rel": transition.release,
             "pools": [[p, n, int(limits.pool_gpus[limits.pool_index[p]])] for p, n in gpus.items()],
             "sites": [[s, w, int(limits.site_power_w[limits.site_index[s]])] for s, w in watts.items()],
@@ -499,9 +530,56 @@ class RedisStore:
         return int(cast(str | None, self._r.get(self.prefix + "ledger_version")) or 0)
 
     @guarded
+    def versions(self) -> Versions:
+        # One MGET: the scheduler reads this before every decision, so the policy version rides along
+        # with the ledger version it already needed (no extra round trip on the hot path).
+        ledger, policy = cast(list[str | None], self._r.mget(self._version_keys))
+        return Versions(int(ledger or 0), int(policy or 0))
+
+    @guarded
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
         return bool(self._run(self._drain, [self.prefix, pool_id, 1 if drained else 0]))
+
+    # --- policy history --------------------------------------------------------------
+    @guarded
+    def apply_policy(self, expected_version: int, entry: PolicyVersion) -> PolicyVersion:
+        status, value = self._run(self._apply_policy, [
+            self.prefix, expected_version, entry.policy.model_dump_json(), entry.sha256, entry.applied_by,
+            repr(entry.applied_at), entry.reason, entry.rollback_of,
+        ])
+        if status == "stale":
+            raise StalePolicy(expected_version, int(value))
+        return entry.model_copy(update={"version": int(value)})
+
+    @guarded
+    def get_policy(self, version: int = 0) -> PolicyVersion | None:
+        if version <= 0:
+            version = int(cast(str | None, self._r.get(self.prefix + "policy_version")) or 0)
+            if version == 0:
+                return None
+        return self._policy_entry(version, cast(dict[str, str], self._r.hgetall(self.prefix + f"policy:{version}")))
+
+    @guarded
+    def policy_history(self, before_version: int, limit: int) -> list[PolicyVersion]:
+        active = int(cast(str | None, self._r.get(self.prefix + "policy_version")) or 0)
+        top = active if before_version <= 0 else min(before_version - 1, active)
+        wanted = list(range(top, max(top - max(limit, 0), 0), -1))
+        pipe = self._r.pipeline(transaction=False)
+        for n in wanted:
+            pipe.hgetall(self.prefix + f"policy:{n}")
+        entries = [self._policy_entry(n, fields) for n, fields in zip(wanted, pipe.execute(), strict=True)]
+        return [e for e in entries if e is not None]
+
+    @staticmethod
+    def _policy_entry(version: int, fields: dict[str, str]) -> PolicyVersion | None:
+        if not fields:
+            return None
+        return PolicyVersion(
+            version=version, policy=Policy.model_validate_json(fields["content"]), sha256=fields["sha256"],
+            applied_by=fields["by"], applied_at=float(fields["at"]), reason=fields["reason"],
+            rollback_of=int(fields.get("rollback_of") or 0),
+        )
 
     # --- events ----------------------------------------------------------------
     @guarded
@@ -523,7 +601,7 @@ class RedisStore:
                 events.append(JobEvent(
                     sequence=int(entry_id.partition("-")[0]), job_id=fields["job_id"], type=EventType(fields["type"]),
                     state=JobState(fields["state"]), time=float(fields["time"]), message=fields.get("message", ""),
-                    tenant=fields.get("tenant", ""),
+                    tenant=fields.get("tenant", ""), policy_version=int(fields.get("pv") or 0),
                 ))
         return events
 

@@ -15,7 +15,16 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from grid_scheduler.model import Assignment, AuditRecord, EventType, Grid, JobEvent, JobRecord, JobState
+from grid_scheduler.model import (
+    Assignment,
+    AuditRecord,
+    EventType,
+    Grid,
+    JobEvent,
+    JobRecord,
+    JobState,
+    PolicyVersion,
+)
 
 
 def to_watts(power_kw: float) -> int:
@@ -48,6 +57,24 @@ class StoreAccessDenied(StoreUnavailable):
 
     A configuration error rather than an outage, but handled alike: callers get UNAVAILABLE and
     the service recovers by itself once the credentials or the ACL are fixed."""
+
+
+class StalePolicy(StoreError):
+    """The active policy is no longer the version the caller expected; nothing was written."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"the active policy is version {current}, not {expected}")
+        self.expected = expected
+        self.current = current
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The ledger version and the active policy version, read together in one round trip so the
+    scheduler notices a policy applied on another replica before its next decision for free."""
+
+    ledger: int
+    policy: int
 
 
 @dataclass(frozen=True)
@@ -178,8 +205,27 @@ class Store(Protocol):
         """Changes whenever usage or drains change; cheap to read."""
         ...
 
+    def versions(self) -> Versions:
+        """The ledger version and the active policy version (0: none stored), in one cheap read."""
+        ...
+
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         """Returns whether anything changed."""
+        ...
+
+    # --- policy history ----------------------------------------------------------
+    def apply_policy(self, expected_version: int, entry: PolicyVersion) -> PolicyVersion:
+        """Append ``entry`` as the next version and make it active, if the active version is still
+        ``expected_version`` (0: none yet); atomic compare-and-set. Returns the entry with its number.
+        Raises StalePolicy, writing nothing, when another apply came first."""
+        ...
+
+    def get_policy(self, version: int = 0) -> PolicyVersion | None:
+        """One version of the history; 0 means the active one. None when there is no such version."""
+        ...
+
+    def policy_history(self, before_version: int, limit: int) -> list[PolicyVersion]:
+        """Versions newest first, older than ``before_version`` (0: from the newest), at most ``limit``."""
         ...
 
     def events_after(self, sequence: int, timeout_s: float) -> list[JobEvent]:

@@ -247,7 +247,7 @@ class WaitInfo(_message.Message):
     def __init__(self, site_counts: _Optional[_Mapping[str, int]] = ..., summary: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time", "owner", "start_time", "expected_end_time", "estimated_start_time")
+    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time", "owner", "start_time", "expected_end_time", "estimated_start_time", "policy_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,7 @@ class Job(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_END_TIME_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     spec: JobSpec
@@ -274,7 +275,8 @@ class Job(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     expected_end_time: _timestamp_pb2.Timestamp
     estimated_start_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy_version: int
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id", "view")
@@ -383,20 +385,22 @@ class WatchJobsRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., from_start: _Optional[bool] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
-    __slots__ = ("sequence", "job_id", "type", "state", "time", "message")
+    __slots__ = ("sequence", "job_id", "type", "state", "time", "message", "policy_version")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     job_id: str
     type: EventType
     state: JobState
     time: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, sequence: _Optional[int] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    policy_version: int
+    def __init__(self, sequence: _Optional[int] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class OptimizePendingRequest(_message.Message):
     __slots__ = ("dry_run", "time_limit_s")
@@ -417,7 +421,7 @@ class PlannedPlacement(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class OptimizePendingResponse(_message.Message):
-    __slots__ = ("dry_run", "pending_before", "placements", "unplaced_job_ids", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s", "greedy_objective", "weighted_gpus", "tiers")
+    __slots__ = ("dry_run", "pending_before", "placements", "unplaced_job_ids", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s", "greedy_objective", "weighted_gpus", "tiers", "policy_version")
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     PENDING_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +435,7 @@ class OptimizePendingResponse(_message.Message):
     GREEDY_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTED_GPUS_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     dry_run: bool
     pending_before: int
     placements: _containers.RepeatedCompositeFieldContainer[PlannedPlacement]
@@ -444,7 +449,8 @@ class OptimizePendingResponse(_message.Message):
     greedy_objective: float
     weighted_gpus: int
     tiers: _containers.RepeatedCompositeFieldContainer[TierOutcome]
-    def __init__(self, dry_run: _Optional[bool] = ..., pending_before: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[PlannedPlacement, _Mapping]]] = ..., unplaced_job_ids: _Optional[_Iterable[str]] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ..., greedy_objective: _Optional[float] = ..., weighted_gpus: _Optional[int] = ..., tiers: _Optional[_Iterable[_Union[TierOutcome, _Mapping]]] = ...) -> None: ...
+    policy_version: int
+    def __init__(self, dry_run: _Optional[bool] = ..., pending_before: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[PlannedPlacement, _Mapping]]] = ..., unplaced_job_ids: _Optional[_Iterable[str]] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., objective: _Optional[float] = ..., best_bound: _Optional[float] = ..., gap: _Optional[float] = ..., solve_time_s: _Optional[float] = ..., greedy_objective: _Optional[float] = ..., weighted_gpus: _Optional[int] = ..., tiers: _Optional[_Iterable[_Union[TierOutcome, _Mapping]]] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class TierOutcome(_message.Message):
     __slots__ = ("priority", "jobs", "placed", "value", "greedy_value", "solver_status", "method", "objective", "best_bound", "gap", "solve_time_s")

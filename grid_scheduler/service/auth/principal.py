@@ -33,6 +33,7 @@ class Permission(StrEnum):
     OPERATE = "operate"  # drain and undrain pools, run the batch optimiser
     RUN_SCENARIOS = "run_scenarios"  # what-if runs and their reports
     READ_AUDIT = "read_audit"
+    READ_POLICY = "read_policy"  # the placement policy, its history, validation and dry-run diffs
     SITE_AGENT = "site_agent"
 
 
@@ -45,7 +46,7 @@ GRANTS: Mapping[Role, frozenset[Permission]] = {
     Role.TENANT_ADMIN: frozenset({Permission.SUBMIT, Permission.READ_JOBS, Permission.MANAGE_OWN_JOBS,
                                   Permission.MANAGE_JOBS, Permission.READ_TOPOLOGY, Permission.READ_AUDIT}),
     Role.PLATFORM_ADMIN: frozenset(Permission),
-    Role.PLANNER: frozenset({Permission.RUN_SCENARIOS, Permission.READ_TOPOLOGY}),
+    Role.PLANNER: frozenset({Permission.RUN_SCENARIOS, Permission.READ_TOPOLOGY, Permission.READ_POLICY}),
     Role.SITE_AGENT: frozenset({Permission.READ_TOPOLOGY, Permission.SITE_AGENT}),
 }
 

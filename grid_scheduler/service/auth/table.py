@@ -57,6 +57,19 @@ _P = "/grid_scheduler.v1.PlacementService/"
 _T = "/grid_scheduler.v1.TopologyService/"
 _S = "/grid_scheduler.v1.ScenarioService/"
 _A = "/grid_scheduler.v1.AuditService/"
+_PO = "/grid_scheduler.v1.PolicyService/"
+
+
+def _policy_change(request: Any, response: Any) -> tuple[str, str]:
+    if response is not None:
+        return "", f"policy v{response.policy.version}"
+    return "", f"policy over v{request.expected_version}" if request.HasField("expected_version") else "policy"
+
+
+def _rollback(request: Any, response: Any) -> tuple[str, str]:
+    if response is not None:
+        return "", f"policy v{response.policy.version} (rollback to v{request.version})"
+    return "", f"policy rollback to v{request.version}"
 
 RULES: Mapping[str, Rule] = {
     _P + "SubmitJob": Rule(Permission.SUBMIT, _submission),
@@ -81,6 +94,13 @@ RULES: Mapping[str, Rule] = {
     _S + "CancelScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
     _S + "DeleteScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
     _A + "ListAuditRecords": Rule(Permission.READ_AUDIT),
+    # Reading and dry-running policies: platform admins and planners. Changing them: operate, audited.
+    _PO + "GetPolicy": Rule(Permission.READ_POLICY),
+    _PO + "ListPolicyVersions": Rule(Permission.READ_POLICY),
+    _PO + "ValidatePolicy": Rule(Permission.READ_POLICY),
+    _PO + "DiffPolicy": Rule(Permission.READ_POLICY),
+    _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
+    _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
