@@ -16,6 +16,8 @@ from grid_scheduler.state import StoreUnavailable
 
 log = structlog.get_logger("grid_scheduler.service")
 F = TypeVar("F", bound=Callable[..., Any])
+STORE_UNAVAILABLE = ("the scheduler's ledger is unavailable right now; nothing was changed: retry (a submission "
+                     "with the same request_id returns the job if it was committed)")
 
 
 def status_of(exc: Exception) -> grpc.Status | None:
@@ -30,7 +32,10 @@ def status_of(exc: Exception) -> grpc.Status | None:
     if isinstance(exc, PermissionDenied):
         return errors.permission_denied(exc.reason, str(exc), exc.metadata)
     if isinstance(exc, StoreUnavailable):
-        return errors.unavailable(str(exc))
+        # The detail (the store's redacted address, its user, the driver's words) is for the
+        # operator's log; a client across the trust boundary learns only that it may retry.
+        log.warning("store_unavailable", error=str(exc))
+        return errors.unavailable(STORE_UNAVAILABLE)
     return None
 
 

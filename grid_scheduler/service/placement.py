@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import structlog
 from pydantic import ValidationError
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
@@ -21,6 +22,8 @@ from grid_scheduler.service import convert, errors, watch
 from grid_scheduler.service.auth import Permission, PermissionDenied, Principal, current
 from grid_scheduler.service.handlers import handled
 from grid_scheduler.state import StoreError
+
+log = structlog.get_logger("grid_scheduler.service")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -238,7 +241,9 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
                     # This watcher fell behind the store's window: its next events are gone.
                     context.abort_with_status(_trimmed(e.after, e.first))
                 except StoreError as e:
-                    context.abort_with_status(errors.unavailable(f"{e}; resume with after_sequence={sub.sequence}"))
+                    log.warning("watch_store_unavailable", error=str(e))
+                    context.abort_with_status(errors.unavailable(
+                        f"the scheduler's ledger is unavailable right now; resume with after_sequence={sub.sequence}"))
                 yield from messages
                 sub.end_turn()
         finally:

@@ -32,7 +32,7 @@ _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLI
 # tests/test_redis_security.py checks every ``redis.call`` in state/ is listed, and runs under it.
 ACL_COMMANDS = (
     "ping", "evalsha", "script|load", "multi", "exec",                       # the client itself
-    "get", "set", "hget", "xread", "xrange",                                  # direct reads and writes
+    "get", "mget", "set", "hget", "hgetall", "xread", "xrange",               # direct reads and writes
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
     "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
 )
@@ -80,7 +80,8 @@ def guarded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             raise StoreUnavailable(f"redis at {self.safe_url} is unavailable: {e}") from e
         except redis.ResponseError as e:  # NoPermissionError included
-            if str(e).startswith("NOPERM") or _SCRIPT_DENIED in str(e):
+            if isinstance(e, redis.exceptions.NoPermissionError) or str(e).startswith("NOPERM") \
+                    or _SCRIPT_DENIED in str(e):
                 raise StoreAccessDenied(
                     f"redis at {self.safe_url} denied a command to this user (its ACL needs the commands in "
                     f"README 'Running with Redis'): {e}") from e
