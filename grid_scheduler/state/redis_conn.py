@@ -23,7 +23,8 @@ CONNECT_TIMEOUT_S = 0.5
 
 # Redis replies that mean "not now" rather than "your command is wrong".
 # An ACL refusal inside a Lua script comes back as a plain error (Redis 7.0) rather than NOPERM.
-_SCRIPT_DENIED = "The user executing the script can't"
+# Redis 7.0 says the first, Valkey (and newer Redis) the second.
+_SCRIPT_DENIED = ("The user executing the script can't", "ACL failure in script")
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -81,7 +82,7 @@ def guarded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P
             raise StoreUnavailable(f"redis at {self.safe_url} is unavailable: {e}") from e
         except redis.ResponseError as e:  # NoPermissionError included
             if isinstance(e, redis.exceptions.NoPermissionError) or str(e).startswith("NOPERM") \
-                    or _SCRIPT_DENIED in str(e):
+                    or any(marker in str(e) for marker in _SCRIPT_DENIED):
                 raise StoreAccessDenied(
                     f"redis at {self.safe_url} denied a command to this user (its ACL needs the commands in "
                     f"README 'Running with Redis'): {e}") from e
