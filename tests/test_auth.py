@@ -354,7 +354,7 @@ def test_hostile_corpus_against_tls_with_auth(served: Served) -> None:
     with a bad token: no INTERNAL or UNKNOWN, still SERVING, no job created by a refused request."""
     # Not PolicyService here: a damaged ApplyPolicy may be a valid one, and this module's server is
     # shared with the policy test (tests/test_hostile.py runs those on a server of their own).
-    corpus = [e for e in hostile_corpus_labelled(HOSTILE_SEED) if "/PolicyService/" not in e[0]]
+    corpus = [e for e in hostile_corpus_labelled(HOSTILE_SEED) if ".PolicyService/" not in e[0]]
     creds = ClientTls(served.pki.ca, *served.anon_cert).credentials()
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     with served.client("ops") as ops, grpc.secure_channel(served.address, creds, options=options) as channel:
