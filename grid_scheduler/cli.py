@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
+from grid_scheduler.cli_output import print_json, print_table
 from grid_scheduler.client import DEFAULT_ADDRESS, Client
 from grid_scheduler.config import DEFAULT_GRID, ConfigError, load_grid, load_job, load_policy
 from grid_scheduler.model import JobState
@@ -258,17 +258,7 @@ def _with_client(args: argparse.Namespace, run: Callable[[argparse.Namespace, Cl
         return run(args, client)
 
 
-def _print_json(message: Message) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
-
-def _table(rows: list[list[Any]], header: list[str]) -> None:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _state(value: int) -> str:
@@ -300,7 +290,7 @@ def _show_job(job: ppb.Job) -> None:
 
 
 def _show_placement(placement: ppb.Placement) -> None:
-    _table(
+    print_table(
         [[a.site_id, a.pool_id, a.gpu_type, a.gpus, f"{a.power_kw / 1000:.3f}"] for a in placement.assignments],
         ["site", "pool", "gpu", "gpus", "power_mw"],
     )
@@ -315,14 +305,14 @@ def _show_placement(placement: ppb.Placement) -> None:
 def _show_reasons(reasons: Sequence[ppb.Reason]) -> None:
     if reasons:
         print("why not elsewhere:")
-        _table([[r.site_id, r.pool_id, _code(r.code), r.message] for r in reasons],
+        print_table([[r.site_id, r.pool_id, _code(r.code), r.message] for r in reasons],
                ["site", "pool", "reason", "detail"])
 
 
 def _submit(args: argparse.Namespace, client: Client) -> int:
     response = client.submit(load_job(args.file), args.request_id, args.full)
     if args.json:
-        _print_json(response)
+        print_json(response)
     else:
         if not response.created:
             print("(same request_id as an earlier submission: that job is returned)")
@@ -333,7 +323,7 @@ def _submit(args: argparse.Namespace, client: Client) -> int:
 def _explain(args: argparse.Namespace, client: Client) -> int:
     response = client.explain(load_job(args.file))
     if args.json:
-        _print_json(response)
+        print_json(response)
         return 0
     print("would be placed now (dry run, nothing reserved):" if response.placeable else "would wait:")
     if response.placeable:
@@ -351,9 +341,9 @@ def _jobs(args: argparse.Namespace, client: Client) -> int:
     states = tuple(JobState(s) for s in args.state)
     jobs = list(client.list_jobs(states))
     if args.json:
-        _print_json(ppb.ListJobsResponse(jobs=jobs))
+        print_json(ppb.ListJobsResponse(jobs=jobs))
         return 0
-    _table(
+    print_table(
         [[j.id, j.spec.name, j.spec.tenant, _state(j.state), j.placement.assignments[0].site_id
           if j.placement.assignments else "-", sum(a.gpus for a in j.placement.assignments)] for j in jobs],
         ["id", "name", "tenant", "state", "site", "gpus"],
@@ -363,19 +353,19 @@ def _jobs(args: argparse.Namespace, client: Client) -> int:
 
 def _job(args: argparse.Namespace, client: Client) -> int:
     job = client.get_job(args.id, args.full)
-    _print_json(job) if args.json else _show_job(job)
+    print_json(job) if args.json else _show_job(job)
     return 0
 
 
 def _cancel(args: argparse.Namespace, client: Client) -> int:
     job = client.cancel(args.id)
-    _print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
+    print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
     return 0
 
 
 def _complete(args: argparse.Namespace, client: Client) -> int:
     job = client.complete(args.id)
-    _print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
+    print_json(job) if args.json else print(f"job {job.id} {_state(job.state)}")
     return 0
 
 
@@ -391,7 +381,7 @@ def _watch(args: argparse.Namespace, client: Client) -> int:
 def _sites(args: argparse.Namespace, client: Client) -> int:
     sites = client.sites()
     if args.json:
-        _print_json(tpb.ListSitesResponse(sites=sites))
+        print_json(tpb.ListSitesResponse(sites=sites))
         return 0
     rows = []
     for s in sites:
@@ -401,19 +391,19 @@ def _sites(args: argparse.Namespace, client: Client) -> int:
         rows.append([s.id, tpb.Tier.Name(s.tier).removeprefix("TIER_").lower(), ",".join(s.jurisdictions),
                      f"{s.power_used_mw:.1f}/{s.power_envelope_mw:g}", total, free, drained,
                      " ".join(sorted({p.gpu_type for p in s.pools}))])
-    _table(rows, ["site", "tier", "jurisdictions", "power_mw used/envelope", "gpus", "free", "drained", "types"])
+    print_table(rows, ["site", "tier", "jurisdictions", "power_mw used/envelope", "gpus", "free", "drained", "types"])
     return 0
 
 
 def _capacity(args: argparse.Namespace, client: Client) -> int:
     cap = client.capacity()
     if args.json:
-        _print_json(cap)
+        print_json(cap)
         return 0
     for title, rows in (("fleet", [cap.fleet]), ("by tier", cap.by_tier), ("by jurisdiction", cap.by_jurisdiction),
                         ("by GPU type", cap.by_gpu_type), ("by site", cap.by_site)):
         print(f"\n{title}")
-        _table([[r.key, r.total_gpus, r.used_gpus, r.free_gpus, r.drained_gpus,
+        print_table([[r.key, r.total_gpus, r.used_gpus, r.free_gpus, r.drained_gpus,
                  f"{r.power_used_mw:.1f}/{r.power_envelope_mw:g}" if r.power_envelope_mw else "-"] for r in rows],
                ["key", "gpus", "used", "free", "drained", "power_mw used/envelope"])
     return 0
@@ -422,7 +412,7 @@ def _capacity(args: argparse.Namespace, client: Client) -> int:
 def _optimize(args: argparse.Namespace, client: Client) -> int:
     response = client.optimize(args.dry_run, args.time_limit)
     if args.json:
-        _print_json(response)
+        print_json(response)
         return 0
     verb = "would place" if response.dry_run else "placed"
     committed = sum(p.committed for p in response.placements)
@@ -431,7 +421,7 @@ def _optimize(args: argparse.Namespace, client: Client) -> int:
           + f"; {len(response.unplaced_job_ids)} still waiting")
     print(f"solver {response.solver_status} via {response.method}: objective {response.objective:.0f}, "
           f"bound {response.best_bound:.0f}, gap {response.gap:.2%}, {response.solve_time_s:.2f} s")
-    _table([[p.job_id, ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in p.placement.assignments),
+    print_table([[p.job_id, ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in p.placement.assignments),
              "yes" if p.committed else "no"] for p in response.placements], ["job", "placement", "committed"])
     return 0
 
@@ -461,13 +451,13 @@ def _audit(args: argparse.Namespace, client: Client) -> int:
 
 def _drain(args: argparse.Namespace, client: Client) -> int:
     pool = client.drain(args.pool)
-    _print_json(pool) if args.json else print(f"pool {pool.id} drained ({pool.used_gpus} GPUs still in use)")
+    print_json(pool) if args.json else print(f"pool {pool.id} drained ({pool.used_gpus} GPUs still in use)")
     return 0
 
 
 def _undrain(args: argparse.Namespace, client: Client) -> int:
     pool = client.undrain(args.pool)
-    _print_json(pool) if args.json else print(f"pool {pool.id} open: {pool.free_gpus} GPUs free")
+    print_json(pool) if args.json else print(f"pool {pool.id} open: {pool.free_gpus} GPUs free")
     return 0
 
 

@@ -4,17 +4,14 @@ from the command line, through PolicyService (handlers here; parsers registered 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
-
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pol
+from grid_scheduler.cli_output import print_json, print_table
 from grid_scheduler.client import Client
 from grid_scheduler.config import ConfigError
 
@@ -54,9 +51,6 @@ def _read(path: str) -> str:
         raise ConfigError(f"{path}: {e.strerror}") from e
 
 
-def _print_json(message: Message) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
-
 
 def _when(v: pol.PolicyVersion) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.apply_time.seconds))
@@ -70,7 +64,7 @@ def _summary(v: pol.PolicyVersion) -> str:
 def _show(args: argparse.Namespace, client: Client) -> int:
     v = client.get_policy(args.version)
     if args.json:
-        _print_json(v)
+        print_json(v)
     else:
         print(_summary(v))
         print(v.yaml, end="")
@@ -80,9 +74,9 @@ def _show(args: argparse.Namespace, client: Client) -> int:
 def _history(args: argparse.Namespace, client: Client) -> int:
     versions = list(client.policy_versions())
     if args.json:
-        _print_json(pol.ListPolicyVersionsResponse(versions=versions))
+        print_json(pol.ListPolicyVersionsResponse(versions=versions))
         return 0
-    _table([[v.version, _when(v), v.applied_by or "-", v.sha256[:12], f"v{v.rollback_of}" if v.rollback_of else "",
+    print_table([[v.version, _when(v), v.applied_by or "-", v.sha256[:12], f"v{v.rollback_of}" if v.rollback_of else "",
              v.reason] for v in versions], ["version", "applied (UTC)", "by", "sha256", "rollback of", "reason"])
     return 0
 
@@ -90,7 +84,7 @@ def _history(args: argparse.Namespace, client: Client) -> int:
 def _validate(args: argparse.Namespace, client: Client) -> int:
     v = client.validate_policy(_read(args.file))
     if args.json:
-        _print_json(v)
+        print_json(v)
     else:
         print(f"{args.file}: valid (sha256 {v.sha256[:12]}); as it would be stored:")
         print(v.yaml, end="")
@@ -100,34 +94,34 @@ def _validate(args: argparse.Namespace, client: Client) -> int:
 def _diff(args: argparse.Namespace, client: Client) -> int:
     d = client.diff_policy(_read(args.file), args.last_finished, args.max_jobs)
     if args.json:
-        _print_json(d)
+        print_json(d)
         return 0
     print(f"against active v{d.active_version}; {d.jobs_considered} jobs re-decided (nothing reserved): "
           f"{d.moved_count} move, {d.became_placeable_count} become placeable, "
           f"{d.became_unplaceable_count} become unplaceable, {d.unchanged} unchanged")
     if d.policy_changes:
         print("\npolicy changes:")
-        _table([[c.field, c.before, c.after] for c in d.policy_changes], ["field", "active", "candidate"])
+        print_table([[c.field, c.before, c.after] for c in d.policy_changes], ["field", "active", "candidate"])
     if d.moved:
         print("\nwould move:")
-        _table([[m.job_id, m.tenant, _where(m.before), _where(m.after),
+        print_table([[m.job_id, m.tenant, _where(m.before), _where(m.after),
                  ", ".join(f"{t.term} {t.before:.3f}->{t.after:.3f}" for t in m.terms)] for m in d.moved],
                ["job", "tenant", "from", "to", "cost terms"])
     for title, changes in (("would become placeable", d.became_placeable),
                            ("would become unplaceable", d.became_unplaceable)):
         if changes:
             print(f"\n{title}:")
-            _table([[c.job_id, c.tenant, _where(c.placement), "; ".join(c.reasons)] for c in changes],
+            print_table([[c.job_id, c.tenant, _where(c.placement), "; ".join(c.reasons)] for c in changes],
                    ["job", "tenant", "placement (the policy that can)", "why the other cannot"])
     for title, deltas in (("sites", d.sites), ("tenants", d.tenants)):
         if deltas:
             print(f"\n{title}:")
-            _table([[x.key, x.gpus_before, x.gpus_after, f"{x.gpus_after - x.gpus_before:+d}",
+            print_table([[x.key, x.gpus_before, x.gpus_after, f"{x.gpus_after - x.gpus_before:+d}",
                      f"{x.power_kw_before:.1f}", f"{x.power_kw_after:.1f}"] for x in deltas],
                    ["key", "gpus before", "after", "delta", "power kW before", "after"])
     b, a = d.before, d.after
     print("\ntotals:")
-    _table([["jobs placed", b.jobs_placed, a.jobs_placed], ["GPUs", b.gpus, a.gpus],
+    print_table([["jobs placed", b.jobs_placed, a.jobs_placed], ["GPUs", b.gpus, a.gpus],
             ["power kW", f"{b.power_kw:.1f}", f"{a.power_kw:.1f}"],
             ["carbon kg/h", f"{b.carbon_kg_per_hour:.1f}", f"{a.carbon_kg_per_hour:.1f}"],
             ["energy cost /h", f"{b.energy_cost_per_hour:.1f}", f"{a.energy_cost_per_hour:.1f}"],
@@ -138,13 +132,13 @@ def _diff(args: argparse.Namespace, client: Client) -> int:
 
 def _apply(args: argparse.Namespace, client: Client) -> int:
     v = client.apply_policy(_read(args.file), args.reason, args.expected_version)
-    _print_json(v) if args.json else print(f"active: {_summary(v)}")
+    print_json(v) if args.json else print(f"active: {_summary(v)}")
     return 0
 
 
 def _rollback(args: argparse.Namespace, client: Client) -> int:
     v = client.rollback_policy(args.version, args.reason, args.expected_version)
-    _print_json(v) if args.json else print(f"active: {_summary(v)}")
+    print_json(v) if args.json else print(f"active: {_summary(v)}")
     return 0
 
 
@@ -152,10 +146,3 @@ def _where(p: ppb.Placement) -> str:
     return ", ".join(f"{a.gpus} in {a.pool_id}" for a in p.assignments) or "-"
 
 
-def _table(rows: Sequence[Sequence[Any]], header: list[str]) -> None:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from grid_scheduler.engine.priority import expected_end
 from grid_scheduler.model import EventType, JobRecord, JobSpec, JobState
+from grid_scheduler.scheduler import transitions
 from grid_scheduler.scheduler.core import Scheduler
 from grid_scheduler.state import MemoryStore, Transition
 
@@ -80,8 +81,6 @@ def estimate_starts(
 
 def _submit_candidate(sim: Scheduler, spec: JobSpec, now: float) -> str:
     # As a submission now: placed at once if it can be, else it waits at the back of its tier.
-    from grid_scheduler.scheduler import transitions
-
     decision = sim.decide(spec, sim.holds().overlay(sim.usage(), spec))
     if decision.placement is not None:
         create = transitions.new_placed(CANDIDATE_ID, spec, "", decision.placement, now,

@@ -27,7 +27,6 @@ log = structlog.get_logger("grid_scheduler.service")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-MAX_REQUEST_ID = errors.MAX_ID_CHARS  # one bound for every id the service reads
 WATCH_POLL_S = 0.25
 DEFAULT_OPTIMIZE_S = 5.0
 # Start estimates replay the whole queue: reused while no job or capacity changed, for at most this long.
@@ -79,8 +78,6 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
         principal = current()
         spec, spec_pb = caller_spec(request.spec, request.HasField("spec"), principal)
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise InvalidJob([("request_id", f"longer than {MAX_REQUEST_ID} characters")])
         try:
             outcome = self.scheduler.submit(spec, request.request_id, owner=principal.name)
         except InvalidJob as e:

@@ -56,7 +56,6 @@ log = structlog.get_logger("grid_scheduler.service.scenario")
 
 MEDIA_TYPES = {".csv": "text/csv", ".png": "image/png", ".html": "text/html", ".json": "application/json"}
 WATCH_POLL_S = 0.5
-MAX_REQUEST_ID = errors.MAX_ID_CHARS  # one bound for every id the service reads
 DEFAULT_MAX_QUEUED = 16  # queued + running runs the server holds at once
 DEFAULT_RETENTION_S = 24 * 3600.0  # a finished run and its report are kept this long
 TERMINATE_GRACE_S = 5.0  # a terminated run's process gets this long before it is killed
@@ -170,8 +169,6 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
     def StartScenario(
         self, request: pb.StartScenarioRequest, context: grpc.ServicerContext
     ) -> pb.StartScenarioResponse:
-        if len(request.request_id) > MAX_REQUEST_ID:
-            context.abort_with_status(errors.invalid_argument([("request_id", f"longer than {MAX_REQUEST_ID}")]))
         self._expire()
         with self._lock:
             existing = self._by_request.get(request.request_id) if request.request_id else None
