@@ -189,7 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--retention-days: must be >= 0")
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
-    scheduler = Scheduler(grid, load_policy(args.policy), store=store)
+    scheduler = Scheduler(grid, load_policy(args.policy, grid), store=store)
     # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
     scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
     metrics = _start_metrics(args.metrics_address, scheduler)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from grid_scheduler.model import Grid, JobSpec, Policy
 from grid_scheduler.model.errors import describe
+from grid_scheduler.model.policy import policy_violations_against_grid
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,11 +48,16 @@ def load_grid(path: Path | str = DEFAULT_GRID) -> Grid:
     return parse(Grid, read_yaml(path), str(path))
 
 
-def load_policy(path: Path | str | None) -> Policy:
+def load_policy(path: Path | str | None, grid: Grid | None = None) -> Policy:
+    """The policy file (None: the built-in policy); with ``grid``, also refuse names it does not know."""
     if path is None:
         return Policy()
     path = Path(path)
-    return parse(Policy, read_yaml(path) or {}, str(path))
+    policy = parse(Policy, read_yaml(path) or {}, str(path))
+    problems = policy_violations_against_grid(policy, grid) if grid is not None else []
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(f"{field}: {message}" for field, message in problems))
+    return policy
 
 
 def load_job(path: Path | str) -> JobSpec:

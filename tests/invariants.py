@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import networkx as nx
 
-from grid_scheduler.model import Grid, JobRecord, JobSpec, JobState, Placement, Policy
+from grid_scheduler.model import Grid, JobRecord, JobSpec, JobState, Placement, Policy, Site
 from grid_scheduler.topology import build_graph
 
 
@@ -20,6 +20,15 @@ def residency_ok(grid: Grid, spec: JobSpec, site_id: str, policy: Policy | None 
     if policy is not None and spec.tenant in policy.tenant_residency:
         rules.append(policy.tenant_residency[spec.tenant])
     return all(r.admits(tags) for r in rules)
+
+
+def preference_admits(spec: JobSpec, site: Site, policy: Policy | None) -> bool:
+    """The preference fence, read from its definition: a listed site, a listed tag or tier, or '*'."""
+    entries = spec.placement_preference or (policy or Policy()).tenant_placement_preference.get(spec.tenant, [])
+    if not entries or "*" in entries:
+        return True
+    return (f"site:{site.id}" in entries or f"tier:{site.tier.value}" in entries
+            or any(f"jurisdiction:{tag}" in entries for tag in site.tags))
 
 
 def placement_violations(grid: Grid, spec: JobSpec, placement: Placement, policy: Policy | None = None) -> list[str]:
@@ -37,6 +46,8 @@ def placement_violations(grid: Grid, spec: JobSpec, placement: Placement, policy
             problems.append(f"{pool.gpu_type} memory too small")
         if pool.workload.value not in ("any", spec.kind.value):
             problems.append(f"{pool.id} is for {pool.workload.value}")
+        if not preference_admits(spec, site, policy):
+            problems.append(f"{site.id} is outside the placement preference")
     if placement.gpus != spec.total_gpus:
         problems.append(f"{placement.gpus} GPUs placed, {spec.total_gpus} asked")
     if spec.gang and spec.inference is None and len(placement.assignments) != 1:

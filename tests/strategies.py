@@ -11,6 +11,9 @@ ENDPOINTS = ["london", "frankfurt", "manchester", "lisbon"]
 RESIDENCY = [{}, {"allowed": ["EU"]}, {"allowed": ["UK"]}, {"allowed": ["EEA"]}, {"allowed": ["EU", "UK"]},
              {"denied": ["UK"]}, {"allowed": ["EEA"], "denied": ["EU"]}]
 DATASETS = [[], ["uk-customer-records"], ["eu-corpus"]]
+# Mostly none, as most jobs give none; the rest: one site, an overflow chain, a fence, tiers.
+PREFERENCES = [[], [], [], ["site:sines"], ["jurisdiction:UK", "*"], ["site:london-hub", "site:glomfjord"],
+               ["tier:edge", "tier:regional_hub"], ["jurisdiction:EU", "jurisdiction:UK"], ["site:frankfurt-hub", "*"]]
 
 
 @st.composite
@@ -29,6 +32,7 @@ def training_specs(draw: st.DrawFn) -> JobSpec:
             "priority": draw(st.integers(0, 10)),
             "residency": draw(st.sampled_from(RESIDENCY)),
             "training": {"duration_hours": 2, "datasets": draw(st.sampled_from(DATASETS))},
+            "placement_preference": draw(st.sampled_from(PREFERENCES)),
         }
     )
 
@@ -50,6 +54,7 @@ def inference_specs(draw: st.DrawFn) -> JobSpec:
                 "demand": [{"endpoint": e, "weight": draw(st.sampled_from([0.5, 1.0, 2.0]))} for e in endpoints],
                 "latency_slo_ms": draw(st.sampled_from([2, 5, 8, 12, 30])),
             },
+            "placement_preference": draw(st.sampled_from(PREFERENCES)),
         }
     )
 

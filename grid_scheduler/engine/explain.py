@@ -72,6 +72,8 @@ def _reasons_for_site(
         )
     if out:
         return out  # the site is ruled out whatever its pools hold
+    if checks.site_preference_ok is not None and not checks.site_preference_ok[s]:
+        return [Reason(code=ReasonCode.POLICY, site_id=site_id, message=_preference_message(decision, s))]
     if not pools:
         return [Reason(code=ReasonCode.CAPACITY, site_id=site_id, message="site has no GPU pools", unit="gpus")]
     feasible_here = False
@@ -93,6 +95,17 @@ def _reasons_for_site(
         out = [Reason(code=ReasonCode.SCORE, site_id=site_id, message=message, required=chosen_cost or 0.0,
                       available=best if np.isfinite(best) else 0.0)]
     return out
+
+
+def _preference_message(decision: Decision, s: int) -> str:
+    """Why the job's placement preference kept it off site ``s``: a later entry it never needed, or none."""
+    levels = decision.preference
+    later = next((i for i, level in enumerate(levels) if level.sites[s]), None)
+    if later is not None:
+        taker = levels[decision.preference_reached - 1].entry
+        return (f"placement preference entry {later + 1} ({levels[later].entry}) not reached: "
+                f"entry {decision.preference_reached} ({taker}) took the job")
+    return "not in the placement preference (" + ", ".join(level.entry for level in levels) + ")"
 
 
 def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) -> list[Reason]:
@@ -190,7 +203,9 @@ def site_code_masks(index: GridIndex, decision: Decision) -> dict[ReasonCode, np
 
     residency = ~checks.site_residency_ok
     latency = ~checks.site_latency_ok if decision.spec.inference is not None else np.zeros(n_sites, np.bool_)
-    open_site = ~(residency | latency)
+    fenced = ~(residency | latency)
+    preferred = checks.site_preference_ok if checks.site_preference_ok is not None else np.ones(n_sites, np.bool_)
+    open_site = fenced & preferred
     has_pools = np.bincount(site, minlength=n_sites) > 0
     type_fail = ~checks.pool_type_ok
     workload_fail = checks.pool_type_ok & ~checks.pool_workload_ok
@@ -212,6 +227,7 @@ def site_code_masks(index: GridIndex, decision: Decision) -> dict[ReasonCode, np
     masks = {
         ReasonCode.RESIDENCY: residency,
         ReasonCode.LATENCY: latency,
+        ReasonCode.POLICY: fenced & ~preferred,
         ReasonCode.GPU_TYPE: pool_sites & any_at_site(type_fail),
         ReasonCode.WORKLOAD: pool_sites & any_at_site(workload_fail),
         ReasonCode.HEALTH: pool_sites & any_at_site(health_fail),
@@ -245,6 +261,8 @@ def _near_reasons(index: GridIndex, decision: Decision, limit: int) -> list[Reas
     """
     checks = decision.checks
     open_site = checks.site_residency_ok & (checks.site_latency_ok if decision.spec.inference is not None else True)
+    if checks.site_preference_ok is not None:
+        open_site = open_site & checks.site_preference_ok
     candidates: list[tuple[float, int, int, Reason]] = []
     if checks.unit is Unit.SPLIT:
         capacity, power = _split_failures(index, decision)

@@ -12,6 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
+from grid_scheduler.engine import preference
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.model import JobKind, JobSpec, Policy, ResidencyRule
 
@@ -55,11 +56,15 @@ class Checks:
     pool_site: IntArray
     # Inference: [demand endpoint, site] within the SLO; None for training.
     demand_cover: BoolArray | None = None
+    # Sites the job's placement preference lets it use (engine/preference.py); None: no fence.
+    site_preference_ok: BoolArray | None = None
 
     @cached_property
     def pool_static_ok(self) -> BoolArray:
         """Passes every rule that no change of load can change."""
         site_ok = self.site_residency_ok & self.site_latency_ok
+        if self.site_preference_ok is not None:
+            site_ok = site_ok & self.site_preference_ok
         return np.asarray(site_ok[self.pool_site] & self.pool_type_ok & self.pool_workload_ok)
 
     @cached_property
@@ -122,6 +127,7 @@ def compute_checks(
         pool_need_kw=index.pool_kw_per_gpu * need_gpus,
         pool_site=index.pool_site,
         demand_cover=cover,
+        site_preference_ok=preference.allowed_sites(index, spec, policy),
     )
 
 

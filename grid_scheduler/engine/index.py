@@ -7,6 +7,7 @@ the online path test every pool with a handful of vector operations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -28,6 +29,7 @@ class GridIndex:
     _residency_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], BoolArray] = field(default_factory=dict)
     _type_cache: dict[tuple[tuple[str, ...], float], BoolArray] = field(default_factory=dict)
     _transfer_cache: dict[str, FloatArray] = field(default_factory=dict)
+    _preference_cache: dict[str, BoolArray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, grid: Grid) -> GridIndex:
@@ -123,6 +125,13 @@ class GridIndex:
         if mask is None:
             mask = np.array([all(r.admits(s.tags) for r in rules) for s in self.grid.sites], dtype=np.bool_)
             self._residency_cache[key] = mask
+        return mask
+
+    def preference_sites(self, entry: str, build: Callable[[], BoolArray]) -> BoolArray:
+        """Sites a placement-preference entry names (engine/preference.py builds it), cached per entry."""
+        mask = self._preference_cache.get(entry)
+        if mask is None:
+            mask = self._preference_cache[entry] = build()
         return mask
 
     def dataset_transfer_hours(self, dataset_id: str) -> FloatArray:

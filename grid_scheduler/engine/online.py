@@ -8,12 +8,13 @@ same decision.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, demand_rows
 from grid_scheduler.engine.index import GridIndex, IntArray, Usage
+from grid_scheduler.engine.preference import Level, preference_levels
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import Assignment, JobSpec, Placement, Policy
 from grid_scheduler.model.placement import EndpointLatency
@@ -31,6 +32,10 @@ class Decision:
     placement: Placement | None
     # Inference: demand endpoints the chosen replicas could not serve within the SLO.
     uncovered_endpoints: tuple[str, ...] = ()
+    # The job's placement preference, and how many of its entries this decision reached: the
+    # entries before the last reached were skipped (nothing there could take the job).
+    preference: tuple[Level, ...] = ()
+    preference_reached: int = 0
 
 
 def decide(
@@ -40,7 +45,29 @@ def decide(
     policy: Policy,
     capacity_gpus: IntArray | None = None,
 ) -> Decision:
+    """The cheapest placement now; with a placement preference, within its first entry that can
+    take the job (entries accumulate: the second try may use the first two entries' sites)."""
     checks = compute_checks(index, usage, spec, policy, capacity_gpus)
+    levels = preference_levels(index, spec, policy)
+    if not levels:
+        return _decide(index, spec, policy, checks)
+    if len(levels) == 1:  # compute_checks has fenced the job in already
+        return replace(_decide(index, spec, policy, checks), preference=levels, preference_reached=len(levels))
+    reached = np.zeros(len(index.site_ids), dtype=np.bool_)
+    decision = None
+    for i, level in enumerate(levels):
+        grown = reached | level.sites
+        if i > 0 and np.array_equal(grown, reached):
+            continue  # an entry that adds no site cannot place what the ones before could not
+        reached = grown
+        decision = _decide(index, spec, policy, replace(checks, site_preference_ok=reached))
+        if decision.placement is not None:
+            return replace(decision, preference=levels, preference_reached=i + 1)
+    assert decision is not None
+    return replace(decision, preference=levels, preference_reached=len(levels))
+
+
+def _decide(index: GridIndex, spec: JobSpec, policy: Policy, checks: Checks) -> Decision:
     costs = pool_costs(index, checks, spec, policy)
     if checks.unit is Unit.REPLICA:
         return _place_replicas(index, spec, policy, checks, costs)

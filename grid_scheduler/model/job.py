@@ -8,7 +8,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from grid_scheduler.model import preference
 from grid_scheduler.model.grid import Grid, Id, ResidencyRule
+from grid_scheduler.model.preference import Preference
 
 # Bounds on what one job may ask for. Each is far past any real job on the largest grid we
 # model (nscale: ~150k GPUs in one factory), and low enough that a hostile or mistaken spec
@@ -78,6 +80,10 @@ class JobSpec(BaseModel):
     residency: ResidencyRule = Field(default_factory=ResidencyRule)
     training: TrainingSpec | None = None
     inference: InferenceSpec | None = None
+    placement_preference: Preference = Field(
+        default_factory=list,
+        description="ordered sites to try first and overflow to (model/preference.py); empty: the tenant's, if any",
+    )
 
     @model_validator(mode="after")
     def _section_matches_kind(self) -> JobSpec:
@@ -121,4 +127,5 @@ def violations_against_grid(spec: JobSpec, grid: Grid) -> list[tuple[str, str]]:
     for i, dataset in enumerate(spec.datasets):
         if dataset not in grid.dataset_by_id:
             problems.append((f"training.datasets[{i}]", f"unknown dataset {dataset!r}"))
+    problems.extend(preference.violations_against_grid(spec.placement_preference, grid, "placement_preference"))
     return problems

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grid_scheduler.model.grid import ResidencyRule
+from grid_scheduler.model import preference
+from grid_scheduler.model.grid import Grid, ResidencyRule
+from grid_scheduler.model.preference import Preference
 
 
 class Weights(BaseModel):
@@ -30,11 +32,23 @@ class Policy(BaseModel):
     tenant_residency: dict[str, ResidencyRule] = Field(
         default_factory=dict, description="hard rule per tenant, applied on top of each job's own rule"
     )
+    tenant_placement_preference: dict[str, Preference] = Field(
+        default_factory=dict,
+        description="per tenant, the ordered placement preference of its jobs that give none of their own",
+    )
     inference_placement: Literal["greedy", "optimal"] = Field(
         default="greedy",
         description="greedy covering (the online path), or CP-SAT facility location within inference_time_limit_s",
     )
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
+
+
+def policy_violations_against_grid(policy: Policy, grid: Grid) -> list[tuple[str, str]]:
+    """(field path, problem) for every name in ``policy`` the grid does not know."""
+    problems: list[tuple[str, str]] = []
+    for tenant, entries in policy.tenant_placement_preference.items():
+        problems.extend(preference.violations_against_grid(entries, grid, f"tenant_placement_preference.{tenant}"))
+    return problems
 
 
 def policy_sha256(policy: Policy) -> str:

@@ -61,6 +61,7 @@ def spec_dict(message: pb.JobSpec) -> dict[str, Any]:
         "priority": message.priority,
         "preemptible": message.preemptible,
         "residency": {"allowed": list(message.residency.allowed), "denied": list(message.residency.denied)},
+        "placement_preference": list(message.placement_preference),
     }
     if message.HasField("gang"):
         data["gang"] = message.gang
@@ -90,6 +91,7 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         priority=spec.priority,
         preemptible=spec.preemptible,
         residency=pb.ResidencyRule(allowed=spec.residency.allowed, denied=spec.residency.denied),
+        placement_preference=spec.placement_preference,
     )
     if spec.training is not None:
         message.training.CopyFrom(

@@ -54,7 +54,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     def ValidatePolicy(
         self, request: pb.ValidatePolicyRequest, context: grpc.ServicerContext
     ) -> pb.ValidatePolicyResponse:
-        policy = policy_from_document(request.document)
+        policy = policy_from_document(request.document, self.scheduler.grid)
         return pb.ValidatePolicyResponse(policy=version_to_pb(PolicyVersion.new(policy, "", 0.0, "")))
 
     @handled
@@ -66,7 +66,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             problems.append(("max_jobs", "must be >= 0"))
         if problems:
             raise InvalidJob(problems)
-        candidate = policy_from_document(request.document)
+        candidate = policy_from_document(request.document, self.scheduler.grid)
         diff, active = self.scheduler.diff_policy(candidate, request.last_finished)
         return diff_to_pb(diff, active, candidate, request.max_jobs or DEFAULT_MAX_JOBS)
 
@@ -74,7 +74,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     def ApplyPolicy(self, request: pb.ApplyPolicyRequest, context: grpc.ServicerContext) -> pb.ApplyPolicyResponse:
         expected = request.expected_version if request.HasField("expected_version") else None
         _check_change(request.reason, expected)
-        policy = policy_from_document(request.document)
+        policy = policy_from_document(request.document, self.scheduler.grid)
         try:
             entry = self.scheduler.apply_policy(policy, request.reason, current().name, expected)
         except StalePolicyVersion as stale:

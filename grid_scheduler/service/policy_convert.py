@@ -10,16 +10,27 @@ from pydantic import ValidationError
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pb
 from grid_scheduler.engine.policy_diff import JobChange, Move, PolicyDiff, SiteDelta, TenantDelta, Totals
-from grid_scheduler.model import JobState, Policy, PolicyVersion
+from grid_scheduler.model import Grid, JobState, Policy, PolicyVersion
 from grid_scheduler.model.errors import violations
+from grid_scheduler.model.policy import policy_violations_against_grid
 from grid_scheduler.scheduler import InvalidJob
 from grid_scheduler.service.convert import STATE_TO_PB, placement_to_pb, timestamp
 
 WEIGHTS = ("latency", "carbon", "energy_price", "packing", "data_movement")
 
 
-def policy_from_document(document: pb.PolicyDocument, field: str = "document") -> Policy:
-    """The policy a request carries; InvalidJob naming every bad field (``document.yaml.weights.carbon``)."""
+def policy_from_document(document: pb.PolicyDocument, grid: Grid, field: str = "document") -> Policy:
+    """The policy a request carries; InvalidJob naming every bad field (``document.yaml.weights.carbon``),
+    including names the grid does not know (a preferred site it lacks)."""
+    policy = _policy_from_document(document, field)
+    where = f"{field}.{document.WhichOneof('source')}"
+    problems = [(f"{where}.{path}", message) for path, message in policy_violations_against_grid(policy, grid)]
+    if problems:
+        raise InvalidJob(problems)
+    return policy
+
+
+def _policy_from_document(document: pb.PolicyDocument, field: str) -> Policy:
     source = document.WhichOneof("source")
     if source == "yaml":
         where = f"{field}.yaml"
@@ -60,6 +71,10 @@ def policy_dict(message: pb.Policy) -> dict[str, Any]:
             tenant: {"allowed": list(rule.allowed), "denied": list(rule.denied)}
             for tenant, rule in message.tenant_residency.items()
         }
+    if message.tenant_placement_preference:
+        data["tenant_placement_preference"] = {
+            tenant: list(preference.entries) for tenant, preference in message.tenant_placement_preference.items()
+        }
     if message.inference_placement:
         data["inference_placement"] = message.inference_placement
     if message.HasField("inference_time_limit_s"):
@@ -76,6 +91,8 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
                                  data_movement=w.data_movement),
         tenant_residency={t: ppb.ResidencyRule(allowed=r.allowed, denied=r.denied)
                           for t, r in policy.tenant_residency.items()},
+        tenant_placement_preference={t: pb.PlacementPreference(entries=e)
+                                     for t, e in policy.tenant_placement_preference.items()},
         inference_placement=policy.inference_placement,
         inference_time_limit_s=policy.inference_time_limit_s,
         label=policy.version,

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from grid_scheduler.config import ConfigError, load_grid, load_policy
 from grid_scheduler.model import Grid, Policy
 from grid_scheduler.model.errors import field_path
+from grid_scheduler.model.policy import policy_violations_against_grid
 from grid_scheduler.whatif.changes import DAY_S, Change, ChangeProblem, Timeline
 from grid_scheduler.whatif.locate import compose, locate
 from grid_scheduler.whatif.paths import FileRoots
@@ -153,9 +154,12 @@ def load_scenario_data(
     except ConfigError as e:
         raise ScenarioError(source, [_problem(root, ("grid",), str(e))]) from None
     policy = scenario.policy or Policy()
+    if scenario.policy is not None:
+        problems.extend((("policy", *field.split(".")), message)
+                        for field, message in policy_violations_against_grid(scenario.policy, grid))
     if scenario.policy_file is not None:
         try:
-            policy = load_policy(files.resolve(scenario.policy_file, base_dir))
+            policy = load_policy(files.resolve(scenario.policy_file, base_dir), grid)
         except ConfigError as e:
             problems.append((("policy_file",), str(e)))
     timeline = Timeline(grid, scenario.changes, scenario.horizon_s)

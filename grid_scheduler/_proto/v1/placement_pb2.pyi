@@ -132,7 +132,7 @@ class InferenceSpec(_message.Message):
     def __init__(self, replicas: _Optional[int] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., latency_slo_ms: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference")
+    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference", "placement_preference")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class JobSpec(_message.Message):
     RESIDENCY_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     kind: JobKind
@@ -153,7 +154,8 @@ class JobSpec(_message.Message):
     residency: ResidencyRule
     training: TrainingSpec
     inference: InferenceSpec
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ...) -> None: ...
+    placement_preference: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ..., placement_preference: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("site_id", "pool_id", "gpu_type", "gpus", "power_kw")

@@ -25,7 +25,7 @@ class PolicyWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label")
+    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference")
     class TenantResidencyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,17 +33,32 @@ class Policy(_message.Message):
         key: str
         value: _placement_pb2.ResidencyRule
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_placement_pb2.ResidencyRule, _Mapping]] = ...) -> None: ...
+    class TenantPlacementPreferenceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PlacementPreference
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PlacementPreference, _Mapping]] = ...) -> None: ...
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TENANT_RESIDENCY_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    TENANT_PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     weights: PolicyWeights
     tenant_residency: _containers.MessageMap[str, _placement_pb2.ResidencyRule]
     inference_placement: str
     inference_time_limit_s: float
     label: str
-    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+    tenant_placement_preference: _containers.MessageMap[str, PlacementPreference]
+    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ...) -> None: ...
+
+class PlacementPreference(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PolicyDocument(_message.Message):
     __slots__ = ("yaml", "policy")
