@@ -307,6 +307,10 @@ class Scheduler:
                     return self._twin(record, spec)
                 self._after_create(record, decision, updates)
                 self.observer.submitted(record, True)
+                if updates:
+                    # The victims may have freed more than this job took: offer the rest to the
+                    # queue now, as any other release does (not at the next completion).
+                    self.place_pending()
                 return Outcome(record, True, decision)
             assert decision is not None
             create = transitions.new_waiting(
