@@ -29,7 +29,9 @@ deployment's only endpoint.
 
 Hard constraints: free GPUs per pool, site power headroom, and through the candidate
 masks (``compute_checks`` on the given usage, never re-derived here) residency, GPU type,
-workload, health and latency. Quotas: the policy has none yet.
+workload, health and latency. Quotas: the policy has none yet. A job's placement preference
+(engine/preference.py): its fence is in the same masks, its order a cost step per entry
+(``_ranked_cost``), so the cost phase fills the first entry first, as the online path does.
 
 Priority tiers (``engine/priority.py``, the one definition) are solved one after the other,
 highest first, each on the capacity the tiers above left: a lower tier can never outweigh a
@@ -87,6 +89,8 @@ from ortools.sat.python import cp_model
 from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
+from grid_scheduler.engine.preference import entries as preference_entries
+from grid_scheduler.engine.preference import pool_rank
 from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
@@ -190,7 +194,21 @@ def class_key(spec: JobSpec, policy: Policy) -> Hashable:
         spec.kind, spec.gpus.count, tuple(spec.gpus.types), spec.gpus.min_memory_gib, spec.gang, spec.priority,
         tuple(rules.allowed), tuple(rules.denied), tuple(spec.datasets), inference,
         spec.tenant if spec.tenant in policy.tenant_residency else None, job_value(spec), spec.preemptible,
+        tuple(preference_entries(spec, policy)),
     )
+
+
+def _ranked_cost(index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCosts) -> FloatArray:
+    """The cost the model minimises: with a placement preference, each later entry costs one
+    step more than any pool of the entries before it could (a step exceeds the largest cost per
+    GPU, the sum of the weights), so the cost phase fills the first entry first, as ``decide``
+    does; the value phase (which jobs run at all) does not see it."""
+    rank = pool_rank(index, spec, policy)
+    if rank is None:
+        return costs.total
+    w = policy.weights
+    step = w.latency + w.carbon + w.energy_price + w.packing + w.data_movement + 1.0
+    return np.asarray(costs.total + step * rank, dtype=np.float64)
 
 
 _PRIORITY_AT = 5  # position of the priority in class_key's tuple
@@ -395,7 +413,7 @@ def _build_units(
                     serves_all = np.asarray(latency_coverage(index, spec).all(axis=0), dtype=np.bool_)
                     mask = mask & serves_all[index.pool_site]
                 costs = pool_costs(index, checks, spec, policy)
-                shared[skey] = (checks, costs, costs.total, np.asarray(mask))
+                shared[skey] = (checks, costs, _ranked_cost(index, spec, policy, costs), np.asarray(mask))
             checks, costs, total, mask = shared[skey]
             unit = _Unit(
                 spec=spec, job_ids=[], checks=checks, costs=costs, total=total,

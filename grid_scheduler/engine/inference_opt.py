@@ -94,10 +94,15 @@ def solve_inference(
     time_limit_s: float = 5.0,
     workers: int = 2,
     seed: int = 0,
+    site_fence: BoolArray | None = None,
 ) -> InferenceResult:
+    """``site_fence``: the sites the greedy decision's placement preference reached (None: every
+    site the preference allows), so the optimum stays within the entry the greedy filled."""
     assert spec.inference is not None, "solve_inference places inference deployments"
     t0 = time.perf_counter()
     checks = compute_checks(index, usage, spec, policy)
+    if site_fence is not None:
+        checks = replace(checks, site_preference_ok=site_fence)
     costs = pool_costs(index, checks, spec, policy)
     problem = _problem(index, spec, checks, costs, policy.weights.latency, time_limit_s, workers, seed)
     greedy = decide(index, usage, spec, policy).placement
@@ -332,7 +337,8 @@ def decide_with_policy(index: GridIndex, usage: Usage, spec: JobSpec, policy: Po
     decision = decide(index, usage, spec, policy)
     if spec.inference is None or policy.inference_placement != "optimal":
         return decision
-    result = solve_inference(index, usage, spec, policy, time_limit_s=policy.inference_time_limit_s)
+    result = solve_inference(index, usage, spec, policy, time_limit_s=policy.inference_time_limit_s,
+                             site_fence=decision.checks.site_preference_ok)
     if result.placement is None:
         return decision  # the greedy's reasons explain the wait
     return replace(decision, placement=result.placement, uncovered_endpoints=())
