@@ -60,6 +60,8 @@ Preference = Annotated[list[PreferenceEntry], Field(max_length=MAX_PREFERENCES)]
 def violations_against_grid(entries: list[str], grid: Grid, field: str) -> list[tuple[str, str]]:
     """Entries that name nothing on this grid: a site it lacks, a tag no site carries, an entry twice."""
     problems: list[tuple[str, str]] = []
+    if not entries:
+        return problems  # the common case, on every submission: no preference, nothing to look up
     tags = {t for site in grid.sites for t in site.tags}
     seen: set[str] = set()
     for i, text in enumerate(entries):
