@@ -11,9 +11,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grid_scheduler._proto.v1 import audit_pb2 as apb
-from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, policy_pb2_grpc, topology_pb2_grpc
+from grid_scheduler._proto.v1 import (
+    audit_pb2_grpc,
+    placement_pb2_grpc,
+    policy_pb2_grpc,
+    scenario_pb2_grpc,
+    topology_pb2_grpc,
+)
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pol
+from grid_scheduler._proto.v1 import scenario_pb2 as spb
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.model import JobSpec, JobState, Tier
 from grid_scheduler.service.convert import STATE_TO_PB, TIER_TO_PB, spec_to_pb
@@ -61,6 +68,7 @@ class Client:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.policies = policy_pb2_grpc.PolicyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.scenarios = scenario_pb2_grpc.ScenarioServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -70,6 +78,13 @@ class Client:
 
     def close(self) -> None:
         self._raw_channel.close()
+
+    # --- what-if -----------------------------------------------------------------
+    def live_snapshot(self) -> spb.LiveSnapshot:
+        """The live state a what-if run starts from: one consistent read (ScenarioService.GetLiveSnapshot)."""
+        response: spb.LiveSnapshot = self.scenarios.GetLiveSnapshot(spb.GetLiveSnapshotRequest(),
+                                                                    timeout=self.timeout_s)
+        return response
 
     # --- jobs ------------------------------------------------------------------
     def submit(self, spec: JobSpec | ppb.JobSpec, request_id: str = "", full: bool = False) -> ppb.SubmitJobResponse:
