@@ -82,9 +82,9 @@ class Client:
     # --- what-if -----------------------------------------------------------------
     def live_snapshot(self) -> spb.LiveSnapshot:
         """The live state a what-if run starts from: one consistent read (ScenarioService.GetLiveSnapshot)."""
-        response: spb.LiveSnapshot = self.scenarios.GetLiveSnapshot(spb.GetLiveSnapshotRequest(),
-                                                                    timeout=self.timeout_s)
-        return response
+        response: spb.GetLiveSnapshotResponse = self.scenarios.GetLiveSnapshot(spb.GetLiveSnapshotRequest(),
+                                                                               timeout=self.timeout_s)
+        return response.snapshot
 
     # --- jobs ------------------------------------------------------------------
     def submit(self, spec: JobSpec | ppb.JobSpec, request_id: str = "", full: bool = False) -> ppb.SubmitJobResponse:

@@ -279,7 +279,9 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         log.info("scenario_deleted", operation=op.id)
         return pb.DeleteScenarioResponse()
 
-    def GetLiveSnapshot(self, request: pb.GetLiveSnapshotRequest, context: grpc.ServicerContext) -> pb.LiveSnapshot:
+    def GetLiveSnapshot(
+        self, request: pb.GetLiveSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.GetLiveSnapshotResponse:
         if self.scheduler is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no live ledger to snapshot")
             raise AssertionError("unreachable")
@@ -293,7 +295,7 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         scoped = scope_live(state, caller.may_read, self._anonymiser)
         log.info("live_snapshot", principal=caller.name, ledger_version=state.ledger_version,
                  running=len(state.running), pending=len(state.pending), anonymised=len(scoped.anonymised_ids))
-        return live_to_pb(scoped.state, scoped.anonymised_ids)
+        return pb.GetLiveSnapshotResponse(snapshot=live_to_pb(scoped.state, scoped.anonymised_ids))
 
     # --- helpers -------------------------------------------------------------------------
     def _check_room(self, context: grpc.ServicerContext) -> None:

@@ -162,6 +162,12 @@ class GetLiveSnapshotRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetLiveSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: LiveSnapshot
+    def __init__(self, snapshot: _Optional[_Union[LiveSnapshot, _Mapping]] = ...) -> None: ...
+
 class LiveJob(_message.Message):
     __slots__ = ("id", "anonymised", "spec", "create_time", "placement", "start_time", "remaining_s")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -71,7 +71,7 @@ class ScenarioServiceStub:
         self.GetLiveSnapshot = channel.unary_unary(
                 '/grid_scheduler.v1.ScenarioService/GetLiveSnapshot',
                 request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.SerializeToString,
-                response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.LiveSnapshot.FromString,
+                response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.FromString,
                 _registered_method=True)
 
 
@@ -186,7 +186,7 @@ def add_ScenarioServiceServicer_to_server(servicer, server):
             'GetLiveSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLiveSnapshot,
                     request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.FromString,
-                    response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.LiveSnapshot.SerializeToString,
+                    response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -381,7 +381,7 @@ class ScenarioService:
             target,
             '/grid_scheduler.v1.ScenarioService/GetLiveSnapshot',
             grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.SerializeToString,
-            grid__scheduler_dot_v1_dot_scenario__pb2.LiveSnapshot.FromString,
+            grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
