@@ -168,6 +168,9 @@ def test_time_zero_reproduces_the_live_ledger_exactly(live: Live, scenario_file:
         log = sim.jobs[record.id]
         assert log.source == LIVE_SOURCE and log.state == "running"
     assert sim.pending == len(server.pending_jobs())
+    for record in server.pending_jobs():  # with the reasons it waits at time zero, for the report
+        waiting = sim.jobs[record.id].waiting
+        assert waiting is not None and waiting.summary[0] == "waiting in the live queue" and waiting.site_counts
 
 
 def test_remaining_time_is_the_expected_end_minus_the_read_time(live: Live, scenario_file: Path) -> None:

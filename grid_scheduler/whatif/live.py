@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from grid_scheduler.engine import wait_info
 from grid_scheduler.engine.priority import duration_hours
-from grid_scheduler.model import EventType, JobRecord
+from grid_scheduler.model import EventType, JobRecord, WaitInfo
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.live import LiveState, remaining_s
 from grid_scheduler.state import Transition
@@ -54,6 +55,7 @@ class SeededJob:
     record: JobRecord  # as committed in the simulation's ledger (times shifted to simulated time)
     arrival_s: float  # simulated submission time (<= 0)
     remaining_s: float  # running jobs: simulated time left to run; waiting ones: their whole duration
+    waiting: WaitInfo | None = None  # waiting jobs: why, at time zero
 
 
 def ignored_fields(loaded: LoadedScenario) -> list[str]:
@@ -113,4 +115,11 @@ def seed_ledger(scheduler: Scheduler, state: LiveState) -> tuple[list[SeededJob]
         seeded = _shifted(record, t0)
         store.create_job(Transition(seeded, EventType.PENDING, "live snapshot"))
         pending.append(SeededJob(seeded, seeded.created_at, duration_hours(record.spec) * 3600.0))
+    # Why each waits, as the simulation's scheduler sees it at time zero with the whole queue in
+    # (the snapshot carries no reasons: an anonymised job's could name its datasets).
+    for i, job in enumerate(pending):
+        decision, _ = scheduler.explain(job.record.spec)
+        info = wait_info(scheduler.index, decision, scheduler.policy)
+        pending[i] = replace(job, waiting=WaitInfo(site_counts=info.site_counts,
+                                                   summary=["waiting in the live queue", *info.summary]))
     return running, pending

@@ -179,7 +179,7 @@ class Simulator:
         for job in pending:
             self.jobs[job.record.id] = JobLog(
                 job_id=job.record.id, source=LIVE_SOURCE, spec=job.record.spec, arrival_s=job.arrival_s,
-                duration_s=job.remaining_s, remaining_s=job.remaining_s, waiting=job.record.waiting)
+                duration_s=job.remaining_s, remaining_s=job.remaining_s, waiting=job.waiting)
             self.pending += 1
         # The seeding's own events are the state, not decisions to read back.
         self._cursor = self.scheduler.store.last_sequence()
