@@ -291,3 +291,36 @@ def test_read_live_is_one_read_of_an_embedded_scheduler(small_grid: Grid) -> Non
         for a in record.placement.assignments:
             used[scheduler.limits.pool_index[a.pool_id]] += a.gpus
     assert used.tolist() == scheduler.store.snapshot().pool_used_gpus.tolist()
+
+
+def test_cli_run_from_over_mutual_tls(tmp_path: Path, small_grid: Grid, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same TLS flags as every client command: a planner with a client certificate and a token."""
+    from grid_scheduler.service.tls import ClientTls, ServerTls
+    from tests.pki import Pki
+
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.client("planner.test")
+    scheduler = Scheduler(small_grid, POLICY)
+    served = start_server(scheduler, "127.0.0.1:0", max_workers=2, pending_retry_s=None, batch_interval_s=None,
+                          retention_s=None, tls=ServerTls(pki.server_cert, pki.server_key, pki.ca),
+                          auth=AuthConfig.model_validate(AUTH))
+    address = f"127.0.0.1:{served.port}"
+    try:
+        with Client(address, timeout_s=20, tls=ClientTls(pki.ca, cert, key), token=TOKENS["ops"]) as ops:
+            for spec in HISTORY[:3]:
+                ops.submit(spec)
+        path = tmp_path / "live.yaml"
+        path.write_text(yaml.safe_dump(SCENARIO, sort_keys=False))
+        out = tmp_path / "report"
+        code = main(["whatif", "run", str(path), "--from", address, "--tls-ca", str(pki.ca), "--tls-cert", str(cert),
+                     "--tls-key", str(key), "--token", TOKENS["plan"], "--out", str(out), "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        meta = json.loads((out / "summary.json").read_text())["scenario"]["live"]
+        assert meta["ledger_version"] == scheduler.store.ledger_version()
+        assert meta["running_jobs"] == len(scheduler.store.running_jobs()) == 3
+        # Without the CA the client cannot trust the server: nothing runs, nothing is written.
+        code = main(["whatif", "run", str(path), "--from", address, "--token", TOKENS["plan"],
+                     "--out", str(tmp_path / "no-tls"), "--quiet"])
+        assert code == 1 and not (tmp_path / "no-tls").exists()
+    finally:
+        served.stop(grace_s=0.5)

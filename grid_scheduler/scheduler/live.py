@@ -72,7 +72,7 @@ def read_live(scheduler: Scheduler, clock: Callable[[], float] = time.time) -> L
             running = store.running_jobs()
             pending = store.pending_jobs()
             snap = store.snapshot()
-            policy = scheduler.policy_entry(before[1]) if before[1] > 0 else scheduler.policy_entry()
+            policy = scheduler.policy_entry(before[1])  # 0: none stored, the built-in one
             if _tokens(scheduler) != before or snap.version != before[0]:
                 continue
             drained = tuple(pid for pid, d in zip(scheduler.limits.pool_ids, snap.pool_drained, strict=True) if d)
