@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from grid_scheduler.whatif.live import LiveStart
 
 STORE_ENV = "GRID_SCHEDULER_STORE"
+# A live snapshot is ~190 bytes a job (benchmarks/live_snapshot.py): 256 MiB is over a million jobs.
+LIVE_SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,7 +176,8 @@ def _fetch_live(args: argparse.Namespace) -> LiveStart:
     from grid_scheduler.live_fetch import fetch_live
 
     try:
-        client = Client(args.from_address, tls=_client_tls(args), token=args.token)
+        client = Client(args.from_address, timeout_s=120.0, tls=_client_tls(args), token=args.token,
+                        max_receive_bytes=LIVE_SNAPSHOT_MAX_BYTES)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     with client:

@@ -52,14 +52,19 @@ class Client:
 
     def __init__(
         self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, tls: ClientTls | None = None,
-        token: str | None = None,
+        token: str | None = None, max_receive_bytes: int | None = None,
     ) -> None:
+        """``max_receive_bytes``: the largest response accepted (gRPC's default, 4 MiB, when None);
+        a live snapshot of tens of thousands of jobs needs more."""
         tls = tls if tls is not None else ClientTls.from_env()
         token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        options: list[tuple[str, str | int]] = []
+        if max_receive_bytes is not None:
+            options.append(("grpc.max_receive_message_length", max_receive_bytes))
         if tls is not None:
-            channel = grpc.secure_channel(address, tls.credentials(), options=tls.options())
+            channel = grpc.secure_channel(address, tls.credentials(), options=[*tls.options(), *options])
         else:
-            channel = grpc.insecure_channel(address)
+            channel = grpc.insecure_channel(address, options=options)
         self._raw_channel = channel
         self.channel = grpc.intercept_channel(channel, _Bearer(token)) if token else channel
         self.timeout_s = timeout_s

@@ -49,6 +49,7 @@ from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.live import SnapshotMoved, read_live
 from grid_scheduler.service import errors
 from grid_scheduler.service.auth import principal as auth
+from grid_scheduler.service.handlers import handled
 from grid_scheduler.service.live_convert import live_to_pb
 from grid_scheduler.service.live_scope import Anonymiser, scope_live
 from grid_scheduler.whatif.paths import FileRoots, PathRefused
@@ -279,6 +280,7 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         log.info("scenario_deleted", operation=op.id)
         return pb.DeleteScenarioResponse()
 
+    @handled  # a ledger that is down is UNAVAILABLE, as for every servicer
     def GetLiveSnapshot(
         self, request: pb.GetLiveSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.GetLiveSnapshotResponse:
@@ -289,7 +291,7 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         try:
             state = read_live(self.scheduler)
         except SnapshotMoved as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{e}; retry")
+            context.abort_with_status(errors.unavailable(f"{e}; retry"))
             raise AssertionError("unreachable") from None
         # The table let the caller in on RUN_SCENARIOS; which jobs it sees whole is READ_JOBS scope.
         scoped = scope_live(state, caller.may_read, self._anonymiser)
