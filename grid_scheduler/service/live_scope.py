@@ -8,7 +8,7 @@ ids, its request id and owner are dropped.
 
 Constraints stay exact by copying, never by revealing: an opaque dataset id is added to the
 grid with the real dataset's size, home and residency, and an opaque tenant id to the policy
-with the real tenant's residency rule. The grid and policy themselves are not secrets from
+with the real tenant's rules (every ``tenant_*`` mapping). The grid and policy themselves are not secrets from
 this caller (RUN_SCENARIOS goes with READ_TOPOLOGY and READ_POLICY).
 
 Opaque ids are HMACs under a key made when the process starts, so the same job gets the same
@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from grid_scheduler.model import Grid, JobRecord, JobSpec
+from grid_scheduler.model import Grid, JobRecord, JobSpec, Policy
 from grid_scheduler.scheduler.live import LiveState
 
 __all__ = ["Anonymiser", "Scoped", "scope_live"]
@@ -78,13 +78,24 @@ def scope_live(state: LiveState, may_read: Callable[[str], bool], anonymiser: An
     if not hidden:
         return Scoped(state, frozenset())
     grid = _grid_with_aliases(state.grid, datasets, anonymiser)
-    rules = state.policy.policy.tenant_residency
-    aliased_rules = {anonymiser.tenant(t): rules[t] for t in sorted(tenants) if t in rules}
-    policy = state.policy
-    if aliased_rules:
-        content = policy.policy.model_copy(update={"tenant_residency": {**rules, **aliased_rules}})
-        policy = policy.model_copy(update={"policy": content})
+    content = _policy_with_aliases(state.policy.policy, tenants, anonymiser)
+    policy = state.policy if content is state.policy.policy else state.policy.model_copy(update={"policy": content})
     return Scoped(replace(state, grid=grid, policy=policy, running=running, pending=pending), frozenset(hidden))
+
+
+def _policy_with_aliases(policy: Policy, tenants: set[str], anonymiser: Anonymiser) -> Policy:
+    """Every per-tenant entry of the policy (each ``tenant_*`` mapping: residency rules, and any
+    such rule added later) copied under the opaque tenant id. A tenant's jobs are all anonymised
+    or none (scope is per tenant), so a per-tenant budget counts the same jobs under the alias."""
+    update: dict[str, object] = {}
+    for name in type(policy).model_fields:
+        rules = getattr(policy, name)
+        if not name.startswith("tenant_") or not isinstance(rules, dict):
+            continue
+        aliased = {anonymiser.tenant(t): rules[t] for t in sorted(tenants) if t in rules}
+        if aliased:
+            update[name] = {**rules, **aliased}
+    return policy.model_copy(update=update) if update else policy
 
 
 def _spec(spec: JobSpec, job_id: str, anonymiser: Anonymiser) -> JobSpec:

@@ -144,7 +144,7 @@ class ScenarioServiceServicer:
         Its GPUs, power, placement, priority, preemptibility, residency, duration and times are
         exact, and so are the constraints its tenant and datasets put on it: the grid document gets
         a copy of each aliased dataset under its opaque id, and the policy a copy of the tenant's
-        residency rule under the opaque tenant id. A platform admin sees every job as it is.
+        per-tenant rules under the opaque tenant id. A platform admin sees every job as it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
