@@ -9,6 +9,7 @@ placement, the waiting jobs in queue order.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,6 +259,10 @@ def test_cli_run_from_a_live_server(live: Live, tmp_path: Path, capsys: pytest.C
     assert meta["anonymised_jobs"] == len(HISTORY)
     assert summary["scenario"]["grid"] == live.scheduler.grid.name
     assert f"ledger version {meta['ledger_version']}" in captured.out
+    with (out / "jobs.csv").open() as f:
+        live_rows = [row for row in csv.DictReader(f) if row["source"] == LIVE_SOURCE]
+    assert len({row["job_id"] for row in live_rows}) == len(HISTORY)
+    assert all(row["job_id"].startswith("anon-") and float(row["arrival_s"]) <= 0 for row in live_rows)
 
 
 def test_cli_run_from_as_a_submitter_is_refused(live: Live, scenario_file: Path, tmp_path: Path,
