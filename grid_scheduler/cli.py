@@ -28,8 +28,11 @@ from grid_scheduler.service.tls import ClientTls, ServerTls, is_loopback
 if TYPE_CHECKING:
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.metrics import MetricsServer
+    from grid_scheduler.whatif.live import LiveStart
 
 STORE_ENV = "GRID_SCHEDULER_STORE"
+# A live snapshot is ~190 bytes a job (benchmarks/live_snapshot.py): 256 MiB is over a million jobs.
+LIVE_SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,10 +165,23 @@ def _add_policy(sub: Any, register: Any) -> None:
 
 
 def _add_whatif(sub: Any) -> None:
-    """``whatif run | compare | sweep``: capacity planning; handlers in grid_scheduler/whatif/cli.py."""
+    """``whatif run | compare | sweep``: capacity planning; handlers in grid_scheduler/whatif/cli.py.
+    ``run --from`` fetches the live state here (whatif/ speaks no gRPC)."""
     from grid_scheduler.whatif.cli import add_parser
 
-    add_parser(sub)
+    add_parser(sub, _add_credentials, _fetch_live)
+
+
+def _fetch_live(args: argparse.Namespace) -> LiveStart:
+    from grid_scheduler.live_fetch import fetch_live
+
+    try:
+        client = Client(args.from_address, timeout_s=120.0, tls=_client_tls(args), token=args.token,
+                        max_receive_bytes=LIVE_SNAPSHOT_MAX_BYTES)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    with client:
+        return fetch_live(client, args.from_address)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -11,9 +11,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grid_scheduler._proto.v1 import audit_pb2 as apb
-from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, policy_pb2_grpc, topology_pb2_grpc
+from grid_scheduler._proto.v1 import (
+    audit_pb2_grpc,
+    placement_pb2_grpc,
+    policy_pb2_grpc,
+    scenario_pb2_grpc,
+    topology_pb2_grpc,
+)
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pol
+from grid_scheduler._proto.v1 import scenario_pb2 as spb
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
 from grid_scheduler.model import JobSpec, JobState, Tier
 from grid_scheduler.service.convert import STATE_TO_PB, TIER_TO_PB, spec_to_pb
@@ -45,14 +52,19 @@ class Client:
 
     def __init__(
         self, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, tls: ClientTls | None = None,
-        token: str | None = None,
+        token: str | None = None, max_receive_bytes: int | None = None,
     ) -> None:
+        """``max_receive_bytes``: the largest response accepted (gRPC's default, 4 MiB, when None);
+        a live snapshot of tens of thousands of jobs needs more."""
         tls = tls if tls is not None else ClientTls.from_env()
         token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        options: list[tuple[str, str | int]] = []
+        if max_receive_bytes is not None:
+            options.append(("grpc.max_receive_message_length", max_receive_bytes))
         if tls is not None:
-            channel = grpc.secure_channel(address, tls.credentials(), options=tls.options())
+            channel = grpc.secure_channel(address, tls.credentials(), options=[*tls.options(), *options])
         else:
-            channel = grpc.insecure_channel(address)
+            channel = grpc.insecure_channel(address, options=options)
         self._raw_channel = channel
         self.channel = grpc.intercept_channel(channel, _Bearer(token)) if token else channel
         self.timeout_s = timeout_s
@@ -61,6 +73,7 @@ class Client:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.policies = policy_pb2_grpc.PolicyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.scenarios = scenario_pb2_grpc.ScenarioServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -70,6 +83,13 @@ class Client:
 
     def close(self) -> None:
         self._raw_channel.close()
+
+    # --- what-if -----------------------------------------------------------------
+    def live_snapshot(self) -> spb.LiveSnapshot:
+        """The live state a what-if run starts from: one consistent read (ScenarioService.GetLiveSnapshot)."""
+        response: spb.GetLiveSnapshotResponse = self.scenarios.GetLiveSnapshot(spb.GetLiveSnapshotRequest(),
+                                                                               timeout=self.timeout_s)
+        return response.snapshot
 
     # --- jobs ------------------------------------------------------------------
     def submit(self, spec: JobSpec | ppb.JobSpec, request_id: str = "", full: bool = False) -> ppb.SubmitJobResponse:

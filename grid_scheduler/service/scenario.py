@@ -45,7 +45,13 @@ from grpc_status import rpc_status
 from grid_scheduler._proto.v1 import scenario_pb2 as pb
 from grid_scheduler._proto.v1 import scenario_pb2_grpc as pb_grpc
 from grid_scheduler.config import EXAMPLES_DIR, ConfigError
+from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler.live import SnapshotMoved, read_live
 from grid_scheduler.service import errors
+from grid_scheduler.service.auth import principal as auth
+from grid_scheduler.service.handlers import handled
+from grid_scheduler.service.live_convert import live_to_pb
+from grid_scheduler.service.live_scope import Anonymiser, scope_live
 from grid_scheduler.whatif.paths import FileRoots, PathRefused
 from grid_scheduler.whatif.scenario import LoadedScenario, ScenarioError
 from grid_scheduler.whatif.service import RunSource, run_in_child
@@ -133,6 +139,7 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         max_queued: int = DEFAULT_MAX_QUEUED,
         retention_s: float = DEFAULT_RETENTION_S,
         clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if max_running < 1 or max_queued < 1:
             raise ValueError("max_running and max_queued must be >= 1")
@@ -152,6 +159,9 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         self._changed = threading.Condition(self._lock)
         self._ops: dict[str, Operation] = {}
         self._by_request: dict[str, str] = {}
+        # The live state GetLiveSnapshot reads (None: UNIMPLEMENTED, a servicer without a ledger).
+        self.scheduler = scheduler
+        self._anonymiser = Anonymiser()
 
     def healthy(self) -> bool:
         """Whether the worker pool can take runs: the server is not stopping and the report folder,
@@ -269,6 +279,25 @@ class ScenarioServicer(pb_grpc.ScenarioServiceServicer):
         self._remove_report(op)
         log.info("scenario_deleted", operation=op.id)
         return pb.DeleteScenarioResponse()
+
+    @handled  # a ledger that is down is UNAVAILABLE, as for every servicer
+    def GetLiveSnapshot(
+        self, request: pb.GetLiveSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.GetLiveSnapshotResponse:
+        if self.scheduler is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no live ledger to snapshot")
+            raise AssertionError("unreachable")
+        caller = auth.current()
+        try:
+            state = read_live(self.scheduler)
+        except SnapshotMoved as e:
+            context.abort_with_status(errors.unavailable(f"{e}; retry"))
+            raise AssertionError("unreachable") from None
+        # The table let the caller in on RUN_SCENARIOS; which jobs it sees whole is READ_JOBS scope.
+        scoped = scope_live(state, caller.may_read, self._anonymiser)
+        log.info("live_snapshot", principal=caller.name, ledger_version=state.ledger_version,
+                 running=len(state.running), pending=len(state.pending), anonymised=len(scoped.anonymised_ids))
+        return pb.GetLiveSnapshotResponse(snapshot=live_to_pb(scoped.state, scoped.anonymised_ids))
 
     # --- helpers -------------------------------------------------------------------------
     def _check_room(self, context: grpc.ServicerContext) -> None:

@@ -223,7 +223,7 @@ def start_server(
     add_placement(PlacementServicer(scheduler, stopping), server)  # type: ignore[no-untyped-call]
     add_topology(TopologyServicer(scheduler), server)  # type: ignore[no-untyped-call]
     # What-if runs (issue 5): each in its own process, reports under the temp dir.
-    scenarios = ScenarioServicer(stopping=stopping)
+    scenarios = ScenarioServicer(stopping=stopping, scheduler=scheduler)
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(scheduler), server)  # type: ignore[no-untyped-call]

@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the handlers import the simulator when they run, not when the CLI starts
     from tqdm import tqdm
 
+    from grid_scheduler.whatif.live import LiveStart
     from grid_scheduler.whatif.scenario import LoadedScenario
     from grid_scheduler.whatif.simulator import Progress, RunResult
 
 
-def add_parser(sub: Any) -> None:
-    """Add the ``whatif`` command group to the CLI's subparsers."""
+def add_parser(
+    sub: Any,
+    add_credentials: Callable[[argparse.ArgumentParser], None] | None = None,
+    fetch_live: Callable[[argparse.Namespace], LiveStart] | None = None,
+) -> None:
+    """Add the ``whatif`` command group to the CLI's subparsers. ``fetch_live`` (and the TLS and
+    token flags ``add_credentials`` adds) give ``run --from ADDRESS``: the CLI's, since the
+    snapshot comes over gRPC and this package speaks none."""
     whatif = sub.add_parser("whatif", help="capacity planning: replay workloads against scenarios")
     cmds = whatif.add_subparsers(dest="whatif_command", required=True)
 
@@ -30,7 +37,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--out", required=True, help="report directory")
     run.add_argument("--check-invariants", action="store_true",
                      help="after every event, check the ledger against the running jobs (slow)")
-    run.set_defaults(run=_run)
+    if fetch_live is not None:
+        run.add_argument("--from", dest="from_address", default=None, metavar="ADDRESS",
+                         help="start from this server's live state: its grid, policy, running jobs (with their "
+                              "remaining time) and queue replace the scenario's grid and policy")
+        if add_credentials is not None:
+            add_credentials(run)
+    run.set_defaults(run=_run, fetch_live=fetch_live)
 
     compare = cmds.add_parser("compare", help="run scenarios and compare them side by side")
     compare.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="two or more; deltas are against the first")
@@ -87,13 +100,32 @@ def _run(args: argparse.Namespace) -> int:
     from grid_scheduler.whatif.report import write_run_report
     from grid_scheduler.whatif.scenario import load_scenario
 
-    loaded = load_scenario(args.scenario)
+    loaded = _load_live(args) if getattr(args, "from_address", None) else load_scenario(args.scenario)
     result = _simulate(loaded, args.quiet, args.check_invariants)
     out = Path(args.out)
     write_run_report(result, loaded, out)
     _print_headline(result)
+    if loaded.live is not None:
+        live = loaded.live.meta()
+        print(f"  started from {live['address']} at ledger version {live['ledger_version']}: "
+              f"{live['running_jobs']} running, {live['pending_jobs']} waiting "
+              f"({live['anonymised_jobs']} anonymised), policy version {live['policy_version']}")
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+def _load_live(args: argparse.Namespace) -> LoadedScenario:
+    """The scenario checked against the live grid and set to start from the live state. A
+    scenario that names a grid or a policy runs anyway, on the live ones: the grid and policy
+    are what the snapshot is; a warning says what was ignored."""
+    from grid_scheduler.whatif.live import ignored_fields, load_from_live
+
+    live = args.fetch_live(args)
+    loaded = load_from_live(args.scenario, live)
+    for name in ignored_fields(loaded):
+        print(f"warning: scenario {name} ignored: the run starts from the live state of {live.address}",
+              file=sys.stderr)
+    return loaded
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ def scenario_meta(loaded: LoadedScenario) -> dict[str, Any]:
         "name": s.name, "description": s.description, "source": loaded.source, "grid": loaded.grid.name,
         "seed": s.seed, "horizon_days": s.horizon_days, "policy_version": loaded.policy.version,
         "changes": [describe(c) for c in s.changes],
+        # Where a run started from live state (whatif run --from): server, ledger version, job counts.
+        "live": loaded.live.meta() if loaded.live is not None else None,
     }
 
 
@@ -191,6 +193,13 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+def _live_paragraph(live: dict[str, Any]) -> str:
+    return html.paragraph(
+        f"started from the live state of {live['address']} at ledger version {live['ledger_version']} "
+        f"(policy version {live['policy_version']}): {live['running_jobs']} running and {live['pending_jobs']} "
+        f"waiting jobs at time zero, {live['anonymised_jobs']} of them anonymised", "muted")
+
+
 def run_html(result: RunResult, loaded: LoadedScenario, pngs: dict[str, bytes]) -> str:
     s = result.summary
     meta = scenario_meta(loaded)
@@ -202,6 +211,7 @@ def run_html(result: RunResult, loaded: LoadedScenario, pngs: dict[str, bytes]) 
         html.paragraph(f"grid {meta['grid']} · horizon {meta['horizon_days']:g} days · seed {meta['seed']} · "
                        f"policy {meta['policy_version']} · {result.perf.get('jobs', 0):,.0f} jobs simulated in "
                        f"{result.perf.get('wall_s', 0):.1f} s wall time", "muted"),
+        *([_live_paragraph(meta["live"])] if meta["live"] else []),
         html.cards(headline(s)),
         html.section(
             "Timed changes",

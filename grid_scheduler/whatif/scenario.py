@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,9 @@ from grid_scheduler.whatif.changes import DAY_S, Change, ChangeProblem, Timeline
 from grid_scheduler.whatif.locate import compose, locate
 from grid_scheduler.whatif.paths import FileRoots
 from grid_scheduler.whatif.workload import WorkloadSpec, references
+
+if TYPE_CHECKING:
+    from grid_scheduler.whatif.live import LiveStart
 
 Loc = tuple[str | int, ...]
 
@@ -47,7 +50,10 @@ class Scenario(BaseModel):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    grid: str = Field(min_length=1, description="grid file, relative to the scenario file")
+    grid: str | None = Field(
+        default=None, min_length=1,
+        description="grid file, relative to the scenario file; required unless the run starts from a live server",
+    )
     policy: Policy | None = Field(default=None, description="inline policy")
     policy_file: str | None = Field(default=None, min_length=1, description="or a policy file")
     seed: int = Field(default=0, ge=0)
@@ -100,24 +106,28 @@ class LoadedScenario:
     base_dir: Path
     data: Any  # the file's data, for sweeps that vary it
     files: FileRoots = FileRoots.UNCONFINED  # where its file fields were allowed to point
+    live: LiveStart | None = None  # the live state it starts from (whatif run --from), if any
 
     @property
     def name(self) -> str:
         return self.scenario.name
 
 
-def load_scenario(path: Path | str, files: FileRoots = FileRoots.UNCONFINED) -> LoadedScenario:
-    """Load and check a scenario file. ``files`` confines the files it names (default: any file)."""
+def load_scenario(
+    path: Path | str, files: FileRoots = FileRoots.UNCONFINED, *, live_grid: Grid | None = None
+) -> LoadedScenario:
+    """Load and check a scenario file. ``files`` confines the files it names (default: any file).
+    ``live_grid``: check it against this grid (a live server's) instead of the one it names."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from e
-    return load_scenario_text(text, str(path), path.resolve().parent, files)
+    return load_scenario_text(text, str(path), path.resolve().parent, files, live_grid=live_grid)
 
 
 def load_scenario_text(
-    text: str, source: str, base_dir: Path, files: FileRoots = FileRoots.UNCONFINED
+    text: str, source: str, base_dir: Path, files: FileRoots = FileRoots.UNCONFINED, *, live_grid: Grid | None = None
 ) -> LoadedScenario:
     """A scenario from its YAML text; relative file names resolve against ``base_dir``."""
     try:
@@ -129,17 +139,19 @@ def load_scenario_text(
         raise ScenarioError(source, [Problem("(document)", line, f"not valid YAML: {e.problem or e}")]) from None
     except yaml.YAMLError as e:
         raise ScenarioError(source, [Problem("(document)", 1, f"not valid YAML: {e}")]) from None
-    return load_scenario_data(data, source, base_dir, root, files=files)
+    return load_scenario_data(data, source, base_dir, root, files=files, live_grid=live_grid)
 
 
 def load_scenario_data(
-    data: Any, source: str, base_dir: Path, root: yaml.Node | None = None, *, files: FileRoots = FileRoots.UNCONFINED
+    data: Any, source: str, base_dir: Path, root: yaml.Node | None = None, *, files: FileRoots = FileRoots.UNCONFINED,
+    live_grid: Grid | None = None,
 ) -> LoadedScenario:
     """Validate ``data`` (parsed YAML); ``root`` (its YAML nodes) gives the line numbers.
 
     Every field that names a file (``grid``, ``policy_file``, ``workload.trace.path``) goes
     through ``files.resolve``: a confined loader refuses, as a problem of that field, a name
-    outside its folders, with one message whatever the target is.
+    outside its folders, with one message whatever the target is. With ``live_grid`` the
+    scenario's ``grid`` is not read (it may be absent): everything is checked against ``live_grid``.
     """
     if not isinstance(data, dict):
         raise ScenarioError(source, [Problem("(document)", 1, "a scenario is a mapping (name:, grid:, workload: ...)")])
@@ -149,10 +161,16 @@ def load_scenario_data(
         raise ScenarioError(source, [_problem(root, *p) for p in _pydantic_problems(e)]) from None
 
     problems: list[tuple[Loc, str]] = []
-    try:
-        grid = load_grid(files.resolve(scenario.grid, base_dir))
-    except ConfigError as e:
-        raise ScenarioError(source, [_problem(root, ("grid",), str(e))]) from None
+    if live_grid is not None:
+        grid = live_grid
+    elif scenario.grid is None:
+        raise ScenarioError(source, [_problem(root, ("grid",), "a grid file is required (unless the run starts "
+                                                               "from a live server: whatif run --from)")])
+    else:
+        try:
+            grid = load_grid(files.resolve(scenario.grid, base_dir))
+        except ConfigError as e:
+            raise ScenarioError(source, [_problem(root, ("grid",), str(e))]) from None
     policy = scenario.policy or Policy()
     if scenario.policy is not None:
         problems.extend((("policy", *field.split(".")), message)

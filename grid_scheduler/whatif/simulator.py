@@ -36,6 +36,7 @@ from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.state import to_watts
 from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
+from grid_scheduler.whatif.live import LIVE_SOURCE, LiveStart, seed_ledger
 from grid_scheduler.whatif.metrics import ChangeLog, JobLog, Recorder, Run, residency_violations, summarize
 from grid_scheduler.whatif.scenario import LoadedScenario
 from grid_scheduler.whatif.workload import Arrival, WorkloadStats, build_arrivals
@@ -126,9 +127,11 @@ class Simulator:
         # Job ids from the seed and the arrival's place in the workload, not the wall clock:
         # two runs with the same seed write the same files, row by row.
         job_ids = SeededJobIds(scenario.seed, len(self.arrivals))
-        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, job_ids)
+        # A live start's jobs go into the ledger on the grid they run on (the live grid); changes
+        # already in force at time zero then displace them as any timed change would.
+        start_grid = self.timeline.grid_at(0.0) if loaded.live is None else self.timeline.base
+        self.scheduler = new_scheduler(start_grid, loaded.policy, self.clock, job_ids)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
-        self.recorder.begin_epoch(self.scheduler)
         self.jobs: dict[str, JobLog] = {}
         self.running: dict[str, Placement] = {}
         self.change_logs: list[ChangeLog] = []
@@ -149,9 +152,53 @@ class Simulator:
         self.batch = scenario.batch
         if self.batch is not None:
             self._push(self.batch.every_minutes * 60.0, BATCH, None)
+        if loaded.live is not None:
+            self._seed_live(loaded.live)
+        self.recorder.begin_epoch(self.scheduler)
 
     def clock(self) -> float:
         return self.now
+
+    def _seed_live(self, live: LiveStart) -> None:
+        """The live ledger at time zero, before any event: running jobs complete after their
+        remaining time, waiting jobs wait in the server's queue order (``whatif/live.py``)."""
+        running, pending = seed_ledger(self.scheduler, live.state)
+        for job in running:
+            record = job.record
+            assert record.placement is not None and record.started_at is not None
+            placement = record.placement
+            duration = job.remaining_s - record.started_at  # run so far (started_at <= 0) plus what is left
+            log = JobLog(job_id=record.id, source=LIVE_SOURCE, spec=record.spec, arrival_s=job.arrival_s,
+                         duration_s=duration, remaining_s=job.remaining_s, state="running", token=1)
+            log.runs.append(Run(record.started_at, None,
+                                {e.endpoint_id: e.latency_ms for e in placement.endpoint_latencies},
+                                tuple(placement.site_ids), tuple(placement.assignments)))
+            self.jobs[record.id] = log
+            self.running[record.id] = placement
+            self._push(job.remaining_s, COMPLETE, (record.id, log.token))
+        for job in pending:
+            self.jobs[job.record.id] = JobLog(
+                job_id=job.record.id, source=LIVE_SOURCE, spec=job.record.spec, arrival_s=job.arrival_s,
+                duration_s=job.remaining_s, remaining_s=job.remaining_s, waiting=job.waiting)
+            self.pending += 1
+        # The seeding's own events are the state, not decisions to read back.
+        self._cursor = self.scheduler.store.last_sequence()
+        self.peak_pending = self.pending
+        if any(self._grid_key):
+            self._regrid_at_start()
+
+    def _regrid_at_start(self) -> None:
+        """Changes in force from time zero (``at_days: 0``) meet the live jobs: what no longer fits
+        is displaced by them, as by any timed change."""
+        first = next(i for i, k in enumerate(self._grid_key) if k)  # blamed for all of them: they share an instant
+        change = ChangeLog(0.0, first, "changes in force at time zero, applied to the live jobs")
+        self.change_logs.append(change)
+        carried = carry_over(self.scheduler, self.timeline.grid_at(0.0), self.clock, change.what)
+        self._requeue_displaced(carried.displaced, change)
+        self.scheduler = carried.scheduler
+        self._cursor = carried.scheduler.store.last_sequence()
+        # Placed now, read back with the first event (at time zero, too).
+        self.scheduler.place_pending()
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -246,22 +293,25 @@ class Simulator:
             self._grid_key = key
             self._read_ledger()
             carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
-            for record in carried.displaced:
-                log = self.jobs[record.id]
-                self._stop_run(log, "displaced", change)
-                log.state = "pending"
-                self.pending += 1
-                log.requeues += 1
-                log.waiting = record.waiting
-                log.token += 1  # its completion is void
-                change.displaced_jobs += 1
-                change.displaced_gpus += record.spec.total_gpus
-                self._displaced_by[record.id] = change
+            self._requeue_displaced(carried.displaced, change)
             self._adopt(carried.scheduler)
         # Retry the queue once every change of this instant is in: a job placed between two of
         # them could be displaced by the second, and blamed on it, for capacity it never had.
         if not (self._heap and self._heap[0][:2] == (moment.time_s, GRID)):
             self.scheduler.place_pending()
+
+    def _requeue_displaced(self, displaced: list[JobRecord], change: ChangeLog) -> None:
+        for record in displaced:
+            log = self.jobs[record.id]
+            self._stop_run(log, "displaced", change)
+            log.state = "pending"
+            self.pending += 1
+            log.requeues += 1
+            log.waiting = record.waiting
+            log.token += 1  # its completion is void
+            change.displaced_jobs += 1
+            change.displaced_gpus += record.spec.total_gpus
+            self._displaced_by[record.id] = change
 
     def _drain(self, step: DrainStep) -> None:
         self.change_logs.append(ChangeLog(step.time_s, step.change,

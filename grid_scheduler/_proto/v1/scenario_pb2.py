@@ -23,47 +23,56 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from grid_scheduler._proto.v1 import placement_pb2 as grid__scheduler_dot_v1_dot_placement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n grid_scheduler/v1/scenario.proto\x12\x11grid_scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n\x11ScenarioOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rscenario_name\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .grid_scheduler.v1.ScenarioState\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x17\n\x0fsimulated_hours\x18\x06 \x01(\x01\x12\x15\n\rhorizon_hours\x18\x07 \x01(\x01\x12\x14\n\x0cjobs_arrived\x18\x08 \x01(\x03\x12\x12\n\njobs_total\x18\t \x01(\x03\x12\r\n\x05\x65rror\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x14StartScenarioRequest\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12\x0e\n\x04yaml\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x08\n\x06source\"P\n\x15StartScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\" \n\x12GetScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13GetScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"\"\n\x14WatchScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x15WatchScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"?\n\x18GetScenarioReportRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"-\n\x0eScenarioMetric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"i\n\x12ScenarioReportFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\"\xd4\x01\n\x19GetScenarioReportResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\x12\x32\n\x07metrics\x18\x02 \x03(\x0b\x32!.grid_scheduler.v1.ScenarioMetric\x12\x34\n\x05\x66iles\x18\x03 \x03(\x0b\x32%.grid_scheduler.v1.ScenarioReportFile\x12\x14\n\x0csummary_json\x18\x04 \x01(\t\"#\n\x15\x43\x61ncelScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x16\x43\x61ncelScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"#\n\x15\x44\x65leteScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScenarioResponse*\xbd\x01\n\rScenarioState\x12\x1e\n\x1aSCENARIO_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SCENARIO_STATE_QUEUED\x10\x01\x12\x1a\n\x16SCENARIO_STATE_RUNNING\x10\x02\x12\x1c\n\x18SCENARIO_STATE_SUCCEEDED\x10\x03\x12\x19\n\x15SCENARIO_STATE_FAILED\x10\x04\x12\x1c\n\x18SCENARIO_STATE_CANCELLED\x10\x05\x32\xf7\x04\n\x0fScenarioService\x12\x62\n\rStartScenario\x12\'.grid_scheduler.v1.StartScenarioRequest\x1a(.grid_scheduler.v1.StartScenarioResponse\x12\\\n\x0bGetScenario\x12%.grid_scheduler.v1.GetScenarioRequest\x1a&.grid_scheduler.v1.GetScenarioResponse\x12\x64\n\rWatchScenario\x12\'.grid_scheduler.v1.WatchScenarioRequest\x1a(.grid_scheduler.v1.WatchScenarioResponse0\x01\x12n\n\x11GetScenarioReport\x12+.grid_scheduler.v1.GetScenarioReportRequest\x1a,.grid_scheduler.v1.GetScenarioReportResponse\x12\x65\n\x0e\x43\x61ncelScenario\x12(.grid_scheduler.v1.CancelScenarioRequest\x1a).grid_scheduler.v1.CancelScenarioResponse\x12\x65\n\x0e\x44\x65leteScenario\x12(.grid_scheduler.v1.DeleteScenarioRequest\x1a).grid_scheduler.v1.DeleteScenarioResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n grid_scheduler/v1/scenario.proto\x12\x11grid_scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!grid_scheduler/v1/placement.proto\"\xd2\x02\n\x11ScenarioOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rscenario_name\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .grid_scheduler.v1.ScenarioState\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x17\n\x0fsimulated_hours\x18\x06 \x01(\x01\x12\x15\n\rhorizon_hours\x18\x07 \x01(\x01\x12\x14\n\x0cjobs_arrived\x18\x08 \x01(\x03\x12\x12\n\njobs_total\x18\t \x01(\x03\x12\r\n\x05\x65rror\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x14StartScenarioRequest\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12\x0e\n\x04yaml\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x08\n\x06source\"P\n\x15StartScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\" \n\x12GetScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13GetScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"\"\n\x14WatchScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x15WatchScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"?\n\x18GetScenarioReportRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"-\n\x0eScenarioMetric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"i\n\x12ScenarioReportFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\"\xd4\x01\n\x19GetScenarioReportResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\x12\x32\n\x07metrics\x18\x02 \x03(\x0b\x32!.grid_scheduler.v1.ScenarioMetric\x12\x34\n\x05\x66iles\x18\x03 \x03(\x0b\x32%.grid_scheduler.v1.ScenarioReportFile\x12\x14\n\x0csummary_json\x18\x04 \x01(\t\"#\n\x15\x43\x61ncelScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x16\x43\x61ncelScenarioResponse\x12\x37\n\toperation\x18\x01 \x01(\x0b\x32$.grid_scheduler.v1.ScenarioOperation\"#\n\x15\x44\x65leteScenarioRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScenarioResponse\"\x18\n\x16GetLiveSnapshotRequest\"L\n\x17GetLiveSnapshotResponse\x12\x31\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1f.grid_scheduler.v1.LiveSnapshot\"\xfa\x01\n\x07LiveJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nanonymised\x18\x02 \x01(\x08\x12(\n\x04spec\x18\x03 \x01(\x0b\x32\x1a.grid_scheduler.v1.JobSpec\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\tplacement\x18\x05 \x01(\x0b\x32\x1c.grid_scheduler.v1.Placement\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bremaining_s\x18\x07 \x01(\x01\"\xba\x02\n\x0cLiveSnapshot\x12\x16\n\x0eledger_version\x18\x01 \x01(\x03\x12\x16\n\x0e\x65vent_sequence\x18\x02 \x01(\x03\x12-\n\tread_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tgrid_json\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\x03\x12\x13\n\x0bpolicy_json\x18\x06 \x01(\t\x12+\n\x07running\x18\x07 \x03(\x0b\x32\x1a.grid_scheduler.v1.LiveJob\x12+\n\x07pending\x18\x08 \x03(\x0b\x32\x1a.grid_scheduler.v1.LiveJob\x12\x18\n\x10\x64rained_pool_ids\x18\t \x03(\t\x12\x17\n\x0f\x61nonymised_jobs\x18\n \x01(\x05*\xbd\x01\n\rScenarioState\x12\x1e\n\x1aSCENARIO_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SCENARIO_STATE_QUEUED\x10\x01\x12\x1a\n\x16SCENARIO_STATE_RUNNING\x10\x02\x12\x1c\n\x18SCENARIO_STATE_SUCCEEDED\x10\x03\x12\x19\n\x15SCENARIO_STATE_FAILED\x10\x04\x12\x1c\n\x18SCENARIO_STATE_CANCELLED\x10\x05\x32\xe1\x05\n\x0fScenarioService\x12\x62\n\rStartScenario\x12\'.grid_scheduler.v1.StartScenarioRequest\x1a(.grid_scheduler.v1.StartScenarioResponse\x12\\\n\x0bGetScenario\x12%.grid_scheduler.v1.GetScenarioRequest\x1a&.grid_scheduler.v1.GetScenarioResponse\x12\x64\n\rWatchScenario\x12\'.grid_scheduler.v1.WatchScenarioRequest\x1a(.grid_scheduler.v1.WatchScenarioResponse0\x01\x12n\n\x11GetScenarioReport\x12+.grid_scheduler.v1.GetScenarioReportRequest\x1a,.grid_scheduler.v1.GetScenarioReportResponse\x12\x65\n\x0e\x43\x61ncelScenario\x12(.grid_scheduler.v1.CancelScenarioRequest\x1a).grid_scheduler.v1.CancelScenarioResponse\x12\x65\n\x0e\x44\x65leteScenario\x12(.grid_scheduler.v1.DeleteScenarioRequest\x1a).grid_scheduler.v1.DeleteScenarioResponse\x12h\n\x0fGetLiveSnapshot\x12).grid_scheduler.v1.GetLiveSnapshotRequest\x1a*.grid_scheduler.v1.GetLiveSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grid_scheduler.v1.scenario_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCENARIOSTATE']._serialized_start=1447
-  _globals['_SCENARIOSTATE']._serialized_end=1636
-  _globals['_SCENARIOOPERATION']._serialized_start=89
-  _globals['_SCENARIOOPERATION']._serialized_end=427
-  _globals['_STARTSCENARIOREQUEST']._serialized_start=429
-  _globals['_STARTSCENARIOREQUEST']._serialized_end=513
-  _globals['_STARTSCENARIORESPONSE']._serialized_start=515
-  _globals['_STARTSCENARIORESPONSE']._serialized_end=595
-  _globals['_GETSCENARIOREQUEST']._serialized_start=597
-  _globals['_GETSCENARIOREQUEST']._serialized_end=629
-  _globals['_GETSCENARIORESPONSE']._serialized_start=631
-  _globals['_GETSCENARIORESPONSE']._serialized_end=709
-  _globals['_WATCHSCENARIOREQUEST']._serialized_start=711
-  _globals['_WATCHSCENARIOREQUEST']._serialized_end=745
-  _globals['_WATCHSCENARIORESPONSE']._serialized_start=747
-  _globals['_WATCHSCENARIORESPONSE']._serialized_end=827
-  _globals['_GETSCENARIOREPORTREQUEST']._serialized_start=829
-  _globals['_GETSCENARIOREPORTREQUEST']._serialized_end=892
-  _globals['_SCENARIOMETRIC']._serialized_start=894
-  _globals['_SCENARIOMETRIC']._serialized_end=939
-  _globals['_SCENARIOREPORTFILE']._serialized_start=941
-  _globals['_SCENARIOREPORTFILE']._serialized_end=1046
-  _globals['_GETSCENARIOREPORTRESPONSE']._serialized_start=1049
-  _globals['_GETSCENARIOREPORTRESPONSE']._serialized_end=1261
-  _globals['_CANCELSCENARIOREQUEST']._serialized_start=1263
-  _globals['_CANCELSCENARIOREQUEST']._serialized_end=1298
-  _globals['_CANCELSCENARIORESPONSE']._serialized_start=1300
-  _globals['_CANCELSCENARIORESPONSE']._serialized_end=1381
-  _globals['_DELETESCENARIOREQUEST']._serialized_start=1383
-  _globals['_DELETESCENARIOREQUEST']._serialized_end=1418
-  _globals['_DELETESCENARIORESPONSE']._serialized_start=1420
-  _globals['_DELETESCENARIORESPONSE']._serialized_end=1444
-  _globals['_SCENARIOSERVICE']._serialized_start=1639
-  _globals['_SCENARIOSERVICE']._serialized_end=2270
+  _globals['_SCENARIOSTATE']._serialized_start=2156
+  _globals['_SCENARIOSTATE']._serialized_end=2345
+  _globals['_SCENARIOOPERATION']._serialized_start=124
+  _globals['_SCENARIOOPERATION']._serialized_end=462
+  _globals['_STARTSCENARIOREQUEST']._serialized_start=464
+  _globals['_STARTSCENARIOREQUEST']._serialized_end=548
+  _globals['_STARTSCENARIORESPONSE']._serialized_start=550
+  _globals['_STARTSCENARIORESPONSE']._serialized_end=630
+  _globals['_GETSCENARIOREQUEST']._serialized_start=632
+  _globals['_GETSCENARIOREQUEST']._serialized_end=664
+  _globals['_GETSCENARIORESPONSE']._serialized_start=666
+  _globals['_GETSCENARIORESPONSE']._serialized_end=744
+  _globals['_WATCHSCENARIOREQUEST']._serialized_start=746
+  _globals['_WATCHSCENARIOREQUEST']._serialized_end=780
+  _globals['_WATCHSCENARIORESPONSE']._serialized_start=782
+  _globals['_WATCHSCENARIORESPONSE']._serialized_end=862
+  _globals['_GETSCENARIOREPORTREQUEST']._serialized_start=864
+  _globals['_GETSCENARIOREPORTREQUEST']._serialized_end=927
+  _globals['_SCENARIOMETRIC']._serialized_start=929
+  _globals['_SCENARIOMETRIC']._serialized_end=974
+  _globals['_SCENARIOREPORTFILE']._serialized_start=976
+  _globals['_SCENARIOREPORTFILE']._serialized_end=1081
+  _globals['_GETSCENARIOREPORTRESPONSE']._serialized_start=1084
+  _globals['_GETSCENARIOREPORTRESPONSE']._serialized_end=1296
+  _globals['_CANCELSCENARIOREQUEST']._serialized_start=1298
+  _globals['_CANCELSCENARIOREQUEST']._serialized_end=1333
+  _globals['_CANCELSCENARIORESPONSE']._serialized_start=1335
+  _globals['_CANCELSCENARIORESPONSE']._serialized_end=1416
+  _globals['_DELETESCENARIOREQUEST']._serialized_start=1418
+  _globals['_DELETESCENARIOREQUEST']._serialized_end=1453
+  _globals['_DELETESCENARIORESPONSE']._serialized_start=1455
+  _globals['_DELETESCENARIORESPONSE']._serialized_end=1479
+  _globals['_GETLIVESNAPSHOTREQUEST']._serialized_start=1481
+  _globals['_GETLIVESNAPSHOTREQUEST']._serialized_end=1505
+  _globals['_GETLIVESNAPSHOTRESPONSE']._serialized_start=1507
+  _globals['_GETLIVESNAPSHOTRESPONSE']._serialized_end=1583
+  _globals['_LIVEJOB']._serialized_start=1586
+  _globals['_LIVEJOB']._serialized_end=1836
+  _globals['_LIVESNAPSHOT']._serialized_start=1839
+  _globals['_LIVESNAPSHOT']._serialized_end=2153
+  _globals['_SCENARIOSERVICE']._serialized_start=2348
+  _globals['_SCENARIOSERVICE']._serialized_end=3085
 # @@protoc_insertion_point(module_scope)

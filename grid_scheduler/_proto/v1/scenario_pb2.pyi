@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from grid_scheduler._proto.v1 import placement_pb2 as _placement_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -156,3 +157,55 @@ class DeleteScenarioRequest(_message.Message):
 class DeleteScenarioResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetLiveSnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetLiveSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: LiveSnapshot
+    def __init__(self, snapshot: _Optional[_Union[LiveSnapshot, _Mapping]] = ...) -> None: ...
+
+class LiveJob(_message.Message):
+    __slots__ = ("id", "anonymised", "spec", "create_time", "placement", "start_time", "remaining_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ANONYMISED_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    anonymised: bool
+    spec: _placement_pb2.JobSpec
+    create_time: _timestamp_pb2.Timestamp
+    placement: _placement_pb2.Placement
+    start_time: _timestamp_pb2.Timestamp
+    remaining_s: float
+    def __init__(self, id: _Optional[str] = ..., anonymised: _Optional[bool] = ..., spec: _Optional[_Union[_placement_pb2.JobSpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placement: _Optional[_Union[_placement_pb2.Placement, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remaining_s: _Optional[float] = ...) -> None: ...
+
+class LiveSnapshot(_message.Message):
+    __slots__ = ("ledger_version", "event_sequence", "read_time", "grid_json", "policy_version", "policy_json", "running", "pending", "drained_pool_ids", "anonymised_jobs")
+    LEDGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_TIME_FIELD_NUMBER: _ClassVar[int]
+    GRID_JSON_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_POOL_IDS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMISED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ledger_version: int
+    event_sequence: int
+    read_time: _timestamp_pb2.Timestamp
+    grid_json: str
+    policy_version: int
+    policy_json: str
+    running: _containers.RepeatedCompositeFieldContainer[LiveJob]
+    pending: _containers.RepeatedCompositeFieldContainer[LiveJob]
+    drained_pool_ids: _containers.RepeatedScalarFieldContainer[str]
+    anonymised_jobs: int
+    def __init__(self, ledger_version: _Optional[int] = ..., event_sequence: _Optional[int] = ..., read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grid_json: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_json: _Optional[str] = ..., running: _Optional[_Iterable[_Union[LiveJob, _Mapping]]] = ..., pending: _Optional[_Iterable[_Union[LiveJob, _Mapping]]] = ..., drained_pool_ids: _Optional[_Iterable[str]] = ..., anonymised_jobs: _Optional[int] = ...) -> None: ...

@@ -68,6 +68,11 @@ class ScenarioServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.FromString,
                 _registered_method=True)
+        self.GetLiveSnapshot = channel.unary_unary(
+                '/grid_scheduler.v1.ScenarioService/GetLiveSnapshot',
+                request_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class ScenarioServiceServicer:
@@ -128,6 +133,23 @@ class ScenarioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLiveSnapshot(self, request, context):
+        """The live state a what-if run can start from (`grid-scheduler whatif run SCENARIO --from`):
+        grid, active policy, running jobs with their remaining time, and the queue, as ONE
+        consistent read (every part as of the same ledger version and event sequence).
+        Permission RUN_SCENARIOS. A job of a tenant the caller may not READ_JOBS is included only
+        as anonymised capacity: its id is replaced by an opaque id ("anon-" + 16 hex, stable for
+        that job while the server process lives), its name by that id, its tenant by an opaque
+        tenant id, its dataset names by opaque dataset ids; it carries no request id and no owner.
+        Its GPUs, power, placement, priority, preemptibility, residency, duration and times are
+        exact, and so are the constraints its tenant and datasets put on it: the grid document gets
+        a copy of each aliased dataset under its opaque id, and the policy a copy of the tenant's
+        per-tenant rules under the opaque tenant id. A platform admin sees every job as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScenarioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +182,11 @@ def add_ScenarioServiceServicer_to_server(servicer, server):
                     servicer.DeleteScenario,
                     request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.SerializeToString,
+            ),
+            'GetLiveSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLiveSnapshot,
+                    request_deserializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +355,33 @@ class ScenarioService:
             '/grid_scheduler.v1.ScenarioService/DeleteScenario',
             grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_scenario__pb2.DeleteScenarioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLiveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.ScenarioService/GetLiveSnapshot',
+            grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_scenario__pb2.GetLiveSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,6 +93,8 @@ RULES: Mapping[str, Rule] = {
     _S + "GetScenarioReport": Rule(Permission.RUN_SCENARIOS),
     _S + "CancelScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
     _S + "DeleteScenario": Rule(Permission.RUN_SCENARIOS, _scenario),
+    # Other tenants' jobs come back anonymised unless the caller may READ_JOBS them (live_scope.py).
+    _S + "GetLiveSnapshot": Rule(Permission.RUN_SCENARIOS),
     _A + "ListAuditRecords": Rule(Permission.READ_AUDIT),
     # Reading and dry-running policies: platform admins and planners. Changing them: operate, audited.
     _PO + "GetPolicy": Rule(Permission.READ_POLICY),
