@@ -5,7 +5,8 @@
    not, stop and say which target and why (``explain.py``): no plan can meet it.
 3. Choose: the least-cost plan (``model.py``); replay it through the simulator with the
    expansions as timed changes; measure the targets. If the replay misses one, re-solve with a
-   tighter utilisation cap (bounded rounds) and replay again.
+   tighter utilisation cap and replay again; once a replay meets them, try a looser cap (the
+   model may have over-built). Bounded rounds; the chosen plan is the cheapest that met.
 4. Baselines, replayed the same way: do nothing; and greedy "add where queues are longest"
    (each step adds, at its earliest date, the candidate whose groups could take the most
    waiting GPU-hours of the targets still missed in the last replay; power upgrades count
@@ -74,7 +75,7 @@ class PlanRun:
     def chosen(self) -> Outcome | None:
         met = [r.outcome for r in self.rounds if r.outcome is not None and r.outcome.met]
         if met:
-            return met[0]
+            return min(met, key=lambda o: o.cost_musd)
         last = [r.outcome for r in self.rounds if r.outcome is not None]
         return last[-1] if last else None
 
@@ -112,22 +113,45 @@ def run_plan(loaded: LoadedPlan, say: Callable[[str], None] = lambda _: None) ->
     run = PlanRun(loaded, agg, feasibility, infeasible, replay(loaded, agg, "do-nothing", []))
     if infeasible or feasibility.status not in ("OPTIMAL", "FEASIBLE"):
         return run
-    by_id = {c.id: c for c in plan.candidates}
-    cap = plan.solver.utilisation_cap
-    for r in range(plan.solver.max_rounds):
-        solution = PlanModel(agg, plan.targets, cap).solve(plan.solver.time_limit_s)
-        outcome = None
-        if solution.status in ("OPTIMAL", "FEASIBLE"):
-            expansions = [(by_id[ch.candidate], loaded.period_start_days(ch.period)) for ch in solution.choices]
-            say(f"round {r + 1}: model cost ${solution.cost_musd:,.0f}M at cap {cap:.3g}; replaying")
-            outcome = replay(loaded, agg, f"chosen-r{r + 1}", expansions)
-        run.rounds.append(Round(cap, solution, outcome))
-        if outcome is None or outcome.met:
-            break
-        cap *= plan.solver.tighten
+    _choose(loaded, agg, run, say)
     say("greedy: add where queues are longest")
     run.greedy, run.greedy_steps = greedy(loaded, agg, run.do_nothing)
     return run
+
+
+def _choose(loaded: LoadedPlan, agg: Aggregate, run: PlanRun, say: Callable[[str], None]) -> None:
+    """Solve and replay, searching the utilisation cap: tighter while the replay misses a target,
+    looser once it meets them (a cheaper plan may meet them too); keep the cheapest that meets."""
+    plan = loaded.plan
+    by_id = {c.id: c for c in plan.candidates}
+    cap = plan.solver.utilisation_cap
+    best: Outcome | None = None
+    missed_at: list[float] = []  # caps whose plan missed in the replay
+    for r in range(plan.solver.max_rounds):
+        solution = PlanModel(agg, plan.targets, cap).solve(plan.solver.time_limit_s)
+        if solution.status not in ("OPTIMAL", "FEASIBLE") or solution.cost_musd is None:
+            run.rounds.append(Round(cap, solution, None))
+            break  # tighter than this, no set of candidates fits the model
+        if best is not None and solution.cost_musd >= best.cost_musd:
+            break  # a looser cap that buys no less is no better
+        expansions = [(by_id[ch.candidate], loaded.period_start_days(ch.period)) for ch in solution.choices]
+        if not expansions:
+            outcome = run.do_nothing  # already replayed
+        else:
+            say(f"round {r + 1}: model cost ${solution.cost_musd:,.0f}M at cap {cap:.3g}; replaying")
+            outcome = replay(loaded, agg, f"chosen-r{r + 1}", expansions)
+        run.rounds.append(Round(cap, solution, outcome))
+        if outcome.met:
+            best = outcome
+            looser = min(1.0, cap / plan.solver.tighten)
+            if looser <= cap or any(m <= looser + 1e-9 for m in missed_at):
+                break  # nothing looser left to try that has not already missed
+            cap = looser
+        elif best is not None:
+            break  # loosened too far: the last plan that met is the answer
+        else:
+            missed_at.append(cap)
+            cap *= plan.solver.tighten
 
 
 def greedy(loaded: LoadedPlan, agg: Aggregate, start: Outcome) -> tuple[Outcome, list[dict[str, object]]]:

@@ -122,7 +122,7 @@ Target = Annotated[SloTarget | QueueDelayTarget | ResidencyTarget, Field(discrim
 class SolverSettings(_Frozen):
     time_limit_s: float = Field(default=10.0, gt=0, le=600)
     utilisation_cap: float = Field(default=0.85, gt=0, le=1, description="usable share of capacity in the model")
-    max_rounds: int = Field(default=3, ge=1, le=10, description="re-solves with a tighter cap if the replay misses")
+    max_rounds: int = Field(default=3, ge=1, le=10, description="solve+replay rounds searching the cap")
     tighten: float = Field(default=0.85, gt=0, lt=1, description="cap multiplier per extra round")
 
 
