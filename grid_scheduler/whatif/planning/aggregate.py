@@ -71,14 +71,16 @@ class Eligibility:
         self.policy = loaded.base.policy
         self.groups = groups
         self.types = grid.gpu_type_by_name
-        self._cache: dict[tuple[object, ...], frozenset[Group]] = {}
+        # Keyed by the spec object's id (equal specs are one object); the entry holds the spec so
+        # that its id cannot be reused by another spec while the cache lives.
+        self._cache: dict[tuple[int, str | None], tuple[JobSpec, frozenset[Group]]] = {}
 
     def groups_for(self, spec: JobSpec, endpoint: str | None) -> frozenset[Group]:
         key = (id(spec), endpoint)
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = self._compute(spec, endpoint)
-        return found
+            found = self._cache[key] = (spec, self._compute(spec, endpoint))
+        return found[1]
 
     def _compute(self, spec: JobSpec, endpoint: str | None) -> frozenset[Group]:
         idx = self.index
