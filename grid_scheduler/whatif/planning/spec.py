@@ -40,6 +40,7 @@ from grid_scheduler.whatif.scenario import (
     _pydantic_problems,
     load_scenario,
 )
+from grid_scheduler.whatif.workload import Scaling
 
 Loc = tuple[str | int, ...]
 Expansion = AddSite | AddPool | GpuDelivery | PowerUpgrade
@@ -228,9 +229,7 @@ def _with_plan(base: LoadedScenario, plan: Plan) -> LoadedScenario:
     return LoadedScenario(scenario, base.grid, base.policy, timeline, base.source, base.base_dir, base.data, base.files)
 
 
-def scale_type(g: Growth) -> Any:
-    from grid_scheduler.whatif.workload import Scaling
-
+def scale_type(g: Growth) -> Scaling:
     return Scaling(factor=g.factor, residency=g.residency, kind=g.kind, tenants=g.tenants,
                    endpoints=g.endpoints, sources=g.sources)
 
