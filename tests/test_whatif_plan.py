@@ -101,7 +101,7 @@ def test_no_eu_site_within_the_slo_of_oslo_is_named(tmp_path: Path) -> None:
     run = run_plan(load_plan(plan))
     assert [i["target"] for i in run.infeasible] == [0]
     why = str(run.infeasible[0]["why"])
-    assert "oslo" in why and "no site" in why and "residency" in why
+    assert "no site that satisfies EU is within the 3 ms SLO of oslo" in why and "oslo-edge" in why
     assert not run.rounds and run.greedy is None
     out = tmp_path / "out"
     assert main(["whatif", "plan", str(plan), "--out", str(out), "--quiet"]) == 1

@@ -35,6 +35,8 @@ class DemandClass:
     groups: frozenset[Group]
     targets: frozenset[int]
     gpu_hours: list[float]
+    example: JobSpec  # one job of the class, to explain it
+    endpoint: str | None
     jobs: int = 0
 
 
@@ -82,14 +84,20 @@ class Eligibility:
             found = self._cache[key] = (spec, self._compute(spec, endpoint))
         return found[1]
 
-    def _compute(self, spec: JobSpec, endpoint: str | None) -> frozenset[Group]:
+    def resident_sites(self, spec: JobSpec) -> set[str]:
         idx = self.index
         resident = idx.residency_mask(residency_rules(spec, idx, self.policy))
-        ok_sites = {sid for i, sid in enumerate(idx.site_ids) if resident[i]}
-        if spec.inference is not None and endpoint is not None:
-            row = idx.endpoint_index[endpoint]
-            lat = idx.topology.endpoint_site_latency_ms[row]
-            ok_sites = {sid for sid in ok_sites if lat[idx.site_index[sid]] <= spec.inference.latency_slo_ms}
+        return {sid for i, sid in enumerate(idx.site_ids) if resident[i]}
+
+    def sites_within_slo(self, spec: JobSpec, endpoint: str | None) -> set[str]:
+        idx = self.index
+        if spec.inference is None or endpoint is None:
+            return set(idx.site_ids)
+        lat = idx.topology.endpoint_site_latency_ms[idx.endpoint_index[endpoint]]
+        return {sid for sid in idx.site_ids if lat[idx.site_index[sid]] <= spec.inference.latency_slo_ms}
+
+    def _compute(self, spec: JobSpec, endpoint: str | None) -> frozenset[Group]:
+        ok_sites = self.resident_sites(spec) & self.sites_within_slo(spec, endpoint)
         kind = spec.kind.value
         out = set()
         for site, gpu_type, workload in self.groups:
@@ -223,7 +231,8 @@ def aggregate(loaded: LoadedPlan, arrivals: list[Arrival] | None = None) -> Aggr
             key = (groups_ok, member)
             c = classes.get(key)
             if c is None:
-                c = classes[key] = DemandClass(_label(spec, endpoint, a.source), groups_ok, member, [0.0] * periods)
+                c = classes[key] = DemandClass(_label(spec, endpoint, a.source), groups_ok, member, [0.0] * periods,
+                                               spec, endpoint)
             c.jobs += 1
             for p in range(int(a.time_s // period_s), min(int(end // period_s), periods - 1) + 1):
                 overlap = min(end, (p + 1) * period_s) - max(a.time_s, p * period_s)

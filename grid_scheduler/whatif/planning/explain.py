@@ -9,7 +9,8 @@ other targets' demand.
 
 from __future__ import annotations
 
-from grid_scheduler.whatif.planning.aggregate import Aggregate, Group
+from grid_scheduler.engine.feasibility import residency_rules
+from grid_scheduler.whatif.planning.aggregate import Aggregate, DemandClass, Group
 from grid_scheduler.whatif.planning.model import Solution, need_share
 from grid_scheduler.whatif.planning.spec import LoadedPlan
 from grid_scheduler.whatif.planning.targets import describe
@@ -41,7 +42,7 @@ def _why(loaded: LoadedPlan, agg: Aggregate, t: int, p: int, cap: float) -> str:
     if nowhere:
         c = max(nowhere, key=lambda c: c.gpu_hours[p])
         return (f"demand '{c.label}' ({c.gpu_hours[p]:,.0f} GPU-hours in the period from day {day:g}) has no site, "
-                f"existing or candidate, that admits it: residency, latency SLO and GPU type rule every one out")
+                f"existing or candidate, that can take it: {_nowhere(agg, c)}")
     hours = agg.period_hours[p]
     need_gpu_h = need_share(loaded.plan.targets[t]) * sum(c.gpu_hours[p] for c in members)
     groups: set[Group] = set().union(*(c.groups for c in members)) if members else set()
@@ -70,8 +71,11 @@ def _why(loaded: LoadedPlan, agg: Aggregate, t: int, p: int, cap: float) -> str:
     if power_gpu_h < need_gpu_h and power_gpu_h < gpu_h:
         mean_kw = sum(agg.group_kw_per_gpu[g] * now[g] for g in groups) / max(sum(now.values()), 1)
         need_mw = need_gpu_h * mean_kw / hours / 1000
-        return (f"power runway too short in the period from day {day:g}: the demand needs ~{need_mw:,.0f} MW "
-                f"at {', '.join(sites)}, which have {sum(env.values()):,.0f} MW with every upgrade at its earliest")
+        later = [f"{e.candidate.id} (+{mw:,.0f} MW, not before day {loaded.period_start_days(e.earliest):g})"
+                 for e in agg.effects for s, mw in e.add_mw.items() if s in sites and e.earliest > p]
+        why = (f"power runway too short in the period from day {day:g}: the demand needs ~{need_mw:,.0f} MW "
+               f"at {', '.join(sites)}, which have {sum(env.values()):,.0f} MW with every upgrade at its earliest")
+        return why + ("; later: " + ", ".join(later) if later else "")
     if gpu_h < need_gpu_h:
         why = (f"too few GPUs in the period from day {day:g}: {need_gpu_h:,.0f} GPU-hours needed, "
                f"{gpu_h:,.0f} available at {', '.join(sites) or 'no site'} with every candidate at its earliest "
@@ -82,3 +86,27 @@ def _why(loaded: LoadedPlan, agg: Aggregate, t: int, p: int, cap: float) -> str:
     why = (f"in the period from day {day:g} its sites ({', '.join(sites)}) are shared with other targets' demand "
            f"and cannot serve both")
     return why + ("; lead time: " + ", ".join(late) if late else "")
+
+
+def _nowhere(agg: Aggregate, c: DemandClass) -> str:
+    """Which rule rules the sites out: residency, the SLO, or the GPU type and workload."""
+    spec, eligible = c.example, agg.eligible
+    resident = eligible.resident_sites(spec)
+    near = eligible.sites_within_slo(spec, c.endpoint)
+    rules = " and ".join(r.describe() for r in residency_rules(spec, eligible.index, eligible.policy)
+                         if r.allowed or r.denied) or "no residency rule"
+    if not resident:
+        return f"no site satisfies {rules}"
+    if spec.inference is not None and c.endpoint is not None:
+        slo = spec.inference.latency_slo_ms
+        if not resident & near:
+            close = ", ".join(f"{s} ({'/'.join(sorted(_tags(agg, s)))})" for s in sorted(near)) or "none"
+            return (f"no site that satisfies {rules} is within the {slo:g} ms SLO of {c.endpoint} "
+                    f"(sites within it: {close})")
+    types = "/".join(spec.gpus.types) or "any type"
+    return (f"sites {', '.join(sorted(resident & near))} satisfy residency and latency, but none has or may get "
+            f"{types} GPUs for {spec.kind.value}")
+
+
+def _tags(agg: Aggregate, site: str) -> frozenset[str]:
+    return agg.eligible.index.grid.site_by_id[site].tags
