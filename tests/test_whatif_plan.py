@@ -157,3 +157,29 @@ def test_every_example_plan_loads() -> None:
     assert len(plans) >= 3
     for path in plans:
         assert load_plan(path).plan.targets
+
+
+def test_a_new_edge_site_is_chosen_when_only_it_is_within_the_slo(tmp_path: Path) -> None:
+    # Dublin's 1 ms SLO: only the Dublin edge (320 GPUs) is close enough; the demand needs more.
+    scenario = _scenario(tmp_path / "s.yaml", [{
+        "name": "dublin-inference", "kind": "inference", "tenants": {"t": 1}, "arrivals_per_day": 60,
+        "endpoints": {"dublin": 1}, "gpus": {"min": 8, "max": 8}, "replicas": {"min": 1, "max": 2},
+        "duration_hours": {"min": 12, "max": 24}, "latency_slo_ms": 1, "residency": {"allowed": ["EU"]},
+        "priority": 200}], horizon_days=7)
+    site = {"id": "dublin-edge-2", "tier": "edge", "location": {"lat": 53.33, "lon": -6.3, "country": "IE"},
+            "power_envelope_mw": 1.5, "pue": 1.3,
+            "pools": [{"id": "dublin2-b200-a", "gpu_type": "B200", "nodes": 96, "gpus_per_node": 8,
+                       "workload": "inference"}]}
+    candidates = [
+        {"id": "dublin-edge-2", "cost_musd": 40, "change": {
+            "kind": "add_site", "site": site, "links": [{"a": "dublin", "b": "dublin-edge-2", "latency_ms": 0.5}]}},
+        {"id": "frankfurt-h200", "cost_musd": 5, "change": {"kind": "add_pool", "site": "frankfurt-hub", "pool": {
+            "id": "frankfurt-h200-b", "gpu_type": "H200", "nodes": 256, "gpus_per_node": 8, "workload": "inference"}}},
+    ]
+    plan = _plan(tmp_path / "p.yaml", scenario, candidates=candidates, period_days=3.5,
+                 targets=[{"kind": "slo_attainment", "endpoints": ["dublin"], "min": 0.9}])
+    run = run_plan(load_plan(plan))
+    assert not run.infeasible and not run.do_nothing.met
+    chosen = run.chosen
+    assert chosen is not None and chosen.met
+    assert [c.id for c, _ in chosen.expansions] == ["dublin-edge-2"]  # the cheap Frankfurt pool is too far
