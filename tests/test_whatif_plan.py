@@ -128,6 +128,11 @@ def test_a_power_runway_too_short_is_named(tmp_path: Path) -> None:
     assert [i["target"] for i in run.infeasible] == [0]
     why = str(run.infeasible[0]["why"])
     assert "power runway too short" in why and "monarch" in why
+    # Deterministic: the same plan and seed write the same files (wall times aside).
+    write_plan_report(run, tmp_path / "a")
+    write_plan_report(run_plan(load_plan(plan)), tmp_path / "b")
+    for name in ("plan.json", "plan.csv", "comparison.md", "replay/jobs.csv", "replay/summary.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [

@@ -7,6 +7,7 @@
   and the gap), the greedy steps and the three plans compared;
 - ``comparison.md`` and ``comparison.html``: do nothing vs greedy vs chosen (cost, expansions,
   every target), and the chosen plan's model-vs-replay table;
+- ``perf.json``: solver wall times (kept apart: everything else is deterministic for a plan and seed);
 - ``replay/``: the chosen plan's replay report (``write_run_report``; do-nothing's if no plan).
 """
 
@@ -69,7 +70,6 @@ def plan_json(run: PlanRun) -> dict[str, Any]:
         item: dict[str, Any] = {
             "round": i + 1, "utilisation_cap": round(r.cap, 6), "status": r.solution.status,
             "cost_musd": r.solution.cost_musd, "bound_musd": r.solution.bound_musd,
-            "solve_wall_s": round(r.solution.wall_s, 3),
             "choices": [{"candidate": c.candidate, "period": c.period} for c in r.solution.choices],
         }
         if r.outcome is not None:
@@ -187,7 +187,10 @@ def write_plan_report(run: PlanRun, out: Path) -> list[Path]:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(PLAN_COLUMNS)
     writer.writerows(plan_rows(run, chosen) if chosen else [])
+    perf = {"feasibility_solve_s": round(run.feasibility.wall_s, 3),
+            "round_solve_s": [round(r.solution.wall_s, 3) for r in run.rounds]}
     for name, text in (("plan.csv", buf.getvalue()), ("plan.json", json.dumps(plan_json(run), indent=2) + "\n"),
+                       ("perf.json", json.dumps(perf, indent=2) + "\n"),
                        ("comparison.md", markdown(run)), ("comparison.html", comparison_html(run))):
         (out / name).write_text(text)
         written.append(out / name)
