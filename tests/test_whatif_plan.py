@@ -143,6 +143,8 @@ def test_a_power_runway_too_short_is_named(tmp_path: Path) -> None:
     ({"candidates": [{"id": "x", "cost_musd": 1, "change": {"kind": "power_upgrade", "site": "monarch"}}]},
      "candidates[0].change.add_mw", "Field required"),
     ({"period_dayz": 7}, "period_dayz", "Extra inputs"),
+    ({"candidates": [{"id": "x", "cost_musd": 1, "requires": ["y"], "change": {
+        "kind": "power_upgrade", "site": "monarch", "add_mw": 5}}]}, "candidates[0].requires[0]", "no candidate 'y'"),
 ])
 def test_a_malformed_plan_names_the_field_and_line(tmp_path: Path, change: dict[str, Any], field: str,
                                                    message: str) -> None:
@@ -164,7 +166,7 @@ def test_every_example_plan_loads() -> None:
         assert load_plan(path).plan.targets
 
 
-def test_a_new_edge_site_is_chosen_when_only_it_is_within_the_slo(tmp_path: Path) -> None:
+def test_a_new_edge_site_and_its_pool_are_chosen_when_only_they_are_within_the_slo(tmp_path: Path) -> None:
     # Dublin's 1 ms SLO: only the Dublin edge (320 GPUs) is close enough; the demand needs more.
     scenario = _scenario(tmp_path / "s.yaml", [{
         "name": "dublin-inference", "kind": "inference", "tenants": {"t": 1}, "arrivals_per_day": 60,
@@ -172,12 +174,13 @@ def test_a_new_edge_site_is_chosen_when_only_it_is_within_the_slo(tmp_path: Path
         "duration_hours": {"min": 12, "max": 24}, "latency_slo_ms": 1, "residency": {"allowed": ["EU"]},
         "priority": 200}], horizon_days=7)
     site = {"id": "dublin-edge-2", "tier": "edge", "location": {"lat": 53.33, "lon": -6.3, "country": "IE"},
-            "power_envelope_mw": 1.5, "pue": 1.3,
-            "pools": [{"id": "dublin2-b200-a", "gpu_type": "B200", "nodes": 96, "gpus_per_node": 8,
-                       "workload": "inference"}]}
+            "power_envelope_mw": 1.5, "pue": 1.3}
+    pool = {"id": "dublin2-b200-a", "gpu_type": "B200", "nodes": 96, "gpus_per_node": 8, "workload": "inference"}
     candidates = [
-        {"id": "dublin-edge-2", "cost_musd": 40, "change": {
+        {"id": "dublin-edge-2", "cost_musd": 15, "change": {
             "kind": "add_site", "site": site, "links": [{"a": "dublin", "b": "dublin-edge-2", "latency_ms": 0.5}]}},
+        {"id": "dublin2-b200", "cost_musd": 25, "requires": ["dublin-edge-2"],
+         "change": {"kind": "add_pool", "site": "dublin-edge-2", "pool": pool}},
         {"id": "frankfurt-h200", "cost_musd": 5, "change": {"kind": "add_pool", "site": "frankfurt-hub", "pool": {
             "id": "frankfurt-h200-b", "gpu_type": "H200", "nodes": 256, "gpus_per_node": 8, "workload": "inference"}}},
     ]
@@ -187,4 +190,6 @@ def test_a_new_edge_site_is_chosen_when_only_it_is_within_the_slo(tmp_path: Path
     assert not run.infeasible and not run.do_nothing.met
     chosen = run.chosen
     assert chosen is not None and chosen.met
-    assert [c.id for c, _ in chosen.expansions] == ["dublin-edge-2"]  # the cheap Frankfurt pool is too far
+    # The cheap Frankfurt pool is too far; the new site's pool needs the site (``requires``).
+    assert [c.id for c, _ in chosen.expansions] == ["dublin-edge-2", "dublin2-b200"]
+    assert chosen.expansions[0][1] <= chosen.expansions[1][1]

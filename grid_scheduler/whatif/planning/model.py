@@ -79,6 +79,7 @@ class PlanModel:
         self.slack: dict[tuple[int, int], cp_model.IntVar] = {}
         self.demand_units: dict[tuple[int, int], int] = {}
         self._starts()
+        self._requires()
         self._service()
         self._capacity()
         self._power()
@@ -95,6 +96,14 @@ class PlanModel:
                 self.m.add_at_most_one(self.start[(k, q)] for q in qs)
                 if self.feasibility:  # what the best plan money can buy: everything, as early as it can be
                     self.m.add(self.start[(k, e.earliest)] == 1)
+
+    def _requires(self) -> None:
+        """A candidate is in service only while every candidate it requires is (a pool needs its site)."""
+        index = {e.candidate.id: k for k, e in enumerate(self.agg.effects)}
+        for k, e in enumerate(self.agg.effects):
+            for dep in e.candidate.requires:
+                for p in range(self.agg.periods):
+                    self.m.add(self._active(k, p) <= self._active(index[dep], p))
 
     def _active(self, k: int, p: int) -> cp_model.LinearExprT:
         return sum((self.start[(k, q)] for q in range(self.agg.effects[k].earliest, p + 1)), start=0)

@@ -169,13 +169,25 @@ def greedy(loaded: LoadedPlan, agg: Aggregate, start: Outcome) -> tuple[Outcome,
         if queue_gpu_h <= 0:
             steps.append({"stop": "no candidate would shorten a queue of a missed target"})
             break
-        left.remove(best)
-        expansions = [*current.expansions, (best.candidate, best.candidate.lead_time_days)]
+        added = _with_requirements(loaded, best.candidate, {c.id for c, _ in current.expansions})
+        for c in added:
+            left = [e for e in left if e.candidate.id != c.id]
+        expansions = [*current.expansions, *((c, loaded.earliest_day(c)) for c in added)]
         current = replay(loaded, agg, f"greedy-{len(steps) + 1}", expansions)
-        steps.append({"added": best.candidate.id, "queue_gpu_hours": round(queue_gpu_h, 3),
+        steps.append({"added": ", ".join(c.id for c in added), "queue_gpu_hours": round(queue_gpu_h, 3),
                       "cost_musd": current.cost_musd, "targets_met": current.met})
     final = Outcome("greedy", current.expansions, current.measured, current.result, current.scenario)
     return final, steps
+
+
+def _with_requirements(loaded: LoadedPlan, candidate: Candidate, have: set[str]) -> list[Candidate]:
+    """The candidate and whatever it requires that is not in the plan yet, requirements first."""
+    by_id = {c.id: c for c in loaded.plan.candidates}
+    out: list[Candidate] = []
+    for r in candidate.requires:
+        if r not in have:
+            out += [c for c in _with_requirements(loaded, by_id[r], have) if c not in out]
+    return [*out, candidate]
 
 
 def _queues(loaded: LoadedPlan, agg: Aggregate, outcome: Outcome, missed: list[Target]) -> dict[str, float]:

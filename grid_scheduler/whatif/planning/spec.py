@@ -57,6 +57,8 @@ class Candidate(_Frozen):
     cost_musd: float = Field(ge=0, description="capital cost, $M")
     lead_time_days: float = Field(default=0.0, ge=0, description="earliest in service, days from the start")
     change: dict[str, Any] = Field(description="a timed change without at_days: " + ", ".join(EXPANSION_KINDS))
+    requires: list[Id] = Field(default_factory=list,
+                               description="candidates that must be in service first (the site a pool goes into)")
     note: str = ""
 
     @model_validator(mode="after")
@@ -146,6 +148,14 @@ class Plan(_Frozen):
             raise PydanticCustomError("candidates", "candidate ids must be unique: {n} is used twice", {"n": dup})
         return self
 
+    def earliest_day(self, candidate: Candidate, seen: frozenset[str] = frozenset()) -> float:
+        """Its lead time, or later if a candidate it requires comes later (inf for a cycle)."""
+        if candidate.id in seen:
+            return float("inf")
+        by_id = {c.id: c for c in self.candidates}
+        later = [self.earliest_day(by_id[r], seen | {candidate.id}) for r in candidate.requires if r in by_id]
+        return max([candidate.lead_time_days, *later])
+
 
 @dataclass(frozen=True)
 class LoadedPlan:
@@ -168,9 +178,13 @@ class LoadedPlan:
     def period_start_days(self, p: int) -> float:
         return p * self.plan.period_days
 
+    def earliest_day(self, candidate: Candidate) -> float:
+        return self.plan.earliest_day(candidate)
+
     def earliest_period(self, candidate: Candidate) -> int:
-        """The first period that starts on or after the candidate's lead time."""
-        return int(-(-candidate.lead_time_days // self.plan.period_days))
+        """The first period that starts on or after the candidate's earliest day (``periods`` if none)."""
+        day = self.earliest_day(candidate)
+        return self.periods if day == float("inf") else int(-(-day // self.plan.period_days))
 
 
 class PlanError(ScenarioError):
@@ -263,6 +277,12 @@ def _references(plan: Plan, base: LoadedScenario) -> list[tuple[Loc, str]]:
         if isinstance(t, ResidencyTarget) and t.jurisdiction not in tags:
             problems.append((("targets", i, "jurisdiction"),
                              f"no site, existing or candidate, carries {t.jurisdiction!r}"))
+    ids = {c.id for c in plan.candidates}
+    for i, c in enumerate(plan.candidates):
+        problems += [(("candidates", i, "requires", j), f"no candidate {r!r}" if r != c.id else "requires itself")
+                     for j, r in enumerate(c.requires) if r not in ids or r == c.id]
+        if c.requires and plan.earliest_day(c) == float("inf"):
+            problems.append((("candidates", i, "requires"), "a cycle of requirements"))
     for i, c in enumerate(plan.candidates):
         site = c.change.get("site")
         if c.change["kind"] != "add_site" and isinstance(site, str) and site not in site_ids:
@@ -271,7 +291,7 @@ def _references(plan: Plan, base: LoadedScenario) -> list[tuple[Loc, str]]:
         return problems
     # Every candidate at its earliest date, on top of the scenario's changes: the grids must be valid.
     n = len(base.scenario.changes)
-    everything: list[Change] = [*base.scenario.changes, *(c.at(c.lead_time_days) for c in plan.candidates)]
+    everything: list[Change] = [*base.scenario.changes, *(c.at(plan.earliest_day(c)) for c in plan.candidates)]
     try:
         Timeline(base.grid, everything, base.scenario.horizon_days * DAY_S).validate()
     except ChangeProblem as e:
