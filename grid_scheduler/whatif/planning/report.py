@@ -133,6 +133,18 @@ def gap_rows(run: PlanRun) -> list[list[Any]]:
 
 
 GAP_HEADER = ["target", "model", "replay", "gap (replay - model)", "met in replay"]
+ROUND_HEADER = ["round", "utilisation cap", "solver", "cost ($M)", "expansions", "replay"]
+
+
+def round_rows(run: PlanRun) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for i, r in enumerate(run.rounds):
+        replayed = "-" if r.outcome is None else ("met every target" if r.outcome.met else "missed " + ", ".join(
+            describe_target(t) for t, m in zip(run.loaded.plan.targets, r.outcome.measured, strict=True)
+            if not m.met))
+        rows.append([i + 1, round(r.cap, 4), r.solution.status, r.solution.cost_musd,
+                     ", ".join(f"{c.candidate}@p{c.period}" for c in r.solution.choices) or "-", replayed])
+    return rows
 
 
 def markdown(run: PlanRun) -> str:
@@ -157,8 +169,8 @@ def markdown(run: PlanRun) -> str:
                   f"cost ${r.solution.cost_musd:,.0f}M, bound ${r.solution.bound_musd:,.0f}M)", "",
                   md(GAP_HEADER, gaps), ""]
         if len(run.rounds) > 1:
-            parts += [f"The first replay missed a target: re-solved with a tighter utilisation cap "
-                      f"({len(run.rounds)} rounds).", ""]
+            parts += ["## Solve and replay rounds (the cap is tightened after a miss, loosened after a meet)", "",
+                      md(ROUND_HEADER, round_rows(run)), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -175,7 +187,10 @@ def comparison_html(run: PlanRun) -> str:
         assert chosen is not None
         parts.append(html.section("Chosen plan", html.table(PLAN_COLUMNS, plan_rows(run, chosen))))
         parts.append(html.section("Model vs replay", html.table(GAP_HEADER, gaps), html.paragraph(
-            f"{len(run.rounds)} solve/replay round(s); replay report: replay/report.html", "muted")))
+            "replay report: replay/report.html", "muted")))
+        parts.append(html.section("Solve and replay rounds", html.table(ROUND_HEADER, round_rows(run)), html.paragraph(
+            "the utilisation cap is tightened after a replay misses a target, loosened after one meets them; "
+            "the chosen plan is the cheapest that met them", "muted")))
     return html.page(f"Plan {run.loaded.name}", *parts)
 
 
