@@ -8,8 +8,8 @@ every target in its replay, when the chosen plan's capacity enters service vs gr
 in-service day, cost-weighted: capital spent later is cheaper), the model-vs-replay gap per
 target of the chosen plan, solve/replay rounds, and wall time (model solves and the whole run).
 
-    .venv/bin/python benchmarks/whatif_plan.py            # the three example plans (~1.5 min)
-    .venv/bin/python benchmarks/whatif_plan.py --quick    # the UK plan only (~20 s)
+    .venv/bin/python benchmarks/whatif_plan.py            # the three example plans (1-2 min)
+    .venv/bin/python benchmarks/whatif_plan.py --quick    # the UK plan only (15-40 s)
     # --out PATH (JSON; default benchmarks/results/whatif_plan.json)
 """
 
