@@ -7,4 +7,6 @@ changes move the jobs to a rebuilt scheduler (``ledger.py``). ``metrics.py`` mea
 ``report.py`` / ``plots.py`` / ``html.py`` write CSV, PNG and HTML, ``compare.py`` and
 ``sweep.py`` put runs side by side, ``service.py`` is what a ScenarioService run executes (the
 gRPC servicer itself is ``service/scenario.py``: nothing here imports gRPC), ``cli.py`` is the CLI.
+``planning/`` is capacity-expansion planning (``whatif plan``): a CP-SAT choice of expansions,
+verified by replaying it here.
 """

@@ -3,7 +3,7 @@
 Changes are of two sorts:
 
 - *structural*, permanent once their time comes: a site or a pool is added or removed,
-  GPUs are delivered into a pool (in tranches, e.g. monthly);
+  GPUs are delivered into a pool (in tranches, e.g. monthly), a site's envelope is upgraded;
 - *temporary* effects, active from ``at_days`` for ``duration_days`` (or to the end):
   a site failure (every node of the site unhealthy), a power-envelope cut.
 
@@ -96,6 +96,15 @@ class GpuDelivery(_Change):
         return min(self.deliveries, math.floor((t_days - self.at_days) / self.every_days + 1e-9) + 1)
 
 
+class PowerUpgrade(_Change):
+    """The site's envelope grows by ``add_mw`` for good (a new substation, more gensets): what a
+    capacity plan buys, where a power cut is what it fears."""
+
+    kind: Literal["power_upgrade"]
+    site: Id
+    add_mw: float = Field(gt=0)
+
+
 class SiteFailure(_Temporary):
     """Every node of the site is unhealthy: running jobs there must move or wait."""
 
@@ -124,7 +133,8 @@ class Drain(_Temporary):
 
 
 Change = Annotated[
-    AddSite | AddPool | RemovePool | GpuDelivery | SiteFailure | PowerCut | Drain, Field(discriminator="kind")
+    AddSite | AddPool | RemovePool | GpuDelivery | PowerUpgrade | SiteFailure | PowerCut | Drain,
+    Field(discriminator="kind"),
 ]
 
 
@@ -165,6 +175,8 @@ def describe(change: Change) -> str:
             gpus = change.nodes_per_delivery * change.pool.gpus_per_node
             return (f"{change.deliveries} deliveries of {gpus:,} {change.pool.gpu_type} into {change.pool.id} "
                     f"at {change.site}, every {change.every_days:g} days")
+        case PowerUpgrade():
+            return f"site {change.site} envelope +{change.add_mw:g} MW"
         case SiteFailure():
             return f"site {change.site} fails" + _for(change)
         case PowerCut():
@@ -330,6 +342,8 @@ def _apply_structural(data: dict[str, Any], change: Change, amount: int, i: int)
                     pool["nodes"] += nodes
                     return
             site["pools"].append({**change.pool.model_dump(mode="json"), "nodes": nodes})
+        case PowerUpgrade():
+            _site(data, change.site, ("changes", i, "site"))["power_envelope_mw"] += change.add_mw
 
 
 def _apply_effect(data: dict[str, Any], change: Change, i: int) -> None:

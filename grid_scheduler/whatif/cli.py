@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grid_scheduler.whatif.planning.cli import add_plan_parser
+
 if TYPE_CHECKING:  # the handlers import the simulator when they run, not when the CLI starts
     from tqdm import tqdm
 
@@ -31,6 +33,7 @@ def add_parser(
     snapshot comes over gRPC and this package speaks none."""
     whatif = sub.add_parser("whatif", help="capacity planning: replay workloads against scenarios")
     cmds = whatif.add_subparsers(dest="whatif_command", required=True)
+    add_plan_parser(cmds)  # its own module: capacity-expansion planning
 
     run = cmds.add_parser("run", help="run one scenario and write its report (CSV, PNG, HTML)")
     run.add_argument("scenario")
