@@ -76,7 +76,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,7 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
+from grid_scheduler.engine.fairshare import batch_penalties, charge
 from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
@@ -161,6 +162,7 @@ class _Unit:
     candidates: list[int] = field(default_factory=list)
     cover: BoolArray | None = None  # covering classes: latency_coverage, computed once
     greedy: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # job -> [(pool, gpus)]
+    fair_per_gpu: float = 0.0  # fair-share cost per GPU placed (engine/fairshare.py rule 4); 0 when off
 
     @property
     def gang(self) -> bool:
@@ -189,7 +191,8 @@ def class_key(spec: JobSpec, policy: Policy) -> Hashable:
     return (
         spec.kind, spec.gpus.count, tuple(spec.gpus.types), spec.gpus.min_memory_gib, spec.gang, spec.priority,
         tuple(rules.allowed), tuple(rules.denied), tuple(spec.datasets), inference,
-        spec.tenant if spec.tenant in policy.tenant_residency else None, job_value(spec), spec.preemptible,
+        spec.tenant if spec.tenant in policy.tenant_residency or policy.fair_share.enabled else None,
+        job_value(spec), spec.preemptible,
     )
 
 
@@ -214,9 +217,14 @@ def solve_batch(
     workers: int = 2,
     seed: int = 0,
     top_k: int = 8,
+    weighted_shares: Mapping[str, float] | None = None,
 ) -> BatchResult:
     """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
     priority first), each tier maximising GPU-hours and then minimising the policy's cost.
+
+    With fair share on, ``weighted_shares`` is each tenant's share / weight at the start of the
+    cycle (``fairshare.weighted_shares``); among answers of equal GPU-hours, tenants below their
+    share are served first (``fairshare.batch_penalties``), then the cost decides.
 
     The time limit is shared out between tiers by their number of jobs, re-shared after each.
     Returns every tier's result and their union; never worse, tier by tier, than the greedy.
@@ -227,6 +235,7 @@ def solve_batch(
         by_tier[spec.priority].append((job_id, spec))
     running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
     holds = Holds(index)
+    fair = dict(weighted_shares or {}) if policy.fair_share.enabled else None
     results: list[tuple[int, BatchResult]] = []
     left_jobs = len(jobs)
     for priority in tiers_descending(by_tier):
@@ -235,14 +244,16 @@ def solve_batch(
         limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
         left_jobs -= len(tier_jobs)
         result = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
-                             seed=seed, top_k=top_k)
+                             seed=seed, top_k=top_k, fair=fair)
         results.append((priority, result))
-        for placement in result.placements.values():
+        spec_of = dict(tier_jobs)
+        for job_id, placement in result.placements.items():
+            if fair is not None:  # lower tiers see what this one took, as the queue order does
+                charge(fair, index, policy, spec_of[job_id].tenant, placement.gpus, placement.power_kw)
             for a in placement.assignments:
                 p = index.pool_index[a.pool_id]
                 running.pool_used_gpus[p] += a.gpus
                 running.site_used_kw[index.pool_site[p]] += a.power_kw
-        spec_of = dict(tier_jobs)
         for job_id in result.unplaced:
             holds.hold_for(spec_of[job_id], policy)
     return _combine(jobs, results)
@@ -314,10 +325,14 @@ def _solve_tier(
     workers: int,
     seed: int,
     top_k: int,
+    fair: Mapping[str, float] | None = None,
 ) -> BatchResult:
-    """One tier: every job has the same priority; ``holds`` is what the tiers above wait for."""
+    """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
+    ``fair``: weighted shares per tenant when fair share is on."""
     t0 = time.perf_counter()
     units = _build_units(index, usage, jobs, policy, holds)
+    if fair is not None:
+        _fair_costs(units, fair)
     t_units = time.perf_counter()
     _greedy(index, usage, policy, jobs, units, holds)
     greedy_time = time.perf_counter() - t_units
@@ -366,6 +381,16 @@ def _solve_tier(
         extra=extra,
         greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
     )
+
+
+def _fair_costs(units: list[_Unit], fair: Mapping[str, float]) -> None:
+    """Each class's fair-share cost per GPU: its tenant's penalty (0..1) times one more than the
+    largest policy cost per GPU of the tier, so a share difference outweighs any difference of
+    placement cost (GPU-hours still come first: the cost phase holds them)."""
+    penalty = batch_penalties(fair, {u.spec.tenant for u in units})
+    top = max((float(u.total[u.mask].max()) for u in units if u.mask.any()), default=0.0)
+    for unit in units:
+        unit.fair_per_gpu = penalty[unit.spec.tenant] * (top + 1.0)
 
 
 # --- classes -------------------------------------------------------------------------
@@ -500,7 +525,7 @@ class _Model:
         lens = np.array([len(u.candidates) for u in units], dtype=np.int64)
         uid = np.repeat(np.arange(n_units, dtype=np.int64), lens)
         pool = _concat([np.asarray(u.candidates, dtype=np.int64) for u in units], np.int64)
-        cost = _concat([u.total[u.candidates] for u in units], np.float64)
+        cost = _concat([u.total[u.candidates] + u.fair_per_gpu for u in units], np.float64)
         unit_gpus = np.array([u.gpus for u in units], dtype=np.int64)
         unit_slots = np.array([u.demand_slots for u in units], dtype=np.int64)
         upper = np.minimum(unit_slots[uid], free[pool] // np.maximum(unit_gpus[uid], 1))
@@ -718,7 +743,7 @@ class _Model:
 
     def cost(self, unit: _Unit, p: int) -> int:
         """Scaled cost of one job (gang) or one replica in pool ``p``."""
-        return round(float(unit.total[p]) * unit.gpus * self.cost_scale)
+        return round((float(unit.total[p]) + unit.fair_per_gpu) * unit.gpus * self.cost_scale)
 
     def evaluate(self, answer: Answer) -> float:
         """The objective of an answer (the greedy's, say), as the model scores it."""
@@ -891,7 +916,8 @@ def _scales(units: list[_Unit], free_gpus: int) -> tuple[int, int]:
     """COST_SCALE, and BIG: more than the largest total scaled cost any answer can have.
 
     Only the folded report uses BIG (Python integers); the solver sees W and C apart."""
-    max_cost_per_gpu = max((float(u.total[u.candidates].max()) for u in units if u.candidates), default=0.0)
+    max_cost_per_gpu = max((float(u.total[u.candidates].max()) + u.fair_per_gpu for u in units if u.candidates),
+                           default=0.0)
     placed_gpus_max = max(1, min(free_gpus, sum(u.gpus * u.demand_slots for u in units)))
     # Each placed job's cost is rounded, adding at most 0.5; a job has at least one GPU.
     return COST_SCALE, math.ceil(placed_gpus_max * (max_cost_per_gpu * COST_SCALE + 1)) + 1
