@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from uuid import uuid4
@@ -19,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grid_scheduler.cli import main
+from grid_scheduler.client import Client
 from grid_scheduler.engine import GridIndex, Usage
 from grid_scheduler.engine.batch import solve_batch
 from grid_scheduler.engine.fairshare import FleetCapacity, TenantUse, fair_order, fair_shares, weighted_shares
@@ -36,6 +39,7 @@ from grid_scheduler.model import (
     ScoreTerms,
 )
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.service.server import start_server
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition
 
 TENANTS = ["acme", "globex", "initech", "umbrella"]
@@ -250,3 +254,45 @@ def test_the_batch_objective_alone_prefers_the_tenant_below_its_share(small_grid
     assert list(fair.placements) == ["l0"]
     plain = solve_batch(index, usage, jobs, Policy(), time_limit_s=2.0, workers=1)
     assert list(plain.placements) == ["h0"]
+
+
+# --- visibility: GetFairShare over gRPC, and the CLI --------------------------------------------
+@pytest.fixture
+def fair_server(small_grid: Grid) -> Iterator[tuple[Client, Scheduler, str]]:
+    s = Scheduler(small_grid, fair_policy({"heavy": 3.0}))
+    running_server = start_server(s, "127.0.0.1:0", max_workers=4)
+    address = f"127.0.0.1:{running_server.port}"
+    with Client(address, timeout_s=10) as client:
+        yield client, s, address
+    running_server.stop(grace_s=0.5)
+
+
+def test_get_fair_share_over_grpc_and_the_cli(
+    fair_server: tuple[Client, Scheduler, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, s, address = fair_server
+    for name, tenant in [("h0", "heavy"), ("h1", "heavy"), ("h2", "heavy"), ("l0", "light")]:
+        client.submit(spec(name, 64, tenant, hours=2.0))
+    reply = client.fair_share()
+    index = GridIndex.build(s.grid)
+    capacity = FleetCapacity.of(index)
+    assert reply.enabled and reply.fleet_gpus == capacity.gpus
+    tenants = {t.tenant: t for t in reply.tenants}
+    assert set(tenants) == {"heavy", "light"}
+    heavy, light = tenants["heavy"], tenants["light"]
+    # sines-gb300 takes two: heavy's h0 and h1 run; h2 and light's l0 wait.
+    assert (heavy.running_jobs, heavy.waiting_jobs, light.running_jobs, light.waiting_jobs) == (2, 1, 0, 1)
+    assert heavy.gpus == 128 and heavy.weight == 3.0 and light.weight == 1.0
+    assert heavy.entitlement == pytest.approx(0.75) and light.entitlement == pytest.approx(0.25)
+    assert heavy.share == pytest.approx(max(128 / capacity.gpus, heavy.power_kw / capacity.power_kw))
+    assert heavy.borrowed_gpus == max(0, 128 - int(0.75 * capacity.gpus)) and light.borrowed_gpus == 0
+    assert heavy.waiting_gpu_hours == pytest.approx(128.0) and light.waiting_gpu_hours == pytest.approx(128.0)
+
+    capsys.readouterr()
+    assert main(["fairshare", "--address", address, "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()  # the server's logs go to stdout too: one line each
+    data = json.loads("\n".join(out[out.index("{"):out.index("}") + 1]))
+    assert [t["tenant"] for t in data["tenants"]] == ["heavy", "light"] and data["enabled"] is True
+    assert main(["fairshare", "--address", address]) == 0
+    table = capsys.readouterr().out
+    assert "fair share on" in table and "borrowed GPUs" in table and "heavy" in table
