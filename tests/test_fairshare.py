@@ -38,9 +38,11 @@ from grid_scheduler.model import (
     Policy,
     ScoreTerms,
 )
-from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler import AlreadyExists, Scheduler
 from grid_scheduler.service.server import start_server
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition
+from tests.test_priority_properties import check, roomy, spec_of
+from tests.test_priority_properties import step as priority_step
 
 TENANTS = ["acme", "globex", "initech", "umbrella"]
 
@@ -296,3 +298,41 @@ def test_get_fair_share_over_grpc_and_the_cli(
     assert main(["fairshare", "--address", address]) == 0
     table = capsys.readouterr().out
     assert "fair share on" in table and "borrowed GPUs" in table and "heavy" in table
+
+
+# --- every other rule still holds with fair share on: random histories, several tenants --------
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(priority_step, min_size=1, max_size=20), tenant_weights=weights)
+def test_priority_and_ledger_rules_hold_with_fair_share_on(
+    small_grid: Grid, steps: list[tuple[object, ...]], tenant_weights: dict[str, float]
+) -> None:
+    """test_priority_properties' histories (strict tiers, limits, residency, evictions only with
+    their preemptor), with fair share on and the jobs spread over four tenants."""
+    grid = roomy(small_grid)
+    clock = itertools.count(1)
+    s = Scheduler(grid, fair_policy(tenant_weights), MemoryStore(Limits.from_grid(grid)),
+                  clock=lambda: float(next(clock)))
+    ids: list[str] = []
+    for n, op in enumerate(steps):
+        kind = op[0]
+        if kind == "submit":
+            _, gpus, priority, preemptible, shape, rid = op
+            job = spec_of(int(gpus), int(priority), bool(preemptible), int(shape), n)  # type: ignore[call-overload]
+            job = job.model_copy(update={"tenant": TENANTS[n % len(TENANTS)]})
+            try:
+                ids.append(s.submit(job, request_id=str(rid)).record.id)
+            except AlreadyExists as e:
+                assert s.get(e.job_id).spec != job
+        elif kind in ("complete", "cancel") and ids:
+            record = s.get(ids[int(op[1]) % len(ids)])  # type: ignore[call-overload]
+            if kind == "complete" and record.state is JobState.RUNNING:
+                s.complete(record.id)
+            elif kind == "cancel" and not record.state.is_final:
+                s.cancel(record.id)
+        elif kind in ("drain", "undrain"):
+            s.set_drained(str(op[1]), kind == "drain")
+        elif kind == "pass":
+            s.place_pending()
+        elif kind == "optimize":
+            s.optimize_pending(time_limit_s=0.2, workers=1)
+        check(s)
