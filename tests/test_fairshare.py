@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler.cli import main
 from grid_scheduler.client import Client
 from grid_scheduler.engine import GridIndex, Usage
@@ -336,3 +337,21 @@ def test_priority_and_ledger_rules_hold_with_fair_share_on(
         elif kind == "optimize":
             s.optimize_pending(time_limit_s=0.2, workers=1)
         check(s)
+
+
+@pytest.mark.parametrize("fair", [True, False])
+def test_over_grpc_the_tenant_below_its_share_is_served_first(small_grid: Grid, store: Store, fair: bool) -> None:
+    """The backlog of two tenants through a real server on loopback (both stores): a completion
+    frees room for one job; with fair share on it goes to the tenant with nothing running."""
+    s = Scheduler(small_grid, fair_policy() if fair else Policy(), store)
+    running_server = start_server(s, "127.0.0.1:0", max_workers=4)
+    try:
+        with Client(f"127.0.0.1:{running_server.port}", timeout_s=10) as client:
+            ids = {name: client.submit(spec(name, 64, tenant)).job.id
+                   for name, tenant in [("h-run0", "heavy"), ("h-run1", "heavy"), ("h0", "heavy"), ("l0", "light")]}
+            client.complete(ids["h-run0"])
+            first, second = ("l0", "h0") if fair else ("h0", "l0")
+            assert client.get_job(ids[first]).state == ppb.JOB_STATE_RUNNING
+            assert client.get_job(ids[second]).state == ppb.JOB_STATE_PENDING
+    finally:
+        running_server.stop(grace_s=0.5)
