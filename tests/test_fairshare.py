@@ -355,3 +355,19 @@ def test_over_grpc_the_tenant_below_its_share_is_served_first(small_grid: Grid, 
             assert client.get_job(ids[second]).state == ppb.JOB_STATE_PENDING
     finally:
         running_server.stop(grace_s=0.5)
+
+
+@pytest.mark.parametrize(("tenant_weights", "expected"), [({}, {"a": 4, "b": 4}), ({"b": 2.0}, {"a": 3, "b": 5}),
+                                                          ({"a": 3.0}, {"a": 6, "b": 2})])
+def test_within_one_batch_cycle_tenants_fill_by_weight(
+    small_grid: Grid, tenant_weights: dict[str, float], expected: dict[str, int]
+) -> None:
+    """128 free GPUs in the only pool the jobs may use, nothing running, eight 16-GPU jobs each:
+    progressive filling gives each tenant GPUs in proportion to its weight (as far as whole jobs
+    allow), whatever the order the jobs come in."""
+    index = GridIndex.build(small_grid)
+    jobs = [(f"{t}{i}", spec(f"{t}{i}", 16, t)) for t in ("a", "b") for i in range(8)]
+    result = solve_batch(index, Usage.empty(index), jobs, fair_policy(tenant_weights), time_limit_s=5.0, workers=1,
+                         weighted_shares={})
+    placed = {t: sum(1 for j in result.placements if j.startswith(t)) for t in ("a", "b")}
+    assert placed == expected

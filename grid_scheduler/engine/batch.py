@@ -43,7 +43,11 @@ Objective within a tier, lexicographic: first maximise ``W``, the sum of ``value
 GPU-hours, ``priority.job_value``) over placed jobs; then, with ``W`` held at what was found,
 minimise ``C``, the policy's weighted cost per GPU from ``pool_costs`` (evaluated on the
 usage at the start of the cycle) times each job's GPUs, times ``COST_SCALE`` (x1000: three
-decimals of a term that lies in [0, sum of weights] per GPU), rounded per job and pool.
+decimals of a term that lies in [0, sum of weights] per GPU), rounded per job and pool. With
+fair share on, ``C`` also has a fair-share part (``_Model._add_fair``): per tenant, its GPUs
+placed in the tier equal the sum of ``FAIR_STEPS`` slice variables whose cost per GPU grows with
+its weighted share (``fairshare.convex_steps``), so the cheapest answer fills tenants
+progressively, as the queue order does; the top slice costs one more than any pool's cost per GPU.
 The two are solved one after the other (the first at most ``PHASE1_SHARE`` of the time), not
 as one weighted sum: a single objective ``BIG * W - C`` is equivalent, but its huge
 coefficients leave CP-SAT's LP bound loose by ~10 % where the two phases prove optimality.
@@ -84,7 +88,7 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
-from grid_scheduler.engine.fairshare import batch_penalties, charge
+from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
 from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
@@ -162,7 +166,6 @@ class _Unit:
     candidates: list[int] = field(default_factory=list)
     cover: BoolArray | None = None  # covering classes: latency_coverage, computed once
     greedy: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # job -> [(pool, gpus)]
-    fair_per_gpu: float = 0.0  # fair-share cost per GPU placed (engine/fairshare.py rule 4); 0 when off
 
     @property
     def gang(self) -> bool:
@@ -224,7 +227,7 @@ def solve_batch(
 
     With fair share on, ``weighted_shares`` is each tenant's share / weight at the start of the
     cycle (``fairshare.weighted_shares``); among answers of equal GPU-hours, tenants below their
-    share are served first (``fairshare.batch_penalties``), then the cost decides.
+    share are served first, by progressive filling (``fairshare.convex_steps``), then the cost decides.
 
     The time limit is shared out between tiers by their number of jobs, re-shared after each.
     Returns every tier's result and their union; never worse, tier by tier, than the greedy.
@@ -243,8 +246,9 @@ def solve_batch(
         left_s = time_limit_s - (time.perf_counter() - started)
         limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
         left_jobs -= len(tier_jobs)
+        tier_fair = _Fair(dict(fair), policy, share_per_gpu(index)) if fair is not None else None
         result = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
-                             seed=seed, top_k=top_k, fair=fair)
+                             seed=seed, top_k=top_k, fair=tier_fair)
         results.append((priority, result))
         spec_of = dict(tier_jobs)
         for job_id, placement in result.placements.items():
@@ -325,21 +329,19 @@ def _solve_tier(
     workers: int,
     seed: int,
     top_k: int,
-    fair: Mapping[str, float] | None = None,
+    fair: _Fair | None = None,
 ) -> BatchResult:
     """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
-    ``fair``: weighted shares per tenant when fair share is on."""
+    ``fair``: the fair-share term when fair share is on."""
     t0 = time.perf_counter()
     units = _build_units(index, usage, jobs, policy, holds)
-    if fair is not None:
-        _fair_costs(units, fair)
     t_units = time.perf_counter()
     _greedy(index, usage, policy, jobs, units, holds)
     greedy_time = time.perf_counter() - t_units
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
-    model = _Model(index, usage, units)
+    model = _Model(index, usage, units, fair)
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
@@ -383,14 +385,16 @@ def _solve_tier(
     )
 
 
-def _fair_costs(units: list[_Unit], fair: Mapping[str, float]) -> None:
-    """Each class's fair-share cost per GPU: its tenant's penalty (0..1) times one more than the
-    largest policy cost per GPU of the tier, so a share difference outweighs any difference of
-    placement cost (GPU-hours still come first: the cost phase holds them)."""
-    penalty = batch_penalties(fair, {u.spec.tenant for u in units})
-    top = max((float(u.total[u.mask].max()) for u in units if u.mask.any()), default=0.0)
-    for unit in units:
-        unit.fair_per_gpu = penalty[unit.spec.tenant] * (top + 1.0)
+FAIR_STEPS = 8  # slices of each tenant's convex fair-share cost in one tier's model
+
+
+@dataclass(frozen=True)
+class _Fair:
+    """The fair-share term of a tier (engine/fairshare.py rule 4)."""
+
+    weighted: Mapping[str, float]  # tenant -> share / weight at the start of the tier
+    policy: Policy
+    per_gpu: float  # dominant share one GPU adds
 
 
 # --- classes -------------------------------------------------------------------------
@@ -515,7 +519,7 @@ class _Model:
     then one ``k`` per replica class. It reaches CP-SAT as one text-format proto (parsed in C++),
     not as one Python call per variable: at 340k variables, ~1 s instead of ~25 s."""
 
-    def __init__(self, index: GridIndex, usage: Usage, units: list[_Unit]) -> None:
+    def __init__(self, index: GridIndex, usage: Usage, units: list[_Unit], fair: _Fair | None = None) -> None:
         self.units = units
         n_units, n_pools, n_sites = len(units), len(index.pool_ids), len(index.site_ids)
         free: IntArray = np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0).astype(np.int64)
@@ -525,7 +529,7 @@ class _Model:
         lens = np.array([len(u.candidates) for u in units], dtype=np.int64)
         uid = np.repeat(np.arange(n_units, dtype=np.int64), lens)
         pool = _concat([np.asarray(u.candidates, dtype=np.int64) for u in units], np.int64)
-        cost = _concat([u.total[u.candidates] + u.fair_per_gpu for u in units], np.float64)
+        cost = _concat([u.total[u.candidates] for u in units], np.float64)
         unit_gpus = np.array([u.gpus for u in units], dtype=np.int64)
         unit_slots = np.array([u.demand_slots for u in units], dtype=np.int64)
         upper = np.minimum(unit_slots[uid], free[pool] // np.maximum(unit_gpus[uid], 1))
@@ -601,6 +605,10 @@ class _Model:
         for s in np.flatnonzero(site_max > headroom_mw):
             idx = order[edges[s]:edges[s + 1]]
             rows.append(_Row(idx, need[idx], None, int(headroom_mw[s]), 1.0 / POWER_SCALE))
+        # Per tenant: its x variables, their GPUs, its first fair-share variable, the slices' sizes.
+        self.fair_groups: list[tuple[IntArray, IntArray, int, IntArray]] = []
+        if fair is not None:
+            self._add_fair(fair, rows, gpus, x_upper, int(free.sum()))
         self.rows = rows
         self.cp = cp_model.CpModel()
         text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper.tolist()]
@@ -643,8 +651,8 @@ class _Model:
             lp_cost_bound = self.cost_bound(w_found, time_limit_s * LP_SHARE)
             extra.update(lp_cost_bound=lp_cost_bound, lp_cost_time_s=time.perf_counter() - t)
         self.cp.proto.merge_text_format(_linear_text(self.w_vars, self.w_coeffs, w_found, None))
-        cost_vars = np.flatnonzero(self.var_cost)
-        self._objective(cost_vars, self.var_cost[cost_vars], maximize=False)
+        cost_vars = np.flatnonzero(self.var_cost_all)
+        self._objective(cost_vars, self.var_cost_all[cost_vars], maximize=False)
         # The greedy answer usually has the lower cost at equal W: hint with it when it qualifies.
         self._hint(hint if w_greedy >= w_found else values)
         left = max(time_limit_s - (time.perf_counter() - started), 0.1)
@@ -743,14 +751,57 @@ class _Model:
 
     def cost(self, unit: _Unit, p: int) -> int:
         """Scaled cost of one job (gang) or one replica in pool ``p``."""
-        return round((float(unit.total[p]) + unit.fair_per_gpu) * unit.gpus * self.cost_scale)
+        return round(float(unit.total[p]) * unit.gpus * self.cost_scale)
 
     def evaluate(self, answer: Answer) -> float:
         """The objective of an answer (the greedy's, say), as the model scores it."""
         total = 0
         for unit, (placed, counts) in zip(self.units, answer, strict=True):
             total += self.big * unit.value * placed - sum(n * self.cost(unit, p) for p, n in counts.items())
+        if self.fair_groups:
+            values = self.vector(answer)
+            total -= int(self.var_cost_all[self.n_x:] @ values[self.n_x:])
         return float(total)
+
+    def _add_fair(self, fair: _Fair, rows: list[_Row], gpus: IntArray, x_upper: IntArray, free_gpus: int) -> None:
+        """The fair-share term (engine/fairshare.py rule 4): per tenant, its GPUs placed in this tier
+        split over slices (``convex_steps``) whose cost per GPU grows with its weighted share; the
+        highest slice of the tier costs one more than the largest policy cost per GPU."""
+        tenant_of_unit = [u.spec.tenant for u in self.units]
+        tenants = sorted(set(tenant_of_unit))
+        if len(tenants) < 2:
+            return  # one tenant: nothing to share
+        index_of = {t: i for i, t in enumerate(tenants)}
+        var_tenant = np.array([index_of[t] for t in tenant_of_unit], dtype=np.int64)[self.var_unit]
+        groups = []
+        for i, tenant in enumerate(tenants):
+            xs = np.flatnonzero(var_tenant == i)
+            if not xs.size:
+                continue
+            most = min(int(gpus[xs] @ x_upper[xs]), free_gpus)
+            steps = convex_steps(fair.weighted.get(tenant, 0.0), fair.policy.fair_share.weight(tenant), fair.per_gpu,
+                                 most, FAIR_STEPS)
+            groups.append((xs, steps))
+        top_share = max((share for _, steps in groups for _, share in steps), default=0.0)
+        if len(groups) < 2 or top_share <= 0:
+            return
+        top_cost = max((float(u.total[u.candidates].max()) for u in self.units if u.candidates), default=0.0)
+        per_share = (top_cost + 1.0) * self.cost_scale / top_share
+        uppers, costs = [self.upper], [self.var_cost_all]
+        first = self.n_vars
+        for xs, steps in groups:
+            sizes = np.array([n for n, _ in steps], dtype=np.int64)
+            coeffs = np.array([round(share * per_share) for _, share in steps], dtype=np.int64)
+            ys = np.arange(first, first + len(steps), dtype=np.int64)
+            rows.append(_Row(np.concatenate((xs, ys)), np.concatenate((gpus[xs], -np.ones(len(ys), np.int64))), 0, 0))
+            self.fair_groups.append((xs, gpus[xs], first, sizes))
+            uppers.append(sizes)
+            costs.append(coeffs)
+            first += len(steps)
+        self.upper = np.concatenate(uppers)
+        self.var_cost_all = np.concatenate(costs)
+        self.n_vars = len(self.upper)
+        self.big += int(self.var_cost_all[self.n_x:] @ self.upper[self.n_x:]) + 1  # BIG stays above any C
 
     def vector(self, answer: Answer) -> IntArray:
         """An answer as a value per model variable."""
@@ -764,6 +815,11 @@ class _Model:
                 values[at[p]] = min(n, int(self.upper[at[p]]))
             if self.k_index[u] >= 0:
                 values[self.k_index[u]] = placed
+        for xs, gpus, first, sizes in self.fair_groups:  # each tenant's GPUs fill its cheapest slices first
+            left = int(gpus @ values[xs])
+            for i, size in enumerate(sizes.tolist()):
+                values[first + i] = min(left, size)
+                left -= values[first + i]
         return values
 
     def solution(self, values: IntArray) -> Answer:
@@ -916,8 +972,7 @@ def _scales(units: list[_Unit], free_gpus: int) -> tuple[int, int]:
     """COST_SCALE, and BIG: more than the largest total scaled cost any answer can have.
 
     Only the folded report uses BIG (Python integers); the solver sees W and C apart."""
-    max_cost_per_gpu = max((float(u.total[u.candidates].max()) + u.fair_per_gpu for u in units if u.candidates),
-                           default=0.0)
+    max_cost_per_gpu = max((float(u.total[u.candidates].max()) for u in units if u.candidates), default=0.0)
     placed_gpus_max = max(1, min(free_gpus, sum(u.gpus * u.demand_slots for u in units)))
     # Each placed job's cost is rounded, adding at most 0.5; a job has at least one GPU.
     return COST_SCALE, math.ceil(placed_gpus_max * (max_cost_per_gpu * COST_SCALE + 1)) + 1

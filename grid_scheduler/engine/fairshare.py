@@ -21,7 +21,9 @@ changes anything: ``fair_order`` is exactly ``queue_key`` order):
    keep their submission order. Shares are read from the ledger once per pass: the order is a
    pure function of (pending jobs, running jobs, grid, policy).
 4. **Batch objective**: the optimiser keeps its order of goals (tiers, then GPU-hours), and
-   between GPU-hours and placement cost it prefers tenants below their share (``batch_penalties``).
+   between GPU-hours and placement cost it serves tenants by progressive filling too: each GPU a
+   tenant gets costs its weighted share at that point (``convex_steps``), so among answers of
+   equal GPU-hours the one that leaves tenants' weighted shares most even wins.
 5. **Borrowed** is what a tenant runs above its entitlement, in GPUs (until quotas exist; where a
    nominal quota exists it can define entitlement instead).
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -48,10 +50,11 @@ __all__ = [
     "Holding",
     "TenantShare",
     "TenantUse",
-    "batch_penalties",
     "charge",
+    "convex_steps",
     "fair_order",
     "fair_shares",
+    "share_per_gpu",
     "tenant_usage",
     "weighted_shares",
 ]
@@ -220,12 +223,22 @@ def charge(
     weighted[tenant] = weighted.get(tenant, 0.0) + share / policy.fair_share.weight(tenant)
 
 
-def batch_penalties(weighted: Mapping[str, float], tenants: Iterable[str]) -> dict[str, float]:
-    """Rule 4, the batch objective: per tenant of a tier, its weighted share as a fraction of the
-    largest in the tier (0 for a tenant with nothing running, 1 for the one furthest above).
-    The batch adds it, times more than any pool's policy cost per GPU, to each GPU it places
-    for that tenant, once GPU-hours are maximised: among answers of equal GPU-hours, the one
-    serving tenants below their share wins, before placement cost is considered."""
-    shares = {t: weighted.get(t, 0.0) for t in tenants}
-    top = max(shares.values(), default=0.0)
-    return {t: (s / top if top > 0 else 0.0) for t, s in shares.items()}
+def share_per_gpu(index: GridIndex) -> float:
+    """The dominant share one more GPU adds (at the fleet's mean kW per GPU), as ``fair_order``
+    charges a waiting job; the batch charges its placements the same."""
+    return TenantUse(1, FleetCapacity.mean_kw_per_gpu(index)).dominant_share(FleetCapacity.of(index))
+
+
+def convex_steps(start: float, weight: float, per_gpu: float, max_gpus: int, steps: int) -> list[tuple[int, float]]:
+    """Rule 4, the batch objective: a tenant's GPUs placed in a cycle, cut into ``steps`` slices
+    of 0..``max_gpus``, each with the weighted share at its middle (``start`` + its GPUs so far,
+    over weight). Charged per GPU in increasing order, the cost is convex in a tenant's GPUs, so
+    minimising it is progressive filling: a GPU goes to the tenant lowest in weighted share."""
+    size = max(1, -(-max_gpus // max(1, steps)))
+    out = []
+    done = 0
+    while done < max_gpus:
+        n = min(size, max_gpus - done)
+        out.append((n, start + (done + n / 2.0) * per_gpu / weight))
+        done += n
+    return out
