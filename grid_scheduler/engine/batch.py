@@ -607,13 +607,20 @@ class _Model:
             rows.append(_Row(idx, need[idx], None, int(headroom_mw[s]), 1.0 / POWER_SCALE))
         # Per tenant: its x variables, their GPUs, its first fair-share variable, the slices' sizes.
         self.fair_groups: list[tuple[IntArray, IntArray, int, IntArray]] = []
+        self.n_base, n_rows = self.n_vars, len(rows)
         if fair is not None:
             self._add_fair(fair, rows, gpus, x_upper, int(free.sum()))
         self.rows = rows
         self.cp = cp_model.CpModel()
-        text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper.tolist()]
-        text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows)
+        text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper[: self.n_base].tolist()]
+        text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[:n_rows])
         self.cp.proto.merge_text_format("".join(text))
+        # The fair-share variables and rows join the CP-SAT model for the cost phase only: they do
+        # not bear on W, so the W phase searches the same model as with fair share off (but for
+        # the classes being split by tenant).
+        fair_text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper[self.n_base:].tolist()]
+        fair_text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[n_rows:])
+        self._fair_text = "".join(fair_text)
 
     def solve(self, time_limit_s: float, workers: int, seed: int, greedy: Answer) -> _Outcome:
         """Bound W with the LP; maximise W (hinted with the greedy answer) unless the greedy
@@ -632,7 +639,7 @@ class _Model:
         answer: Answer | None = None
         if not proven_w:
             self._objective(self.w_vars, self.w_coeffs, maximize=True)
-            self._hint(hint)
+            self._hint(hint[: self.n_base])
             left = time_limit_s - (time.perf_counter() - started)
             first, status1 = _run(self.cp, max(left * PHASE1_SHARE, 0.05), workers, seed, self.n_vars)
             extra["phase1_time_s"] = first.wall_time
@@ -651,6 +658,11 @@ class _Model:
             lp_cost_bound = self.cost_bound(w_found, time_limit_s * LP_SHARE)
             extra.update(lp_cost_bound=lp_cost_bound, lp_cost_time_s=time.perf_counter() - t)
         self.cp.proto.merge_text_format(_linear_text(self.w_vars, self.w_coeffs, w_found, None))
+        if self._fair_text:
+            self.cp.proto.merge_text_format(self._fair_text)
+            self._fair_text = ""
+            if answer is not None:
+                values = self.vector(answer)  # the W phase's answer, its fair-share slices filled
         cost_vars = np.flatnonzero(self.var_cost_all)
         self._objective(cost_vars, self.var_cost_all[cost_vars], maximize=False)
         # The greedy answer usually has the lower cost at equal W: hint with it when it qualifies.
