@@ -15,6 +15,7 @@ once W is proven optimal (nan otherwise).
     .venv/bin/python benchmarks/batch_scaling.py                       # 1k/10k/100k x 50/500/2000 (~10 min)
     .venv/bin/python benchmarks/batch_scaling.py --jobs 1000 10000 --pools 50 500
     .venv/bin/python benchmarks/batch_scaling.py --quick               # 1k x 50 and 10k x 500
+    .venv/bin/python benchmarks/batch_scaling.py --quick --fair-share  # the same with fair share on
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from workloads import generated_jobs, preload
 from grid_scheduler.engine import GridIndex
 from grid_scheduler.engine.batch import solve_batch
 from grid_scheduler.engine.verify import check_solution
-from grid_scheduler.model import Policy
+from grid_scheduler.model import FairShare, Policy
 from grid_scheduler.synthetic import synthetic_grid
 
 RESULTS = Path(__file__).resolve().parent / "results" / "batch_scaling.json"
@@ -47,8 +48,11 @@ def run(n_jobs: int, n_pools: int, args: argparse.Namespace) -> dict[str, Any]:
     jobs, _ = generated_jobs(grid, n_jobs, args.seed, args.inference_share)
     setup = time.perf_counter() - t
     limit = args.time_limit if n_jobs < 50_000 else args.big_time_limit
-    result = solve_batch(index, usage, jobs, Policy(), time_limit_s=limit, workers=args.workers, seed=args.seed,
-                         top_k=args.top_k)
+    # --fair-share: every tenant weight 1, none running yet (the classes split by tenant, the
+    # fair-share slices added: what that costs the model).
+    policy = Policy(fair_share=FairShare(enabled=True)) if args.fair_share else Policy()
+    result = solve_batch(index, usage, jobs, policy, time_limit_s=limit, workers=args.workers, seed=args.seed,
+                         top_k=args.top_k, weighted_shares={})
     spec_of = dict(jobs)
     placed = {j: (spec_of[j], p) for j, p in result.placements.items()}
     violations = check_solution(grid, placed, usage, Policy(), index.topology, gang_training=True)
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--preload", type=float, default=0.5)
     parser.add_argument("--inference-share", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fair-share", action="store_true", help="solve with fair share on (engine/fairshare.py)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     cases = [(1_000, 50), (10_000, 500)] if args.quick else [(j, p) for j in args.jobs for p in args.pools]

@@ -229,6 +229,11 @@ class Client:
         reply: pol.RollbackPolicyResponse = self.policies.RollbackPolicy(request, timeout=self.timeout_s)
         return reply.policy
 
+    def fair_share(self) -> pol.GetFairShareResponse:
+        """Per tenant with work: share, entitlement, borrowed GPUs, waiting GPU-hours."""
+        reply: pol.GetFairShareResponse = self.policies.GetFairShare(pol.GetFairShareRequest(), timeout=self.timeout_s)
+        return reply
+
     def check_health(self, service: str = "") -> int:
         response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
         status: int = response.status

@@ -45,7 +45,11 @@ Objective within a tier, lexicographic: first maximise ``W``, the sum of ``value
 GPU-hours, ``priority.job_value``) over placed jobs; then, with ``W`` held at what was found,
 minimise ``C``, the policy's weighted cost per GPU from ``pool_costs`` (evaluated on the
 usage at the start of the cycle) times each job's GPUs, times ``COST_SCALE`` (x1000: three
-decimals of a term that lies in [0, sum of weights] per GPU), rounded per job and pool.
+decimals of a term that lies in [0, sum of weights] per GPU), rounded per job and pool. With
+fair share on, ``C`` also has a fair-share part (``_Model._add_fair``): per tenant, its GPUs
+placed in the tier equal the sum of ``FAIR_STEPS`` slice variables whose cost per GPU grows with
+its weighted share (``fairshare.convex_steps``), so the cheapest answer fills tenants
+progressively, as the queue order does; the top slice costs one more than any pool's cost per GPU.
 The two are solved one after the other (the first at most ``PHASE1_SHARE`` of the time), not
 as one weighted sum: a single objective ``BIG * W - C`` is equivalent, but its huge
 coefficients leave CP-SAT's LP bound loose by ~10 % where the two phases prove optimality.
@@ -78,7 +82,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +90,7 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
+from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
 from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
@@ -193,8 +198,8 @@ def class_key(spec: JobSpec, policy: Policy) -> Hashable:
     return (
         spec.kind, spec.gpus.count, tuple(spec.gpus.types), spec.gpus.min_memory_gib, spec.gang, spec.priority,
         tuple(rules.allowed), tuple(rules.denied), tuple(spec.datasets), inference,
-        spec.tenant if spec.tenant in policy.tenant_residency else None, job_value(spec), spec.preemptible,
-        tuple(preference_entries(spec, policy)),
+        spec.tenant if spec.tenant in policy.tenant_residency or policy.fair_share.enabled else None,
+        job_value(spec), spec.preemptible, tuple(preference_entries(spec, policy)),
     )
 
 
@@ -232,9 +237,14 @@ def solve_batch(
     workers: int = 2,
     seed: int = 0,
     top_k: int = 8,
+    weighted_shares: Mapping[str, float] | None = None,
 ) -> BatchResult:
     """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
     priority first), each tier maximising GPU-hours and then minimising the policy's cost.
+
+    With fair share on, ``weighted_shares`` is each tenant's share / weight at the start of the
+    cycle (``fairshare.weighted_shares``); among answers of equal GPU-hours, tenants below their
+    share are served first, by progressive filling (``fairshare.convex_steps``), then the cost decides.
 
     The time limit is shared out between tiers by their number of jobs, re-shared after each.
     Returns every tier's result and their union; never worse, tier by tier, than the greedy.
@@ -245,6 +255,7 @@ def solve_batch(
         by_tier[spec.priority].append((job_id, spec))
     running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
     holds = Holds(index)
+    fair = dict(weighted_shares or {}) if policy.fair_share.enabled else None
     results: list[tuple[int, BatchResult]] = []
     left_jobs = len(jobs)
     for priority in tiers_descending(by_tier):
@@ -252,15 +263,18 @@ def solve_batch(
         left_s = time_limit_s - (time.perf_counter() - started)
         limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
         left_jobs -= len(tier_jobs)
+        tier_fair = _Fair(dict(fair), policy, share_per_gpu(index)) if fair is not None else None
         result = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
-                             seed=seed, top_k=top_k)
+                             seed=seed, top_k=top_k, fair=tier_fair)
         results.append((priority, result))
-        for placement in result.placements.values():
+        spec_of = dict(tier_jobs)
+        for job_id, placement in result.placements.items():
+            if fair is not None:  # lower tiers see what this one took, as the queue order does
+                charge(fair, index, policy, spec_of[job_id].tenant, placement.gpus, placement.power_kw)
             for a in placement.assignments:
                 p = index.pool_index[a.pool_id]
                 running.pool_used_gpus[p] += a.gpus
                 running.site_used_kw[index.pool_site[p]] += a.power_kw
-        spec_of = dict(tier_jobs)
         for job_id in result.unplaced:
             holds.hold_for(spec_of[job_id], policy)
     return _combine(jobs, results)
@@ -332,8 +346,10 @@ def _solve_tier(
     workers: int,
     seed: int,
     top_k: int,
+    fair: _Fair | None = None,
 ) -> BatchResult:
-    """One tier: every job has the same priority; ``holds`` is what the tiers above wait for."""
+    """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
+    ``fair``: the fair-share term when fair share is on."""
     t0 = time.perf_counter()
     units = _build_units(index, usage, jobs, policy, holds)
     t_units = time.perf_counter()
@@ -342,7 +358,7 @@ def _solve_tier(
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
-    model = _Model(index, usage, units)
+    model = _Model(index, usage, units, fair)
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
@@ -384,6 +400,18 @@ def _solve_tier(
         extra=extra,
         greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
     )
+
+
+FAIR_STEPS = 8  # slices of each tenant's convex fair-share cost in one tier's model
+
+
+@dataclass(frozen=True)
+class _Fair:
+    """The fair-share term of a tier (engine/fairshare.py rule 4)."""
+
+    weighted: Mapping[str, float]  # tenant -> share / weight at the start of the tier
+    policy: Policy
+    per_gpu: float  # dominant share one GPU adds
 
 
 # --- classes -------------------------------------------------------------------------
@@ -508,7 +536,7 @@ class _Model:
     then one ``k`` per replica class. It reaches CP-SAT as one text-format proto (parsed in C++),
     not as one Python call per variable: at 340k variables, ~1 s instead of ~25 s."""
 
-    def __init__(self, index: GridIndex, usage: Usage, units: list[_Unit]) -> None:
+    def __init__(self, index: GridIndex, usage: Usage, units: list[_Unit], fair: _Fair | None = None) -> None:
         self.units = units
         n_units, n_pools, n_sites = len(units), len(index.pool_ids), len(index.site_ids)
         free: IntArray = np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0).astype(np.int64)
@@ -594,11 +622,22 @@ class _Model:
         for s in np.flatnonzero(site_max > headroom_mw):
             idx = order[edges[s]:edges[s + 1]]
             rows.append(_Row(idx, need[idx], None, int(headroom_mw[s]), 1.0 / POWER_SCALE))
+        # Per tenant: its x variables, their GPUs, its first fair-share variable, the slices' sizes.
+        self.fair_groups: list[tuple[IntArray, IntArray, int, IntArray]] = []
+        self.n_base, n_rows = self.n_vars, len(rows)
+        if fair is not None:
+            self._add_fair(fair, rows, gpus, x_upper, int(free.sum()))
         self.rows = rows
         self.cp = cp_model.CpModel()
-        text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper.tolist()]
-        text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows)
+        text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper[: self.n_base].tolist()]
+        text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[:n_rows])
         self.cp.proto.merge_text_format("".join(text))
+        # The fair-share variables and rows join the CP-SAT model for the cost phase only: they do
+        # not bear on W, so the W phase searches the same model as with fair share off (but for
+        # the classes being split by tenant).
+        fair_text = [f"variables{{domain:0 domain:{u}}}" for u in self.upper[self.n_base:].tolist()]
+        fair_text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[n_rows:])
+        self._fair_text = "".join(fair_text)
 
     def solve(self, time_limit_s: float, workers: int, seed: int, greedy: Answer) -> _Outcome:
         """Bound W with the LP; maximise W (hinted with the greedy answer) unless the greedy
@@ -617,7 +656,7 @@ class _Model:
         answer: Answer | None = None
         if not proven_w:
             self._objective(self.w_vars, self.w_coeffs, maximize=True)
-            self._hint(hint)
+            self._hint(hint[: self.n_base])
             left = time_limit_s - (time.perf_counter() - started)
             first, status1 = _run(self.cp, max(left * PHASE1_SHARE, 0.05), workers, seed, self.n_vars)
             extra["phase1_time_s"] = first.wall_time
@@ -636,8 +675,13 @@ class _Model:
             lp_cost_bound = self.cost_bound(w_found, time_limit_s * LP_SHARE)
             extra.update(lp_cost_bound=lp_cost_bound, lp_cost_time_s=time.perf_counter() - t)
         self.cp.proto.merge_text_format(_linear_text(self.w_vars, self.w_coeffs, w_found, None))
-        cost_vars = np.flatnonzero(self.var_cost)
-        self._objective(cost_vars, self.var_cost[cost_vars], maximize=False)
+        if self._fair_text:
+            self.cp.proto.merge_text_format(self._fair_text)
+            self._fair_text = ""
+            if answer is not None:
+                values = self.vector(answer)  # the W phase's answer, its fair-share slices filled
+        cost_vars = np.flatnonzero(self.var_cost_all)
+        self._objective(cost_vars, self.var_cost_all[cost_vars], maximize=False)
         # The greedy answer usually has the lower cost at equal W: hint with it when it qualifies.
         self._hint(hint if w_greedy >= w_found else values)
         left = max(time_limit_s - (time.perf_counter() - started), 0.1)
@@ -743,7 +787,50 @@ class _Model:
         total = 0
         for unit, (placed, counts) in zip(self.units, answer, strict=True):
             total += self.big * unit.value * placed - sum(n * self.cost(unit, p) for p, n in counts.items())
+        if self.fair_groups:
+            values = self.vector(answer)
+            total -= int(self.var_cost_all[self.n_x:] @ values[self.n_x:])
         return float(total)
+
+    def _add_fair(self, fair: _Fair, rows: list[_Row], gpus: IntArray, x_upper: IntArray, free_gpus: int) -> None:
+        """The fair-share term (engine/fairshare.py rule 4): per tenant, its GPUs placed in this tier
+        split over slices (``convex_steps``) whose cost per GPU grows with its weighted share; the
+        highest slice of the tier costs one more than the largest policy cost per GPU."""
+        tenant_of_unit = [u.spec.tenant for u in self.units]
+        tenants = sorted(set(tenant_of_unit))
+        if len(tenants) < 2:
+            return  # one tenant: nothing to share
+        index_of = {t: i for i, t in enumerate(tenants)}
+        var_tenant = np.array([index_of[t] for t in tenant_of_unit], dtype=np.int64)[self.var_unit]
+        groups = []
+        for i, tenant in enumerate(tenants):
+            xs = np.flatnonzero(var_tenant == i)
+            if not xs.size:
+                continue
+            most = min(int(gpus[xs] @ x_upper[xs]), free_gpus)
+            steps = convex_steps(fair.weighted.get(tenant, 0.0), fair.policy.fair_share.weight(tenant), fair.per_gpu,
+                                 most, FAIR_STEPS)
+            groups.append((xs, steps))
+        top_share = max((share for _, steps in groups for _, share in steps), default=0.0)
+        if len(groups) < 2 or top_share <= 0:
+            return
+        top_cost = max((float(u.total[u.candidates].max()) for u in self.units if u.candidates), default=0.0)
+        per_share = (top_cost + 1.0) * self.cost_scale / top_share
+        uppers, costs = [self.upper], [self.var_cost_all]
+        first = self.n_vars
+        for xs, steps in groups:
+            sizes = np.array([n for n, _ in steps], dtype=np.int64)
+            coeffs = np.array([round(share * per_share) for _, share in steps], dtype=np.int64)
+            ys = np.arange(first, first + len(steps), dtype=np.int64)
+            rows.append(_Row(np.concatenate((xs, ys)), np.concatenate((gpus[xs], -np.ones(len(ys), np.int64))), 0, 0))
+            self.fair_groups.append((xs, gpus[xs], first, sizes))
+            uppers.append(sizes)
+            costs.append(coeffs)
+            first += len(steps)
+        self.upper = np.concatenate(uppers)
+        self.var_cost_all = np.concatenate(costs)
+        self.n_vars = len(self.upper)
+        self.big += int(self.var_cost_all[self.n_x:] @ self.upper[self.n_x:]) + 1  # BIG stays above any C
 
     def vector(self, answer: Answer) -> IntArray:
         """An answer as a value per model variable."""
@@ -757,6 +844,11 @@ class _Model:
                 values[at[p]] = min(n, int(self.upper[at[p]]))
             if self.k_index[u] >= 0:
                 values[self.k_index[u]] = placed
+        for xs, gpus, first, sizes in self.fair_groups:  # each tenant's GPUs fill its cheapest slices first
+            left = int(gpus @ values[xs])
+            for i, size in enumerate(sizes.tolist()):
+                values[first + i] = min(left, size)
+                left -= values[first + i]
         return values
 
     def solution(self, values: IntArray) -> Answer:

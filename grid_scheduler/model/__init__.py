@@ -15,7 +15,7 @@ from grid_scheduler.model.grid import (
 )
 from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
 from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
-from grid_scheduler.model.policy import Policy, PolicyVersion, Weights, policy_sha256
+from grid_scheduler.model.policy import FairShare, Policy, PolicyVersion, Weights, policy_sha256
 from grid_scheduler.model.record import AuditRecord, EventType, JobEvent, JobRecord, JobState, WaitInfo
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Demand",
     "Endpoint",
     "EventType",
+    "FairShare",
     "GpuRequest",
     "GpuType",
     "Grid",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from grid_scheduler.model import preference
 from grid_scheduler.model.grid import Grid, ResidencyRule
@@ -22,6 +22,33 @@ class Weights(BaseModel):
     energy_price: float = Field(default=0.5, ge=0)
     packing: float = Field(default=0.3, ge=0)
     data_movement: float = Field(default=1.0, ge=0)
+
+
+class FairShare(BaseModel):
+    """Fair share between tenants within a priority tier (``engine/fairshare.py`` applies it).
+
+    A tenant's share is its dominant share of the fleet: the larger of its fraction of the
+    fleet's healthy GPUs and of its facility power envelope (dominant-resource fairness over
+    the two resources a grid runs out of). Tenants are compared on share / weight."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(default=False, description="off: queue order is tier, then submission order")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="tenant -> weight (> 0); a tenant not listed weighs default_weight"
+    )
+    default_weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = sorted(t for t, w in weights.items() if not w > 0)
+        if bad:
+            raise ValueError(f"weights must be > 0 (tenants {', '.join(bad)})")
+        return weights
+
+    def weight(self, tenant: str) -> float:
+        return self.weights.get(tenant, self.default_weight)
 
 
 class Policy(BaseModel):
@@ -41,6 +68,7 @@ class Policy(BaseModel):
         description="greedy covering (the online path), or CP-SAT facility location within inference_time_limit_s",
     )
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
+    fair_share: FairShare = Field(default_factory=FairShare)
 
 
 def policy_violations_against_grid(policy: Policy, grid: Grid) -> list[tuple[str, str]]:

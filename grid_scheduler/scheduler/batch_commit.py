@@ -11,6 +11,7 @@ import numpy as np
 import structlog
 
 from grid_scheduler.engine.batch import BatchResult, solve_batch
+from grid_scheduler.engine.fairshare import fair_order, weighted_shares
 from grid_scheduler.engine.priority import Holds
 from grid_scheduler.model import JobRecord, Placement
 from grid_scheduler.scheduler import observer, transitions
@@ -57,8 +58,14 @@ def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool)
         usage = s.usage()  # first: adopts a newly applied policy
         pending = s.store.pending_jobs()
         policy, policy_version = s.policy, s.policy_version
+        shares = None
+        if policy.fair_share.enabled:  # the commit goes in this order, as a queue pass would
+            running = s.store.running_jobs()
+            pending = fair_order(pending, running, s.index, policy)
+            shares = weighted_shares(s.index, policy, running)
     result = solve_batch(
         s.index, usage, [(r.id, r.spec) for r in pending], policy, time_limit_s=time_limit_s, workers=workers,
+        weighted_shares=shares,
     )
     s.log.info(
         "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,

@@ -2,17 +2,19 @@
 
 One pass, called after anything frees capacity (a completion, a cancel, an undrain), by the
 server's periodic retry, and after each batch commit. Jobs are tried in ``queue_key`` order
-(the one priority rule); a job that cannot start even by preempting lower tiers *holds* the
-capacity it could use against the non-preemptible jobs of lower tiers after it (``Holds``),
-so a priority-9 job waiting for 128 GPUs is not starved by priority-0 jobs taking each GPU
-that frees up. Preemptible lower-tier jobs still backfill: the waiting job evicts them as
-soon as that makes room.
+(the one priority rule), within a tier by fair share when the policy turns it on
+(``engine/fairshare.py``, the one fair-share rule); a job that cannot start even by
+preempting lower tiers *holds* the capacity it could use against the non-preemptible jobs
+of lower tiers after it (``Holds``), so a priority-9 job waiting for 128 GPUs is not starved
+by priority-0 jobs taking each GPU that frees up. Preemptible lower-tier jobs still
+backfill: the waiting job evicts them as soon as that makes room.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from grid_scheduler.engine.fairshare import fair_order
 from grid_scheduler.engine.priority import Holds
 from grid_scheduler.model import JobRecord
 from grid_scheduler.scheduler import observer, transitions
@@ -37,7 +39,10 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
         s.usage()  # adopt a newly applied policy before the holds below are built under it
         pending = s.store.pending_jobs()
         preemptors = any(r.spec.priority > 0 for r in pending)
-        running = s.store.running_jobs() if preemptors else []
+        fair = s.policy.fair_share.enabled
+        running = s.store.running_jobs() if preemptors or fair else []
+        if fair:  # within each tier, tenants below their share first (engine/fairshare.py)
+            pending = fair_order(pending, running, s.index, s.policy)
         holds = Holds(s.index)
         for record in pending:
             shape = s.shape(record)

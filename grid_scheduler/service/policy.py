@@ -9,6 +9,7 @@ import grpc
 
 from grid_scheduler._proto.v1 import policy_pb2 as pb
 from grid_scheduler._proto.v1 import policy_pb2_grpc as pb_grpc
+from grid_scheduler.engine.fairshare import FleetCapacity, fair_shares
 from grid_scheduler.model import PolicyVersion
 from grid_scheduler.scheduler import InvalidJob, Scheduler
 from grid_scheduler.scheduler.errors import StalePolicyVersion
@@ -96,6 +97,22 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             context.abort_with_status(errors.aborted("POLICY_VERSION_STALE", str(stale), {
                 "expected_version": str(stale.expected), "active_version": str(stale.current)}))
         return pb.RollbackPolicyResponse(policy=version_to_pb(entry))
+
+    @handled
+    def GetFairShare(self, request: pb.GetFairShareRequest, context: grpc.ServicerContext) -> pb.GetFairShareResponse:
+        s = self.scheduler
+        with s.lock:
+            s.usage()  # adopts a policy applied on any replica
+            policy, version = s.policy, s.policy_version
+        shares = fair_shares(s.index, policy, s.store.running_jobs(), s.store.pending_jobs())
+        fleet = FleetCapacity.of(s.index)
+        return pb.GetFairShareResponse(
+            tenants=[pb.FairShareTenant(
+                tenant=t.tenant, weight=t.weight, share=t.share, entitlement=t.entitlement,
+                borrowed_gpus=t.borrowed_gpus, waiting_gpu_hours=t.waiting_gpu_hours, gpus=t.gpus,
+                power_kw=t.power_kw, running_jobs=t.running_jobs, waiting_jobs=t.waiting_jobs) for t in shares],
+            enabled=policy.fair_share.enabled, policy_version=version, fleet_gpus=fleet.gpus,
+            fleet_power_kw=fleet.power_kw)
 
 
 def _check_change(reason: str, expected: int | None) -> None:

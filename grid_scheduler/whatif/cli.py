@@ -48,8 +48,12 @@ def add_parser(
             add_credentials(run)
     run.set_defaults(run=_run, fetch_live=fetch_live)
 
-    compare = cmds.add_parser("compare", help="run scenarios and compare them side by side")
-    compare.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="two or more; deltas are against the first")
+    compare = cmds.add_parser("compare", help="run scenarios (or one scenario under policies) side by side")
+    compare.add_argument("scenarios", nargs="+", metavar="SCENARIO",
+                         help="two or more; deltas are against the first (one, with --policy)")
+    compare.add_argument("--policy", action="append", default=[], metavar="FILE",
+                         help="run the one scenario under each policy file (two or more, repeatable; same seed and "
+                              "workload); adds per-tenant outcomes (tenants.csv, tenants.json)")
     compare.add_argument("--out", required=True)
     compare.set_defaults(run=_compare)
 
@@ -136,24 +140,41 @@ def _compare(args: argparse.Namespace) -> int:
     from grid_scheduler.whatif.report import write_run_report
     from grid_scheduler.whatif.scenario import load_scenario
 
-    if len(args.scenarios) < 2:
+    if args.policy:
+        if len(args.scenarios) != 1 or len(args.policy) < 2:
+            print("error: --policy compares one scenario under two or more policies", file=sys.stderr)
+            return 2
+        scenarios = _under_policies(load_scenario(args.scenarios[0]), args.policy)
+        labels = [Path(p).stem for p in args.policy]
+    elif len(args.scenarios) < 2:
         print("error: compare needs two or more scenarios", file=sys.stderr)
         return 2
-    scenarios = [load_scenario(path) for path in args.scenarios]
+    else:
+        scenarios = [load_scenario(path) for path in args.scenarios]
+        labels = [s.name for s in scenarios]
     names: list[str] = []
-    for s in scenarios:
-        name, n = s.name, 2
+    for label in labels:
+        name, n = label, 2
         while name in names:
-            name, n = f"{s.name}-{n}", n + 1
+            name, n = f"{label}-{n}", n + 1
         names.append(name)
     results = [_simulate(s, args.quiet) for s in scenarios]
     out = Path(args.out)
     for loaded, result, name in zip(scenarios, results, names, strict=True):
         write_run_report(result, loaded, out / name)
         _print_headline(result)
-    write_comparison(results, names, out)
+    write_comparison(results, names, out, [s.policy for s in scenarios] if args.policy else None)
     print(f"comparison: {out / 'compare.html'}")
     return 0
+
+
+def _under_policies(loaded: LoadedScenario, paths: list[str]) -> list[LoadedScenario]:
+    """The scenario once per policy file (every file is read before anything runs)."""
+    from dataclasses import replace
+
+    from grid_scheduler.config import load_policy
+
+    return [replace(loaded, policy=load_policy(path)) for path in paths]
 
 
 def _sweep(args: argparse.Namespace) -> int:

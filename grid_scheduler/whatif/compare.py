@@ -1,16 +1,24 @@
-"""Scenarios side by side: a table of every metric with its delta against the first, overlaid plots."""
+"""Scenarios side by side: a table of every metric with its delta against the first, overlaid plots.
+
+One scenario under several policies (``whatif compare S --policy A --policy B``) adds the
+per-tenant outcomes side by side (``whatif/tenants.py``): tenants.csv, tenants.json and a
+section of compare.html."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grid_scheduler.model import Policy
 from grid_scheduler.whatif import html, plots
 from grid_scheduler.whatif.report import delays_by_kind, flatten, headline
 from grid_scheduler.whatif.simulator import RunResult
+from grid_scheduler.whatif.tenants import run_outcomes, tenants_csv, tenants_html
 
 
 def numeric_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -40,8 +48,19 @@ def delta_header(names: list[str]) -> list[str]:
     return header
 
 
-def write_comparison(runs: list[RunResult], names: list[str], out: Path) -> list[Path]:
+def write_comparison(
+    runs: list[RunResult], names: list[str], out: Path, policies: list[Policy] | None = None
+) -> list[Path]:
+    """``policies``: the policy of each run, when they are one scenario under several policies."""
     out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    extra: list[str] = []
+    if policies is not None:
+        outcomes = run_outcomes(runs, policies)
+        (out / "tenants.csv").write_text(tenants_csv(outcomes, names))
+        (out / "tenants.json").write_text(json.dumps(dict(zip(names, outcomes, strict=True)), indent=2) + "\n")
+        written += [out / "tenants.csv", out / "tenants.json"]
+        extra.append(tenants_html(outcomes, names))
     rows = delta_rows(runs)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -51,8 +70,8 @@ def write_comparison(runs: list[RunResult], names: list[str], out: Path) -> list
     pngs = comparison_plots(runs, names)
     for name, png in pngs.items():
         (out / name).write_bytes(png)
-    (out / "compare.html").write_text(comparison_html(runs, names, pngs))
-    return [out / "comparison.csv", *(out / n for n in pngs), out / "compare.html"]
+    (out / "compare.html").write_text(comparison_html(runs, names, pngs, extra))
+    return [out / "comparison.csv", *(out / n for n in pngs), out / "compare.html", *written]
 
 
 def _series(run: RunResult, metric: str, key: str | None = None) -> tuple[list[float], list[float]]:
@@ -82,7 +101,7 @@ def comparison_plots(runs: list[RunResult], names: list[str]) -> dict[str, bytes
     }
 
 
-def comparison_html(runs: list[RunResult], names: list[str], pngs: dict[str, bytes]) -> str:
+def comparison_html(runs: list[RunResult], names: list[str], pngs: dict[str, bytes], extra: Sequence[str] = ()) -> str:
     heads = [dict(headline(r.summary)) for r in runs]
     header = ["metric", *names] + [f"Δ {n}" for n in names[1:]]
 
@@ -105,6 +124,7 @@ def comparison_html(runs: list[RunResult], names: list[str], pngs: dict[str, byt
         "What-if comparison: " + " vs ".join(names),
         html.paragraph("Deltas are against the first scenario. Every metric is in comparison.csv.", "muted"),
         html.section("Headline", html.table(header, head_rows), *changes),
+        *extra,
         html.section("Over time", html.image(pngs["compare_utilisation.png"], "utilisation"),
                      html.image(pngs["compare_pending.png"], "pending"),
                      html.image(pngs["compare_power.png"], "power")),

@@ -283,3 +283,45 @@ class RollbackPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: PolicyVersion
     def __init__(self, policy: _Optional[_Union[PolicyVersion, _Mapping]] = ...) -> None: ...
+
+class GetFairShareRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FairShareTenant(_message.Message):
+    __slots__ = ("tenant", "weight", "share", "entitlement", "borrowed_gpus", "waiting_gpu_hours", "gpus", "power_kw", "running_jobs", "waiting_jobs")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    ENTITLEMENT_FIELD_NUMBER: _ClassVar[int]
+    BORROWED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_KW_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    weight: float
+    share: float
+    entitlement: float
+    borrowed_gpus: int
+    waiting_gpu_hours: float
+    gpus: int
+    power_kw: float
+    running_jobs: int
+    waiting_jobs: int
+    def __init__(self, tenant: _Optional[str] = ..., weight: _Optional[float] = ..., share: _Optional[float] = ..., entitlement: _Optional[float] = ..., borrowed_gpus: _Optional[int] = ..., waiting_gpu_hours: _Optional[float] = ..., gpus: _Optional[int] = ..., power_kw: _Optional[float] = ..., running_jobs: _Optional[int] = ..., waiting_jobs: _Optional[int] = ...) -> None: ...
+
+class GetFairShareResponse(_message.Message):
+    __slots__ = ("tenants", "enabled", "policy_version", "fleet_gpus", "fleet_power_kw")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FLEET_GPUS_FIELD_NUMBER: _ClassVar[int]
+    FLEET_POWER_KW_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[FairShareTenant]
+    enabled: bool
+    policy_version: int
+    fleet_gpus: int
+    fleet_power_kw: float
+    def __init__(self, tenants: _Optional[_Iterable[_Union[FairShareTenant, _Mapping]]] = ..., enabled: _Optional[bool] = ..., policy_version: _Optional[int] = ..., fleet_gpus: _Optional[int] = ..., fleet_power_kw: _Optional[float] = ...) -> None: ...

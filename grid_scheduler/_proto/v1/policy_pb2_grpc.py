@@ -67,6 +67,11 @@ class PolicyServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.FromString,
                 _registered_method=True)
+        self.GetFairShare = channel.unary_unary(
+                '/grid_scheduler.v1.PolicyService/GetFairShare',
+                request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -118,6 +123,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFairShare(self, request, context):
+        """Fair share now, per tenant with work (running or waiting): share, entitlement, borrowed
+        GPUs and waiting GPU-hours under the active policy (README "Fair share").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +163,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RollbackPolicy,
                     request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.SerializeToString,
+            ),
+            'GetFairShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFairShare,
+                    request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +335,33 @@ class PolicyService:
             '/grid_scheduler.v1.PolicyService/RollbackPolicy',
             grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFairShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.PolicyService/GetFairShare',
+            grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.FromString,
             options,
             channel_credentials,
             insecure,

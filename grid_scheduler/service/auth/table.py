@@ -103,6 +103,7 @@ RULES: Mapping[str, Rule] = {
     _PO + "DiffPolicy": Rule(Permission.READ_POLICY),
     _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
     _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
+    _PO + "GetFairShare": Rule(Permission.READ_POLICY),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
