@@ -75,6 +75,11 @@ def policy_dict(message: pb.Policy) -> dict[str, Any]:
         data["tenant_placement_preference"] = {
             tenant: list(preference.entries) for tenant, preference in message.tenant_placement_preference.items()
         }
+    if message.HasField("fair_share"):
+        fair: dict[str, Any] = {"enabled": message.fair_share.enabled, "weights": dict(message.fair_share.weights)}
+        if message.fair_share.HasField("default_weight"):
+            fair["default_weight"] = message.fair_share.default_weight
+        data["fair_share"] = fair
     if message.inference_placement:
         data["inference_placement"] = message.inference_placement
     if message.HasField("inference_time_limit_s"):
@@ -93,6 +98,8 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
                           for t, r in policy.tenant_residency.items()},
         tenant_placement_preference={t: pb.PlacementPreference(entries=e)
                                      for t, e in policy.tenant_placement_preference.items()},
+        fair_share=pb.FairSharePolicy(enabled=policy.fair_share.enabled, weights=policy.fair_share.weights,
+                                      default_weight=policy.fair_share.default_weight),
         inference_placement=policy.inference_placement,
         inference_time_limit_s=policy.inference_time_limit_s,
         label=policy.version,

@@ -25,7 +25,7 @@ class PolicyWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference")
+    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share")
     class TenantResidencyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,13 +46,32 @@ class Policy(_message.Message):
     INFERENCE_TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TENANT_PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
     weights: PolicyWeights
     tenant_residency: _containers.MessageMap[str, _placement_pb2.ResidencyRule]
     inference_placement: str
     inference_time_limit_s: float
     label: str
     tenant_placement_preference: _containers.MessageMap[str, PlacementPreference]
-    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ...) -> None: ...
+    fair_share: FairSharePolicy
+    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ..., fair_share: _Optional[_Union[FairSharePolicy, _Mapping]] = ...) -> None: ...
+
+class FairSharePolicy(_message.Message):
+    __slots__ = ("enabled", "weights", "default_weight")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    weights: _containers.ScalarMap[str, float]
+    default_weight: float
+    def __init__(self, enabled: _Optional[bool] = ..., weights: _Optional[_Mapping[str, float]] = ..., default_weight: _Optional[float] = ...) -> None: ...
 
 class PlacementPreference(_message.Message):
     __slots__ = ("entries",)
