@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,3 +141,16 @@ def test_the_cli_joins_a_cluster_by_address_and_shows_progress(ray_address: str,
     with (out / "sweep.csv").open() as f:
         assert [r["seed"] for r in csv.DictReader(f)] == ["1", "2"]
     assert ray.is_initialized() and len(ray.nodes()) == 1  # the subprocess left the cluster running
+
+
+def test_an_address_where_no_cluster_listens_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scenario, out = _scenario(tmp_path), tmp_path / "out"
+    done = subprocess.run([str(BIN / "grid-scheduler"), "whatif", "sweep", str(scenario), "--param", "seed=1,2",
+                           "--out", str(out), "--ray", f"127.0.0.1:{port}", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"error: --ray 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port}" in done.stderr
+    assert not out.exists()

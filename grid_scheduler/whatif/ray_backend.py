@@ -11,6 +11,7 @@ shared storage for both.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TypeVar
@@ -77,9 +78,22 @@ class RayBackend:
     def _connect(self, ray: ModuleType) -> None:
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
         if self.address != "auto":
+            check_reachable(self.address)
             ray.init(address=self.address, **quiet)
             return
         try:
             ray.init(address="auto", **quiet)  # raises ConnectionError when no cluster is running
         except ConnectionError:
             ray.init(include_dashboard=False, **quiet)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ConnectionError if nothing listens at ``[ray://]host:port``: Ray itself retries a dead
+    address for minutes, printing warnings, before it gives up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConnectionError(f"expected auto, host:port or ray://host:port, not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"no Ray cluster answers at {address}: {e}") from e
