@@ -146,8 +146,10 @@ def _sweep(args: argparse.Namespace) -> int:
               disable=args.quiet) as bar:
         try:
             results = run_sweep(items, backend, on_done=lambda _: _tick(bar))
-        except ConnectionError as e:  # Ray: no cluster at that address
-            raise ConfigError(f"--ray {args.ray}: {e}") from e
+        except ConnectionError as e:
+            if args.ray is None:
+                raise
+            raise ConfigError(f"--ray {args.ray}: {e}") from e  # no cluster at that address
     write_sweep(results, params, out)
     failed = [r for r in results if r.failed]
     print(f"{len(results)} variants: {out / 'sweep.csv'}, {out / 'sweep.html'}")
