@@ -142,4 +142,13 @@ EOF
 step 300 "$GS" whatif run examples/scenarios/norway-eea-not-eu.yaml --quiet --out "$WORK/whatif"
 [ -s "$WORK/whatif/report.html" ] || fail "whatif run wrote no report.html"
 
+# --- whatif sweep --ray in the bare install (no [ray] extra): refused, naming the extra ---------
+rc=0
+OUT="$(timeout 60 "$GS" whatif sweep examples/scenarios/norway-eea-not-eu.yaml --param seed=1,2 \
+  --out "$WORK/sweep" --ray auto --quiet 2>&1)" || rc=$?
+{ [ "$rc" -eq 2 ] && echo "$OUT" | grep -qF "pip install 'grid-scheduler[ray]'"; } \
+  || fail "whatif sweep --ray without ray installed: expected exit 2 naming the extra, got exit $rc"
+[ ! -e "$WORK/sweep" ] || fail "whatif sweep --ray without ray wrote to --out"
+echo "ok  $(printf '%4d' $((SECONDS - START))) s  grid-scheduler whatif sweep --ray auto (no ray: refused, names the extra)"
+
 kill -0 "$SERVER_PID" 2>/dev/null || { echo "FAILED: the server died during the smoke test"; exit 1; }

@@ -99,3 +99,14 @@ def test_whatif_compare_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert all(r["residency violations"] == "0" for r in table)
     assert (out / "sweep.html").exists() and (out / "sweep_metrics.csv").exists()
     assert "4 variants" in capsys.readouterr().out
+
+
+def test_sweep_on_ray_without_ray_installed_says_how_to_install_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as in a bare install
+    out = tmp_path / "sweep"
+    assert main(["whatif", "sweep", str(_write(tmp_path / "a.yaml", horizon_days=1)), "--param", "seed=1,2",
+                 "--out", str(out), "--ray", "auto", "--quiet"]) == 2
+    assert "pip install 'grid-scheduler[ray]'" in capsys.readouterr().err
+    assert not out.exists()

@@ -62,7 +62,11 @@ def add_parser(
     sweep.add_argument("--param", action="append", required=True, metavar="PATH=V1,V2",
                        help="a scenario field and its values, e.g. changes[0].lose_mw=0,250,500 (repeatable)")
     sweep.add_argument("--out", required=True)
-    sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    sweep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="worker processes (ignored with --ray)")
+    sweep.add_argument("--ray", metavar="auto|ADDRESS",
+                       help="run each variant as a Ray task: 'auto' joins a running cluster or starts a local "
+                            "one, or a cluster's address (needs pip install 'grid-scheduler[ray]')")
     sweep.add_argument("--reports", action="store_true", help="also write each variant's full report")
     sweep.set_defaults(run=_sweep)
 
@@ -180,18 +184,36 @@ def _under_policies(loaded: LoadedScenario, paths: list[str]) -> list[LoadedScen
 def _sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from grid_scheduler.config import ConfigError
     from grid_scheduler.whatif.scenario import load_scenario
-    from grid_scheduler.whatif.sweep import ProcessBackend, parse_param, run_sweep, variants, write_sweep
+    from grid_scheduler.whatif.sweep import Backend, ProcessBackend, parse_param, run_sweep, variants, write_sweep
 
+    backend: Backend = ProcessBackend(args.workers)
+    if args.ray is not None:
+        from grid_scheduler.whatif.ray_backend import RayBackend, import_ray
+
+        import_ray()  # not installed: say so before anything runs
+        backend = RayBackend(args.ray)
     loaded = load_scenario(args.scenario)
     params = [parse_param(p) for p in args.param]
     out = Path(args.out)
     items = variants(loaded, params, out / "variants" if args.reports else None)
     with tqdm(total=len(items), unit="variant", desc=f"sweep {loaded.name}", file=sys.stderr,
               disable=args.quiet) as bar:
-        results = run_sweep(items, ProcessBackend(args.workers), on_done=lambda _: _tick(bar))
+        try:
+            results = run_sweep(items, backend, on_done=lambda _: _tick(bar))
+        except ConnectionError as e:
+            if args.ray is None:
+                raise
+            raise ConfigError(f"--ray {args.ray}: {e}") from e  # no cluster at that address
     write_sweep(results, params, out)
+    failed = [r for r in results if r.failed]
     print(f"{len(results)} variants: {out / 'sweep.csv'}, {out / 'sweep.html'}")
+    if failed:  # the others' results are written; the exit status says the table has holes
+        for r in failed:
+            print(f"variant {r.label} failed: {r.error}", file=sys.stderr)
+        print(f"{len(failed)} of {len(results)} variants failed (the 'error' column of sweep.csv)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,8 +7,13 @@ the cartesian product. Every variant is validated before any runs, with the same
 
 Variants run through a ``Backend``: anything that maps a picklable function over picklable
 items and yields results as they finish. ``ProcessBackend`` uses a local process pool (spawn,
-so workers start clean); a cluster backend (e.g. Ray: ``ray.remote(run_variant)`` and
-``ray.wait``) only has to provide ``map_unordered``.
+so workers start clean); ``RayBackend`` (whatif/ray_backend.py) runs each variant as a Ray
+task. Results are sorted by variant index, so the outputs do not depend on the backend or on
+the order variants finish in.
+
+A variant that fails is a row with its error, not the end of the sweep: the exception is caught
+in the worker (``run_cell``), so every backend reports it in the same words; a backend that can
+lose a worker (Ray) reports that through ``lost``.
 """
 
 from __future__ import annotations
@@ -38,11 +43,18 @@ R = TypeVar("R")
 
 
 class Backend(Protocol):
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]: ...
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], lost: Callable[[T, BaseException], R] | None = None
+    ) -> Iterator[R]:
+        """``fn`` over ``items``, results as they finish. ``lost(item, error)`` stands in for the
+        result of an item whose worker died (where the backend can tell); without it that raises."""
+        ...
 
 
 class SerialBackend:
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], lost: Callable[[T, BaseException], R] | None = None
+    ) -> Iterator[R]:
         for item in items:
             yield fn(item)
 
@@ -51,7 +63,10 @@ class ProcessBackend:
     def __init__(self, workers: int) -> None:
         self.workers = max(workers, 1)
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T], lost: Callable[[T, BaseException], R] | None = None
+    ) -> Iterator[R]:
+        # `lost` is unused: multiprocessing.Pool cannot tell which item a dead worker held.
         if self.workers == 1 or len(items) <= 1:
             yield from SerialBackend().map_unordered(fn, items)
             return
@@ -140,6 +155,11 @@ class VariantResult:
     params: dict[str, Any]
     summary: dict[str, Any]
     perf: dict[str, float]
+    error: str | None = None  # set when the variant failed; summary and perf are then empty
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 def run_variant(variant: Variant) -> VariantResult:
@@ -152,11 +172,26 @@ def run_variant(variant: Variant) -> VariantResult:
     return VariantResult(variant.index, variant.label, variant.params, result.summary, result.perf)
 
 
+def failed_variant(variant: Variant, error: BaseException) -> VariantResult:
+    # The first line only: a Ray error carries the remote traceback after it, with worker paths.
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return VariantResult(variant.index, variant.label, variant.params, {}, {},
+                         f"{type(error).__name__}: {first_line}".rstrip(": "))
+
+
+def run_cell(variant: Variant) -> VariantResult:
+    """Top-level (picklable): ``run_variant``, with a failure as a result instead of an exception."""
+    try:
+        return run_variant(variant)
+    except Exception as e:
+        return failed_variant(variant, e)
+
+
 def run_sweep(
     items: list[Variant], backend: Backend, on_done: Callable[[VariantResult], None] | None = None
 ) -> list[VariantResult]:
     results = []
-    for result in backend.map_unordered(run_variant, items):
+    for result in backend.map_unordered(run_cell, items, lost=failed_variant):
         results.append(result)
         if on_done is not None:
             on_done(result)
@@ -165,11 +200,19 @@ def run_sweep(
 
 # --- the table ---------------------------------------------------------------------------
 def write_sweep(results: list[VariantResult], params: list[Param], out: Path) -> list[Path]:
+    """sweep.csv (headline per variant, ``error`` set on a failed one), sweep_metrics.csv, sweep.json, sweep.html."""
     out.mkdir(parents=True, exist_ok=True)
-    keys = [k for k, _ in headline(results[0].summary)] if results else []
-    header = ["variant", *(p.path for p in params), *keys, "wall_s"]
-    rows = [[r.label, *(r.params[p.path] for p in params), *(dict(headline(r.summary))[k] for k in keys),
-             round(r.perf.get("wall_s", 0.0), 3)] for r in results]
+    ok = [r for r in results if not r.failed]
+    keys = [k for k, _ in headline(ok[0].summary)] if ok else []
+    header = ["variant", *(p.path for p in params), *keys, "wall_s", "error"]
+    rows: list[list[Any]] = []
+    for r in results:
+        chosen = [r.params[p.path] for p in params]
+        if r.failed:  # None: an empty CSV cell, "-" in the HTML
+            rows.append([r.label, *chosen, *(None for _ in keys), None, r.error])
+        else:
+            values = dict(headline(r.summary))
+            rows.append([r.label, *chosen, *(values[k] for k in keys), round(r.perf.get("wall_s", 0.0), 3), None])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -178,19 +221,23 @@ def write_sweep(results: list[VariantResult], params: list[Param], out: Path) ->
     full = io.StringIO()
     writer = csv.writer(full, lineterminator="\n")
     writer.writerow(["variant", "metric", "value"])
-    for r in results:
+    for r in ok:
         writer.writerows([r.label, k, v] for k, v in flatten(r.summary))
     (out / "sweep_metrics.csv").write_text(full.getvalue())
     (out / "sweep.json").write_text(json.dumps(
-        [{"variant": r.label, "params": r.params, "summary": r.summary} for r in results], indent=1) + "\n")
-    labels = [r.label for r in results]
-    charts = [html.image(plots.bars(labels, [float(dict(headline(r.summary))[k]) for r in results], k, k), k)
+        [{"variant": r.label, "params": r.params, "summary": None if r.failed else r.summary, "error": r.error}
+         for r in results], indent=1) + "\n")
+    labels = [r.label for r in ok]
+    charts = [html.image(plots.bars(labels, [float(dict(headline(r.summary))[k]) for r in ok], k, k), k)
               for k in ("fleet utilisation", "queue delay p95 (h)", "never placed", "SLO attainment", "energy (MWh)")
-              if results]
+              if ok]
+    failed = [r for r in results if r.failed]
+    failures = [html.paragraph(f"{len(failed)} of {len(results)} variants failed: "
+                               + "; ".join(f"{r.label}: {r.error}" for r in failed), "bad")] if failed else []
     page = html.page(
         "What-if sweep",
         html.paragraph("Parameters: " + "; ".join(f"{p.path} in {list(p.values)}" for p in params), "muted"),
-        html.table(header, rows), *charts,
+        *failures, html.table(header, rows), *charts,
     )
     (out / "sweep.html").write_text(page)
     return [out / "sweep.csv", out / "sweep_metrics.csv", out / "sweep.json", out / "sweep.html"]
