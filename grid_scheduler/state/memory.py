@@ -210,6 +210,11 @@ class MemoryStore:
             pending = [self._jobs[job_id] for job_id in self._by_state[JobState.PENDING]]
         return sorted(pending, key=queue_key)
 
+    def pending_ids(self) -> frozenset[str]:
+        """Ids of the waiting jobs, unordered: what the queue pass compares with its own index."""
+        with self._lock:
+            return frozenset(self._by_state[JobState.PENDING])
+
     def running_jobs(self) -> list[JobRecord]:
         with self._lock:
             running = [self._jobs[job_id] for job_id in self._by_state[JobState.RUNNING]]

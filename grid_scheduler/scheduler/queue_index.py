@@ -1,0 +1,140 @@
+"""What the queue pass remembers between passes: waiting jobs grouped by what decides them.
+
+Jobs whose specs differ only in their name and training duration get the same engine decision
+on the same usage (``decide`` reads neither): they form one *class*, kept in queue order. A class
+remembers the usage its last failed decision saw, restricted to the pools it could ever use and
+their sites (the only usage ``decide`` reads for it), with the holds of higher tiers overlaid.
+While that usage is unchanged, any member would fail again, so a pass skips the whole class
+without deciding. The usage compared is the ledger's own (``Scheduler.usage``), so commits by
+other replicas are seen. A new policy version or grid index forgets everything.
+
+The index also keeps the holds of every waiting job (``Holds`` counts per tier), added and
+removed as jobs come and go, instead of rebuilding them job by job in every pass.
+"""
+
+from __future__ import annotations
+
+import bisect
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from grid_scheduler.engine.index import IntArray, Usage
+from grid_scheduler.engine.priority import Holds, Shadow, queue_key, shadow
+from grid_scheduler.model import JobRecord, JobSpec, JobState
+from grid_scheduler.state import MemoryStore
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.core import Scheduler
+
+QueueKey = tuple[int, float, str]
+
+
+def class_key(spec: JobSpec) -> str:
+    """Everything of a spec that the engine's decision, holds and preemption read."""
+    return spec.model_dump_json(exclude={"name": True, "training": {"duration_hours"}})
+
+
+@dataclass
+class JobClass:
+    spec: JobSpec  # a representative member: every member decides as this one does
+    shadow: Shadow
+    pools: IntArray  # pools any member could ever use
+    sites: IntArray  # their sites
+    # Gang training: a failed decision stays failed while free GPUs and power only shrink.
+    monotone: bool
+    # False when a decision is not a pure function of usage (CP-SAT replicas under a time limit).
+    memo_ok: bool
+    members: list[QueueKey] = field(default_factory=list)  # in queue order
+    failed_on: bytes | None = None  # the restricted usage of the last failed decision
+
+    def signature(self, usage: Usage) -> bytes:
+        return (usage.pool_used_gpus[self.pools].tobytes() + usage.site_used_kw[self.sites].tobytes()
+                + usage.pool_drained[self.pools].tobytes())
+
+    def fails_on(self, usage: Usage) -> bool:
+        """Proven: a member decided on ``usage`` (overlaid for its tier) gets no placement."""
+        return self.memo_ok and self.failed_on is not None and self.failed_on == self.signature(usage)
+
+    def after(self, key: QueueKey) -> QueueKey | None:
+        i = bisect.bisect_right(self.members, key)
+        return self.members[i] if i < len(self.members) else None
+
+
+@dataclass
+class QueueIndex:
+    policy_version: int
+    index_id: int
+    holds: Holds
+    classes: dict[str, JobClass] = field(default_factory=dict)
+    of_job: dict[str, tuple[JobClass, QueueKey]] = field(default_factory=dict)
+    force_full: bool = False  # every pass the full one (tests compare the two)
+
+    def tiers(self) -> list[int]:
+        return sorted({c.spec.priority for c in self.classes.values() if c.members}, reverse=True)
+
+    def add(self, s: Scheduler, record: JobRecord) -> None:
+        key = class_key(record.spec)
+        cls = self.classes.get(key)
+        if cls is None:
+            cls = self.classes[key] = _new_class(s, record.spec)
+        qk = queue_key(record)
+        if not cls.members or cls.members[-1] < qk:
+            cls.members.append(qk)  # the common case: submissions arrive in order
+        else:
+            bisect.insort(cls.members, qk)
+        self.of_job[record.id] = (cls, qk)
+        self.holds.hold_for(cls.spec, s.policy, cls.shadow)
+
+    def remove(self, s: Scheduler, job_id: str) -> None:
+        cls, qk = self.of_job.pop(job_id)
+        i = bisect.bisect_left(cls.members, qk)
+        assert i < len(cls.members) and cls.members[i] == qk
+        del cls.members[i]
+        self.holds.unhold_for(cls.spec, s.policy, cls.shadow)
+
+
+def _new_class(s: Scheduler, spec: JobSpec) -> JobClass:
+    pools_mask, site_kw = shadow(s.index, spec, s.policy)
+    pools = np.flatnonzero(pools_mask)
+    sites = np.unique(s.index.pool_site[pools])
+    memo_ok = spec.inference is None or s.policy.inference_placement != "optimal"
+    return JobClass(spec, (pools_mask, site_kw), pools, sites, monotone=spec.inference is None and spec.gang,
+                    memo_ok=memo_ok)
+
+
+_INDEXES: weakref.WeakKeyDictionary[Scheduler, QueueIndex] = weakref.WeakKeyDictionary()
+
+
+def force_full_pass(s: Scheduler) -> None:
+    """Make every queue pass of ``s`` the full one (the reference the incremental pass must equal)."""
+    synced(s, None).force_full = True
+
+
+def synced(s: Scheduler, records: list[JobRecord] | None) -> QueueIndex:
+    """The index of ``s``, brought up to the ledger's waiting jobs (``records``: all of them, when
+    the caller has read them already; else read here, by id when the store can list ids)."""
+    qi = _INDEXES.get(s)
+    if qi is None or qi.policy_version != s.policy_version or qi.index_id != id(s.index):
+        force = qi.force_full if qi is not None else False
+        qi = _INDEXES[s] = QueueIndex(s.policy_version, id(s.index), Holds(s.index), force_full=force)
+    if records is None and isinstance(s.store, MemoryStore):
+        ids = s.store.pending_ids()
+        for gone in list(qi.of_job.keys() - ids):
+            qi.remove(s, gone)
+        for new in ids - qi.of_job.keys():
+            record = s.store.get_job(new)
+            if record is not None and record.state is JobState.PENDING:
+                qi.add(s, record)
+        return qi
+    if records is None:
+        records = s.store.pending_jobs()
+    by_id = {r.id: r for r in records}
+    for gone in [j for j in qi.of_job if j not in by_id]:
+        qi.remove(s, gone)
+    for job_id, record in by_id.items():
+        if job_id not in qi.of_job:
+            qi.add(s, record)
+    return qi
