@@ -51,7 +51,7 @@ def _preemption_possible(s: Scheduler, qi: QueueIndex) -> bool:
     if not tiers or tiers[0] == 0:
         return False
     # Jobs placed within the pass are of the tier being tried or higher: none of them can be a victim.
-    return any(r.spec.preemptible and r.spec.priority < tiers[0] for r in s.store.running_jobs())
+    return bool(queue_index.preemptible_running(s, tiers[0]))
 
 
 def _incremental_pass(s: Scheduler, qi: QueueIndex, placed: list[JobRecord]) -> bool:

@@ -71,6 +71,9 @@ class QueueIndex:
     classes: dict[str, JobClass] = field(default_factory=dict)
     of_job: dict[str, tuple[JobClass, QueueKey]] = field(default_factory=dict)
     force_full: bool = False  # every pass the full one (tests compare the two)
+    # Running jobs that are preemptible: id -> priority (only they can ever be evicted).
+    preemptible: dict[str, int] = field(default_factory=dict)
+    running_known: frozenset[str] = frozenset()
 
     def tiers(self) -> list[int]:
         return sorted({c.spec.priority for c in self.classes.values() if c.members}, reverse=True)
@@ -96,13 +99,40 @@ class QueueIndex:
         self.holds.unhold_for(cls.spec, s.policy, cls.shadow)
 
 
+def preemptible_running(s: Scheduler, below: int) -> list[JobRecord]:
+    """Running jobs that a job of priority ``below`` may evict (``can_preempt``), in id order as
+    ``Store.running_jobs`` lists them: with the in-memory store, from an index kept in step with
+    the ledger's running set, so a submission or pass does not read every running job."""
+    store = s.store
+    if not isinstance(store, MemoryStore):
+        return [r for r in store.running_jobs() if r.spec.preemptible and r.spec.priority < below]
+    qi = _index_of(s)
+    ids = store.running_ids()
+    if ids != qi.running_known:
+        for gone in qi.running_known - ids:
+            qi.preemptible.pop(gone, None)
+        for new in ids - qi.running_known:
+            record = store.get_job(new)
+            if record is not None and record.spec.preemptible:
+                qi.preemptible[new] = record.spec.priority
+        qi.running_known = ids
+    out = []
+    for job_id in sorted(j for j, p in qi.preemptible.items() if p < below):
+        record = store.get_job(job_id)
+        if record is not None and record.state is JobState.RUNNING:
+            out.append(record)
+    return out
+
+
 def _new_class(s: Scheduler, spec: JobSpec) -> JobClass:
     pools_mask, site_kw = shadow(s.index, spec, s.policy)
     pools = np.flatnonzero(pools_mask)
     sites = np.unique(s.index.pool_site[pools])
     memo_ok = spec.inference is None or s.policy.inference_placement != "optimal"
-    return JobClass(spec, (pools_mask, site_kw), pools, sites, monotone=spec.inference is None and spec.gang,
-                    memo_ok=memo_ok)
+    # One replica is placed iff some pool with room for it covers every demand endpoint (the greedy
+    # takes the pool serving the most demand): monotone, like a gang. More replicas are not.
+    monotone = spec.gang if spec.inference is None else spec.inference.replicas == 1
+    return JobClass(spec, (pools_mask, site_kw), pools, sites, monotone=monotone, memo_ok=memo_ok)
 
 
 _INDEXES: weakref.WeakKeyDictionary[Scheduler, QueueIndex] = weakref.WeakKeyDictionary()
@@ -113,13 +143,18 @@ def force_full_pass(s: Scheduler) -> None:
     synced(s, None).force_full = True
 
 
-def synced(s: Scheduler, records: list[JobRecord] | None) -> QueueIndex:
-    """The index of ``s``, brought up to the ledger's waiting jobs (``records``: all of them, when
-    the caller has read them already; else read here, by id when the store can list ids)."""
+def _index_of(s: Scheduler) -> QueueIndex:
     qi = _INDEXES.get(s)
     if qi is None or qi.policy_version != s.policy_version or qi.index_id != id(s.index):
         force = qi.force_full if qi is not None else False
         qi = _INDEXES[s] = QueueIndex(s.policy_version, id(s.index), Holds(s.index), force_full=force)
+    return qi
+
+
+def synced(s: Scheduler, records: list[JobRecord] | None) -> QueueIndex:
+    """The index of ``s``, brought up to the ledger's waiting jobs (``records``: all of them, when
+    the caller has read them already; else read here, by id when the store can list ids)."""
+    qi = _index_of(s)
     if records is None and isinstance(s.store, MemoryStore):
         ids = s.store.pending_ids()
         for gone in list(qi.of_job.keys() - ids):
