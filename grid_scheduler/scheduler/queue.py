@@ -101,6 +101,9 @@ def _tier_pass(s: Scheduler, qi: QueueIndex, tier: int, placed: list[JobRecord])
         held = over(c)
         if c.fails_on(held):
             continue  # every member up to the next change of usage fails as the last one did
+        if c.no_slot(held):
+            c.failed_on = c.signature(held) if c.memo_ok else None
+            continue  # and so every member up to the next change of usage
         record = s.store.get_job(key[2])
         if record is None or record.state is not JobState.PENDING:
             push(c, c.after(key))  # another replica moved it since the index was read

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from grid_scheduler.engine.index import IntArray, Usage
+from grid_scheduler.engine.index import FloatArray, IntArray, Usage
 from grid_scheduler.engine.priority import Holds, Shadow, queue_key, shadow
 from grid_scheduler.model import JobRecord, JobSpec, JobState
 from grid_scheduler.state import MemoryStore
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from grid_scheduler.scheduler.core import Scheduler
 
 QueueKey = tuple[int, float, str]
+# The engine compares power in whole watts (gangs) or with 1e-6 kW to spare (replicas); a slot
+# that lacks more than a watt fails both.
+POWER_SLACK_KW = 0.001
 
 
 def class_key(spec: JobSpec) -> str:
@@ -47,6 +50,13 @@ class JobClass:
     monotone: bool
     # False when a decision is not a pure function of usage (CP-SAT replicas under a time limit).
     memo_ok: bool
+    # For a one-pool unit (a gang, or one replica): GPUs per slot, and per pool of ``pools`` the
+    # healthy GPUs, the site and a slot's facility power; need_gpus 0 for a split job (no such test).
+    need_gpus: int = 0
+    pool_healthy: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pool_sites: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pool_envelope_kw: FloatArray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    pool_need_kw: FloatArray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     members: list[QueueKey] = field(default_factory=list)  # in queue order
     failed_on: bytes | None = None  # the restricted usage of the last failed decision
 
@@ -57,6 +67,18 @@ class JobClass:
     def fails_on(self, usage: Usage) -> bool:
         """Proven: a member decided on ``usage`` (overlaid for its tier) gets no placement."""
         return self.memo_ok and self.failed_on is not None and self.failed_on == self.signature(usage)
+
+    def no_slot(self, usage: Usage) -> bool:
+        """Proven without deciding: no pool it could use has room for one slot (its GPUs, and its
+        power at the site, with a watt to spare), so neither a gang nor any replica can start."""
+        if self.need_gpus == 0:
+            return False
+        room = ((self.pool_healthy - usage.pool_used_gpus[self.pools] >= self.need_gpus)
+                & ~usage.pool_drained[self.pools] & (self.pool_healthy > 0))
+        if not room.any():
+            return True
+        headroom_kw = self.pool_envelope_kw - usage.site_used_kw[self.pool_sites]
+        return not bool((room & (headroom_kw + POWER_SLACK_KW >= self.pool_need_kw)).any())
 
     def after(self, key: QueueKey) -> QueueKey | None:
         i = bisect.bisect_right(self.members, key)
@@ -132,7 +154,13 @@ def _new_class(s: Scheduler, spec: JobSpec) -> JobClass:
     # One replica is placed iff some pool with room for it covers every demand endpoint (the greedy
     # takes the pool serving the most demand): monotone, like a gang. More replicas are not.
     monotone = spec.gang if spec.inference is None else spec.inference.replicas == 1
-    return JobClass(spec, (pools_mask, site_kw), pools, sites, monotone=monotone, memo_ok=memo_ok)
+    index = s.index
+    pool_sites = index.pool_site[pools]
+    need_gpus = spec.gpus.count if spec.inference is not None or spec.gang else 0
+    return JobClass(spec, (pools_mask, site_kw), pools, sites, monotone=monotone, memo_ok=memo_ok,
+                    need_gpus=need_gpus, pool_healthy=index.pool_healthy_gpus[pools], pool_sites=pool_sites,
+                    pool_envelope_kw=index.site_envelope_kw[pool_sites],
+                    pool_need_kw=index.pool_kw_per_gpu[pools] * spec.gpus.count)
 
 
 _INDEXES: weakref.WeakKeyDictionary[Scheduler, QueueIndex] = weakref.WeakKeyDictionary()
