@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, site_reasons
+from grid_scheduler.engine import Decision, GridIndex, Usage, site_reasons
 from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
@@ -368,7 +368,7 @@ class Scheduler:
         self.log_decision(record, decision, [u.job_id for u in updates])
 
     def _could_ever_place(self, spec: JobSpec) -> bool:
-        return could_ever_place(self.index, spec, self.policy).placement is not None
+        return queue_index.could_ever_place(self, spec)
 
     def get(self, job_id: str) -> JobRecord:
         record = self.store.get_job(job_id)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from grid_scheduler.engine.index import FloatArray, IntArray, Usage
+from grid_scheduler.engine.online import could_ever_place as engine_could_ever_place
 from grid_scheduler.engine.priority import Holds, Shadow, queue_key, shadow
 from grid_scheduler.model import JobRecord, JobSpec, JobState
 from grid_scheduler.state import MemoryStore
@@ -95,7 +96,9 @@ class QueueIndex:
     force_full: bool = False  # every pass the full one (tests compare the two)
     # Running jobs that are preemptible: id -> priority (only they can ever be evicted).
     preemptible: dict[str, int] = field(default_factory=dict)
-    running_known: frozenset[str] = frozenset()
+    ever_fits: dict[str, bool] = field(default_factory=dict)  # class key -> could_ever_place
+    running_seq: int = -1  # position in the store's change log the running index is up to
+    pending_seq: int = -1  # and the waiting jobs
 
     def tiers(self) -> list[int]:
         return sorted({c.spec.priority for c in self.classes.values() if c.members}, reverse=True)
@@ -129,21 +132,32 @@ def preemptible_running(s: Scheduler, below: int) -> list[JobRecord]:
     if not isinstance(store, MemoryStore):
         return [r for r in store.running_jobs() if r.spec.preemptible and r.spec.priority < below]
     qi = _index_of(s)
-    ids = store.running_ids()
-    if ids != qi.running_known:
-        for gone in qi.running_known - ids:
-            qi.preemptible.pop(gone, None)
-        for new in ids - qi.running_known:
-            record = store.get_job(new)
-            if record is not None and record.spec.preemptible:
-                qi.preemptible[new] = record.spec.priority
-        qi.running_known = ids
+    qi.running_seq, changed = store.changed_since(qi.running_seq)
+    if changed is None:  # first use, or the log moved on too far: read the running set whole
+        qi.preemptible.clear()
+        changed = list(store.running_ids())
+    for job_id in set(changed):
+        record = store.get_job(job_id)
+        if record is not None and record.state is JobState.RUNNING and record.spec.preemptible:
+            qi.preemptible[job_id] = record.spec.priority
+        else:
+            qi.preemptible.pop(job_id, None)
     out = []
     for job_id in sorted(j for j, p in qi.preemptible.items() if p < below):
         record = store.get_job(job_id)
         if record is not None and record.state is JobState.RUNNING:
             out.append(record)
     return out
+
+
+def could_ever_place(s: Scheduler, spec: JobSpec) -> bool:
+    """Whether an empty grid could take ``spec`` (``engine.could_ever_place``), once per class and policy."""
+    qi = _index_of(s)
+    key = class_key(spec)
+    fits = qi.ever_fits.get(key)
+    if fits is None:
+        fits = qi.ever_fits[key] = engine_could_ever_place(s.index, spec, s.policy).placement is not None
+    return fits
 
 
 def _new_class(s: Scheduler, spec: JobSpec) -> JobClass:
@@ -184,12 +198,16 @@ def synced(s: Scheduler, records: list[JobRecord] | None) -> QueueIndex:
     the caller has read them already; else read here, by id when the store can list ids)."""
     qi = _index_of(s)
     if records is None and isinstance(s.store, MemoryStore):
-        ids = s.store.pending_ids()
-        for gone in list(qi.of_job.keys() - ids):
-            qi.remove(s, gone)
-        for new in ids - qi.of_job.keys():
-            record = s.store.get_job(new)
-            if record is not None and record.state is JobState.PENDING:
+        qi.pending_seq, changed = s.store.changed_since(qi.pending_seq)
+        if changed is None:  # first use, or the log moved on too far: compare the waiting set whole
+            ids = s.store.pending_ids()
+            changed = [*(qi.of_job.keys() - ids), *(ids - qi.of_job.keys())]
+        for job_id in sorted(set(changed)):
+            record = s.store.get_job(job_id)
+            waiting = record is not None and record.state is JobState.PENDING
+            if job_id in qi.of_job and not waiting:
+                qi.remove(s, job_id)
+            elif record is not None and waiting and job_id not in qi.of_job:
                 qi.add(s, record)
         return qi
     if records is None:
