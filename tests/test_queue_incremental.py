@@ -7,7 +7,8 @@ undrains, explicit passes and policy changes. One retries its queue with the inc
 (``place_pending``), the other with the full pass (``queue_index.force_full_pass``). After every
 step both ledgers and every job's state and placement must be identical.
 
-Examples: ``QUEUE_EXAMPLES`` (300 by default).
+The same on Redis (the live server's ledger), fewer examples. Examples: ``QUEUE_EXAMPLES`` (500 by
+default), ``QUEUE_REDIS_EXAMPLES`` (100).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import uuid4
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -23,9 +25,10 @@ from hypothesis import strategies as st
 from grid_scheduler.model import Grid, JobRecord, JobSpec, JobState, Policy
 from grid_scheduler.scheduler import Scheduler, queue_index
 from grid_scheduler.scheduler.batch_commit import OptimizeOutcome
-from grid_scheduler.state import Limits, MemoryStore, Transition
+from grid_scheduler.state import Limits, MemoryStore, Store, Transition
 
-EXAMPLES = int(os.environ.get("QUEUE_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("QUEUE_EXAMPLES", "500"))
+REDIS_EXAMPLES = int(os.environ.get("QUEUE_REDIS_EXAMPLES", "100"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 ALL_STATES = frozenset(JobState)
 POOLS = ["sines-gb300", "london-b200", "frankfurt-h100", "london-h200", "sines-h100"]
@@ -51,7 +54,7 @@ inference = st.tuples(
 )
 step = st.one_of(
     training, training, training, inference, inference,
-    st.tuples(st.sampled_from(["complete", "complete", "complete", "cancel"]), st.integers(0, 60)),
+    st.tuples(st.sampled_from(["complete", "complete", "complete", "cancel"]), st.integers(0, 12)),
     st.tuples(st.sampled_from(["complete", "complete", "complete", "cancel"]), st.integers(0, 60)),
     st.tuples(st.sampled_from(["drain", "undrain"]), st.sampled_from(POOLS)),
     st.tuples(st.just("pass")),
@@ -76,10 +79,11 @@ def spec_of(op: Sequence[Any], n: int) -> JobSpec:
     })
 
 
-def new_scheduler(grid: Grid, full: bool) -> Scheduler:
+def new_scheduler(grid: Grid, full: bool, store: Store | None = None) -> Scheduler:
     clock = itertools.count(1)
     ids = itertools.count()
-    s = Scheduler(grid, store=MemoryStore(Limits.from_grid(grid)), clock=lambda: float(next(clock)),
+    store = store if store is not None else MemoryStore(Limits.from_grid(grid))
+    s = Scheduler(grid, store=store, clock=lambda: float(next(clock)),
                   quiet=True, job_ids=lambda: f"job-{next(ids):06d}")
     if full:
         queue_index.force_full_pass(s)
@@ -113,8 +117,9 @@ def apply(s: Scheduler, op: Sequence[Any], n: int, ids: list[str]) -> list[str]:
     return []
 
 
-def run_both(grid: Grid, steps: list[tuple[Any, ...]]) -> None:
-    incremental, full = new_scheduler(grid, False), new_scheduler(grid, True)
+def run_both(grid: Grid, steps: list[tuple[Any, ...]], store: Store | None = None) -> None:
+    """``store``: the incremental scheduler's ledger (in-memory by default)."""
+    incremental, full = new_scheduler(grid, False, store), new_scheduler(grid, True)
     for n, op in enumerate(steps):
         ids = [r.id for r in incremental.store.list_jobs(ALL_STATES, "", 10_000)]
         placed = apply(incremental, op, n, ids), apply(full, op, n, ids)
@@ -146,6 +151,23 @@ HELD = [("train", 128, 0, False, 0, True, "acme", 1.0), ("train", 64, 1, False, 
 @given(steps=st.lists(step, min_size=1, max_size=40))
 def test_incremental_pass_equals_full_pass(small_grid: Grid, steps: list[tuple[Any, ...]]) -> None:
     run_both(small_grid, steps)
+
+
+@settings(max_examples=REDIS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@example(steps=HELD)
+@example(steps=DEEP)
+@example(steps=MIXED)
+@given(steps=st.lists(step, min_size=1, max_size=25))
+def test_incremental_pass_on_redis_equals_full_pass(small_grid: Grid, redis_url: str,
+                                                    steps: list[tuple[Any, ...]]) -> None:
+    """The live server's case: the index read from Redis (``pending_jobs``), usage re-read per decision."""
+    from grid_scheduler.state.redis_store import RedisStore
+
+    store = RedisStore(Limits.from_grid(small_grid), redis_url, f"queue-{uuid4().hex[:12]}")
+    try:
+        run_both(small_grid, steps, store)
+    finally:
+        store.close()
 
 
 class Counting:
