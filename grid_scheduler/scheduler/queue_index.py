@@ -62,6 +62,9 @@ class JobClass:
     failed_on: bytes | None = None  # the restricted usage of the last failed decision
 
     def signature(self, usage: Usage) -> bytes:
+        """Everything a member's decision reads that can change while it waits. A decision that
+        comes to read more (a tenant's quota use: the class key holds the tenant) must add it
+        here, or a release of it would not wake the class."""
         return (usage.pool_used_gpus[self.pools].tobytes() + usage.site_used_kw[self.sites].tobytes()
                 + usage.pool_drained[self.pools].tobytes())
 
