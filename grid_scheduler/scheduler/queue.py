@@ -31,19 +31,27 @@ def place_pending(s: Scheduler, full: bool = False) -> list[JobRecord]:
 
     The incremental pass (the default) decides only what could start: its result is the full
     pass's (``full=True``), job for job, in the same order. It runs when no preemption can happen
-    in this pass (no running preemptible job below the top waiting tier); otherwise the full pass runs.
+    in this pass (no running preemptible job below the top waiting tier) and fair share is off;
+    otherwise the full pass runs.
     """
     with s.lock:
         s.usage()  # adopt a newly applied policy before the holds below are built under it
         records = None if isinstance(s.store, MemoryStore) else s.store.pending_jobs()
         qi = queue_index.synced(s, records)
-        if full or qi.force_full or _preemption_possible(s, qi):
+        if full or qi.force_full or _fair_share_on(s) or _preemption_possible(s, qi):
             return full_pass(s, records)
         placed: list[JobRecord] = []
         if not _incremental_pass(s, qi, placed):  # the policy changed under the pass: go on under the new one
             return placed + full_pass(s, None)
         s._holds = qi.holds.copy()
         return placed
+
+
+def _fair_share_on(s: Scheduler) -> bool:
+    """Fair share (a policy section from another branch) orders each tier by per-tenant usage read
+    at the start of each pass; the incremental pass merges classes in ``queue_key`` order, so with
+    fair share on the full pass runs. (getattr: a policy without the section has it off.)"""
+    return bool(getattr(getattr(s.policy, "fair_share", None), "enabled", False))
 
 
 def _preemption_possible(s: Scheduler, qi: QueueIndex) -> bool:
