@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from grid_scheduler.engine.feasibility import compute_checks
-from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, Usage
+from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.model import JobKind, JobSpec, Policy
 from grid_scheduler.model.job import TrainingSpec
 
@@ -111,10 +111,20 @@ def tiers_descending(priorities: Iterable[int]) -> list[int]:
     return sorted(set(priorities), reverse=True)
 
 
+# Held power is summed in whole microwatts: integer sums do not depend on the order jobs are added
+# or removed in, so a queue pass that keeps the holds between passes (adding and removing jobs
+# as they come and go) holds exactly what a pass rebuilding them in queue order holds.
+UW_PER_KW = 1_000_000_000
+
+
 @dataclass
 class _TierHold:
-    pools: BoolArray  # GPUs held: every pool a waiting job of this tier could ever use
-    site_kw: FloatArray  # facility power held per site: what those jobs need there
+    pool_jobs: IntArray  # waiting jobs of this tier that could ever use each pool (held while > 0)
+    site_uw: IntArray  # facility power held per site (µW): what those jobs need there
+
+
+def _to_uw(site_kw: FloatArray) -> IntArray:
+    return np.asarray(np.round(np.asarray(site_kw) * UW_PER_KW), dtype=np.int64)
 
 
 @dataclass
@@ -137,14 +147,28 @@ class Holds:
         ``shadow_of`` is ``shadow(index, spec, policy)`` when the caller has it cached."""
         if spec.priority == 0:
             return  # no tier is lower: nothing to hold against
+        self._add(spec, policy, shadow_of, 1)
+
+    def unhold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None) -> None:
+        """Undo one ``hold_for`` of the same spec (the job started or left the queue)."""
+        if spec.priority == 0:
+            return
+        self._add(spec, policy, shadow_of, -1)
+
+    def _add(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None, sign: int) -> None:
         pools, site_kw = shadow_of if shadow_of is not None else shadow(self.index, spec, policy)
         tier = self._tiers.get(spec.priority)
         if tier is None:
-            self._tiers[spec.priority] = _TierHold(pools.copy(), site_kw.copy())
-        else:
-            tier.pools |= pools
-            tier.site_kw += site_kw
+            tier = self._tiers[spec.priority] = _TierHold(np.zeros(len(pools), dtype=np.int64),
+                                                          np.zeros(len(site_kw), dtype=np.int64))
+        tier.pool_jobs += sign * pools.astype(np.int64)
+        tier.site_uw += sign * _to_uw(site_kw)
+        if sign < 0 and not tier.pool_jobs.any():
+            del self._tiers[spec.priority]  # no job of this tier waits: it holds nothing
         self._cache.clear()
+
+    def copy(self) -> Holds:
+        return Holds(self.index, {p: _TierHold(t.pool_jobs.copy(), t.site_uw.copy()) for p, t in self._tiers.items()})
 
     def _above(self, priority: int) -> tuple[BoolArray, FloatArray] | None:
         cached = self._cache.get(priority)
@@ -152,9 +176,9 @@ class Holds:
             tiers = [t for p, t in self._tiers.items() if p > priority]
             if not tiers:
                 return None
-            pools = np.logical_or.reduce([t.pools for t in tiers])
-            site_kw = np.add.reduce([t.site_kw for t in tiers])
-            cached = self._cache[priority] = (np.asarray(pools, dtype=np.bool_), np.asarray(site_kw))
+            pools = np.add.reduce([t.pool_jobs for t in tiers]) > 0
+            site_kw = np.add.reduce([t.site_uw for t in tiers]) / UW_PER_KW
+            cached = self._cache[priority] = (np.asarray(pools, dtype=np.bool_), np.asarray(site_kw, dtype=np.float64))
         return cached
 
     def overlay(self, usage: Usage, spec: JobSpec) -> Usage:

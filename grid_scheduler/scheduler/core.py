@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from grid_scheduler.engine import Decision, GridIndex, Usage, could_ever_place, site_reasons
+from grid_scheduler.engine import Decision, GridIndex, Usage, site_reasons
 from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
@@ -41,7 +41,7 @@ from grid_scheduler.model import (
     policy_sha256,
 )
 from grid_scheduler.model.job import violations_against_grid
-from grid_scheduler.scheduler import batch_commit, observer, policy_diff, queue, transitions
+from grid_scheduler.scheduler import batch_commit, observer, policy_diff, queue, queue_index, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
 from grid_scheduler.scheduler.observer import NullObserver, Observer
@@ -342,7 +342,8 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.REJECTED,
                 "no site of the grid can ever take it", now, owner=owner, policy_version=self.policy_version,
             ), []
-        running = self.store.running_jobs() if spec.priority > 0 else []
+        # Only preemptible lower-tier jobs can be victims; the queue index lists just those.
+        running = queue_index.preemptible_running(self, spec.priority) if spec.priority > 0 else []
         plan = plan_preemption(self.index, self.policy, usage, holds, spec, running, now, self.decide)
         if plan is not None:
             assert plan.decision.placement is not None
@@ -371,7 +372,7 @@ class Scheduler:
         self.log_decision(record, decision, [u.job_id for u in updates])
 
     def _could_ever_place(self, spec: JobSpec) -> bool:
-        return could_ever_place(self.index, spec, self.policy).placement is not None
+        return queue_index.could_ever_place(self, spec)
 
     def get(self, job_id: str) -> JobRecord:
         record = self.store.get_job(job_id)

@@ -12,20 +12,148 @@ backfill: the waiting job evicts them as soon as that makes room.
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING
 
+from grid_scheduler.engine import Decision, Usage
 from grid_scheduler.engine.fairshare import fair_order
 from grid_scheduler.engine.priority import Holds
-from grid_scheduler.model import JobRecord
-from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.model import JobRecord, JobState
+from grid_scheduler.scheduler import observer, queue_index, transitions
 from grid_scheduler.scheduler.preempt import plan_preemption
-from grid_scheduler.state import CapacityConflict, StaleRecord, UnknownJob, Update
+from grid_scheduler.scheduler.queue_index import JobClass, QueueIndex, QueueKey
+from grid_scheduler.state import CapacityConflict, MemoryStore, StaleRecord, UnknownJob, Update
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.core import Scheduler
 
 
-def place_pending(s: Scheduler) -> list[JobRecord]:
+def place_pending(s: Scheduler, full: bool = False) -> list[JobRecord]:
+    """Try the waiting jobs in queue order; returns those placed.
+
+    The incremental pass (the default) decides only what could start: its result is the full
+    pass's (``full=True``), job for job, in the same order. It runs when no preemption can happen
+    in this pass (no running preemptible job below the top waiting tier) and fair share is off;
+    otherwise the full pass runs.
+    """
+    with s.lock:
+        s.usage()  # adopt a newly applied policy before the holds below are built under it
+        records = None if isinstance(s.store, MemoryStore) else s.store.pending_jobs()
+        qi = queue_index.synced(s, records)
+        if full or qi.force_full or _fair_share_on(s) or _preemption_possible(s, qi):
+            return full_pass(s, records)
+        placed: list[JobRecord] = []
+        if not _incremental_pass(s, qi, placed):  # the policy changed under the pass: go on under the new one
+            return placed + full_pass(s, None)
+        s._holds = qi.holds.copy()
+        return placed
+
+
+def _fair_share_on(s: Scheduler) -> bool:
+    """Fair share orders each tier by per-tenant usage read at the start of each pass; the
+    incremental pass merges classes in ``queue_key`` order, so with fair share on the full pass runs."""
+    return s.policy.fair_share.enabled
+
+
+def _preemption_possible(s: Scheduler, qi: QueueIndex) -> bool:
+    tiers = qi.tiers()
+    if not tiers or tiers[0] == 0:
+        return False
+    # Jobs placed within the pass are of the tier being tried or higher: none of them can be a victim.
+    return bool(queue_index.preemptible_running(s, tiers[0]))
+
+
+def _incremental_pass(s: Scheduler, qi: QueueIndex, placed: list[JobRecord]) -> bool:
+    """Tier by tier, the members of classes that could start, merged in queue order.
+
+    Within a tier the holds overlaid on it (higher tiers only) do not change, and without
+    preemption usage only shrinks, at each placement. So a class whose last failure saw the
+    usage it would see now is skipped whole; after a placement a failed gang class stays failed
+    (fewer GPUs and watts cannot make a gang fit), while a split or replica class, whose greedy
+    fill is not monotone, is tried again from the next member once its own usage has changed.
+    """
+    return all(_tier_pass(s, qi, tier, placed) for tier in qi.tiers())
+
+
+def _tier_pass(s: Scheduler, qi: QueueIndex, tier: int, placed: list[JobRecord]) -> bool:
+    """One tier of ``_incremental_pass``; False when the policy changed under it."""
+    classes = [c for c in qi.classes.values() if c.spec.priority == tier and c.members]
+    usage = s.usage()
+    overlays: dict[bool, Usage] = {}
+
+    def over(c: JobClass) -> Usage:
+        held = overlays.get(c.spec.preemptible)
+        if held is None:
+            held = overlays[c.spec.preemptible] = qi.holds.overlay(usage, c.spec)
+        return held
+
+    heap: list[tuple[QueueKey, int, JobClass]] = []
+    active: set[int] = set()
+
+    def push(c: JobClass, key: QueueKey | None) -> None:
+        if key is not None and id(c) not in active:
+            active.add(id(c))
+            heapq.heappush(heap, (key, id(c), c))
+
+    for c in classes:
+        if not c.fails_on(over(c)):
+            push(c, c.members[0])
+    while heap:
+        key, _, c = heapq.heappop(heap)
+        active.discard(id(c))
+        now_usage = s.usage()  # the same object unless the ledger moved (another replica's commit)
+        if now_usage is not usage:
+            if s.policy_version != qi.policy_version:
+                return False
+            usage = now_usage
+            overlays.clear()
+        held = over(c)
+        if c.fails_on(held):
+            continue  # every member up to the next change of usage fails as the last one did
+        if c.no_slot(held):
+            c.failed_on = c.signature(held) if c.memo_ok else None
+            continue  # and so every member up to the next change of usage
+        record = s.store.get_job(key[2])
+        if record is None or record.state is not JobState.PENDING:
+            push(c, c.after(key))  # another replica moved it since the index was read
+            continue
+        decision = s.decide(record.spec, held)
+        if decision.placement is None:
+            if c.memo_ok:
+                c.failed_on = c.signature(held)
+            else:
+                push(c, c.after(key))
+            continue
+        started = _commit(s, record, decision)
+        if started is None:
+            push(c, c.after(key))  # lost a race to another replica: as the full pass, go on
+            continue
+        placed.append(started)
+        qi.remove(s, record.id)
+        usage = s.usage()
+        if s.policy_version != qi.policy_version:
+            return False
+        overlays.clear()
+        push(c, c.after(key))
+        for d in classes:
+            if id(d) not in active and not d.monotone and d.members and not d.fails_on(over(d)):
+                push(d, d.after(key))
+    return True
+
+
+def _commit(s: Scheduler, record: JobRecord, decision: Decision) -> JobRecord | None:
+    """Start ``record`` as ``decision`` places it (as ``try_start`` does when nothing is evicted)."""
+    assert decision.placement is not None
+    start = transitions.to_running(record, decision.placement, s.now(), policy_version=s.policy_version)
+    try:
+        observer.commit(s.observer, s.store, [Update(record.id, record.version, start)])
+    except (CapacityConflict, StaleRecord, UnknownJob):
+        return None
+    s.log_decision(start.record, decision, [])
+    return start.record
+
+
+def full_pass(s: Scheduler, pending: list[JobRecord] | None = None) -> list[JobRecord]:
     """Try every pending job in queue order; returns those placed.
 
     Within one pass capacity only shrinks and holds only grow, so once a gang job of some shape
@@ -36,8 +164,9 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
     placed: list[JobRecord] = []
     failed_shapes: set[str] = set()
     with s.lock:
-        s.usage()  # adopt a newly applied policy before the holds below are built under it
-        pending = s.store.pending_jobs()
+        s.usage()
+        if pending is None:
+            pending = s.store.pending_jobs()
         preemptors = any(r.spec.priority > 0 for r in pending)
         fair = s.policy.fair_share.enabled
         running = s.store.running_jobs() if preemptors or fair else []
