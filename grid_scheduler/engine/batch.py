@@ -225,7 +225,8 @@ def solve_batch(
     by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
     for job_id, spec in jobs:
         by_tier[spec.priority].append((job_id, spec))
-    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy(),
+                    usage.tenant_pool_gpus)
     holds = Holds(index)
     results: list[tuple[int, BatchResult]] = []
     left_jobs = len(jobs)
@@ -413,7 +414,8 @@ def _greedy(
 ) -> None:
     """The online decision, job by job, in queue order, on a running copy of usage."""
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
-    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy(),
+                    usage.tenant_pool_gpus)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].priority)
     failed: set[int] = set()  # usage only grows, so once a class fails, its later jobs fail too
     for i in order:

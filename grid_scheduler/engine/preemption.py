@@ -54,7 +54,7 @@ def release(index: GridIndex, usage: Usage, placements: Sequence[Placement]) -> 
             p = index.pool_index[a.pool_id]
             used[p] -= a.gpus
             kw[index.pool_site[p]] -= a.power_kw
-    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy())
+    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), usage.tenant_pool_gpus)
 
 
 def fits(index: GridIndex, usage: Usage, job: JobSpec, policy: Policy, victims: Sequence[Running]) -> bool:

@@ -29,6 +29,7 @@ from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
+from grid_scheduler.engine.quota import QuotaRules, rules_for
 from grid_scheduler.model import (
     EventType,
     Grid,
@@ -148,8 +149,15 @@ class Scheduler:
         version = versions.ledger
         if self._usage is None or self._usage[0] != version:
             snap = self.store.snapshot()
-            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
+            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained,
+                                               snap.tenant_pool_gpus))
         return self._usage[1]
+
+    @property
+    def quota(self) -> QuotaRules | None:
+        """The active policy's quotas, compiled; every commit passes them so the ledger re-checks
+        them against live usage (None: the policy sets none)."""
+        return rules_for(self.index, self.policy.quotas) if self.policy.quotas.cohorts else None
 
     def decide(self, spec: JobSpec, usage: Usage | None = None) -> Decision:
         """The engine's decision on ``usage`` (now, by default); inference replicas by CP-SAT when the
@@ -299,7 +307,7 @@ class Scheduler:
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
                 try:
-                    record, created = observer.commit(self.observer, self.store, updates, create)
+                    record, created = observer.commit(self.observer, self.store, updates, create, self.quota)
                 except (CapacityConflict, StaleRecord, UnknownJob):
                     continue  # the ledger or a victim moved: decide again on a fresh snapshot
                 assert record is not None
@@ -313,7 +321,7 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
                 "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
             )
-            record, created = observer.commit(self.observer, self.store, (), create)
+            record, created = observer.commit(self.observer, self.store, (), create, self.quota)
             assert record is not None
             if not created:
                 return self._twin(record, spec)

@@ -82,7 +82,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now, policy_version=s.policy_version)
     updates.append(Update(record.id, record.version, start))
     try:
-        observer.commit(s.observer, s.store, updates)
+        observer.commit(s.observer, s.store, updates, quota=s.quota)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])
