@@ -131,9 +131,10 @@ def test_borrowing_stops_at_the_limit_and_the_wait_says_why(small_grid: Grid) ->
     assert len(reasons) == 1
     r = reasons[0]
     assert (r.used, r.nominal, r.borrowable, r.unit, r.required, r.available) == (96, 64, 0, "gpus", 8, 0)
-    # bank is under its nominal quota, but acme borrowed 32 of it: bank gets only 32 now.
-    assert s.submit(spec("bank", 33, residency=EU)).record.state is JobState.PENDING
+    # bank takes the 32 GPUs left; 33 more would put it over its nominal 64 (and it may not borrow).
     assert s.submit(spec("bank", 32, residency=EU)).record.state is JobState.RUNNING
+    assert s.submit(spec("bank", 33, residency=EU)).record.state is JobState.PENDING
+    assert s.get(second.id).state is JobState.RUNNING  # no reclaim beyond bank's nominal quota
     # Completing acme's job frees quota: the waiting acme job starts.
     s.complete(first.id)
     assert s.get(third.id).state is JobState.RUNNING
@@ -147,9 +148,14 @@ def test_lending_limit_keeps_part_of_the_nominal_quota(small_grid: Grid) -> None
     # retail's nominal 256 plus what media lends (64): 320, not the 384 its borrowing limit allows.
     assert s.submit(spec("retail", 64, residency=NOT_EU)).record.state is JobState.RUNNING
     assert s.submit(spec("retail", 1, residency=NOT_EU)).record.state is JobState.PENDING
-    # media's guaranteed 64 are still there for it, and its lent 64 are in use by retail.
+    # media's guaranteed 64 are still there for it without touching retail.
+    borrowed = s.store.running_jobs()
     assert s.submit(spec("media", 64, residency=NOT_EU)).record.state is JobState.RUNNING
-    assert s.submit(spec("media", 1, residency=NOT_EU)).record.state is JobState.PENDING
+    assert {r.id for r in s.store.running_jobs()} >= {r.id for r in borrowed}
+    # Its lent 64 are in use by retail: one GPU more is a reclaim of retail's borrowed job.
+    assert s.submit(spec("media", 1, residency=NOT_EU)).record.state is JobState.RUNNING
+    assert sorted(r.placement.gpus for r in s.store.running_jobs()
+                  if r.spec.tenant == "retail" and r.placement is not None) == [256]
     # Unlisted tenants and groups are unlimited.
     assert s.submit(spec("other", 32, residency=NOT_EU)).record.state is JobState.RUNNING
 
@@ -367,3 +373,31 @@ def test_batch_fills_a_quota_exactly_and_no_more(small_grid: Grid) -> None:
     acme = sum(p.gpus for j, p in result.placements.items() if not j.startswith("job-b"))
     bank = sum(p.gpus for j, p in result.placements.items() if j.startswith("job-b"))
     assert (acme, bank) == (96, 32)
+
+
+# --- reclaim ---------------------------------------------------------------------------------
+def test_reclaim_returns_a_tenant_to_its_nominal_quota(small_grid: Grid) -> None:
+    """acme borrows all that bank lends; bank, under its nominal quota, takes it back by preempting
+    acme's borrowed work (lowest priority first), even though acme's jobs rank higher."""
+    s = Scheduler(small_grid, example_policy())
+    acme = [s.submit(spec("acme", 32, residency=EU, priority=p)).record for p in (5, 4, 3)]
+    assert all(r.state is JobState.RUNNING for r in acme)  # 96: nominal 64 + 32 borrowed from bank
+    assert s.submit(spec("acme", 8, residency=EU, priority=1)).record.state is JobState.PENDING
+    # sines-gb300 has 32 left; bank wants its full nominal 64: 32 must come back from acme.
+    bank = s.submit(spec("bank", 64, residency=EU, priority=0)).record
+    assert bank.state is JobState.RUNNING
+    states = {r.id: s.get(r.id).state for r in acme}
+    assert states == {acme[0].id: JobState.RUNNING, acme[1].id: JobState.RUNNING, acme[2].id: JobState.PENDING}
+    assert_within_quotas(small_grid, s.policy, s.store)
+    # bank is at its nominal quota: it reclaims nothing more.
+    assert s.submit(spec("bank", 8, residency=EU, priority=0)).record.state is JobState.PENDING
+    assert {r.id: s.get(r.id).state for r in acme} == states
+
+
+def test_no_reclaim_from_a_tenant_within_its_nominal_quota(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, example_policy())
+    mine = s.submit(spec("acme", 64, residency=EU, priority=0)).record
+    other = s.submit(spec("other", 64, residency=EU, priority=0)).record  # unlimited, in no cohort
+    assert mine.state is JobState.RUNNING and other.state is JobState.RUNNING
+    assert s.submit(spec("bank", 64, residency=EU, priority=0)).record.state is JobState.PENDING
+    assert s.get(mine.id).state is JobState.RUNNING and s.get(other.id).state is JobState.RUNNING

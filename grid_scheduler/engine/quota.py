@@ -150,6 +150,26 @@ class QuotaRules:
                             f"{self.lendable[key]} GPUs it lends")
         return ""
 
+    def may_reclaim(
+        self, tenant_pool_gpus: Mapping[str, IntArray], reclaimer: str, need_gpus: int, victim: str,
+        victim_pools: Iterable[int],
+    ) -> bool:
+        """Reclaim (Kueue's ``reclaimWithinCohort: Any``): ``reclaimer`` may evict a preemptible job of
+        ``victim``, whatever its priority, when both share a cohort in a group the victim's job
+        uses, the victim borrows there (holds more than its nominal quota) and the reclaimer,
+        with ``need_gpus`` more, would still be within its own nominal quota there."""
+        if victim == reclaimer:
+            return False
+        for g in {int(self.pool_group[p]) for p in victim_pools}:
+            mine = self.limits.get((reclaimer, g))
+            theirs = self.limits.get((victim, g))
+            if g < 0 or mine is None or theirs is None or mine.cohort != theirs.cohort:
+                continue
+            if (self.used(tenant_pool_gpus, victim, g) > theirs.nominal
+                    and self.used(tenant_pool_gpus, reclaimer, g) + need_gpus <= mine.nominal):
+                return True
+        return False
+
     def checks_for(self, tenant: str, groups: Iterable[int], pool_ids: tuple[str, ...]) -> list[dict[str, object]]:
         """The limits a commit of ``tenant`` into ``groups`` must re-check, as the Redis script reads them."""
         out: list[dict[str, object]] = []

@@ -159,6 +159,11 @@ class Scheduler:
         them against live usage (None: the policy sets none)."""
         return rules_for(self.index, self.policy.quotas) if self.policy.quotas.cohorts else None
 
+    def may_reclaim(self, tenant: str) -> bool:
+        """Whether ``tenant`` has quotas, so a job of it at any priority may reclaim borrowed capacity."""
+        quota = self.quota
+        return quota is not None and quota.limited(tenant)
+
     def decide(self, spec: JobSpec, usage: Usage | None = None) -> Decision:
         """The engine's decision on ``usage`` (now, by default); inference replicas by CP-SAT when the
         policy asks for it."""
@@ -346,7 +351,7 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.REJECTED,
                 "no site of the grid can ever take it", now, owner=owner, policy_version=self.policy_version,
             ), []
-        running = self.store.running_jobs() if spec.priority > 0 else []
+        running = self.store.running_jobs() if spec.priority > 0 or self.may_reclaim(spec.tenant) else []
         plan = plan_preemption(self.index, self.policy, usage, holds, spec, running, now, self.decide)
         if plan is not None:
             assert plan.decision.placement is not None

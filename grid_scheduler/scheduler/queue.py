@@ -36,7 +36,7 @@ def place_pending(s: Scheduler) -> list[JobRecord]:
     with s.lock:
         s.usage()  # adopt a newly applied policy before the holds below are built under it
         pending = s.store.pending_jobs()
-        preemptors = any(r.spec.priority > 0 for r in pending)
+        preemptors = any(r.spec.priority > 0 or s.may_reclaim(r.spec.tenant) for r in pending)
         running = s.store.running_jobs() if preemptors else []
         holds = Holds(s.index)
         for record in pending:
