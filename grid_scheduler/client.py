@@ -209,6 +209,11 @@ class Client:
         reply: pol.RollbackPolicyResponse = self.policies.RollbackPolicy(request, timeout=self.timeout_s)
         return reply.policy
 
+    def quota_usage(self, tenant: str = "") -> pol.GetQuotaUsageResponse:
+        reply: pol.GetQuotaUsageResponse = self.policies.GetQuotaUsage(
+            pol.GetQuotaUsageRequest(tenant=tenant), timeout=self.timeout_s)
+        return reply
+
     def check_health(self, service: str = "") -> int:
         response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
         status: int = response.status

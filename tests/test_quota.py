@@ -401,3 +401,79 @@ def test_no_reclaim_from_a_tenant_within_its_nominal_quota(small_grid: Grid) -> 
     assert mine.state is JobState.RUNNING and other.state is JobState.RUNNING
     assert s.submit(spec("bank", 64, residency=EU, priority=0)).record.state is JobState.PENDING
     assert s.get(mine.id).state is JobState.RUNNING and s.get(other.id).state is JobState.RUNNING
+
+
+# --- GetQuotaUsage and `grid-scheduler quotas` -----------------------------------------------
+def test_get_quota_usage_over_grpc_and_reasons_carry_the_numbers(small_grid: Grid) -> None:
+    from grid_scheduler._proto.v1 import placement_pb2 as ppb
+    from grid_scheduler.client import Client
+    from grid_scheduler.service.server import start_server
+
+    s = Scheduler(small_grid, example_policy())
+    running = start_server(s, "127.0.0.1:0", max_workers=4)
+    try:
+        with Client(f"127.0.0.1:{running.port}", timeout_s=10) as client:
+            client.submit(spec("acme", 64, residency=EU))
+            client.submit(spec("acme", 32, residency=EU))
+            waiting = client.submit(spec("acme", 8, residency=EU), full=True)
+            assert waiting.job.state == ppb.JOB_STATE_PENDING
+            quota = [r for r in waiting.job.reasons if r.code == ppb.REASON_CODE_QUOTA]
+            assert [(r.used, r.nominal, r.borrowable, r.unit) for r in quota] == [(96, 64, 0, "gpus")]
+            reply = client.quota_usage()
+            rows = {(q.tenant, q.resource_group): q for q in reply.usage}
+            acme = rows[("acme", "gb300-eu")]
+            assert (acme.cohort, acme.used_gpus, acme.nominal_gpus, acme.borrowed_gpus, acme.borrowable_gpus,
+                    acme.headroom_gpus, acme.borrowing_limit_gpus, acme.HasField("lending_limit_gpus")) == (
+                "research", 96, 64, 32, 0, 0, 32, False)
+            bank = rows[("bank", "gb300-eu")]
+            assert (bank.used_gpus, bank.headroom_gpus) == (0, 32)  # 32 of its 64 are lent to acme
+            assert len(rows) == 6
+            assert [q.tenant for q in client.quota_usage("bank").usage] == ["bank", "bank"]
+    finally:
+        running.stop(grace_s=0.5)
+
+
+def test_quotas_cli_table_and_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from grid_scheduler.client import Client
+    from tests.conftest import GRIDS
+    from tests.net import free_port
+
+    bin_dir = Path(sys.executable).parent
+    address = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [str(bin_dir / "grid-scheduler"), "serve", "--grid", str(GRIDS / "nscale.yaml"), "--address", address,
+         "--policy", str(EXAMPLE), "--log-json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        with Client(address, timeout_s=2) as client:
+            while True:
+                try:
+                    client.check_health()
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline and process.poll() is None, "server did not start"
+                    time.sleep(0.2)
+            client.submit(spec("acme", 72, residency=EU))
+
+        def cli(*args: str) -> str:
+            result = subprocess.run([str(bin_dir / "grid-scheduler"), "quotas", *args, "--address", address],
+                                    capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        table = cli()
+        assert "cohort" in table.splitlines()[0] and "borrowable" in table.splitlines()[0]
+        acme = next(line for line in table.splitlines() if " acme " in f" {line} " and "gb300-eu" in line)
+        assert acme.split()[:6] == ["research", "acme", "gb300-eu", "72", "64", "8"]
+        data = json.loads(cli("--json", "--tenant", "acme"))
+        assert [(u["resourceGroup"] if "resourceGroup" in u else u["resource_group"]) for u in data["usage"]] == [
+            "gb300-eu", "hub-h100"]
+    finally:
+        process.kill()
+        process.wait()

@@ -31,7 +31,7 @@ import numpy as np
 from grid_scheduler.engine.index import GridIndex, IntArray
 from grid_scheduler.model import Grid, Quotas
 
-__all__ = ["UNLIMITED", "Limit", "QuotaRules", "QuotaState", "compile_rules", "rules_for"]
+__all__ = ["UNLIMITED", "Limit", "QuotaRow", "QuotaRules", "QuotaState", "compile_rules", "quota_table", "rules_for"]
 
 # Stands for "no limit" where a number must travel (Lua, NumPy): far above any grid's GPUs.
 UNLIMITED = 2**40
@@ -236,3 +236,38 @@ def rules_for(index: GridIndex, quotas: Quotas) -> QuotaRules:
     rules = compile_rules(index.grid, quotas)
     _CACHE[key] = (index, quotas, rules)
     return rules
+
+
+@dataclass(frozen=True)
+class QuotaRow:
+    """One tenant in one resource group: usage against quota (``grid-scheduler quotas``)."""
+
+    tenant: str
+    cohort: str
+    group: str
+    used_gpus: int
+    nominal_gpus: int
+    borrowing_limit_gpus: int | None
+    lending_limit_gpus: int | None
+    borrowed_gpus: int
+    borrowable_gpus: int
+    headroom_gpus: int
+
+
+def quota_table(index: GridIndex, quotas: Quotas, tenant_pool_gpus: Mapping[str, IntArray],
+                tenant: str = "") -> list[QuotaRow]:
+    """Every (tenant, group) with a quota (only ``tenant``'s when given), in cohort, tenant, group order."""
+    rules = rules_for(index, quotas)
+    group_of = {n: i for i, n in enumerate(rules.groups)}
+    rows = []
+    for cohort in quotas.cohorts:
+        for name, groups in sorted(cohort.tenants.items()):
+            if tenant and name != tenant:
+                continue
+            for group, q in sorted(groups.items(), key=lambda kv: group_of[kv[0]]):
+                state = rules.state(tenant_pool_gpus, name, group_of[group])
+                assert state is not None
+                rows.append(QuotaRow(name, cohort.name, group, state.used, q.nominal_gpus, q.borrowing_limit_gpus,
+                                     q.lending_limit_gpus, max(0, state.used - q.nominal_gpus), state.borrowable,
+                                     state.headroom))
+    return rows

@@ -29,7 +29,7 @@ from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
-from grid_scheduler.engine.quota import QuotaRules, rules_for
+from grid_scheduler.engine.quota import QuotaRow, QuotaRules, quota_table, rules_for
 from grid_scheduler.model import (
     EventType,
     Grid,
@@ -158,6 +158,11 @@ class Scheduler:
         """The active policy's quotas, compiled; every commit passes them so the ledger re-checks
         them against live usage (None: the policy sets none)."""
         return rules_for(self.index, self.policy.quotas) if self.policy.quotas.cohorts else None
+
+    def quota_usage(self, tenant: str = "") -> tuple[int, list[QuotaRow]]:
+        """Usage against quota per tenant and resource group now, and the policy version that set them."""
+        usage = self.usage()
+        return self.policy_version, quota_table(self.index, self.policy.quotas, usage.tenant_pool_gpus, tenant)
 
     def may_reclaim(self, tenant: str) -> bool:
         """Whether ``tenant`` has quotas, so a job of it at any priority may reclaim borrowed capacity."""
@@ -413,7 +418,7 @@ class Scheduler:
         (or score) is as of now."""
         usage = self.usage()
         if record.state is JobState.RUNNING and record.placement is not None:
-            mine = release(self.index, usage, [record.placement])
+            mine = release(self.index, usage, [record.placement], [record.spec.tenant])
             decision = self.decide(record.spec, self.holds().overlay(mine, record.spec))
             decision = replace(decision, placement=record.placement, uncovered_endpoints=())
         else:

@@ -83,7 +83,10 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
 
 
 def policy_yaml(policy: Policy) -> str:
-    return yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
+    data = policy.model_dump(mode="json")
+    if not policy.quotas.cohorts and not policy.quotas.resource_groups:
+        del data["quotas"]  # a policy without quotas reads as it did before quotas existed
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def version_to_pb(entry: PolicyVersion) -> pb.PolicyVersion:

@@ -268,3 +268,41 @@ class RollbackPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: PolicyVersion
     def __init__(self, policy: _Optional[_Union[PolicyVersion, _Mapping]] = ...) -> None: ...
+
+class GetQuotaUsageRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("tenant", "cohort", "resource_group", "used_gpus", "nominal_gpus", "borrowing_limit_gpus", "lending_limit_gpus", "borrowed_gpus", "borrowable_gpus", "headroom_gpus")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    USED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    NOMINAL_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    LENDING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWABLE_GPUS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_GPUS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    cohort: str
+    resource_group: str
+    used_gpus: int
+    nominal_gpus: int
+    borrowing_limit_gpus: int
+    lending_limit_gpus: int
+    borrowed_gpus: int
+    borrowable_gpus: int
+    headroom_gpus: int
+    def __init__(self, tenant: _Optional[str] = ..., cohort: _Optional[str] = ..., resource_group: _Optional[str] = ..., used_gpus: _Optional[int] = ..., nominal_gpus: _Optional[int] = ..., borrowing_limit_gpus: _Optional[int] = ..., lending_limit_gpus: _Optional[int] = ..., borrowed_gpus: _Optional[int] = ..., borrowable_gpus: _Optional[int] = ..., headroom_gpus: _Optional[int] = ...) -> None: ...
+
+class GetQuotaUsageResponse(_message.Message):
+    __slots__ = ("policy_version", "usage")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    policy_version: int
+    usage: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, policy_version: _Optional[int] = ..., usage: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...

@@ -67,6 +67,11 @@ class PolicyServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.FromString,
                 _registered_method=True)
+        self.GetQuotaUsage = channel.unary_unary(
+                '/grid_scheduler.v1.PolicyService/GetQuotaUsage',
+                request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -118,6 +123,13 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuotaUsage(self, request, context):
+        """Quota usage against quota per tenant and resource group, under the active policy's quotas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +162,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RollbackPolicy,
                     request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.SerializeToString,
+            ),
+            'GetQuotaUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaUsage,
+                    request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +334,33 @@ class PolicyService:
             '/grid_scheduler.v1.PolicyService/RollbackPolicy',
             grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_policy__pb2.RollbackPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.PolicyService/GetQuotaUsage',
+            grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,8 @@ RULES: Mapping[str, Rule] = {
     _PO + "DiffPolicy": Rule(Permission.READ_POLICY),
     _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
     _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
+    # Quota usage is read with the policy that sets it (every tenant's numbers: platform-level).
+    _PO + "GetQuotaUsage": Rule(Permission.READ_POLICY),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
