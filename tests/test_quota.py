@@ -477,3 +477,40 @@ def test_quotas_cli_table_and_json(tmp_path) -> None:  # type: ignore[no-untyped
     finally:
         process.kill()
         process.wait()
+
+
+def run_reclaim(grid: Grid, replicas: list[Scheduler], borrower: list[tuple[int, int]], claims: list[int]) -> None:
+    """acme fills what it can of GB300 in the EU (sines: 128 = acme's 64 + bank's 64 nominal), then
+    bank asks for its nominal 64 in ``claims``-sized jobs: it must get all of it back."""
+    for n, (gpus, priority) in enumerate(borrower):
+        replicas[n % len(replicas)].submit(spec("acme", gpus, residency=EU, priority=priority))
+        assert_within_quotas(grid, replicas[0].policy, replicas[0].store)
+    for n, gpus in enumerate(claims):
+        replicas[n % len(replicas)].submit(spec("bank", gpus, residency=EU, priority=0))
+        assert_within_quotas(grid, replicas[0].policy, replicas[0].store)
+    held = usage_by_running(replicas[0].store)
+    assert sum(held["bank"].values()) == 64  # back at its nominal quota
+    assert sum(held["acme"].values()) <= 64  # acme borrows nothing of bank's any more
+
+
+CLAIMS = st.sampled_from([[64], [32, 32], [16, 16, 32], [8] * 8, [8, 8, 16, 32]])
+BORROWER = st.lists(st.tuples(st.sampled_from([8, 16, 32]), st.integers(0, 9)), min_size=1, max_size=10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(borrower=BORROWER, claims=CLAIMS)
+def test_reclaim_always_returns_the_lender_to_its_nominal_quota(
+    small_grid: Grid, borrower: list[tuple[int, int]], claims: list[int]
+) -> None:
+    run_reclaim(small_grid, [Scheduler(small_grid, example_policy())], borrower, claims)
+
+
+@pytest.mark.redis
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(borrower=BORROWER, claims=CLAIMS)
+def test_reclaim_with_two_replicas_on_one_redis(  # type: ignore[no-untyped-def]
+    small_grid: Grid, redis_stores, borrower: list[tuple[int, int]], claims: list[int]
+) -> None:
+    first, second = redis_stores()
+    run_reclaim(small_grid, [Scheduler(small_grid, example_policy(), store=first),
+                             Scheduler(small_grid, example_policy(), store=second)], borrower, claims)
