@@ -21,6 +21,7 @@ from grid_scheduler.engine.quota import compile_rules
 from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobSpec, JobState, Policy, ReasonCode
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.state import Limits, MemoryStore, QuotaConflict, Store, Transition
+from tests.strategies import job_specs
 
 EXAMPLE = EXAMPLES_DIR / "policies" / "quotas.yaml"
 TENANTS = ["acme", "bank", "retail", "media", "other"]
@@ -514,3 +515,31 @@ def test_reclaim_with_two_replicas_on_one_redis(  # type: ignore[no-untyped-def]
     first, second = redis_stores()
     run_reclaim(small_grid, [Scheduler(small_grid, example_policy(), store=first),
                              Scheduler(small_grid, example_policy(), store=second)], borrower, claims)
+
+
+@settings(max_examples=40, deadline=None)
+@given(job=job_specs(), history=st.lists(job_specs(), max_size=8))
+def test_wait_info_counts_agree_with_the_rendered_quota_reasons(
+    small_grid: Grid, job: JobSpec, history: list[JobSpec]
+) -> None:
+    """Under quotas too, wait_info's array counts and site_reasons' sentences agree."""
+    from grid_scheduler.engine import decide, site_reasons, wait_info
+
+    s = Scheduler(small_grid, example_policy())
+    for h in history:
+        s.submit(h)
+    decision = decide(s.index, s.usage(), job, s.policy)
+    by_site: dict[str, set[str]] = {}
+    for reason in site_reasons(s.index, decision, s.policy):
+        by_site.setdefault(reason.site_id, set()).add(reason.code.value)
+        if reason.code is ReasonCode.QUOTA:
+            assert reason.unit == "gpus" and reason.available < reason.required
+    expected: dict[str, int] = {}
+    for codes in by_site.values():
+        for code in codes:
+            expected[code] = expected.get(code, 0) + 1
+    assert wait_info(s.index, decision, s.policy).site_counts == dict(sorted(expected.items()))
+    if decision.placement is not None:  # the decision itself keeps the tenant within its quotas
+        rules = compile_rules(small_grid, s.policy.quotas)
+        adds = [(s.index.pool_index[a.pool_id], a.gpus) for a in decision.placement.assignments]
+        assert rules.over(s.usage().tenant_pool_gpus, job.tenant, adds) == ""
