@@ -19,6 +19,8 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
     gs:{grid}:jobs                zset  every job id, score 0: ZRANGEBYLEX pages in id order
     gs:{grid}:state:<state>       zset  job ids in that state (pending, running, ...), score 0
     gs:{grid}:requests            hash  "<tenant>/<request_id>" -> job_id (idempotent submission, per tenant)
+    gs:{grid}:tq:<tenant>         hash  pool_id -> GPUs the tenant holds there (quota usage, with the reservation)
+    gs:{grid}:tenants             set   tenants that ever held GPUs (the snapshot reads their tq hashes)
     gs:{grid}:finished            zset  finished job ids, score = when: archive_finished forgets the oldest
     gs:{grid}:grid_sha256         string  hash of the grid file the first replica loaded; others must match
     gs:{grid}:event_seq           int   last event sequence
