@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new records (Ctrl-C to stop)")
     _add_policy(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
     _add_fairshare(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
+    from grid_scheduler.policy_cli import add_quotas_parser
+
+    add_quotas_parser(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
     _add_whatif(sub)
     return parser
 

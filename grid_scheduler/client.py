@@ -234,6 +234,11 @@ class Client:
         reply: pol.GetFairShareResponse = self.policies.GetFairShare(pol.GetFairShareRequest(), timeout=self.timeout_s)
         return reply
 
+    def quota_usage(self, tenant: str = "") -> pol.GetQuotaUsageResponse:
+        reply: pol.GetQuotaUsageResponse = self.policies.GetQuotaUsage(
+            pol.GetQuotaUsageRequest(tenant=tenant), timeout=self.timeout_s)
+        return reply
+
     def check_health(self, service: str = "") -> int:
         response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
         status: int = response.status

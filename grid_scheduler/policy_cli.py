@@ -44,6 +44,31 @@ def add_parser(sub: Any, register: Register) -> None:
     p.add_argument("--expected-version", type=int, default=None)
 
 
+def add_quotas_parser(sub: Any, register: Register) -> None:
+    p = register(sub, "quotas", _quotas, "quota usage against quota, per tenant and resource group")
+    p.add_argument("--tenant", default="", help="only this tenant")
+
+
+def _quotas(args: argparse.Namespace, client: Client) -> int:
+    reply = client.quota_usage(args.tenant)
+    if args.json:
+        print_json(reply)
+        return 0
+    if not reply.usage:
+        print(f"policy v{reply.policy_version} sets no quotas" + (f" for {args.tenant}" if args.tenant else ""))
+        return 0
+
+    def limit(q: pol.QuotaUsage, name: str) -> str:
+        return str(getattr(q, name)) if q.HasField(name) else "-"
+
+    print_table([[q.cohort, q.tenant, q.resource_group, q.used_gpus, q.nominal_gpus, q.borrowed_gpus,
+                  limit(q, "borrowing_limit_gpus"), limit(q, "lending_limit_gpus"), q.borrowable_gpus,
+                  q.headroom_gpus] for q in reply.usage],
+                ["cohort", "tenant", "group", "used", "nominal", "borrowed", "borrow limit", "lend limit",
+                 "borrowable", "headroom"])
+    return 0
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()

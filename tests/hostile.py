@@ -93,6 +93,7 @@ _BASELINES: dict[str, list[dict[str, Any]]] = {
     "DiffPolicy": [{"document": {"yaml": "weights: {carbon: 2.0}\n"}, "last_finished": 5}],
     "ApplyPolicy": [{"document": {"yaml": "weights: {carbon: 2.0}\n"}, "expected_version": 999, "reason": "r"}],
     "RollbackPolicy": [{"version": 999, "reason": "r"}],
+    "GetQuotaUsage": [{"tenant": "acme"}, {"tenant": ""}],
 }
 
 ODD_UNICODE = [

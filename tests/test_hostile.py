@@ -39,7 +39,7 @@ def test_the_corpus_is_deterministic_and_covers_every_rpc() -> None:
     assert first == second
     assert len(first) >= 300
     assert {method for method, _ in first} == set(METHODS)
-    assert len(METHODS) == 29  # 27 + ScenarioService.GetLiveSnapshot + PolicyService.GetFairShare
+    assert len(METHODS) == 30  # 27 + GetLiveSnapshot + GetFairShare + GetQuotaUsage
 
 
 def test_hostile_corpus_gets_no_internal_or_unknown(quiet_server: tuple[Scheduler, RunningServer]) -> None:

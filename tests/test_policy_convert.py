@@ -15,6 +15,14 @@ FULL = Policy.model_validate({
     "tenant_residency": {"bank": {"allowed": ["UK"], "denied": []}},
     "tenant_placement_preference": {"bank": ["site:london-hub", "jurisdiction:UK", "*"]},
     "fair_share": {"enabled": True, "weights": {"bank": 2.0, "acme": 0.5}, "default_weight": 1.5},
+    "quotas": {
+        "resource_groups": [{"name": "gb300-eu", "gpu_types": ["GB300"], "jurisdictions": ["EU"]},
+                            {"name": "hubs", "tiers": ["regional_hub"], "sites": ["london-hub"]}],
+        "cohorts": [{"name": "research", "tenants": {
+            "acme": {"gb300-eu": {"nominal_gpus": 64, "borrowing_limit_gpus": 32, "lending_limit_gpus": 16}},
+            "bank": {"gb300-eu": {"nominal_gpus": 32}, "hubs": {"nominal_gpus": 8, "borrowing_limit_gpus": 0}},
+        }}],
+    },
     "inference_placement": "optimal",
     "inference_time_limit_s": 2.5,
 })

@@ -29,9 +29,16 @@ deployment's only endpoint.
 
 Hard constraints: free GPUs per pool, site power headroom, and through the candidate
 masks (``compute_checks`` on the given usage, never re-derived here) residency, GPU type,
-workload, health and latency. Quotas: the policy has none yet. A job's placement preference
-(engine/preference.py): its fence is in the same masks, its order a cost step per entry
-(``_ranked_cost``), so the cost phase fills the first entry first, as the online path does.
+workload, health and latency. Quotas (``engine/quota.py``, the one rule): a class never mixes
+tenants whose quotas differ (the tenant is in the class key when it has a quota), each tier's
+model has one row per (tenant, limited group) capping the GPUs added at the tenant's headroom
+and one per (cohort, group) capping them at what the cohort can still lend plus its members'
+unused guaranteed quota (both necessary conditions), and the decoded plan is then filtered
+job by job, in queue order, by the exact rule (``QuotaRules.over``): a job the rule refuses
+stays unplaced, so a plan never breaks a quota (and the ledger re-checks at commit anyway).
+A job's placement preference (engine/preference.py): its fence is in the same masks, its
+order a cost step per entry (``_ranked_cost``), so the cost phase fills the first entry first,
+as the online path does.
 
 Priority tiers (``engine/priority.py``, the one definition) are solved one after the other,
 highest first, each on the capacity the tiers above left: a lower tier can never outweigh a
@@ -97,6 +104,7 @@ from grid_scheduler.engine.online import build_placement, decide
 from grid_scheduler.engine.preference import entries as preference_entries
 from grid_scheduler.engine.preference import pool_rank
 from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
+from grid_scheduler.engine.quota import QuotaRules, rules_for
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
 
@@ -198,7 +206,8 @@ def class_key(spec: JobSpec, policy: Policy) -> Hashable:
     return (
         spec.kind, spec.gpus.count, tuple(spec.gpus.types), spec.gpus.min_memory_gib, spec.gang, spec.priority,
         tuple(rules.allowed), tuple(rules.denied), tuple(spec.datasets), inference,
-        spec.tenant if spec.tenant in policy.tenant_residency or policy.fair_share.enabled else None,
+        spec.tenant if (spec.tenant in policy.tenant_residency or policy.fair_share.enabled
+                        or _has_quota(policy, spec.tenant)) else None,
         job_value(spec), spec.preemptible, tuple(preference_entries(spec, policy)),
     )
 
@@ -214,6 +223,52 @@ def _ranked_cost(index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCos
     w = policy.weights
     step = w.latency + w.carbon + w.energy_price + w.packing + w.data_movement + 1.0
     return np.asarray(costs.total + step * rank, dtype=np.float64)
+
+
+def _has_quota(policy: Policy, tenant: str) -> bool:
+    return any(tenant in cohort.tenants for cohort in policy.quotas.cohorts)
+
+
+def _quota_rules(index: GridIndex, policy: Policy) -> QuotaRules | None:
+    return rules_for(index, policy.quotas) if policy.quotas.cohorts else None
+
+
+def _copy_usage(usage: Usage) -> Usage:
+    """A running copy the batch may add to, tenants' quota usage included."""
+    return Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy(),
+                 {t: row.copy() for t, row in usage.tenant_pool_gpus.items()})
+
+
+def _take(index: GridIndex, running: Usage, tenant: str, placement: Placement) -> None:
+    row = running.tenant_pool_gpus.get(tenant)
+    if row is None:
+        row = np.zeros(len(index.pool_ids), dtype=np.int64)
+        assert isinstance(running.tenant_pool_gpus, dict)
+        running.tenant_pool_gpus[tenant] = row
+    for a in placement.assignments:
+        p = index.pool_index[a.pool_id]
+        running.pool_used_gpus[p] += a.gpus
+        running.site_used_kw[index.pool_site[p]] += a.power_kw
+        row[p] += a.gpus
+
+
+def _within_quotas(
+    index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], placements: dict[str, Placement],
+    rules: QuotaRules,
+) -> dict[str, Placement]:
+    """The placements the quota rule admits, taken in queue order on top of ``usage``."""
+    running = _copy_usage(usage)
+    kept: dict[str, Placement] = {}
+    for job_id, spec in jobs:
+        placement = placements.get(job_id)
+        if placement is None:
+            continue
+        adds = [(index.pool_index[a.pool_id], a.gpus) for a in placement.assignments]
+        if rules.over(running.tenant_pool_gpus, spec.tenant, adds):
+            continue
+        _take(index, running, spec.tenant, placement)
+        kept[job_id] = placement
+    return kept
 
 
 _PRIORITY_AT = 5  # position of the priority in class_key's tuple
@@ -253,7 +308,7 @@ def solve_batch(
     by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
     for job_id, spec in jobs:
         by_tier[spec.priority].append((job_id, spec))
-    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    running = _copy_usage(usage)
     holds = Holds(index)
     fair = dict(weighted_shares or {}) if policy.fair_share.enabled else None
     results: list[tuple[int, BatchResult]] = []
@@ -271,10 +326,7 @@ def solve_batch(
         for job_id, placement in result.placements.items():
             if fair is not None:  # lower tiers see what this one took, as the queue order does
                 charge(fair, index, policy, spec_of[job_id].tenant, placement.gpus, placement.power_kw)
-            for a in placement.assignments:
-                p = index.pool_index[a.pool_id]
-                running.pool_used_gpus[p] += a.gpus
-                running.site_used_kw[index.pool_site[p]] += a.power_kw
+            _take(index, running, spec_of[job_id].tenant, placement)
         for job_id in result.unplaced:
             holds.hold_for(spec_of[job_id], policy)
     return _combine(jobs, results)
@@ -358,7 +410,8 @@ def _solve_tier(
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
-    model = _Model(index, usage, units, fair)
+    rules = _quota_rules(index, policy)
+    model = _Model(index, usage, units, fair, rules)
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
@@ -370,6 +423,8 @@ def _solve_tier(
     objective = model.evaluate(answer)
     bound = max(outcome.bound, objective) if model.has_vars else objective
     placements = _decode(index, policy, units, answer, use_solver)
+    if rules is not None:
+        placements = _within_quotas(index, usage, jobs, placements, rules)
     unplaced = [job_id for job_id, _ in jobs if job_id not in placements]
     spec_of = dict(jobs)
     extra = {"cost_scale": float(model.cost_scale), **outcome.extra}
@@ -459,7 +514,7 @@ def _greedy(
 ) -> None:
     """The online decision, job by job, in queue order, on a running copy of usage."""
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
-    running = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    running = _copy_usage(usage)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].priority)
     failed: set[int] = set()  # usage only grows, so once a class fails, its later jobs fail too
     for i in order:
@@ -471,13 +526,8 @@ def _greedy(
         if decision.placement is None:
             failed.add(id(unit))
             continue
-        fill = []
-        for a in decision.placement.assignments:
-            p = index.pool_index[a.pool_id]
-            running.pool_used_gpus[p] += a.gpus
-            running.site_used_kw[index.pool_site[p]] += a.power_kw
-            fill.append((p, a.gpus))
-        unit.greedy[job_id] = fill
+        _take(index, running, unit.spec.tenant, decision.placement)
+        unit.greedy[job_id] = [(index.pool_index[a.pool_id], a.gpus) for a in decision.placement.assignments]
 
 
 def _greedy_answer(units: list[_Unit]) -> Answer:
@@ -536,7 +586,10 @@ class _Model:
     then one ``k`` per replica class. It reaches CP-SAT as one text-format proto (parsed in C++),
     not as one Python call per variable: at 340k variables, ~1 s instead of ~25 s."""
 
-    def __init__(self, index: GridIndex, usage: Usage, units: list[_Unit], fair: _Fair | None = None) -> None:
+    def __init__(
+        self, index: GridIndex, usage: Usage, units: list[_Unit], fair: _Fair | None = None,
+        quota: QuotaRules | None = None,
+    ) -> None:
         self.units = units
         n_units, n_pools, n_sites = len(units), len(index.pool_ids), len(index.site_ids)
         free: IntArray = np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0).astype(np.int64)
@@ -622,6 +675,8 @@ class _Model:
         for s in np.flatnonzero(site_max > headroom_mw):
             idx = order[edges[s]:edges[s + 1]]
             rows.append(_Row(idx, need[idx], None, int(headroom_mw[s]), 1.0 / POWER_SCALE))
+        if quota is not None:  # quotas bind both phases: base rows
+            rows.extend(_quota_rows(quota, usage, units, self.var_unit, self.var_pool, gpus))
         # Per tenant: its x variables, their GPUs, its first fair-share variable, the slices' sizes.
         self.fair_groups: list[tuple[IntArray, IntArray, int, IntArray]] = []
         self.n_base, n_rows = self.n_vars, len(rows)
@@ -867,6 +922,40 @@ class _Outcome:
     answer: Answer | None
     bound: float  # on the folded objective BIG * W - C
     extra: dict[str, float]
+
+
+def _quota_rows(
+    quota: QuotaRules, usage: Usage, units: list[_Unit], var_unit: IntArray, var_pool: IntArray, gpus: IntArray
+) -> list[_Row]:
+    """GPUs added per (tenant, limited group) at most its headroom; per (cohort, group) at most
+    what the cohort lends that is free plus its members' unused guaranteed quota."""
+    var_tenant = np.array([units[u].spec.tenant for u in var_unit.tolist()], dtype=object)
+    var_group = quota.pool_group[var_pool] if len(var_pool) else np.zeros(0, dtype=np.int64)
+    rows: list[_Row] = []
+    cohort_vars: dict[tuple[str, int], list[IntArray]] = defaultdict(list)
+    cohort_room: dict[tuple[str, int], int] = {}
+    for (tenant, g), limit in quota.limits.items():
+        idx = np.flatnonzero((var_tenant == tenant) & (var_group == g))
+        if not idx.size:
+            continue
+        state = quota.state(usage.tenant_pool_gpus, tenant, g)
+        assert state is not None
+        rows.append(_Row(idx, gpus[idx], None, state.headroom))
+        key = (limit.cohort, g)
+        cohort_vars[key].append(idx)
+        if key not in cohort_room:
+            shared = 0
+            spare = 0
+            for m in quota.members[key]:
+                used = quota.used(usage.tenant_pool_gpus, m.tenant, g)
+                shared += max(0, used - m.guaranteed)
+                spare += max(0, m.guaranteed - used)
+            cohort_room[key] = max(0, quota.lendable[key] - shared) + spare
+    for key, parts in cohort_vars.items():
+        if len(parts) > 1:
+            idx = np.concatenate(parts)
+            rows.append(_Row(idx, gpus[idx], None, cohort_room[key]))
+    return rows
 
 
 def _run(

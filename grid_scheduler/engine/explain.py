@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from grid_scheduler.engine.feasibility import Unit, demand_rows, residency_rules
+from grid_scheduler.engine.feasibility import Checks, Unit, demand_rows, residency_rules
 from grid_scheduler.engine.index import GridIndex
 from grid_scheduler.engine.online import Decision
 from grid_scheduler.model import Policy, Reason, ReasonCode, WaitInfo
@@ -126,8 +126,10 @@ def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) ->
         return [Reason(code=ReasonCode.HEALTH, site_id=site_id, pool_id=pool_id,
                        message=f"pool {pool_id} is drained")]
     if checks.unit is Unit.SPLIT:
-        return []  # capacity and power of a split job are judged per site
+        return []  # capacity, power and quota of a split job are judged per site
     out = []
+    if not checks.pool_quota_ok[p]:
+        out.append(_quota_reason(checks, site_id, pool_id, checks.quota_group_of(p), checks.need_gpus))
     free = int(checks.pool_free_gpus[p])
     if not checks.pool_capacity_ok[p]:
         out.append(Reason(code=ReasonCode.CAPACITY, site_id=site_id, pool_id=pool_id,
@@ -139,11 +141,40 @@ def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) ->
     return out
 
 
+def _quota_reason(checks: Checks, site_id: str, pool_id: str, group: int, need_gpus: int) -> Reason:
+    q = checks.quota[group]
+    return Reason(code=ReasonCode.QUOTA, site_id=site_id, pool_id=pool_id,
+                  message=(f"tenant quota {q.group}: uses {q.used} of nominal {q.nominal} GPUs, may borrow "
+                           f"{q.borrowable} more; {need_gpus} needed"),
+                  required=need_gpus, available=q.headroom, unit="gpus", used=q.used, nominal=q.nominal,
+                  borrowable=q.borrowable)
+
+
+def _split_quota_headroom(checks: Checks, eligible: list[int]) -> tuple[int, int]:
+    """GPUs the tenant's quota allows across ``eligible`` pools (each limited group counted once),
+    and the tightest group among them (-1: none limits)."""
+    unlimited = 0
+    groups: set[int] = set()
+    for p in eligible:
+        g = checks.quota_group_of(p)
+        if g < 0:
+            unlimited += int(checks.pool_free_gpus[p])
+        else:
+            groups.add(g)
+    total = unlimited + sum(checks.quota[g].headroom for g in groups)
+    tightest = min(groups, key=lambda g: checks.quota[g].headroom, default=-1)
+    return total, tightest
+
+
 def _split_reasons(index: GridIndex, decision: Decision, s: int, pools: list[int], site_id: str) -> list[Reason]:
     checks = decision.checks
     eligible = [p for p in pools if checks.pool_eligible[p]]
     if not eligible:
         return []
+    if checks.quota:
+        allowed, group = _split_quota_headroom(checks, eligible)
+        if allowed < checks.need_gpus and group >= 0:
+            return [_quota_reason(checks, site_id, "", group, checks.need_gpus)]
     free = int(sum(int(checks.pool_free_gpus[p]) for p in eligible))
     if free < checks.need_gpus:
         return [Reason(code=ReasonCode.CAPACITY, site_id=site_id,
@@ -213,13 +244,17 @@ def site_code_masks(index: GridIndex, decision: Decision) -> dict[ReasonCode, np
     eligible = checks.pool_eligible
     no_pools = open_site & ~has_pools
     if checks.unit is Unit.SPLIT:
+        split_quota = _split_quota_failures(index, decision)
         split_capacity, split_power = _split_failures(index, decision)
-        feasible = any_at_site(eligible) & ~split_capacity & ~split_power
-        capacity_sites, power_sites = split_capacity, split_power
+        split_capacity &= ~split_quota
+        split_power &= ~split_quota
+        feasible = any_at_site(eligible) & ~split_capacity & ~split_power & ~split_quota
+        capacity_sites, power_sites, quota_sites = split_capacity, split_power, split_quota
     else:
         feasible = any_at_site(checks.pool_feasible)
         capacity_sites = any_at_site(eligible & ~checks.pool_capacity_ok)
         power_sites = any_at_site(eligible & ~checks.pool_power_ok)
+        quota_sites = any_at_site(eligible & ~checks.pool_quota_ok)
     pool_sites = open_site & has_pools & ~feasible
     chosen = np.zeros(n_sites, dtype=np.bool_)
     if decision.placement is not None:
@@ -233,9 +268,23 @@ def site_code_masks(index: GridIndex, decision: Decision) -> dict[ReasonCode, np
         ReasonCode.HEALTH: pool_sites & any_at_site(health_fail),
         ReasonCode.CAPACITY: (pool_sites & capacity_sites) | no_pools,
         ReasonCode.POWER: pool_sites & power_sites,
+        ReasonCode.QUOTA: pool_sites & quota_sites,
         ReasonCode.SCORE: open_site & has_pools & feasible,
     }
     return {code: mask & ~chosen for code, mask in masks.items()}
+
+
+def _split_quota_failures(index: GridIndex, decision: Decision) -> npt.NDArray[np.bool_]:
+    """Per site, whether a split job's quota (not capacity or power) rules it out, as _split_reasons says."""
+    checks = decision.checks
+    out = np.zeros(len(index.site_ids), dtype=np.bool_)
+    if not checks.quota:
+        return out
+    for s in np.unique(checks.pool_site[checks.pool_eligible]):
+        eligible = [p for p in _pools_of(index, int(s)) if checks.pool_eligible[p]]
+        allowed, group = _split_quota_headroom(checks, eligible)
+        out[s] = allowed < checks.need_gpus and group >= 0
+    return out
 
 
 def _split_failures(index: GridIndex, decision: Decision) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:

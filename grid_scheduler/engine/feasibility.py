@@ -6,7 +6,8 @@ failed and by how much, not only that a pool was masked out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from grid_scheduler.engine import preference
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
+from grid_scheduler.engine.quota import UNLIMITED, QuotaState, rules_for
 from grid_scheduler.model import JobKind, JobSpec, Policy, ResidencyRule
 
 
@@ -58,6 +60,28 @@ class Checks:
     demand_cover: BoolArray | None = None
     # Sites the job's placement preference lets it use (engine/preference.py); None: no fence.
     site_preference_ok: BoolArray | None = None
+    # The tenant's quota (engine/quota.py), per resource group it is limited in; empty: unlimited.
+    quota: Mapping[int, QuotaState] = field(default_factory=dict)
+    pool_quota_group: IntArray | None = None  # each pool's resource group, -1 for none
+
+    @cached_property
+    def pool_quota_gpus(self) -> IntArray:
+        """GPUs the tenant's quota still allows in each pool's group (UNLIMITED where none applies)."""
+        out = np.full(len(self.pool_site), UNLIMITED, dtype=np.int64)
+        if self.pool_quota_group is not None:
+            for g, state in self.quota.items():
+                out[self.pool_quota_group == g] = state.headroom
+        return out
+
+    def group_headroom(self) -> dict[int, int]:
+        """Mutable copy of the headroom per limited group, for a search that fills several pools."""
+        return {g: s.headroom for g, s in self.quota.items()}
+
+    def quota_group_of(self, pool: int) -> int:
+        if self.pool_quota_group is None:
+            return -1
+        g = int(self.pool_quota_group[pool])
+        return g if g in self.quota else -1
 
     @cached_property
     def pool_static_ok(self) -> BoolArray:
@@ -76,6 +100,10 @@ class Checks:
         return np.asarray(self.pool_free_gpus >= self.need_gpus)
 
     @cached_property
+    def pool_quota_ok(self) -> BoolArray:
+        return np.asarray(self.pool_quota_gpus >= self.need_gpus)
+
+    @cached_property
     def site_headroom_w(self) -> IntArray:
         """Headroom in the ledger's own unit, integer watts (``state.store.to_watts``), so a decision
         the engine finds feasible never fails its commit by rounding."""
@@ -91,7 +119,7 @@ class Checks:
 
     @cached_property
     def pool_feasible(self) -> BoolArray:
-        return np.asarray(self.pool_eligible & self.pool_capacity_ok & self.pool_power_ok)
+        return np.asarray(self.pool_eligible & self.pool_capacity_ok & self.pool_power_ok & self.pool_quota_ok)
 
 
 def watts(kw: FloatArray) -> IntArray:
@@ -111,6 +139,16 @@ def compute_checks(
     unit = unit_of(spec)
     need_gpus = spec.gpus.count if unit is not Unit.SPLIT else spec.total_gpus
     cover = latency_coverage(index, spec) if spec.inference is not None else None
+    quota: dict[int, QuotaState] = {}
+    pool_quota_group: IntArray | None = None
+    if policy.quotas.cohorts:
+        rules = rules_for(index, policy.quotas)
+        for (tenant, g) in rules.limits:
+            if tenant == spec.tenant:
+                state = rules.state(usage.tenant_pool_gpus, tenant, g)
+                assert state is not None
+                quota[g] = state
+        pool_quota_group = rules.pool_group if quota else None
     site_latency_ok: BoolArray = (
         np.asarray(cover.any(axis=0)) if cover is not None else np.ones(len(index.site_ids), dtype=np.bool_)
     )
@@ -128,6 +166,8 @@ def compute_checks(
         pool_site=index.pool_site,
         demand_cover=cover,
         site_preference_ok=preference.allowed_sites(index, spec, policy),
+        quota=quota,
+        pool_quota_group=pool_quota_group,
     )
 
 

@@ -7,7 +7,7 @@ the online path test every pool with a handful of vector operations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -175,6 +175,8 @@ class Usage:
     pool_used_gpus: IntArray
     site_used_kw: FloatArray
     pool_drained: BoolArray  # drained by an operator, whole pool
+    # GPUs each tenant holds per pool (quota accounting, engine/quota.py); tenants holding none are absent.
+    tenant_pool_gpus: Mapping[str, IntArray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, index: GridIndex) -> Usage:

@@ -104,15 +104,21 @@ def _place_split(index: GridIndex, checks: Checks, costs: PoolCosts) -> list[tup
         pools = start + np.flatnonzero(eligible[start : bounds[site + 1]])
         pools = pools[np.argsort(total_cost[pools], kind="stable")]
         remaining, need_w, fill = checks.need_gpus, 0, []
+        quota_left = checks.group_headroom()  # the tenant's quota bounds a group's pools together
         for pool in pools:
-            take = int(min(remaining, free[pool]))
+            group = checks.quota_group_of(int(pool))
+            take = int(min(remaining, free[pool], quota_left.get(group, remaining)))
+            if take <= 0:
+                continue
+            if group >= 0:
+                quota_left[group] -= take
             fill.append((int(pool), take))
             # Whole watts per assignment, summed: what the ledger will reserve (build_placement's power_kw).
             need_w += round(take * float(index.pool_kw_per_gpu[pool]) * 1000.0)
             remaining -= take
             if remaining == 0:
                 break
-        if need_w > checks.site_headroom_w[site]:
+        if remaining > 0 or need_w > checks.site_headroom_w[site]:
             continue
         cost = sum(total_cost[p] * g for p, g in fill) / checks.need_gpus
         if best is None or cost < best[0] - _EPS:
@@ -146,8 +152,16 @@ def _place_replicas(
     uncovered = np.ones(len(weights), dtype=np.bool_)
     replicas_at_site = np.zeros(len(headroom), dtype=np.float64)
     chosen: Counter[int] = Counter()
+    quota_left = checks.group_headroom()
+    candidate_group = np.full(len(candidates), -1, dtype=np.int64)
+    if checks.pool_quota_group is not None:
+        groups = checks.pool_quota_group[candidates]
+        candidate_group = np.where(np.isin(groups, list(quota_left)), groups, -1)
     for _ in range(spec.inference.replicas):
         slot_ok = (free >= per_replica) & (headroom[site] + 1e-6 >= need_kw)
+        for group, left in quota_left.items():
+            if left < per_replica:
+                slot_ok &= candidate_group != group
         # First cover the demand no replica serves yet; then spread, where a replica carries most.
         spread = (covered_weight / (replicas_at_site + 1.0))[site]
         gain = (weights * uncovered) @ cover_at if uncovered.any() else spread
@@ -159,6 +173,8 @@ def _place_replicas(
         chosen[int(candidates[c])] += 1
         replicas_at_site[site[c]] += 1
         free[c] -= per_replica
+        if candidate_group[c] >= 0:
+            quota_left[int(candidate_group[c])] -= per_replica
         headroom[site[c]] -= need_kw[c]
         uncovered &= ~cover_at[:, c]
     placed = sum(chosen.values())

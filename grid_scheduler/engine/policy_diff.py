@@ -312,7 +312,8 @@ class _Decider:
         key = (spec_key, held)
         decision = self._cache.get(key)
         if decision is None:
-            usage = self.usage if job.placement is None else release(self.index, self.usage, [job.placement])
+            usage = (self.usage if job.placement is None
+                     else release(self.index, self.usage, [job.placement], [job.spec.tenant]))
             decision = decide_with_policy(self.index, self.holds.overlay(usage, job.spec), job.spec, self.policy)
             self._cache[key] = decision
         return decision

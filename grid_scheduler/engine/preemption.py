@@ -1,7 +1,9 @@
 """Preemption: the cheapest set of running jobs to evict so that a waiting job fits.
 
 Only running jobs that are preemptible and of strictly lower priority than the waiting
-job may be chosen. What a victim loses is ``victim_cost``: (priority + 1) x GPUs x hours
+job may be chosen, and, by quota reclaim (``engine/quota.py``), preemptible jobs of any
+priority of a cohort peer that borrows in a group where the job's tenant is below its nominal
+quota. What a victim loses is ``victim_cost``: (priority + 1) x GPUs x hours
 it has already run (at least one minute, so a job that has just started still counts its
 GPUs; +1 on priority so priority-0 work is not free). Among sets of equal cost, fewer
 victims win.
@@ -41,24 +43,38 @@ def victim_cost(spec: JobSpec, placement: Placement, started_at_s: float, now_s:
     return (spec.priority + 1) * placement.gpus * hours
 
 
-def eligible_victims(job: JobSpec, running: Sequence[Running]) -> list[Running]:
-    return [r for r in running if can_preempt(job, r[1])]
+def eligible_victims(
+    job: JobSpec, running: Sequence[Running], reclaimable: frozenset[str] = frozenset()
+) -> list[Running]:
+    """Lower tiers (``can_preempt``), and borrowers the job's tenant may reclaim from (``reclaimable``,
+    by ``QuotaRules.may_reclaim``)."""
+    return [r for r in running if can_preempt(job, r[1]) or (r[0] in reclaimable and r[1].preemptible)]
 
 
-def release(index: GridIndex, usage: Usage, placements: Sequence[Placement]) -> Usage:
-    """``usage`` with the GPUs and power of ``placements`` handed back."""
+def release(
+    index: GridIndex, usage: Usage, placements: Sequence[Placement], tenants: Sequence[str] | None = None
+) -> Usage:
+    """``usage`` with the GPUs and power of ``placements`` handed back (and, given the tenant of
+    each, their quota usage too: evicting a borrower frees its cohort's quota)."""
     used = usage.pool_used_gpus.copy()
     kw = usage.site_used_kw.copy()
-    for placement in placements:
+    by_tenant = dict(usage.tenant_pool_gpus)
+    for n, placement in enumerate(placements):
+        row = None
+        if tenants is not None and tenants[n] in by_tenant:
+            row = by_tenant[tenants[n]] = by_tenant[tenants[n]].copy()
         for a in placement.assignments:
             p = index.pool_index[a.pool_id]
             used[p] -= a.gpus
             kw[index.pool_site[p]] -= a.power_kw
-    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy())
+            if row is not None:
+                row[p] = max(int(row[p]) - a.gpus, 0)
+    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), by_tenant)
 
 
 def fits(index: GridIndex, usage: Usage, job: JobSpec, policy: Policy, victims: Sequence[Running]) -> bool:
-    return decide(index, release(index, usage, [v[2] for v in victims]), job, policy).placement is not None
+    freed = release(index, usage, [v[2] for v in victims], [v[1].tenant for v in victims])
+    return decide(index, freed, job, policy).placement is not None
 
 
 def choose_victims(
@@ -70,17 +86,19 @@ def choose_victims(
     now_s: float,
     *,
     time_limit_s: float = 2.0,
+    reclaimable: frozenset[str] = frozenset(),
 ) -> list[str] | None:
     """Ids of the jobs to evict (``[]`` when the job fits already), or None when no
-    eviction of lower-priority preemptible jobs makes room."""
+    eviction of lower-priority preemptible jobs (or of borrowers in ``reclaimable``) makes room."""
     if decide(index, usage, job, policy).placement is not None:
         return []
-    candidates = eligible_victims(job, running)
+    candidates = eligible_victims(job, running, reclaimable)
     if not candidates or not fits(index, usage, job, policy, candidates):
         return None
     costs = {r[0]: victim_cost(r[1], r[2], r[3], now_s) for r in candidates}
     chosen: list[Running] | None = None
-    if compute_checks(index, usage, job, policy).unit is Unit.GANG:
+    # The exact gang model counts GPUs and power only: with reclaim, quota decides too, so search.
+    if compute_checks(index, usage, job, policy).unit is Unit.GANG and not reclaimable:
         chosen = _exact_gang(index, usage, job, policy, candidates, costs, time_limit_s)
         if chosen is not None and not fits(index, usage, job, policy, chosen):
             chosen = None  # rounding disagreed with the engine: fall back to the search below

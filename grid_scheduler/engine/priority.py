@@ -193,6 +193,7 @@ class Holds:
             np.where(pools, np.maximum(self.index.pool_healthy_gpus, usage.pool_used_gpus), usage.pool_used_gpus),
             usage.site_used_kw + site_kw,
             usage.pool_drained,
+            usage.tenant_pool_gpus,
         )
 
     def same_for(self, other: Holds, spec: JobSpec) -> bool:

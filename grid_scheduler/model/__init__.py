@@ -15,12 +15,23 @@ from grid_scheduler.model.grid import (
 )
 from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
 from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
-from grid_scheduler.model.policy import FairShare, Policy, PolicyVersion, Weights, policy_sha256
+from grid_scheduler.model.policy import (
+    Cohort,
+    FairShare,
+    Policy,
+    PolicyVersion,
+    Quotas,
+    ResourceGroup,
+    TenantQuota,
+    Weights,
+    policy_sha256,
+)
 from grid_scheduler.model.record import AuditRecord, EventType, JobEvent, JobRecord, JobState, WaitInfo
 
 __all__ = [
     "Assignment",
     "AuditRecord",
+    "Cohort",
     "Dataset",
     "Demand",
     "Endpoint",
@@ -41,11 +52,14 @@ __all__ = [
     "Policy",
     "PolicyVersion",
     "Pool",
+    "Quotas",
     "Reason",
     "ReasonCode",
     "ResidencyRule",
+    "ResourceGroup",
     "ScoreTerms",
     "Site",
+    "TenantQuota",
     "Tier",
     "TrainingSpec",
     "WaitInfo",

@@ -34,6 +34,10 @@ class Reason(BaseModel):
     required: float = 0.0
     available: float = 0.0
     unit: str = ""
+    # QUOTA only: the tenant's usage, nominal quota and what it may still borrow in the group, in ``unit``.
+    used: float = 0.0
+    nominal: float = 0.0
+    borrowable: float = 0.0
 
 
 class Assignment(BaseModel):

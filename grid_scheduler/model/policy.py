@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grid_scheduler.model import preference
-from grid_scheduler.model.grid import Grid, ResidencyRule
+from grid_scheduler.model.grid import Grid, Id, ResidencyRule
 from grid_scheduler.model.preference import Preference
 
 
@@ -51,6 +51,72 @@ class FairShare(BaseModel):
         return self.weights.get(tenant, self.default_weight)
 
 
+class ResourceGroup(BaseModel):
+    """Pools the platform team counts together, e.g. "GB300 in EU". Each list narrows the group
+    (empty: any); a pool counts in the FIRST group of the list that matches it, so groups never
+    overlap and a GPU is never charged twice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Id
+    gpu_types: tuple[str, ...] = ()
+    jurisdictions: tuple[str, ...] = Field(default=(), description="the site carries at least one of these tags")
+    tiers: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+
+
+class TenantQuota(BaseModel):
+    """One tenant's quota in one resource group, in GPUs (Kueue's ClusterQueue flavor quota)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nominal_gpus: int = Field(ge=0)
+    # None: may borrow whatever the cohort lends.
+    borrowing_limit_gpus: int | None = Field(default=None, ge=0)
+    # None: all of the nominal quota is lendable.
+    lending_limit_gpus: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _lending_within_nominal(self) -> TenantQuota:
+        if self.lending_limit_gpus is not None and self.lending_limit_gpus > self.nominal_gpus:
+            raise ValueError("lending_limit_gpus cannot exceed nominal_gpus")
+        return self
+
+
+class Cohort(BaseModel):
+    """Tenants that lend each other their unused nominal quota: tenant -> resource group -> quota."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Id
+    tenants: dict[Id, dict[Id, TenantQuota]] = Field(default_factory=dict)
+
+
+class Quotas(BaseModel):
+    """Tenants and groups not listed are unlimited (quotas are opt-in per tenant and group)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resource_groups: tuple[ResourceGroup, ...] = ()
+    cohorts: tuple[Cohort, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Quotas:
+        names = [g.name for g in self.resource_groups]
+        if len(set(names)) != len(names):
+            raise ValueError("resource_groups: names must be unique")
+        seen: dict[str, str] = {}
+        for cohort in self.cohorts:
+            for tenant, groups in cohort.tenants.items():
+                if tenant in seen:
+                    raise ValueError(f"cohorts: tenant {tenant} is in both {seen[tenant]} and {cohort.name}")
+                seen[tenant] = cohort.name
+                for group in groups:
+                    if group not in names:
+                        raise ValueError(f"cohorts.{cohort.name}.tenants.{tenant}: unknown resource group {group}")
+        return self
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -69,6 +135,7 @@ class Policy(BaseModel):
     )
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
     fair_share: FairShare = Field(default_factory=FairShare)
+    quotas: Quotas = Field(default_factory=Quotas, description="per tenant GPU quotas in cohorts (Kueue's model)")
 
 
 def policy_violations_against_grid(policy: Policy, grid: Grid) -> list[tuple[str, str]]:
@@ -82,7 +149,9 @@ def policy_violations_against_grid(policy: Policy, grid: Grid) -> list[tuple[str
 def policy_sha256(policy: Policy) -> str:
     """The content hash of a policy: sha256 of its canonical JSON (every field, defaults included),
     so two documents that mean the same policy hash the same whatever their YAML looked like."""
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+    # Without quotas the hash is what it was before quotas existed, so stored histories still match.
+    exclude = {"quotas"} if not policy.quotas.cohorts and not policy.quotas.resource_groups else None
+    return hashlib.sha256(policy.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 class PolicyVersion(BaseModel):

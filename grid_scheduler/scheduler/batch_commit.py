@@ -118,6 +118,6 @@ def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placemen
 def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
     transition = transitions.to_running(record, placement, s.now(), policy_version=s.policy_version)
     try:
-        return observer.apply(s.observer, store or s.store, record.id, record.version, transition)
+        return observer.apply(s.observer, store or s.store, record.id, record.version, transition, s.quota)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None

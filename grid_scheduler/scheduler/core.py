@@ -29,6 +29,7 @@ from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
+from grid_scheduler.engine.quota import QuotaRow, QuotaRules, quota_table, rules_for
 from grid_scheduler.model import (
     EventType,
     Grid,
@@ -148,8 +149,25 @@ class Scheduler:
         version = versions.ledger
         if self._usage is None or self._usage[0] != version:
             snap = self.store.snapshot()
-            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
+            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained,
+                                               snap.tenant_pool_gpus))
         return self._usage[1]
+
+    @property
+    def quota(self) -> QuotaRules | None:
+        """The active policy's quotas, compiled; every commit passes them so the ledger re-checks
+        them against live usage (None: the policy sets none)."""
+        return rules_for(self.index, self.policy.quotas) if self.policy.quotas.cohorts else None
+
+    def quota_usage(self, tenant: str = "") -> tuple[int, list[QuotaRow]]:
+        """Usage against quota per tenant and resource group now, and the policy version that set them."""
+        usage = self.usage()
+        return self.policy_version, quota_table(self.index, self.policy.quotas, usage.tenant_pool_gpus, tenant)
+
+    def may_reclaim(self, tenant: str) -> bool:
+        """Whether ``tenant`` has quotas, so a job of it at any priority may reclaim borrowed capacity."""
+        quota = self.quota
+        return quota is not None and quota.limited(tenant)
 
     def decide(self, spec: JobSpec, usage: Usage | None = None) -> Decision:
         """The engine's decision on ``usage`` (now, by default); inference replicas by CP-SAT when the
@@ -299,7 +317,7 @@ class Scheduler:
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
                 try:
-                    record, created = observer.commit(self.observer, self.store, updates, create)
+                    record, created = observer.commit(self.observer, self.store, updates, create, self.quota)
                 except (CapacityConflict, StaleRecord, UnknownJob):
                     continue  # the ledger or a victim moved: decide again on a fresh snapshot
                 assert record is not None
@@ -317,7 +335,7 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
                 "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
             )
-            record, created = observer.commit(self.observer, self.store, (), create)
+            record, created = observer.commit(self.observer, self.store, (), create, self.quota)
             assert record is not None
             if not created:
                 return self._twin(record, spec)
@@ -342,8 +360,12 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.REJECTED,
                 "no site of the grid can ever take it", now, owner=owner, policy_version=self.policy_version,
             ), []
-        # Only preemptible lower-tier jobs can be victims; the queue index lists just those.
-        running = queue_index.preemptible_running(self, spec.priority) if spec.priority > 0 else []
+        # Victims: preemptible lower-tier jobs (the queue index lists just those), or, for a tenant
+        # with quotas, any running job (reclaim may evict a borrower of any tier).
+        if self.may_reclaim(spec.tenant):
+            running = self.store.running_jobs()
+        else:
+            running = queue_index.preemptible_running(self, spec.priority) if spec.priority > 0 else []
         plan = plan_preemption(self.index, self.policy, usage, holds, spec, running, now, self.decide)
         if plan is not None:
             assert plan.decision.placement is not None
@@ -405,7 +427,7 @@ class Scheduler:
         (or score) is as of now."""
         usage = self.usage()
         if record.state is JobState.RUNNING and record.placement is not None:
-            mine = release(self.index, usage, [record.placement])
+            mine = release(self.index, usage, [record.placement], [record.spec.tenant])
             decision = self.decide(record.spec, self.holds().overlay(mine, record.spec))
             decision = replace(decision, placement=record.placement, uncovered_endpoints=())
         else:

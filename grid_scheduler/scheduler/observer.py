@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from grid_scheduler.engine.quota import QuotaRules
 from grid_scheduler.model import JobRecord
 from grid_scheduler.state import CapacityConflict, StaleRecord, Store, Transition, UnknownJob, Update
 
@@ -55,13 +56,14 @@ class NullObserver:
 
 
 def commit(
-    observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None
+    observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
+    quota: QuotaRules | None = None,
 ) -> tuple[JobRecord | None, bool]:
     """``store.commit``, reported to ``observer``."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
-        result = store.commit(updates, create)
+        result = store.commit(updates, create, quota)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, moves, type(e).__name__)
         raise
@@ -69,11 +71,14 @@ def commit(
     return result
 
 
-def apply(observer: Observer, store: Store, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+def apply(
+    observer: Observer, store: Store, job_id: str, expected_version: int, transition: Transition,
+    quota: QuotaRules | None = None,
+) -> JobRecord:
     """``store.apply``, reported to ``observer``."""
     start = time.perf_counter()
     try:
-        record = store.apply(job_id, expected_version, transition)
+        record = store.apply(job_id, expected_version, transition, quota)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, [transition], type(e).__name__)
         raise

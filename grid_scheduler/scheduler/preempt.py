@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from grid_scheduler.engine import Decision, GridIndex, Usage
 from grid_scheduler.engine.preemption import choose_victims, release
 from grid_scheduler.engine.priority import Holds, can_preempt
+from grid_scheduler.engine.quota import rules_for
 from grid_scheduler.model import JobRecord, JobSpec, Placement, Policy
 
 
@@ -35,14 +36,23 @@ def plan_preemption(
     decide: Callable[[JobSpec, Usage], Decision],
 ) -> Preemption | None:
     """Victims that make room for ``spec`` and the decision they allow, or None."""
-    if spec.priority == 0:
+    rules = rules_for(index, policy.quotas) if policy.quotas.cohorts else None
+    reclaim = rules is not None and rules.limited(spec.tenant)
+    if spec.priority == 0 and not reclaim:
         return None
     held = holds.held_pools(spec)
     candidates: list[tuple[str, JobSpec, Placement, float]] = []
     records: dict[str, JobRecord] = {}
+    reclaimable: set[str] = set()
     for r in running:
-        if r.placement is None or not can_preempt(spec, r.spec):
+        if r.placement is None:
             continue
+        if not can_preempt(spec, r.spec):
+            pools = [index.pool_index[a.pool_id] for a in r.placement.assignments]
+            if not (reclaim and rules is not None and r.spec.preemptible and rules.may_reclaim(
+                    usage.tenant_pool_gpus, spec.tenant, spec.total_gpus, r.spec.tenant, pools)):
+                continue
+            reclaimable.add(r.id)
         if held is not None and any(held[index.pool_index[a.pool_id]] for a in r.placement.assignments):
             continue
         candidates.append((r.id, r.spec, r.placement, r.updated_at))
@@ -50,11 +60,12 @@ def plan_preemption(
     if not candidates:
         return None
     base = holds.overlay(usage, spec)
-    victims = choose_victims(index, base, spec, candidates, policy, now_s)
+    victims = choose_victims(index, base, spec, candidates, policy, now_s, reclaimable=frozenset(reclaimable))
     if not victims:
         return None
     chosen = [records[v] for v in victims]
-    freed = release(index, base, [r.placement for r in chosen if r.placement is not None])
+    freed = release(index, base, [r.placement for r in chosen if r.placement is not None],
+                    [r.spec.tenant for r in chosen if r.placement is not None])
     decision = decide(spec, freed)
     if decision.placement is None:
         return None

@@ -33,14 +33,14 @@ def place_pending(s: Scheduler, full: bool = False) -> list[JobRecord]:
 
     The incremental pass (the default) decides only what could start: its result is the full
     pass's (``full=True``), job for job, in the same order. It runs when no preemption can happen
-    in this pass (no running preemptible job below the top waiting tier) and fair share is off;
-    otherwise the full pass runs.
+    in this pass (no running preemptible job below the top waiting tier) and the policy has
+    neither fair share nor quotas; otherwise the full pass runs.
     """
     with s.lock:
         s.usage()  # adopt a newly applied policy before the holds below are built under it
         records = None if isinstance(s.store, MemoryStore) else s.store.pending_jobs()
         qi = queue_index.synced(s, records)
-        if full or qi.force_full or _fair_share_on(s) or _preemption_possible(s, qi):
+        if full or qi.force_full or _needs_full_pass(s) or _preemption_possible(s, qi):
             return full_pass(s, records)
         placed: list[JobRecord] = []
         if not _incremental_pass(s, qi, placed):  # the policy changed under the pass: go on under the new one
@@ -49,10 +49,12 @@ def place_pending(s: Scheduler, full: bool = False) -> list[JobRecord]:
         return placed
 
 
-def _fair_share_on(s: Scheduler) -> bool:
-    """Fair share orders each tier by per-tenant usage read at the start of each pass; the
-    incremental pass merges classes in ``queue_key`` order, so with fair share on the full pass runs."""
-    return s.policy.fair_share.enabled
+def _needs_full_pass(s: Scheduler) -> bool:
+    """Fair share orders each tier by per-tenant usage read at the start of each pass, and a quota
+    frees for a tenant (or its whole cohort) when a job of it ends anywhere: the incremental pass
+    merges classes in ``queue_key`` order and wakes them on capacity alone, so with either on the
+    full pass runs."""
+    return s.policy.fair_share.enabled or bool(s.policy.quotas.cohorts)
 
 
 def _preemption_possible(s: Scheduler, qi: QueueIndex) -> bool:
@@ -146,7 +148,7 @@ def _commit(s: Scheduler, record: JobRecord, decision: Decision) -> JobRecord | 
     assert decision.placement is not None
     start = transitions.to_running(record, decision.placement, s.now(), policy_version=s.policy_version)
     try:
-        observer.commit(s.observer, s.store, [Update(record.id, record.version, start)])
+        observer.commit(s.observer, s.store, [Update(record.id, record.version, start)], quota=s.quota)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [])
@@ -164,10 +166,11 @@ def full_pass(s: Scheduler, pending: list[JobRecord] | None = None) -> list[JobR
     placed: list[JobRecord] = []
     failed_shapes: set[str] = set()
     with s.lock:
-        s.usage()
+        s.usage()  # adopt a newly applied policy before the holds below are built under it
         if pending is None:
             pending = s.store.pending_jobs()
-        preemptors = any(r.spec.priority > 0 for r in pending)
+        # A waiting job of a tenant with quotas may reclaim from borrowers of any tier.
+        preemptors = any(r.spec.priority > 0 or s.may_reclaim(r.spec.tenant) for r in pending)
         fair = s.policy.fair_share.enabled
         running = s.store.running_jobs() if preemptors or fair else []
         if fair:  # within each tier, tenants below their share first (engine/fairshare.py)
@@ -216,7 +219,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now, policy_version=s.policy_version)
     updates.append(Update(record.id, record.version, start))
     try:
-        observer.commit(s.observer, s.store, updates)
+        observer.commit(s.observer, s.store, updates, quota=s.quota)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])

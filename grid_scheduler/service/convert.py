@@ -133,7 +133,8 @@ def reason_to_pb(reason: Reason) -> pb.Reason:
     return pb.Reason(
         code=REASON_TO_PB[reason.code], site_id=reason.site_id, pool_id=reason.pool_id,
         endpoint_id=reason.endpoint_id, message=reason.message, required=reason.required,
-        available=reason.available, unit=reason.unit,
+        available=reason.available, unit=reason.unit, used=reason.used, nominal=reason.nominal,
+        borrowable=reason.borrowable,
     )
 
 

@@ -23,6 +23,7 @@ MAX_PAGE_SIZE = 500
 DEFAULT_MAX_JOBS = 1000
 MAX_LAST_FINISHED = 100_000
 MAX_REASON_CHARS = 1000
+MAX_TENANT_CHARS = 128  # model.grid.Id
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
@@ -113,6 +114,21 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
                 power_kw=t.power_kw, running_jobs=t.running_jobs, waiting_jobs=t.waiting_jobs) for t in shares],
             enabled=policy.fair_share.enabled, policy_version=version, fleet_gpus=fleet.gpus,
             fleet_power_kw=fleet.power_kw)
+
+
+    @handled
+    def GetQuotaUsage(
+        self, request: pb.GetQuotaUsageRequest, context: grpc.ServicerContext
+    ) -> pb.GetQuotaUsageResponse:
+        if len(request.tenant) > MAX_TENANT_CHARS:
+            raise InvalidJob([("tenant", f"at most {MAX_TENANT_CHARS} characters")])
+        version, rows = self.scheduler.quota_usage(request.tenant)
+        return pb.GetQuotaUsageResponse(policy_version=version, usage=[
+            pb.QuotaUsage(tenant=r.tenant, cohort=r.cohort, resource_group=r.group, used_gpus=r.used_gpus,
+                          nominal_gpus=r.nominal_gpus, borrowing_limit_gpus=r.borrowing_limit_gpus,
+                          lending_limit_gpus=r.lending_limit_gpus, borrowed_gpus=r.borrowed_gpus,
+                          borrowable_gpus=r.borrowable_gpus, headroom_gpus=r.headroom_gpus)
+            for r in rows])
 
 
 def _check_change(reason: str, expected: int | None) -> None:

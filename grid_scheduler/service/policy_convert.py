@@ -80,6 +80,8 @@ def policy_dict(message: pb.Policy) -> dict[str, Any]:
         if message.fair_share.HasField("default_weight"):
             fair["default_weight"] = message.fair_share.default_weight
         data["fair_share"] = fair
+    if message.HasField("quotas"):
+        data["quotas"] = _quotas_dict(message.quotas)
     if message.inference_placement:
         data["inference_placement"] = message.inference_placement
     if message.HasField("inference_time_limit_s"):
@@ -100,14 +102,49 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
                                      for t, e in policy.tenant_placement_preference.items()},
         fair_share=pb.FairSharePolicy(enabled=policy.fair_share.enabled, weights=policy.fair_share.weights,
                                       default_weight=policy.fair_share.default_weight),
+        quotas=_quotas_to_pb(policy),
         inference_placement=policy.inference_placement,
         inference_time_limit_s=policy.inference_time_limit_s,
         label=policy.version,
     )
 
 
+def _quotas_dict(message: pb.QuotaPolicy) -> dict[str, Any]:
+    def limits(q: pb.QuotaLimits) -> dict[str, Any]:
+        out: dict[str, Any] = {"nominal_gpus": q.nominal_gpus}
+        if q.HasField("borrowing_limit_gpus"):
+            out["borrowing_limit_gpus"] = q.borrowing_limit_gpus
+        if q.HasField("lending_limit_gpus"):
+            out["lending_limit_gpus"] = q.lending_limit_gpus
+        return out
+
+    return {
+        "resource_groups": [{"name": g.name, "gpu_types": list(g.gpu_types), "jurisdictions": list(g.jurisdictions),
+                             "tiers": list(g.tiers), "sites": list(g.sites)} for g in message.resource_groups],
+        "cohorts": [{"name": c.name, "tenants": {t: {g: limits(q) for g, q in quotas.groups.items()}
+                                                  for t, quotas in c.tenants.items()}} for c in message.cohorts],
+    }
+
+
+def _quotas_to_pb(policy: Policy) -> pb.QuotaPolicy:
+    q = policy.quotas
+    return pb.QuotaPolicy(
+        resource_groups=[pb.QuotaResourceGroup(name=g.name, gpu_types=g.gpu_types, jurisdictions=g.jurisdictions,
+                                               tiers=g.tiers, sites=g.sites) for g in q.resource_groups],
+        cohorts=[pb.QuotaCohort(name=c.name, tenants={
+            t: pb.QuotaTenantQuotas(groups={g: pb.QuotaLimits(nominal_gpus=lim.nominal_gpus,
+                                                               borrowing_limit_gpus=lim.borrowing_limit_gpus,
+                                                               lending_limit_gpus=lim.lending_limit_gpus)
+                                            for g, lim in groups.items()})
+            for t, groups in c.tenants.items()}) for c in q.cohorts],
+    )
+
+
 def policy_yaml(policy: Policy) -> str:
-    return yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
+    data = policy.model_dump(mode="json")
+    if not policy.quotas.cohorts and not policy.quotas.resource_groups:
+        del data["quotas"]  # a policy without quotas reads as it did before quotas existed
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def version_to_pb(entry: PolicyVersion) -> pb.PolicyVersion:

@@ -6,6 +6,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    QuotaConflict,
     StalePolicy,
     StaleRecord,
     Store,
@@ -21,7 +22,8 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "StalePolicy", "StaleRecord", "Store",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "QuotaConflict", "StalePolicy", "StaleRecord",
+    "Store",
     "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",
     "open_store", "request_key", "to_watts",
 ]

@@ -9,12 +9,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from grid_scheduler.engine.index import IntArray
 from grid_scheduler.engine.priority import queue_key
+from grid_scheduler.engine.quota import QuotaRules
 from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState, PolicyVersion
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    QuotaConflict,
     StalePolicy,
     StaleRecord,
     Transition,
@@ -54,6 +57,7 @@ class MemoryStore:
         # Whole watts, so that release gives back exactly what reserve took.
         self._site_w = np.zeros(len(limits.site_ids), dtype=np.int64)
         self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
+        self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
         self._version = 0
         self._events: list[JobEvent] = []
         self._audit: list[AuditRecord] = []
@@ -68,11 +72,15 @@ class MemoryStore:
         assert record is not None
         return record, created
 
-    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
-        self.commit((Update(job_id, expected_version, transition),))
+    def apply(
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+    ) -> JobRecord:
+        self.commit((Update(job_id, expected_version, transition),), quota=quota)
         return transition.record
 
-    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+    def commit(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+    ) -> tuple[JobRecord | None, bool]:
         with self._lock:
             if create is not None:
                 new = create.record
@@ -89,17 +97,19 @@ class MemoryStore:
                 if current.version != u.expected_version:
                     raise StaleRecord(f"job {u.job_id} is at version {current.version}, not {u.expected_version}")
             # Net change: everything released first, then everything reserved, all or nothing.
-            released = {u.job_id: self._reservations.get(u.job_id, []) for u in updates if u.transition.release}
-            for assignments in released.values():
-                self._add(assignments, -1)
-            reserve = [a for u in updates for a in u.transition.reserve]
+            released = {u.job_id: (u.transition.record.spec.tenant, self._reservations.get(u.job_id, []))
+                        for u in updates if u.transition.release}
+            before = {t: row.copy() for t, row in self._tenant_used.items()} if quota is not None else {}
+            for tenant, assignments in released.values():
+                self._add(tenant, assignments, -1)
+            reserve = [(u.transition.record.spec.tenant, a) for u in updates for a in u.transition.reserve]
             if create is not None:
-                reserve.extend(create.reserve)
+                reserve.extend((create.record.spec.tenant, a) for a in create.reserve)
             try:
-                self._reserve(reserve)
+                self._reserve(reserve, quota, before)
             except CapacityConflict:
-                for assignments in released.values():
-                    self._add(assignments, +1)
+                for tenant, assignments in released.values():
+                    self._add(tenant, assignments, +1)
                 raise
             for u in updates:
                 if u.transition.release:
@@ -149,13 +159,15 @@ class MemoryStore:
                 archived += 1
         return archived
 
-    def _reserve(self, assignments: Sequence[Assignment]) -> None:
-        """Check every pool and site first, then take: all of it or nothing."""
-        if not assignments:
+    def _reserve(
+        self, reserve: Sequence[tuple[str, Assignment]], quota: QuotaRules | None, before: dict[str, IntArray]
+    ) -> None:
+        """Check every pool, site and quota first, then take: all of it or nothing."""
+        if not reserve:
             return
         gpus: dict[int, int] = defaultdict(int)
         watts: dict[int, int] = defaultdict(int)
-        for a in assignments:
+        for _, a in reserve:
             gpus[self._limits.pool_index[a.pool_id]] += a.gpus
             watts[self._limits.site_index[a.site_id]] += to_watts(a.power_kw)
         for pool, n in gpus.items():
@@ -167,11 +179,24 @@ class MemoryStore:
         for site, w in watts.items():
             if self._site_w[site] + w > self._limits.site_power_w[site]:
                 raise CapacityConflict(f"site {self._limits.site_ids[site]}: {w / 1000:.1f} kW do not fit")
-        self._add(assignments, +1)
+        tenants = {t for t, _ in reserve}
+        for tenant in tenants:
+            self._add(tenant, [a for t, a in reserve if t == tenant], +1)
+        if quota is not None:
+            why = quota.violation(before, self._tenant_used, tenants)
+            if why:
+                for tenant in tenants:
+                    self._add(tenant, [a for t, a in reserve if t == tenant], -1)
+                raise QuotaConflict(why)
 
-    def _add(self, assignments: Sequence[Assignment], sign: int) -> None:
+    def _add(self, tenant: str, assignments: Sequence[Assignment], sign: int) -> None:
+        row = self._tenant_used.get(tenant)
+        if row is None:
+            row = self._tenant_used[tenant] = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
         for a in assignments:
-            self._pool_used[self._limits.pool_index[a.pool_id]] += sign * a.gpus
+            pool = self._limits.pool_index[a.pool_id]
+            self._pool_used[pool] += sign * a.gpus
+            row[pool] += sign * a.gpus
             self._site_w[self._limits.site_index[a.site_id]] += sign * to_watts(a.power_kw)
         if assignments:
             self._version += 1
@@ -252,7 +277,8 @@ class MemoryStore:
 
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:
-            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy())
+            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
+                                  {t: row.copy() for t, row in self._tenant_used.items() if row.any()})
 
     def ledger_version(self) -> int:
         return self._version

@@ -35,7 +35,7 @@ ACL_COMMANDS = (
     "ping", "evalsha", "script|load", "multi", "exec",                       # the client itself
     "get", "mget", "set", "hget", "hgetall", "xread", "xrange",               # direct reads and writes
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
-    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
+    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd", "sadd", "smembers",
 )
 
 

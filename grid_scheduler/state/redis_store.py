@@ -19,6 +19,8 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
     gs:{grid}:jobs                zset  every job id, score 0: ZRANGEBYLEX pages in id order
     gs:{grid}:state:<state>       zset  job ids in that state (pending, running, ...), score 0
     gs:{grid}:requests            hash  "<tenant>/<request_id>" -> job_id (idempotent submission, per tenant)
+    gs:{grid}:tq:<tenant>         hash  pool_id -> GPUs the tenant holds there (quota usage, with the reservation)
+    gs:{grid}:tenants             set   tenants that ever held GPUs (the snapshot reads their tq hashes)
     gs:{grid}:finished            zset  finished job ids, score = when: archive_finished forgets the oldest
     gs:{grid}:grid_sha256         string  hash of the grid file the first replica loaded; others must match
     gs:{grid}:event_seq           int   last event sequence
@@ -56,6 +58,7 @@ import redis
 from redis.commands.core import Script
 
 from grid_scheduler.engine.priority import queue_key
+from grid_scheduler.engine.quota import QuotaRules
 from grid_scheduler.model import (
     Assignment,
     AuditRecord,
@@ -72,6 +75,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    QuotaConflict,
     StalePolicy,
     StaleRecord,
     Transition,
@@ -133,15 +137,23 @@ for i, op in ipairs(m.ops) do
 end
 
 -- The net change per pool and site: everything released first, then everything reserved.
-local pool_delta, site_delta, pool_limit, site_limit, pool_taken = {}, {}, {}, {}, {}
+-- tenant_delta: the same per tenant and pool (quota usage, hash tq:<tenant>).
+local pool_delta, site_delta, pool_limit, site_limit, pool_taken, tenant_delta = {}, {}, {}, {}, {}, {}
+local function tadd(tn, pool, n)
+  local t = tenant_delta[tn]
+  if not t then t = {}; tenant_delta[tn] = t end
+  t[pool] = (t[pool] or 0) + n
+end
 for i, op in ipairs(m.ops) do
   if op.rel and cur[i][3] then
     for _, a in ipairs(cjson.decode(cur[i][3])) do
       pool_delta[a.pool_id] = (pool_delta[a.pool_id] or 0) - a.gpus
       site_delta[a.site_id] = (site_delta[a.site_id] or 0) - a.watts
+      tadd(op.tn, a.pool_id, -a.gpus)
     end
   end
   for _, p in ipairs(op.pools) do
+    tadd(op.tn, p[1], p[2])
     pool_delta[p[1]] = (pool_delta[p[1]] or 0) + p[2]
     pool_taken[p[1]] = (pool_taken[p[1]] or 0) + p[2]
     pool_limit[p[1]] = p[3]
@@ -165,8 +177,45 @@ for id, limit in pairs(site_limit) do
   end
 end
 
+-- Quotas (engine/quota.py QuotaRules.violation, the same rule): for each tenant growing in a
+-- limited group, its cap holds and its cohort does not borrow more than it lends (or than before).
+local function group_used(tn, pools, with_delta)
+  local used = 0
+  local vals = redis.call('HMGET', P .. 'tq:' .. tn, unpack(pools))
+  local d = tenant_delta[tn] or {}
+  for j, pool in ipairs(pools) do
+    used = used + (tonumber(vals[j]) or 0)
+    if with_delta then used = used + (d[pool] or 0) end
+  end
+  return used
+end
+for _, q in ipairs(m.q or {}) do
+  local after = group_used(q.t, q.pools, true)
+  if after > group_used(q.t, q.pools, false) then
+    if after > q.cap then
+      return {'quota', string.format('quota %s: tenant %s would hold %d > %d GPUs', q.g, q.t, after, q.cap)}
+    end
+    local shared_before, shared_after = 0, 0
+    for _, mem in ipairs(q.members) do
+      shared_before = shared_before + math.max(0, group_used(mem[1], q.pools, false) - mem[2])
+      shared_after = shared_after + math.max(0, group_used(mem[1], q.pools, true) - mem[2])
+    end
+    if shared_after > math.max(q.lend, shared_before) then
+      return {'quota', string.format('quota %s: cohort would borrow %d > %d GPUs it lends', q.g, shared_after, q.lend)}
+    end
+  end
+end
+
 -- Write: counters, then each job, its indexes and its event, in the order given.
 local changed = false
+for tn, d in pairs(tenant_delta) do
+  for pool, n in pairs(d) do
+    if n ~= 0 then
+      redis.call('SADD', P .. 'tenants', tn)
+      redis.call('HINCRBY', P .. 'tq:' .. tn, pool, n)
+    end
+  end
+end
 for id, d in pairs(pool_delta) do
   if d ~= 0 then redis.call('HINCRBY', P .. 'pool:' .. id, 'used', d); changed = true end
 end
@@ -246,8 +295,13 @@ end
 for i = 3 + n, #ARGV do
   watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
 end
+local tq = {}
+for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
+  tq[#tq + 1] = tn
+  tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
+end
 return {redis.call('GET', P .. 'ledger_version') or '0',
-        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ',')}
+        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), tq}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -410,6 +464,18 @@ class RedisStore:
             "sites": [[s, w, int(limits.site_power_w[limits.site_index[s]])] for s, w in watts.items()],
         }
 
+    def _quota_checks(self, quota: QuotaRules | None, moves: Sequence[Transition]) -> list[dict[str, object]]:
+        """The limits the script re-checks: one per (tenant, limited group) this commit reserves in."""
+        if quota is None or quota.empty:
+            return []
+        groups: dict[str, set[int]] = defaultdict(set)
+        for t in moves:
+            for a in t.reserve:
+                g = int(quota.pool_group[self._limits.pool_index[a.pool_id]])
+                if g >= 0:
+                    groups[t.record.spec.tenant].add(g)
+        return [c for tenant, gs in sorted(groups.items()) for c in quota.checks_for(tenant, gs, self._limits.pool_ids)]
+
     @staticmethod
     def _res_json(assignments: Sequence[Assignment]) -> str:
         # The watts are stored with the assignment so release gives back exactly the integer reserve took.
@@ -424,6 +490,8 @@ class RedisStore:
         message = reply[1] if len(reply) > 1 else ""
         if status == "conflict":
             raise CapacityConflict(message)
+        if status == "quota":
+            raise QuotaConflict(message)
         if status == "stale":
             raise StaleRecord(message)
         if status == "unknown":
@@ -433,7 +501,9 @@ class RedisStore:
         raise RuntimeError(f"unexpected reply from the ledger script: {reply!r}")
 
     @guarded
-    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+    def commit(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+    ) -> tuple[JobRecord | None, bool]:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
         if create is not None:
@@ -445,6 +515,7 @@ class RedisStore:
         meta = json.dumps({
             "rk": rk, "cid": cid, "fk": fence_key, "ft": str(fence_token), "max": MAX_EVENTS,
             "ops": [self._op(job_id, t, exp) for job_id, t, exp in steps],
+            "q": self._quota_checks(quota, [t for _, t, _ in steps]),
         }, ensure_ascii=False)
         args: list[Arg] = [self.prefix, meta]
         for _, transition, _ in steps:
@@ -459,8 +530,10 @@ class RedisStore:
         assert record is not None
         return record, created
 
-    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
-        self.commit((Update(job_id, expected_version, transition),))
+    def apply(
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+    ) -> JobRecord:
+        self.commit((Update(job_id, expected_version, transition),), quota=quota)
         return transition.record
 
     @guarded
@@ -517,12 +590,22 @@ class RedisStore:
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        version, used, drained, watts = self._run(self._snapshot, self._snapshot_args)
+        version, used, drained, watts, tq = self._run(self._snapshot, self._snapshot_args)
+        tenants: dict[str, npt.NDArray[np.int64]] = {}
+        for tenant, flat in zip(tq[::2], tq[1::2], strict=True):
+            row = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
+            for pool_id, gpus in zip(flat[::2], flat[1::2], strict=True):
+                p = self._limits.pool_index.get(pool_id)
+                if p is not None:
+                    row[p] = int(gpus)
+            if row.any():
+                tenants[tenant] = row
         return LedgerSnapshot(
             version=int(version),
             pool_used_gpus=_ints(used),
             site_used_w=_ints(watts),
             pool_drained=np.asarray(_ints(drained) != 0, dtype=np.bool_),
+            tenant_pool_gpus=tenants,
         )
 
     @guarded

@@ -7,10 +7,10 @@ raced cannot both win the last GPUs (they get ``CapacityConflict`` and decide ag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,9 @@ from grid_scheduler.model import (
     PolicyVersion,
 )
 
+if TYPE_CHECKING:
+    from grid_scheduler.engine.quota import QuotaRules
+
 
 def to_watts(power_kw: float) -> int:
     """The ledger counts whole watts: integer sums never drift, so release undoes reserve exactly."""
@@ -38,6 +41,11 @@ class StoreError(Exception):
 
 class CapacityConflict(StoreError):
     """A reservation no longer fits: another decision took the capacity first."""
+
+
+class QuotaConflict(CapacityConflict):
+    """A reservation would break a tenant's quota (engine/quota.py) as the ledger stands now:
+    another decision, maybe on another replica, used the quota first. Retried like any conflict."""
 
 
 class StaleRecord(StoreError):
@@ -116,6 +124,8 @@ class LedgerSnapshot:
     pool_used_gpus: npt.NDArray[np.int64]
     site_used_w: npt.NDArray[np.int64]
     pool_drained: npt.NDArray[np.bool_]
+    # GPUs per pool held by each tenant: quota usage, committed with the reservations.
+    tenant_pool_gpus: Mapping[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
     @property
     def site_used_kw(self) -> npt.NDArray[np.float64]:
@@ -150,7 +160,9 @@ def request_key(tenant: str, request_id: str) -> str:
 
 
 class Store(Protocol):
-    def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
+    def commit(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+    ) -> tuple[JobRecord | None, bool]:
         """Apply every update and create ``create`` (if given) as ONE atomic step: all or nothing.
 
         This is how preemption happens: the victims' evictions and the preemptor's placement are
@@ -160,7 +172,8 @@ class Store(Protocol):
         is applied and the existing job is returned with False. Otherwise returns the created
         record (or None without ``create``) and True. Raises StaleRecord or UnknownJob naming
         the job whose version moved, CapacityConflict when the reservations do not fit,
-        leaving nothing behind in every case.
+        QuotaConflict when ``quota`` (the deciding replica's compiled policy quotas) refuses a
+        tenant's growth against live usage, leaving nothing behind in every case.
         """
         ...
 
@@ -172,7 +185,9 @@ class Store(Protocol):
         """
         ...
 
-    def apply(self, job_id: str, expected_version: int, transition: Transition) -> JobRecord:
+    def apply(
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+    ) -> JobRecord:
         """Move a job to ``transition.record`` if it is still at ``expected_version``."""
         ...
 

@@ -214,7 +214,7 @@ class Placement(_message.Message):
     def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., score: _Optional[_Union[ScoreTerms, _Mapping]] = ..., endpoint_latencies: _Optional[_Iterable[_Union[EndpointLatency, _Mapping]]] = ..., power_kw: _Optional[float] = ..., carbon_kg_per_hour: _Optional[float] = ..., energy_cost_per_hour: _Optional[float] = ...) -> None: ...
 
 class Reason(_message.Message):
-    __slots__ = ("code", "site_id", "pool_id", "endpoint_id", "message", "required", "available", "unit")
+    __slots__ = ("code", "site_id", "pool_id", "endpoint_id", "message", "required", "available", "unit", "used", "nominal", "borrowable")
     CODE_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,9 @@ class Reason(_message.Message):
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    NOMINAL_FIELD_NUMBER: _ClassVar[int]
+    BORROWABLE_FIELD_NUMBER: _ClassVar[int]
     code: ReasonCode
     site_id: str
     pool_id: str
@@ -231,7 +234,10 @@ class Reason(_message.Message):
     required: float
     available: float
     unit: str
-    def __init__(self, code: _Optional[_Union[ReasonCode, str]] = ..., site_id: _Optional[str] = ..., pool_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., message: _Optional[str] = ..., required: _Optional[float] = ..., available: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...
+    used: float
+    nominal: float
+    borrowable: float
+    def __init__(self, code: _Optional[_Union[ReasonCode, str]] = ..., site_id: _Optional[str] = ..., pool_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., message: _Optional[str] = ..., required: _Optional[float] = ..., available: _Optional[float] = ..., unit: _Optional[str] = ..., used: _Optional[float] = ..., nominal: _Optional[float] = ..., borrowable: _Optional[float] = ...) -> None: ...
 
 class WaitInfo(_message.Message):
     __slots__ = ("site_counts", "summary")

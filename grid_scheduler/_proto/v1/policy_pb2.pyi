@@ -25,7 +25,7 @@ class PolicyWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share")
+    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share", "quotas")
     class TenantResidencyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Policy(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TENANT_PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     weights: PolicyWeights
     tenant_residency: _containers.MessageMap[str, _placement_pb2.ResidencyRule]
     inference_placement: str
@@ -54,7 +55,68 @@ class Policy(_message.Message):
     label: str
     tenant_placement_preference: _containers.MessageMap[str, PlacementPreference]
     fair_share: FairSharePolicy
-    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ..., fair_share: _Optional[_Union[FairSharePolicy, _Mapping]] = ...) -> None: ...
+    quotas: QuotaPolicy
+    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ..., fair_share: _Optional[_Union[FairSharePolicy, _Mapping]] = ..., quotas: _Optional[_Union[QuotaPolicy, _Mapping]] = ...) -> None: ...
+
+class QuotaPolicy(_message.Message):
+    __slots__ = ("resource_groups", "cohorts")
+    RESOURCE_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    COHORTS_FIELD_NUMBER: _ClassVar[int]
+    resource_groups: _containers.RepeatedCompositeFieldContainer[QuotaResourceGroup]
+    cohorts: _containers.RepeatedCompositeFieldContainer[QuotaCohort]
+    def __init__(self, resource_groups: _Optional[_Iterable[_Union[QuotaResourceGroup, _Mapping]]] = ..., cohorts: _Optional[_Iterable[_Union[QuotaCohort, _Mapping]]] = ...) -> None: ...
+
+class QuotaResourceGroup(_message.Message):
+    __slots__ = ("name", "gpu_types", "jurisdictions", "tiers", "sites")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPES_FIELD_NUMBER: _ClassVar[int]
+    JURISDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    gpu_types: _containers.RepeatedScalarFieldContainer[str]
+    jurisdictions: _containers.RepeatedScalarFieldContainer[str]
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., gpu_types: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QuotaCohort(_message.Message):
+    __slots__ = ("name", "tenants")
+    class TenantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: QuotaTenantQuotas
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[QuotaTenantQuotas, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenants: _containers.MessageMap[str, QuotaTenantQuotas]
+    def __init__(self, name: _Optional[str] = ..., tenants: _Optional[_Mapping[str, QuotaTenantQuotas]] = ...) -> None: ...
+
+class QuotaTenantQuotas(_message.Message):
+    __slots__ = ("groups",)
+    class GroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: QuotaLimits
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[QuotaLimits, _Mapping]] = ...) -> None: ...
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.MessageMap[str, QuotaLimits]
+    def __init__(self, groups: _Optional[_Mapping[str, QuotaLimits]] = ...) -> None: ...
+
+class QuotaLimits(_message.Message):
+    __slots__ = ("nominal_gpus", "borrowing_limit_gpus", "lending_limit_gpus")
+    NOMINAL_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    LENDING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    nominal_gpus: int
+    borrowing_limit_gpus: int
+    lending_limit_gpus: int
+    def __init__(self, nominal_gpus: _Optional[int] = ..., borrowing_limit_gpus: _Optional[int] = ..., lending_limit_gpus: _Optional[int] = ...) -> None: ...
 
 class FairSharePolicy(_message.Message):
     __slots__ = ("enabled", "weights", "default_weight")
@@ -344,3 +406,41 @@ class GetFairShareResponse(_message.Message):
     fleet_gpus: int
     fleet_power_kw: float
     def __init__(self, tenants: _Optional[_Iterable[_Union[FairShareTenant, _Mapping]]] = ..., enabled: _Optional[bool] = ..., policy_version: _Optional[int] = ..., fleet_gpus: _Optional[int] = ..., fleet_power_kw: _Optional[float] = ...) -> None: ...
+
+class GetQuotaUsageRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("tenant", "cohort", "resource_group", "used_gpus", "nominal_gpus", "borrowing_limit_gpus", "lending_limit_gpus", "borrowed_gpus", "borrowable_gpus", "headroom_gpus")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    USED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    NOMINAL_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    LENDING_LIMIT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BORROWABLE_GPUS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_GPUS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    cohort: str
+    resource_group: str
+    used_gpus: int
+    nominal_gpus: int
+    borrowing_limit_gpus: int
+    lending_limit_gpus: int
+    borrowed_gpus: int
+    borrowable_gpus: int
+    headroom_gpus: int
+    def __init__(self, tenant: _Optional[str] = ..., cohort: _Optional[str] = ..., resource_group: _Optional[str] = ..., used_gpus: _Optional[int] = ..., nominal_gpus: _Optional[int] = ..., borrowing_limit_gpus: _Optional[int] = ..., lending_limit_gpus: _Optional[int] = ..., borrowed_gpus: _Optional[int] = ..., borrowable_gpus: _Optional[int] = ..., headroom_gpus: _Optional[int] = ...) -> None: ...
+
+class GetQuotaUsageResponse(_message.Message):
+    __slots__ = ("policy_version", "usage")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    policy_version: int
+    usage: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, policy_version: _Optional[int] = ..., usage: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...

@@ -72,6 +72,11 @@ class PolicyServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.FromString,
                 _registered_method=True)
+        self.GetQuotaUsage = channel.unary_unary(
+                '/grid_scheduler.v1.PolicyService/GetQuotaUsage',
+                request_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -131,6 +136,13 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuotaUsage(self, request, context):
+        """Quota usage against quota per tenant and resource group, under the active policy's quotas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +180,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetFairShare,
                     request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.SerializeToString,
+            ),
+            'GetQuotaUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaUsage,
+                    request_deserializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +379,33 @@ class PolicyService:
             '/grid_scheduler.v1.PolicyService/GetFairShare',
             grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_policy__pb2.GetFairShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.PolicyService/GetQuotaUsage',
+            grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_policy__pb2.GetQuotaUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,6 +104,8 @@ RULES: Mapping[str, Rule] = {
     _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
     _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
     _PO + "GetFairShare": Rule(Permission.READ_POLICY),
+    # Quota usage is read with the policy that sets it (every tenant's numbers: platform-level).
+    _PO + "GetQuotaUsage": Rule(Permission.READ_POLICY),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
