@@ -170,6 +170,26 @@ class QuotaRules:
                 return True
         return False
 
+    def protects(
+        self, tenant_pool_gpus: Mapping[str, IntArray], preemptor: str, need_gpus: int, victim: str,
+        victim_pools: Iterable[int],
+    ) -> bool:
+        """Kueue's ``borrowWithinCohort: Never``: a job that would make its tenant borrow may not
+        evict, even from a lower tier, the job of a cohort peer that holds no more than its nominal
+        quota in a group the victim's job uses. Otherwise a tenant reclaiming what it lent would
+        be evicted again at once by the borrower's higher-priority work, back and forth."""
+        if victim == preemptor:
+            return False
+        for g in {int(self.pool_group[p]) for p in victim_pools}:
+            mine = self.limits.get((preemptor, g))
+            theirs = self.limits.get((victim, g))
+            if g < 0 or mine is None or theirs is None or mine.cohort != theirs.cohort:
+                continue
+            if (self.used(tenant_pool_gpus, victim, g) <= theirs.nominal
+                    and self.used(tenant_pool_gpus, preemptor, g) + need_gpus > mine.nominal):
+                return True
+        return False
+
     def checks_for(self, tenant: str, groups: Iterable[int], pool_ids: tuple[str, ...]) -> list[dict[str, object]]:
         """The limits a commit of ``tenant`` into ``groups`` must re-check, as the Redis script reads them."""
         out: list[dict[str, object]] = []

@@ -47,12 +47,15 @@ def plan_preemption(
     for r in running:
         if r.placement is None:
             continue
+        pools = [index.pool_index[a.pool_id] for a in r.placement.assignments]
         if not can_preempt(spec, r.spec):
-            pools = [index.pool_index[a.pool_id] for a in r.placement.assignments]
             if not (reclaim and rules is not None and r.spec.preemptible and rules.may_reclaim(
                     usage.tenant_pool_gpus, spec.tenant, spec.total_gpus, r.spec.tenant, pools)):
                 continue
             reclaimable.add(r.id)
+        elif rules is not None and rules.protects(usage.tenant_pool_gpus, spec.tenant, spec.total_gpus,
+                                                  r.spec.tenant, pools):
+            continue  # a borrower does not evict a peer within its nominal quota
         if held is not None and any(held[index.pool_index[a.pool_id]] for a in r.placement.assignments):
             continue
         candidates.append((r.id, r.spec, r.placement, r.updated_at))
