@@ -94,3 +94,24 @@ def test_events_carry_the_policy_version_of_the_record(store: Store) -> None:
     assert [(e.job_id, e.policy_version) for e in events] == [("j1", 7)]
     got = store.get_job("j1")
     assert got is not None and got.policy_version == 7 and got.state is JobState.PENDING
+
+
+def test_a_commit_decided_under_an_older_policy_is_refused(store: Store) -> None:
+    """A replica one decision behind an apply (it read the versions, then another replica applied)
+    must not commit under the old policy's rules, e.g. its quotas: PolicyMoved, nothing written."""
+    from grid_scheduler.state import PolicyMoved
+    from tests.test_store_contract import a
+
+    store.apply_policy(0, entry(1.0))
+    placed = record("j1", state=JobState.RUNNING)
+    take = Transition(placed, EventType.PLACED, "placed", reserve=[a("sines-h100", "sines", 8, 7.0)])
+    with pytest.raises(PolicyMoved):
+        store.commit((), take, policy_version=0)
+    assert store.get_job("j1") is None and int(store.snapshot().pool_used_gpus.sum()) == 0
+    store.apply_policy(1, entry(2.0))
+    with pytest.raises(PolicyMoved):
+        store.commit((), take, policy_version=1)
+    created, ok = store.commit((), take, policy_version=2)
+    assert ok and created is not None and int(store.snapshot().pool_used_gpus.sum()) == 8
+    # Without a version (a completion, a cancel, a what-if copy) nothing is checked.
+    store.commit((), Transition(record("j2"), EventType.PENDING, "waits"))

@@ -118,6 +118,7 @@ def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placemen
 def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
     transition = transitions.to_running(record, placement, s.now(), policy_version=s.policy_version)
     try:
-        return observer.apply(s.observer, store or s.store, record.id, record.version, transition, s.quota)
+        return observer.apply(s.observer, store or s.store, record.id, record.version, transition, s.quota,
+                             s.policy_version)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None

@@ -317,7 +317,8 @@ class Scheduler:
             for _ in range(COMMIT_ATTEMPTS):
                 decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
                 try:
-                    record, created = observer.commit(self.observer, self.store, updates, create, self.quota)
+                    record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
+                                                     self.policy_version)
                 except (CapacityConflict, StaleRecord, UnknownJob):
                     continue  # the ledger or a victim moved: decide again on a fresh snapshot
                 assert record is not None

@@ -57,13 +57,13 @@ class NullObserver:
 
 def commit(
     observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
-    quota: QuotaRules | None = None,
+    quota: QuotaRules | None = None, policy_version: int | None = None,
 ) -> tuple[JobRecord | None, bool]:
     """``store.commit``, reported to ``observer``."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
-        result = store.commit(updates, create, quota)
+        result = store.commit(updates, create, quota, policy_version)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, moves, type(e).__name__)
         raise
@@ -73,12 +73,12 @@ def commit(
 
 def apply(
     observer: Observer, store: Store, job_id: str, expected_version: int, transition: Transition,
-    quota: QuotaRules | None = None,
+    quota: QuotaRules | None = None, policy_version: int | None = None,
 ) -> JobRecord:
     """``store.apply``, reported to ``observer``."""
     start = time.perf_counter()
     try:
-        record = store.apply(job_id, expected_version, transition, quota)
+        record = store.apply(job_id, expected_version, transition, quota, policy_version)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, [transition], type(e).__name__)
         raise

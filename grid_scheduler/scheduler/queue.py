@@ -148,7 +148,8 @@ def _commit(s: Scheduler, record: JobRecord, decision: Decision) -> JobRecord | 
     assert decision.placement is not None
     start = transitions.to_running(record, decision.placement, s.now(), policy_version=s.policy_version)
     try:
-        observer.commit(s.observer, s.store, [Update(record.id, record.version, start)], quota=s.quota)
+        observer.commit(s.observer, s.store, [Update(record.id, record.version, start)], quota=s.quota,
+                        policy_version=s.policy_version)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [])
@@ -219,7 +220,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now, policy_version=s.policy_version)
     updates.append(Update(record.id, record.version, start))
     try:
-        observer.commit(s.observer, s.store, updates, quota=s.quota)
+        observer.commit(s.observer, s.store, updates, quota=s.quota, policy_version=s.policy_version)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])

@@ -6,6 +6,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    PolicyMoved,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -22,7 +23,8 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "QuotaConflict", "StalePolicy", "StaleRecord",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "QuotaConflict", "StalePolicy",
+    "StaleRecord",
     "Store",
     "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",
     "open_store", "request_key", "to_watts",

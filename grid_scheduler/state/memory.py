@@ -17,6 +17,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    PolicyMoved,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -73,15 +74,19 @@ class MemoryStore:
         return record, created
 
     def apply(
-        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> JobRecord:
-        self.commit((Update(job_id, expected_version, transition),), quota=quota)
+        self.commit((Update(job_id, expected_version, transition),), quota=quota, policy_version=policy_version)
         return transition.record
 
     def commit(
-        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
         with self._lock:
+            if policy_version is not None and policy_version != len(self._policies):
+                raise PolicyMoved(f"decided under policy v{policy_version}; v{len(self._policies)} is active")
             if create is not None:
                 new = create.record
                 key = request_key(new.spec.tenant, new.request_id) if new.request_id else ""

@@ -75,6 +75,7 @@ from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
     Limits,
+    PolicyMoved,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -110,6 +111,14 @@ local m = cjson.decode(ARGV[2])
 if m.rk ~= '' then
   local existing = redis.call('HGET', P .. 'requests', m.rk)
   if existing then return {'dup', redis.call('HGET', P .. 'job:' .. existing, 'record')} end
+end
+-- A decision made under a policy version that is no longer active (another replica applied one
+-- since) is refused: decided again under the new policy, it cannot overshoot the new quotas.
+if m.apv >= 0 then
+  local active = tonumber(redis.call('GET', P .. 'policy_version') or '0')
+  if active ~= m.apv then
+    return {'policy', 'decided under policy v' .. m.apv .. '; v' .. active .. ' is active'}
+  end
 end
 -- A fenced commit (batch results) goes through only while its lease token is current.
 if m.fk ~= '' then
@@ -492,6 +501,8 @@ class RedisStore:
             raise CapacityConflict(message)
         if status == "quota":
             raise QuotaConflict(message)
+        if status == "policy":
+            raise PolicyMoved(message)
         if status == "stale":
             raise StaleRecord(message)
         if status == "unknown":
@@ -502,7 +513,8 @@ class RedisStore:
 
     @guarded
     def commit(
-        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
@@ -516,6 +528,7 @@ class RedisStore:
             "rk": rk, "cid": cid, "fk": fence_key, "ft": str(fence_token), "max": MAX_EVENTS,
             "ops": [self._op(job_id, t, exp) for job_id, t, exp in steps],
             "q": self._quota_checks(quota, [t for _, t, _ in steps]),
+            "apv": -1 if policy_version is None else policy_version,
         }, ensure_ascii=False)
         args: list[Arg] = [self.prefix, meta]
         for _, transition, _ in steps:
@@ -531,9 +544,10 @@ class RedisStore:
         return record, created
 
     def apply(
-        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> JobRecord:
-        self.commit((Update(job_id, expected_version, transition),), quota=quota)
+        self.commit((Update(job_id, expected_version, transition),), quota=quota, policy_version=policy_version)
         return transition.record
 
     @guarded

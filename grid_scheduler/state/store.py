@@ -48,6 +48,12 @@ class QuotaConflict(CapacityConflict):
     another decision, maybe on another replica, used the quota first. Retried like any conflict."""
 
 
+class PolicyMoved(CapacityConflict):
+    """The decision was made under a policy version that is no longer the active one (another
+    replica applied a policy since): decide again under the new one. Without this, a replica one
+    decision behind could commit under old quota limits and overshoot the new ones."""
+
+
 class StaleRecord(StoreError):
     """The job changed since it was read; re-read and decide again."""
 
@@ -161,7 +167,8 @@ def request_key(tenant: str, request_id: str) -> str:
 
 class Store(Protocol):
     def commit(
-        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
         """Apply every update and create ``create`` (if given) as ONE atomic step: all or nothing.
 
@@ -173,7 +180,8 @@ class Store(Protocol):
         record (or None without ``create``) and True. Raises StaleRecord or UnknownJob naming
         the job whose version moved, CapacityConflict when the reservations do not fit,
         QuotaConflict when ``quota`` (the deciding replica's compiled policy quotas) refuses a
-        tenant's growth against live usage, leaving nothing behind in every case.
+        tenant's growth against live usage, PolicyMoved when ``policy_version`` (the version the
+        decision was made under) is no longer the active policy, leaving nothing behind in every case.
         """
         ...
 
@@ -186,9 +194,11 @@ class Store(Protocol):
         ...
 
     def apply(
-        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None
+        self, job_id: str, expected_version: int, transition: Transition, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
     ) -> JobRecord:
-        """Move a job to ``transition.record`` if it is still at ``expected_version``."""
+        """Move a job to ``transition.record`` if it is still at ``expected_version`` (and, with
+        ``policy_version``, the active policy is still that version: else PolicyMoved)."""
         ...
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
