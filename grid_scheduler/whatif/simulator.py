@@ -33,8 +33,10 @@ import structlog
 
 from grid_scheduler.model import EventType, JobRecord, JobState, Placement
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.state import to_watts
 from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
+from grid_scheduler.whatif.fragmentation import fragmented_gpus
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
 from grid_scheduler.whatif.metrics import ChangeLog, JobLog, Recorder, Run, residency_violations, summarize
 from grid_scheduler.whatif.scenario import LoadedScenario
@@ -107,7 +109,10 @@ class Simulator:
         check_invariants: bool = False,
         progress: Callable[[Progress], None] | None = None,
         on_event: Callable[[Simulator], None] | None = None,
+        decider: Decider | None = None,
     ) -> None:
+        """``decider``: the placement choice of every decision (scheduler/core.py ``Decider``;
+        e.g. a baseline rule from engine/baselines.py); the engine's own by default."""
         quiet_logs()
         self.loaded = loaded
         scenario = loaded.scenario
@@ -126,7 +131,7 @@ class Simulator:
         # Job ids from the seed and the arrival's place in the workload, not the wall clock:
         # two runs with the same seed write the same files, row by row.
         job_ids = SeededJobIds(scenario.seed, len(self.arrivals))
-        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, job_ids)
+        self.scheduler = new_scheduler(self.timeline.grid_at(0.0), loaded.policy, self.clock, job_ids, decider)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
         self.recorder.begin_epoch(self.scheduler)
         self.jobs: dict[str, JobLog] = {}
@@ -271,7 +276,11 @@ class Simulator:
                 self.scheduler.set_drained(pool, step.drained)
 
     def _sample(self) -> None:
-        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running), self._pool_used_w())
+        s = self.scheduler
+        usage = s.usage()
+        fragmented = (fragmented_gpus(s.index, usage, s.policy, (r.spec for r in s.store.pending_jobs()))
+                      if self.pending else 0)
+        self.recorder.sample(self.now, usage, self.pending, len(self.running), self._pool_used_w(), fragmented)
         if self.progress is not None:
             self.progress(Progress(self.now, self.horizon_s, self._next_arrival, len(self.arrivals)))
         nxt = self.now + self.recorder.sample_every_s
