@@ -125,13 +125,21 @@ class Offered:
         self.duration_s = np.array([a.duration_s for a in arrivals], dtype=np.float64)
         self.gpus = np.array([a.spec.total_gpus for a in arrivals], dtype=np.float64)
         self.window_s = args.days * DAY_S
-        self.grid_gpus = int(GridIndex.build(loaded.grid).pool_healthy_gpus.sum())
+        index = GridIndex.build(loaded.grid)
+        self.grid_gpus = int(index.pool_healthy_gpus.sum())
+        self.top = np.array([TIERS[a.spec.priority] == TOP for a in arrivals], dtype=np.bool_)
+        self.inference_gpus = int(index.pool_healthy_gpus[index.inference_pools].sum())
         self.sizes = Counter(a.spec.gpus.count for a in arrivals)
 
     def load(self, time_scale: float) -> float:
         """GPU-hours the window's tasks demand (whole capped durations) per hour of the simulated
         window (trace window x ``time_scale``), over the grid's GPUs."""
         return float((self.gpus * self.duration_s).sum() / (self.window_s * time_scale * self.grid_gpus))
+
+    def top_load(self, time_scale: float) -> float:
+        """The top tier's (inference) demand alone over the GPUs it may use (inference pools)."""
+        demand = (self.gpus * self.duration_s)[self.top].sum()
+        return float(demand / (self.window_s * time_scale * self.inference_gpus))
 
     def time_scale_for(self, load: float) -> float:
         return self.load(1.0) / load
@@ -224,6 +232,14 @@ def verdict(level: dict[str, Any]) -> dict[str, Any]:
     if best_gh > 0 and top["gpu_hours_wanted"] > 0 and best_gh >= 0.99 * top["gpu_hours_wanted"]:
         why.append("the best baseline already serves >= 99 % of the top tier's wanted GPU-hours "
                    "(bound: no 10 % to gain)")
+    online = by.get("online")
+    if online is not None and online["tiers"] == ours["tiers"]:
+        why.append("the batch cycle changed nothing: at each cycle the waiting jobs fit no free capacity that the "
+                   "online retries had left (it places waiting work; it does not move or evict running jobs)")
+    if best_p95 > 0 and top["delay_p95_h"] >= best_p95:
+        best = min(bases, key=lambda b: b["tiers"][TOP]["delay_p95_h"])["method"]
+        why.append(f"top-tier p95 delay is set by the top tier's own demand on the GPUs it may use (inference "
+                   f"pools): {best} places it as well as the engine does")
     if la is not None and la["fragmentation_gpus"] == 0:
         why.append("LeastAllocated leaves no fragmented GPUs (nothing to cut)")
     return {
@@ -237,7 +253,8 @@ def verdict(level: dict[str, Any]) -> dict[str, Any]:
 
 def print_level(level: dict[str, Any]) -> None:
     print(f"\noffered load {level['load']:.2f} (time scale {level['time_scale']:.4f}, "
-          f"{level['horizon_h']:.1f} simulated h, {level['jobs']} jobs)")
+          f"{level['horizon_h']:.1f} simulated h, {level['jobs']} jobs; the top tier alone offers "
+          f"{level['top_tier_load_on_its_pools']:.2f} of the inference pools' GPUs)")
     head = (f"{'method':<16}{'tier':<8}{'jobs':>6}{'waited':>7}{'never':>6}{'GPU-h want':>11}{'GPU-h srv':>10}"
             f"{'p50 h':>8}{'p95 h':>8}{'SLO':>7}{'frag GPUs':>10}{'util':>6}{'wall s':>8}")
     print(head)
@@ -290,7 +307,7 @@ def main() -> None:
     for load in args.loads:
         time_scale = offered.time_scale_for(load)
         level: dict[str, Any] = {"load": load, "time_scale": time_scale, "horizon_h": args.days * 24 * time_scale,
-                                 "runs": []}
+                                 "top_tier_load_on_its_pools": offered.top_load(time_scale), "runs": []}
         for method in args.methods:
             row = run_one(args, time_scale, method, sizes)
             level["runs"].append(row)
