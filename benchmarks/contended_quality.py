@@ -207,6 +207,7 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, sizes: Cou
         "samples_with_waiting_jobs": s["fragmentation"]["samples_with_waiting_jobs"],
         "samples": s["fragmentation"]["samples"],
         "residency_violations": s["residency"]["violations"],
+        "batch": {"cycles": sim.batch_cycles, "waiting_seen": sim.batch_pending_seen, "placed": sim.batch_committed},
         "tiers": tier_rows(result),
     }
 
@@ -233,9 +234,11 @@ def verdict(level: dict[str, Any]) -> dict[str, Any]:
         why.append("the best baseline already serves >= 99 % of the top tier's wanted GPU-hours "
                    "(bound: no 10 % to gain)")
     online = by.get("online")
+    b = ours.get("batch", {})
     if online is not None and online["tiers"] == ours["tiers"]:
-        why.append("the batch cycle changed nothing: at each cycle the waiting jobs fit no free capacity that the "
-                   "online retries had left (it places waiting work; it does not move or evict running jobs)")
+        why.append(f"the batch cycle changed nothing: {b.get('cycles', 0)} cycles saw {b.get('waiting_seen', 0)} "
+                   f"waiting jobs in all and placed {b.get('placed', 0)}: the waiting jobs fit no free capacity the "
+                   "online retries had left (it places waiting work; it neither moves nor evicts running jobs)")
     if best_p95 > 0 and top["delay_p95_h"] >= best_p95:
         best = min(bases, key=lambda b: b["tiers"][TOP]["delay_p95_h"])["method"]
         why.append(f"top-tier p95 delay is set by the top tier's own demand on the GPUs it may use (inference "

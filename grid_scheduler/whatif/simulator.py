@@ -146,6 +146,8 @@ class Simulator:
         self.events = 0
         self.pending = 0  # jobs waiting in the queue now
         self.peak_pending = 0  # the most that waited at once (after any event)
+        # Batch cycles run, the waiting jobs they saw (summed over cycles), the jobs they placed.
+        self.batch_cycles = self.batch_pending_seen = self.batch_committed = 0
         for moment, key in self.timeline.steps():
             self._push(moment.time_s, GRID, (moment, key))
         for step in self.timeline.drain_steps():
@@ -229,7 +231,10 @@ class Simulator:
             self._sample()
         elif kind == BATCH:
             assert self.batch is not None
-            self.scheduler.optimize_pending(time_limit_s=self.batch.time_limit_s, workers=1)
+            outcome = self.scheduler.optimize_pending(time_limit_s=self.batch.time_limit_s, workers=1)
+            self.batch_cycles += 1
+            self.batch_pending_seen += outcome.pending_before
+            self.batch_committed += len(outcome.committed)
             self._push(self.now + self.batch.every_minutes * 60.0, BATCH, None)
 
     # --- events ------------------------------------------------------------------------
