@@ -59,7 +59,12 @@ from grid_scheduler.state import (
     Update,
 )
 
-__all__ = ["BatchPlan", "OptimizeOutcome", "Outcome", "Scheduler", "new_job_id"]
+__all__ = ["BatchPlan", "Decider", "OptimizeOutcome", "Outcome", "Scheduler", "new_job_id"]
+
+# Where one job goes, given free capacity: the engine's cost-based choice by default. A what-if
+# run can swap in a baseline rule (engine/baselines.py) to compare placement choices alone:
+# everything around the decision (holds, queue order, preemption, the ledger's re-check) stays.
+Decider = Callable[[GridIndex, Usage, JobSpec, Policy], Decision]
 
 log = structlog.get_logger("grid_scheduler.scheduler")
 # A scheduler replaying a hypothetical future logs nothing (nothing of ours logs at CRITICAL; what
@@ -104,12 +109,14 @@ class Scheduler:
         index: GridIndex | None = None,
         quiet: bool = False,
         job_ids: Callable[[], str] = new_job_id,
+        decider: Decider = decide_with_policy,
     ) -> None:
         """``index``: the grid's, when the caller has it built already. ``quiet``: log nothing
         (a scheduler replaying a hypothetical future, whose decisions are not events).
         ``job_ids`` mints the id of each new job: the server's default sorts by submission
         time (ListJobs pages by it); a simulation passes one derived from its seed, so a replay
-        names its jobs the same way every time."""
+        names its jobs the same way every time. ``decider`` chooses each placement (see ``Decider``);
+        any other than the default must keep the engine's hard constraints (``compute_checks``)."""
         self.grid = grid
         # The policy decisions use. With a store that holds a policy history, its active version
         # replaces this one before the next decision (see usage()); until then, or with none
@@ -123,6 +130,7 @@ class Scheduler:
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
         self.job_ids = job_ids
+        self.decider = decider
         # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
         self.observer: Observer = NullObserver()
         # Decisions in this process are serial: a decision and its commit see one snapshot.
@@ -175,7 +183,7 @@ class Scheduler:
         usage = self.usage() if usage is None else usage
         start = time.perf_counter()
         try:
-            return decide_with_policy(self.index, usage, spec, self.policy)
+            return self.decider(self.index, usage, spec, self.policy)
         finally:
             self.observer.decided(time.perf_counter() - start)
 

@@ -20,24 +20,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from grid_scheduler.engine import wait_info
 from grid_scheduler.engine.priority import keep_key
 from grid_scheduler.model import EventType, Grid, JobRecord, JobState, Policy, WaitInfo
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Transition
 
 ALL = 1 << 62
 
 
 def new_scheduler(
-    grid: Grid, policy: Policy, clock: Callable[[], float], job_ids: Callable[[], str] | None = None
+    grid: Grid,
+    policy: Policy,
+    clock: Callable[[], float],
+    job_ids: Callable[[], str] | None = None,
+    decider: Decider | None = None,
 ) -> Scheduler:
-    """The production scheduler on an in-memory ledger, the given clock and (if given) job ids."""
+    """The production scheduler on an in-memory ledger, the given clock and (if given) job ids
+    and placement decider (a baseline rule instead of the engine's choice)."""
     store = MemoryStore(Limits.from_grid(grid))
-    if job_ids is None:
-        return Scheduler(grid, policy, store=store, clock=clock)
-    return Scheduler(grid, policy, store=store, clock=clock, job_ids=job_ids)
+    kwargs: dict[str, Any] = {}
+    if job_ids is not None:
+        kwargs["job_ids"] = job_ids
+    if decider is not None:
+        kwargs["decider"] = decider
+    return Scheduler(grid, policy, store=store, clock=clock, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Carried:
 
 
 def carry_over(old: Scheduler, grid: Grid, clock: Callable[[], float], why: str = "") -> Carried:
-    new = new_scheduler(grid, old.policy, clock, old.job_ids)
+    new = new_scheduler(grid, old.policy, clock, old.job_ids, old.decider)
     limits, store = new.limits, new.store
     drained = old.store.snapshot().pool_drained
 

@@ -200,9 +200,13 @@ class Recorder:
         self._fold()
 
     # --- samples -----------------------------------------------------------------------
-    def sample(self, t: float, usage: Usage, pending: int, running: int, pool_used_w: npt.NDArray[np.int64]) -> None:
+    def sample(
+        self, t: float, usage: Usage, pending: int, running: int, pool_used_w: npt.NDArray[np.int64],
+        fragmented_gpus: int = 0,
+    ) -> None:
         """``pool_used_w``: the running jobs' power per pool, in the ledger's whole watts (the
-        ledger itself keeps power per site only)."""
+        ledger itself keeps power per site only). ``fragmented_gpus``: free GPUs no waiting job
+        could start on (whatif/fragmentation.py)."""
         e = self._epoch
         assert e is not None
         add = self.samples.append
@@ -239,6 +243,7 @@ class Recorder:
         add(Sample(t, "jobs", "running", float(running)))
         add(Sample(t, "gpus", "used", float(used.sum())))
         add(Sample(t, "gpus", "available", cap))
+        add(Sample(t, "gpus", "fragmented", float(fragmented_gpus)))
 
 
 class _Epoch:
@@ -318,6 +323,7 @@ def summarize(
             "by_site": {site: {k: v for k, v in e.items() if not k.startswith("_")} for site, e in by_site.items()},
         },
         "residency": {"placements_checked": rec.placements, "violations": rec.residency_violations},
+        "fragmentation": _fragmentation(rec),
         "disruption": {
             "displaced_jobs": sum(c.displaced_jobs for c in changes),
             "displaced_gpus": sum(c.displaced_gpus for c in changes),
@@ -326,6 +332,21 @@ def summarize(
             "preemptions": sum(j.preemptions for j in jobs),
             "jobs_preempted": sum(1 for j in jobs if j.preemptions),
         },
+    }
+
+
+def _fragmentation(rec: Recorder) -> dict[str, float]:
+    """Free GPUs no waiting job could start on (whatif/fragmentation.py), over the samples: the
+    mean over all of them (0 while nothing waits) and over those where jobs waited."""
+    frag = [s.value for s in rec.samples if s.metric == "gpus" and s.key == "fragmented"]
+    waiting = [s.value for s in rec.samples if s.metric == "jobs" and s.key == "pending"]
+    while_waiting = [f for f, w in zip(frag, waiting, strict=True) if w > 0]
+    return {
+        "samples": len(frag),
+        "samples_with_waiting_jobs": len(while_waiting),
+        "mean_gpus": round(math.fsum(frag) / len(frag), DECIMALS) if frag else 0.0,
+        "mean_gpus_while_waiting": round(math.fsum(while_waiting) / len(while_waiting), DECIMALS)
+        if while_waiting else 0.0,
     }
 
 

@@ -33,8 +33,10 @@ import structlog
 
 from grid_scheduler.model import EventType, JobRecord, JobState, Placement
 from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.state import to_watts
 from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
+from grid_scheduler.whatif.fragmentation import fragmented_gpus
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
 from grid_scheduler.whatif.live import LIVE_SOURCE, LiveStart, seed_ledger
 from grid_scheduler.whatif.metrics import ChangeLog, JobLog, Recorder, Run, residency_violations, summarize
@@ -108,7 +110,10 @@ class Simulator:
         check_invariants: bool = False,
         progress: Callable[[Progress], None] | None = None,
         on_event: Callable[[Simulator], None] | None = None,
+        decider: Decider | None = None,
     ) -> None:
+        """``decider``: the placement choice of every decision (scheduler/core.py ``Decider``;
+        e.g. a baseline rule from engine/baselines.py); the engine's own by default."""
         quiet_logs()
         self.loaded = loaded
         scenario = loaded.scenario
@@ -130,7 +135,7 @@ class Simulator:
         # A live start's jobs go into the ledger on the grid they run on (the live grid); changes
         # already in force at time zero then displace them as any timed change would.
         start_grid = self.timeline.grid_at(0.0) if loaded.live is None else self.timeline.base
-        self.scheduler = new_scheduler(start_grid, loaded.policy, self.clock, job_ids)
+        self.scheduler = new_scheduler(start_grid, loaded.policy, self.clock, job_ids, decider)
         self.recorder = Recorder(scenario.sample_every_hours * 3600.0)
         self.jobs: dict[str, JobLog] = {}
         self.running: dict[str, Placement] = {}
@@ -144,6 +149,8 @@ class Simulator:
         self.events = 0
         self.pending = 0  # jobs waiting in the queue now
         self.peak_pending = 0  # the most that waited at once (after any event)
+        # Batch cycles run, the waiting jobs they saw (summed over cycles), the jobs they placed.
+        self.batch_cycles = self.batch_pending_seen = self.batch_committed = 0
         for moment, key in self.timeline.steps():
             self._push(moment.time_s, GRID, (moment, key))
         for step in self.timeline.drain_steps():
@@ -271,7 +278,10 @@ class Simulator:
             self._sample()
         elif kind == BATCH:
             assert self.batch is not None
-            self.scheduler.optimize_pending(time_limit_s=self.batch.time_limit_s, workers=1)
+            outcome = self.scheduler.optimize_pending(time_limit_s=self.batch.time_limit_s, workers=1)
+            self.batch_cycles += 1
+            self.batch_pending_seen += outcome.pending_before
+            self.batch_committed += len(outcome.committed)
             self._push(self.now + self.batch.every_minutes * 60.0, BATCH, None)
 
     # --- events ------------------------------------------------------------------------
@@ -321,7 +331,11 @@ class Simulator:
                 self.scheduler.set_drained(pool, step.drained)
 
     def _sample(self) -> None:
-        self.recorder.sample(self.now, self.scheduler.usage(), self.pending, len(self.running), self._pool_used_w())
+        s = self.scheduler
+        usage = s.usage()
+        fragmented = (fragmented_gpus(s.index, usage, s.policy, (r.spec for r in s.store.pending_jobs()))
+                      if self.pending else 0)
+        self.recorder.sample(self.now, usage, self.pending, len(self.running), self._pool_used_w(), fragmented)
         if self.progress is not None:
             self.progress(Progress(self.now, self.horizon_s, self._next_arrival, len(self.arrivals)))
         nxt = self.now + self.recorder.sample_every_s
