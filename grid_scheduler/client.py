@@ -10,8 +10,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grid_scheduler._proto.v1 import (
+    agent_pb2_grpc,
+    audit_pb2_grpc,
+    placement_pb2_grpc,
+    policy_pb2_grpc,
+    topology_pb2_grpc,
+)
 from grid_scheduler._proto.v1 import audit_pb2 as apb
-from grid_scheduler._proto.v1 import audit_pb2_grpc, placement_pb2_grpc, policy_pb2_grpc, topology_pb2_grpc
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pol
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
@@ -61,6 +67,7 @@ class Client:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.policies = policy_pb2_grpc.PolicyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.agents = agent_pb2_grpc.SiteAgentServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self

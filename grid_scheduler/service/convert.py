@@ -162,6 +162,7 @@ def job_to_pb(
         update_time=timestamp(record.updated_at),
         owner=record.owner,
         policy_version=record.policy_version,
+        attempts=record.attempts,
     )
     if record.state is JobState.RUNNING and record.started_at is not None:
         job.start_time.CopyFrom(timestamp(record.started_at))

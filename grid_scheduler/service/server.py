@@ -16,6 +16,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grid_scheduler._proto.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     placement_pb2,
@@ -30,6 +32,7 @@ from grid_scheduler._proto.v1 import (
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
+from grid_scheduler.service.agent import SiteAgentServicer
 from grid_scheduler.service.audit import AuditServicer
 from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
 from grid_scheduler.service.health import ServiceHealth
@@ -48,6 +51,7 @@ PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["SiteAgentService"].full_name
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
@@ -227,12 +231,15 @@ def start_server(
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(scheduler), server)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_SiteAgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        SiteAgentServicer(scheduler, stopping), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_health = _service_health(health_servicer, scheduler, scenarios)
     service_health.refresh()
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, POLICY_SERVICE, health.SERVICE_NAME,
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, POLICY_SERVICE, AGENT_SERVICE,
+         health.SERVICE_NAME,
          reflection.SERVICE_NAME), server
     )
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
@@ -266,6 +273,7 @@ def _service_health(
         servicer,
         {"store": scheduler.store.healthy, "scenario_workers": scenarios.healthy},
         {"": ("store",), PLACEMENT_SERVICE: ("store",), TOPOLOGY_SERVICE: ("store",), AUDIT_SERVICE: ("store",),
+         AGENT_SERVICE: ("store",),
          SCENARIO_SERVICE: ("scenario_workers",)},
     )
 

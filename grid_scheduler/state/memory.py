@@ -11,6 +11,7 @@ import numpy as np
 
 from grid_scheduler.engine.priority import queue_key
 from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState, PolicyVersion
+from grid_scheduler.state.agents import MemoryAgents
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
@@ -30,8 +31,9 @@ from grid_scheduler.state.store import (
 MAX_EVENTS = 20_000
 
 
-class MemoryStore:
+class MemoryStore(MemoryAgents):
     def __init__(self, limits: Limits) -> None:
+        MemoryAgents.__init__(self)  # site agents (state/agents.py)
         self._limits = limits
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

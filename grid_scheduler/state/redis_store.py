@@ -32,6 +32,7 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
                                         by, at, reason, rollback_of (written once, never changed)
     gs:{grid}:lease:<name>        string  batch-cycle lease "<token>:<owner>" (state/lease.py)
     gs:{grid}:lease:<name>:fence  int     its fencing token counter
+    gs:{grid}:agent...            site agents: see state/agents_redis.py
 
 Limits (GPUs per pool, watts per site) are not stored: each call passes the limits of the
 pools and sites it touches, from the grid file the replica loaded.
@@ -66,6 +67,7 @@ from grid_scheduler.model import (
     Policy,
     PolicyVersion,
 )
+from grid_scheduler.state.agents_redis import RedisAgents
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
 from grid_scheduler.state.store import (
@@ -324,7 +326,7 @@ return out
 """
 
 
-class RedisStore:
+class RedisStore(RedisAgents):
     def __init__(self, limits: Limits, url: str, grid_name: str) -> None:
         if not grid_name or "{" in grid_name or "}" in grid_name:
             raise ValueError(f"grid name {grid_name!r} cannot be a Redis hash tag")
@@ -354,6 +356,7 @@ class RedisStore:
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
         self._closed = threading.Event()
+        self._init_agents()  # site agents (state/agents_redis.py)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.safe_url!r}, grid={self.grid_name!r})"

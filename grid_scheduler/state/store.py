@@ -25,6 +25,7 @@ from grid_scheduler.model import (
     JobState,
     PolicyVersion,
 )
+from grid_scheduler.state.agents import AgentStore
 
 
 def to_watts(power_kw: float) -> int:
@@ -149,7 +150,8 @@ def request_key(tenant: str, request_id: str) -> str:
     return f"{tenant}/{request_id}"
 
 
-class Store(Protocol):
+class Store(AgentStore, Protocol):
+    # Site agents, heartbeats, node health and job reports: state/agents.py.
     def commit(self, updates: Sequence[Update], create: Transition | None = None) -> tuple[JobRecord | None, bool]:
         """Apply every update and create ``create`` (if given) as ONE atomic step: all or nothing.
 

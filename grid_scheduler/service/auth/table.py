@@ -58,12 +58,17 @@ _T = "/grid_scheduler.v1.TopologyService/"
 _S = "/grid_scheduler.v1.ScenarioService/"
 _A = "/grid_scheduler.v1.AuditService/"
 _PO = "/grid_scheduler.v1.PolicyService/"
+_AG = "/grid_scheduler.v1.SiteAgentService/"
 
 
 def _policy_change(request: Any, response: Any) -> tuple[str, str]:
     if response is not None:
         return "", f"policy v{response.policy.version}"
     return "", f"policy over v{request.expected_version}" if request.HasField("expected_version") else "policy"
+
+
+def _agent(request: Any, response: Any) -> tuple[str, str]:
+    return "", f"site {request.site_id} agent {request.agent_id}"
 
 
 def _rollback(request: Any, response: Any) -> tuple[str, str]:
@@ -101,6 +106,12 @@ RULES: Mapping[str, Rule] = {
     _PO + "DiffPolicy": Rule(Permission.READ_POLICY),
     _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
     _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
+    # Site agents, each only for the site its binding names (the handlers ask may_act_for_site).
+    # Registration is audited; heartbeats and job reports are too frequent to be, and the store keeps them.
+    _AG + "RegisterAgent": Rule(Permission.SITE_AGENT, _agent),
+    _AG + "Heartbeat": Rule(Permission.SITE_AGENT),
+    _AG + "WatchAssignments": Rule(Permission.SITE_AGENT),
+    _AG + "ReportJob": Rule(Permission.SITE_AGENT),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",

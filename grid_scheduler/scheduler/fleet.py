@@ -1,0 +1,167 @@
+"""What each site should run, and what its agent reports: the scheduler's side of SiteAgentService.
+
+Level-based, like a lease or a mirror: a site's desired state is computed from the ledger (the
+running jobs that hold GPUs there) and the agent's own reports (jobs it runs that should not
+run there any more), so a reconnecting agent is reconciled by the same computation as any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from grid_scheduler.engine.priority import duration_hours
+from grid_scheduler.model import EventType, JobRecord, JobState
+from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.state import StaleRecord
+from grid_scheduler.state.agents import AgentReplaced, JobPhase, JobReport, NoAgent
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.core import Scheduler
+
+
+class StopReason(StrEnum):
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    MOVED = "moved"
+    FINISHED = "finished"
+    UNKNOWN_JOB = "unknown_job"
+    TIME_LIMIT = "time_limit"
+
+
+@dataclass(frozen=True)
+class Share:
+    pool_id: str
+    gpus: int
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    job_id: str
+    tenant: str
+    name: str
+    kind: str
+    shares: tuple[Share, ...]
+    duration_hours: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    job_id: str
+    reason: StopReason
+    message: str
+
+
+@dataclass(frozen=True)
+class Desired:
+    site_id: str
+    revision: int  # the ledger's event sequence when it was computed: grows with every job change
+    run: tuple[Run, ...]
+    stop: tuple[Stop, ...]
+
+
+def runs_at(record: JobRecord, site_id: str) -> bool:
+    return record.state is JobState.RUNNING and record.placement is not None and any(
+        a.site_id == site_id for a in record.placement.assignments)
+
+
+def desired_state(s: Scheduler, site_id: str) -> Desired:
+    revision = s.store.last_sequence()
+    run: list[Run] = []
+    wanted: set[str] = set()
+    for record in s.store.running_jobs():
+        if not runs_at(record, site_id):
+            continue
+        assert record.placement is not None
+        shares = tuple(Share(a.pool_id, a.gpus) for a in record.placement.assignments if a.site_id == site_id)
+        spec = record.spec
+        run.append(Run(record.id, spec.tenant, spec.name, spec.kind.value, shares, duration_hours(spec),
+                       record.attempts))
+        wanted.add(record.id)
+    stop = [
+        _stop(report.job_id, s.store.get_job(report.job_id), site_id)
+        for report in s.store.job_reports(site_id)
+        if report.phase.is_active and report.job_id not in wanted
+    ]
+    return Desired(site_id, revision, tuple(run), tuple(stop))
+
+
+def _stop(job_id: str, record: JobRecord | None, site_id: str) -> Stop:
+    if record is None:
+        return Stop(job_id, StopReason.UNKNOWN_JOB, "the scheduler does not know this job")
+    if record.state is JobState.CANCELLED:
+        return Stop(job_id, StopReason.CANCELLED, "cancelled")
+    if record.state is JobState.RUNNING:
+        return Stop(job_id, StopReason.MOVED, f"runs elsewhere now: {', '.join(_sites(record))}")
+    summary = record.waiting.summary[0] if record.waiting and record.waiting.summary else ""
+    if record.state is JobState.PENDING:
+        if summary.startswith("preempted"):
+            return Stop(job_id, StopReason.PREEMPTED, summary)
+        return Stop(job_id, StopReason.MOVED, summary or f"back in the queue, not at {site_id}")
+    return Stop(job_id, StopReason.FINISHED, record.state.value)
+
+
+def _sites(record: JobRecord) -> list[str]:
+    assert record.placement is not None
+    return sorted({a.site_id for a in record.placement.assignments})
+
+
+def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -> tuple[bool, JobReport]:
+    """Apply one job report at most once: a sequence not above the last kept one is acknowledged and
+    ignored. SUCCEEDED completes the job and FAILED re-queues it, but only while the ledger has it
+    running at this site (a job moved away meanwhile is not the site's to finish)."""
+    agent = s.store.site_agent(site_id)
+    if agent is None:
+        raise NoAgent(f"no agent registered for site {site_id}")
+    if agent.agent_id != agent_id:
+        raise AgentReplaced(site_id, agent.agent_id)
+    last = next((r for r in s.store.job_reports(site_id) if r.job_id == report.job_id), None)
+    if last is not None and report.sequence <= last.sequence:
+        return False, last
+    # The transition first, then the report: were the report kept first and the transition then
+    # lost (a store outage), the agent's retry would be ignored and the job left running in the books.
+    # Both transitions check the job's state, so applying one twice changes nothing.
+    if report.phase is JobPhase.SUCCEEDED:
+        _complete(s, report.job_id, site_id)
+    elif report.phase is JobPhase.FAILED:
+        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}")
+    return s.store.report_job(site_id, agent_id, report)
+
+
+def _complete(s: Scheduler, job_id: str, site_id: str) -> None:
+    with s.lock:
+        while True:
+            record = s.store.get_job(job_id)
+            if record is None or not runs_at(record, site_id):
+                return
+            try:
+                observer.apply(s.observer, s.store, job_id, record.version, transitions.finished(
+                    record, JobState.COMPLETED, EventType.COMPLETED, f"succeeded at {site_id}", s.now()))
+            except StaleRecord:
+                continue
+            break
+        s.log.info("job_finished", job_id=job_id, state=JobState.COMPLETED.value, site_id=site_id)
+        s.place_pending()
+
+
+def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str) -> JobRecord | None:
+    """Send a job that failed at ``site_id`` back to the queue (training restarts from its checkpoint),
+    then run the queue pass at once, so an inference job's replicas are re-placed now. None when the
+    job does not run at the site (moved or finished meanwhile)."""
+    with s.lock:
+        while True:
+            record = s.store.get_job(job_id)
+            if record is None or not runs_at(record, site_id):
+                return None
+            try:
+                queued = observer.apply(s.observer, s.store, job_id, record.version, transitions.failed_requeued(
+                    record, why, s.now(), policy_version=s.policy_version))
+            except StaleRecord:
+                continue
+            break
+        s.log.warning("job_failed", job_id=job_id, site_id=site_id, why=why, attempts=queued.attempts)
+        s.place_pending()
+        return s.store.get_job(job_id)
