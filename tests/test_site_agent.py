@@ -48,7 +48,7 @@ def report(client: Client, job_id: str, phase: int, sequence: int, reason: str =
     return response
 
 
-def first_assignments(client: Client, agent_id: str = "a1") -> apb.SiteAssignments:
+def first_assignments(client: Client, agent_id: str = "a1") -> apb.WatchAssignmentsResponse:
     stream = client.agents.WatchAssignments(apb.WatchAssignmentsRequest(site_id=SITE, agent_id=agent_id), timeout=10)
     try:
         return next(iter(stream))

@@ -162,7 +162,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
     @handled
     def WatchAssignments(
         self, request: pb.WatchAssignmentsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.SiteAssignments]:
+    ) -> Iterator[pb.WatchAssignmentsResponse]:
         site_id = self._site(request.site_id, request.agent_id)
         agent = self.scheduler.store.site_agent(site_id)
         if agent is None or agent.agent_id != request.agent_id:
@@ -170,7 +170,9 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
                 "agent", f"{request.agent_id} is not site {site_id}'s agent; register first"))
         return self._assignments(site_id, request.agent_id, context)
 
-    def _assignments(self, site_id: str, agent_id: str, context: grpc.ServicerContext) -> Iterator[pb.SiteAssignments]:
+    def _assignments(
+        self, site_id: str, agent_id: str, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchAssignmentsResponse]:
         last: tuple[tuple[fleet.Run, ...], tuple[fleet.Stop, ...]] | None = None
         sent_at = 0.0
         while context.is_active() and not self.stopping.is_set():
@@ -201,8 +203,8 @@ def node_pb(n: NodeCondition) -> pb.NodeStatus:
     return pb.NodeStatus(pool_id=n.pool_id, node=n.node, health=HEALTH_TO_PB[n.health], reason=n.reason)
 
 
-def assignments_pb(d: fleet.Desired) -> pb.SiteAssignments:
-    return pb.SiteAssignments(
+def assignments_pb(d: fleet.Desired) -> pb.WatchAssignmentsResponse:
+    return pb.WatchAssignmentsResponse(
         site_id=d.site_id, revision=d.revision,
         run=[pb.StartJob(job_id=r.job_id, tenant=r.tenant, name=r.name, kind=r.kind, duration_hours=r.duration_hours,
                          attempt=r.attempt,

@@ -156,7 +156,7 @@ class StopJob(_message.Message):
     message: str
     def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[_Union[StopReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
-class SiteAssignments(_message.Message):
+class WatchAssignmentsResponse(_message.Message):
     __slots__ = ("site_id", "revision", "run", "stop")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]

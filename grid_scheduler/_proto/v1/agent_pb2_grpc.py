@@ -51,7 +51,7 @@ class SiteAgentServiceStub:
         self.WatchAssignments = channel.unary_stream(
                 '/grid_scheduler.v1.SiteAgentService/WatchAssignments',
                 request_serializer=grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsRequest.SerializeToString,
-                response_deserializer=grid__scheduler_dot_v1_dot_agent__pb2.SiteAssignments.FromString,
+                response_deserializer=grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsResponse.FromString,
                 _registered_method=True)
         self.ReportJob = channel.unary_unary(
                 '/grid_scheduler.v1.SiteAgentService/ReportJob',
@@ -114,7 +114,7 @@ def add_SiteAgentServiceServicer_to_server(servicer, server):
             'WatchAssignments': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAssignments,
                     request_deserializer=grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsRequest.FromString,
-                    response_serializer=grid__scheduler_dot_v1_dot_agent__pb2.SiteAssignments.SerializeToString,
+                    response_serializer=grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsResponse.SerializeToString,
             ),
             'ReportJob': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportJob,
@@ -206,7 +206,7 @@ class SiteAgentService:
             target,
             '/grid_scheduler.v1.SiteAgentService/WatchAssignments',
             grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsRequest.SerializeToString,
-            grid__scheduler_dot_v1_dot_agent__pb2.SiteAssignments.FromString,
+            grid__scheduler_dot_v1_dot_agent__pb2.WatchAssignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
