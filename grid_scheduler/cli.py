@@ -140,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="records after this sequence")
     p.add_argument("--follow", action="store_true", help="keep printing new records (Ctrl-C to stop)")
     _add_policy(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
+    _add_fleet(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
     _add_whatif(sub)
     return parser
 
@@ -157,6 +158,13 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
 def _add_policy(sub: Any, register: Any) -> None:
     """``policy show | history | validate | diff | apply | rollback``; handlers in grid_scheduler/policy_cli.py."""
     from grid_scheduler.policy_cli import add_parser
+
+    add_parser(sub, register)
+
+
+def _add_fleet(sub: Any, register: Any) -> None:
+    """``nodes drain | undrain``; handlers in grid_scheduler/fleet_cli.py."""
+    from grid_scheduler.fleet_cli import add_parser
 
     add_parser(sub, register)
 

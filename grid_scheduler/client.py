@@ -161,6 +161,17 @@ class Client:
         pool: tpb.Pool = self.topology.UndrainPool(request, timeout=self.timeout_s).pool
         return pool
 
+    def drain_nodes(
+        self, pool_id: str, nodes: list[str], drained: bool = True
+    ) -> tpb.DrainNodesResponse | tpb.UndrainNodesResponse:
+        if drained:
+            response: tpb.DrainNodesResponse = self.topology.DrainNodes(
+                tpb.DrainNodesRequest(pool_id=pool_id, nodes=nodes), timeout=self.timeout_s)
+            return response
+        undone: tpb.UndrainNodesResponse = self.topology.UndrainNodes(
+            tpb.UndrainNodesRequest(pool_id=pool_id, nodes=nodes), timeout=self.timeout_s)
+        return undone
+
     # --- audit ---------------------------------------------------------------------
     def audit_records(
         self, after_sequence: int = 0, page_size: int = 0, tenant: str = ""

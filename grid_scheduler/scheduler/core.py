@@ -148,7 +148,9 @@ class Scheduler:
         version = versions.ledger
         if self._usage is None or self._usage[0] != version:
             snap = self.store.snapshot()
-            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained))
+            # GPUs on failed or drained nodes (scheduler/fleet.py) are taken for every decision.
+            used = snap.pool_used_gpus if snap.pool_down_gpus is None else snap.pool_used_gpus + snap.pool_down_gpus
+            self._usage = (snap.version, Usage(used, snap.site_used_kw, snap.pool_drained))
         return self._usage[1]
 
     def decide(self, spec: JobSpec, usage: Usage | None = None) -> Decision:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from grid_scheduler.engine.priority import duration_hours
 from grid_scheduler.model import EventType, JobRecord, JobState
 from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
-from grid_scheduler.state.agents import AgentReplaced, JobPhase, JobReport, NoAgent
+from grid_scheduler.state.agents import AgentReplaced, JobPhase, JobReport, NoAgent, NodeCondition, NodeHealth
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.core import Scheduler
@@ -165,3 +166,113 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str) -> JobReco
         s.log.warning("job_failed", job_id=job_id, site_id=site_id, why=why, attempts=queued.attempts)
         s.place_pending()
         return s.store.get_job(job_id)
+
+
+# --- node health drives capacity ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolHealth:
+    pool_id: str
+    gpus_per_node: int
+    healthy_gpus: int  # the grid file's (its drained_nodes excluded)
+    failed: tuple[NodeCondition, ...]  # reported by the site's agent
+    draining: tuple[NodeCondition, ...]  # reported by the site's agent
+    drained: tuple[str, ...]  # by an operator (DrainNodes)
+
+    @property
+    def out_nodes(self) -> frozenset[str]:
+        return frozenset(n.node for n in self.failed + self.draining) | frozenset(self.drained)
+
+    @property
+    def down_gpus(self) -> int:
+        """GPUs new work may not take: every failed or drained node's."""
+        return min(self.healthy_gpus, len(self.out_nodes) * self.gpus_per_node)
+
+    @property
+    def failed_gpus(self) -> int:
+        """GPUs gone with failed nodes: running work beyond the rest must go."""
+        return min(self.healthy_gpus, len({n.node for n in self.failed}) * self.gpus_per_node)
+
+
+def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
+    agent = s.store.site_agent(site_id)
+    nodes = agent.nodes if agent is not None else ()
+    out = []
+    for pool in s.grid.site_by_id[site_id].pools:
+        mine = [n for n in nodes if n.pool_id == pool.id]
+        out.append(PoolHealth(
+            pool.id, pool.gpus_per_node, pool.healthy_gpus,
+            tuple(n for n in mine if n.health is NodeHealth.FAILED),
+            tuple(n for n in mine if n.health is NodeHealth.DRAINING),
+            s.store.drained_nodes(pool.id),
+        ))
+    return out
+
+
+def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
+    """Make the ledger's capacity follow the site's node health, and fail what no longer fits.
+
+    Every failed or drained node's GPUs leave the pool's capacity at once. The ledger does not
+    know which node a job runs on, so the jobs failed are those whose GPUs no longer fit in the
+    pool's capacity without the failed nodes, lowest priority first (then the newest, then by
+    id): deterministic, and never more than the lost GPUs need. (The agent, which knows, reports
+    the job on a failed node FAILED itself; that report re-queues exactly that job.) Drained and
+    draining nodes take no new work but keep what runs. Returns the ids of the jobs failed."""
+    failed_jobs: list[str] = []
+    with s.lock:
+        health = pool_health(s, site_id)
+        for ph in health:
+            s.store.set_pool_down(ph.pool_id, ph.down_gpus)
+        snap = s.store.snapshot()
+        for ph in health:
+            if not ph.failed:
+                continue
+            room = ph.healthy_gpus - ph.failed_gpus
+            used = int(snap.pool_used_gpus[s.limits.pool_index[ph.pool_id]])
+            if used <= room:
+                continue
+            why = f"node failed in {ph.pool_id}: " + ", ".join(
+                f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in ph.failed)
+            holders = sorted(
+                (r for r in s.store.running_jobs() if r.placement is not None
+                 and any(a.pool_id == ph.pool_id for a in r.placement.assignments)),
+                key=lambda r: (r.spec.priority, -r.created_at, r.id),
+            )
+            for record in holders:
+                if used <= room:
+                    break
+                assert record.placement is not None
+                if requeue_failed(s, record.id, site_id, why) is not None:
+                    used -= sum(a.gpus for a in record.placement.assignments if a.pool_id == ph.pool_id)
+                    failed_jobs.append(record.id)
+        # Capacity may have come back (a node healthy again, an undrain): the queue's turn, by the
+        # same path a pool undrain takes.
+        s.place_pending()
+    return failed_jobs
+
+
+MAX_NODE_NAME = 128
+
+
+def drain_nodes(s: Scheduler, site_id: str, pool_id: str, nodes: list[str], drained: bool) -> None:
+    """An operator's node drain or undrain, then capacity follows (``apply_node_health``).
+    InvalidJob naming ``nodes[i]`` for a name that is empty, too long, or not in the inventory the
+    site's agent registered for the pool; nothing is changed then."""
+    pool = s.grid.pool_by_id[pool_id][1]
+    agent = s.store.site_agent(site_id)
+    inventory = set(agent.pools.get(pool_id, ())) if agent is not None else set()
+    problems: list[tuple[str, str]] = []
+    if not nodes:
+        problems.append(("nodes", "at least one node"))
+    for i, node in enumerate(nodes):
+        if not node or len(node) > MAX_NODE_NAME:
+            problems.append((f"nodes[{i}]", f"1 to {MAX_NODE_NAME} characters"))
+        elif inventory and node not in inventory:
+            problems.append((f"nodes[{i}]", f"{node!r} is not a node of {pool_id} (its agent's inventory)"))
+    if drained and len(set(s.store.drained_nodes(pool_id)) | set(nodes)) > pool.nodes:
+        problems.append(("nodes", f"{pool_id} has {pool.nodes} nodes"))
+    if problems:
+        raise InvalidJob(problems)
+    s.store.set_nodes_drained(pool_id, nodes, drained)
+    s.log.info("nodes_drain", pool_id=pool_id, nodes=nodes, drained=drained)
+    apply_node_health(s, site_id)

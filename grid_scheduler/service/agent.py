@@ -134,8 +134,13 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
         if changed:
             log.info("node_health_changed", site_id=site_id,
                      unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in agent.nodes])
+            fleet.apply_node_health(self.scheduler, site_id)
         return pb.HeartbeatResponse(
             acknowledged=[node_pb(n) for n in agent.nodes],
+            operator_drained=[pb.NodeStatus(pool_id=pool.id, node=node, health=pb.NODE_HEALTH_DRAINING,
+                                            reason="drained by an operator")
+                              for pool in self.scheduler.grid.site_by_id[site_id].pools
+                              for node in self.scheduler.store.drained_nodes(pool.id)],
             assignments_revision=self.scheduler.store.last_sequence(),
         )
 

@@ -8,7 +8,7 @@ import numpy as np
 from grid_scheduler._proto.v1 import topology_pb2 as pb
 from grid_scheduler._proto.v1 import topology_pb2_grpc as pb_grpc
 from grid_scheduler.engine.capacity import CapacityRow, PoolStatus, capacity, pool_statuses
-from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler
+from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler, fleet
 from grid_scheduler.service.convert import TIER_FROM_PB, TIER_TO_PB
 from grid_scheduler.service.handlers import handled
 
@@ -97,6 +97,27 @@ class TopologyServicer(pb_grpc.TopologyServiceServicer):
     @handled
     def UndrainPool(self, request: pb.UndrainPoolRequest, context: grpc.ServicerContext) -> pb.UndrainPoolResponse:
         return pb.UndrainPoolResponse(pool=self._set_drained(request.pool_id, False))
+
+    @handled
+    def DrainNodes(self, request: pb.DrainNodesRequest, context: grpc.ServicerContext) -> pb.DrainNodesResponse:
+        pool, drained = self._drain_nodes(request.pool_id, list(request.nodes), True)
+        return pb.DrainNodesResponse(pool=pool, drained_nodes=drained)
+
+    @handled
+    def UndrainNodes(self, request: pb.UndrainNodesRequest, context: grpc.ServicerContext) -> pb.UndrainNodesResponse:
+        pool, drained = self._drain_nodes(request.pool_id, list(request.nodes), False)
+        return pb.UndrainNodesResponse(pool=pool, drained_nodes=drained)
+
+    def _drain_nodes(self, pool_id: str, nodes: list[str], drained: bool) -> tuple[pb.Pool, list[str]]:
+        if not pool_id:
+            raise InvalidJob([("pool_id", "required")])
+        found = self.scheduler.grid.pool_by_id.get(pool_id)
+        if found is None:
+            raise NotFound("pool", pool_id)
+        site, grid_pool = found
+        fleet.drain_nodes(self.scheduler, site.id, grid_pool.id, nodes, drained)
+        pool = next(p for s in self._sites() if s.id == site.id for p in s.pools if p.id == pool_id)
+        return pool, list(self.scheduler.store.drained_nodes(pool_id))
 
     def _set_drained(self, pool_id: str, drained: bool) -> pb.Pool:
         if not pool_id:

@@ -152,6 +152,14 @@ class AgentStore(Protocol):
         """The latest report of every job the site's agents reported, in job id order."""
         ...
 
+    def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
+        """An operator's node drains (DrainNodes / UndrainNodes), kept per pool."""
+        ...
+
+    def drained_nodes(self, pool_id: str) -> tuple[str, ...]:
+        """The nodes of the pool an operator drained, sorted."""
+        ...
+
 
 class MemoryAgents:
     """AgentStore in process memory, for MemoryStore."""
@@ -160,6 +168,7 @@ class MemoryAgents:
         self._agents_lock = threading.Lock()
         self._agents: dict[str, SiteAgent] = {}
         self._reports: dict[str, dict[str, JobReport]] = {}
+        self._node_drains: dict[str, set[str]] = {}
 
     def register_agent(
         self, site_id: str, agent_id: str, pools: Mapping[str, Sequence[str]], now_s: float
@@ -211,3 +220,15 @@ class MemoryAgents:
         with self._agents_lock:
             reports = self._reports.get(site_id, {})
             return [reports[j] for j in sorted(reports)]
+
+    def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
+        with self._agents_lock:
+            drains = self._node_drains.setdefault(pool_id, set())
+            if drained:
+                drains.update(nodes)
+            else:
+                drains.difference_update(nodes)
+
+    def drained_nodes(self, pool_id: str) -> tuple[str, ...]:
+        with self._agents_lock:
+            return tuple(sorted(self._node_drains.get(pool_id, ())))

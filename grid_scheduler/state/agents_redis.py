@@ -6,6 +6,7 @@ Keys (same ``gs:{grid}:`` prefix and slot as the ledger):
     gs:{grid}:agent:<site>        hash  agent_id, generation, registered_at, heartbeat_at,
                                         pools (JSON: pool -> node names), nodes (JSON: unhealthy nodes)
     gs:{grid}:agent:<site>:jobs   hash  job id -> "<sequence>|<JobReport JSON>" (the latest report kept)
+    gs:{grid}:node_drains:<pool>  set   nodes an operator drained (DrainNodes)
 """
 
 from __future__ import annotations
@@ -150,6 +151,16 @@ class RedisAgents:
         values = self._r.hgetall(self.prefix + "agent:" + site_id + ":jobs")
         reports = [_report(v) for v in values.values()]
         return sorted(reports, key=lambda r: r.job_id)
+
+    @guarded
+    def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
+        if nodes:
+            key = self.prefix + "node_drains:" + pool_id
+            (self._r.sadd if drained else self._r.srem)(key, *nodes)
+
+    @guarded
+    def drained_nodes(self, pool_id: str) -> tuple[str, ...]:
+        return tuple(sorted(_s(n) for n in self._r.smembers(self.prefix + "node_drains:" + pool_id)))
 
 
 def _with_site(agent: SiteAgent, site_id: str) -> SiteAgent:

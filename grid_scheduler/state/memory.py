@@ -48,6 +48,7 @@ class MemoryStore(MemoryAgents):
         # Whole watts, so that release gives back exactly what reserve took.
         self._site_w = np.zeros(len(limits.site_ids), dtype=np.int64)
         self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
+        self._down = np.zeros(len(limits.pool_ids), dtype=np.int64)  # GPUs on failed or drained nodes
         self._version = 0
         self._events: list[JobEvent] = []
         self._audit: list[AuditRecord] = []
@@ -152,7 +153,7 @@ class MemoryStore(MemoryAgents):
             pool_id = self._limits.pool_ids[pool]
             if self._drained[pool]:
                 raise CapacityConflict(f"pool {pool_id} is drained")
-            if self._pool_used[pool] + n > self._limits.pool_gpus[pool]:
+            if self._pool_used[pool] + n > self._limits.pool_gpus[pool] - self._down[pool]:
                 raise CapacityConflict(f"pool {pool_id}: {n} GPUs do not fit")
         for site, w in watts.items():
             if self._site_w[site] + w > self._limits.site_power_w[site]:
@@ -223,7 +224,8 @@ class MemoryStore(MemoryAgents):
 
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:
-            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy())
+            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
+                                  self._down.copy())
 
     def ledger_version(self) -> int:
         return self._version
@@ -237,6 +239,15 @@ class MemoryStore(MemoryAgents):
             if bool(self._drained[pool]) == drained:
                 return False
             self._drained[pool] = drained
+            self._version += 1
+            return True
+
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        pool = self._limits.pool_index[pool_id]
+        with self._lock:
+            if int(self._down[pool]) == down_gpus:
+                return False
+            self._down[pool] = down_gpus
             self._version += 1
             return True
 

@@ -11,7 +11,7 @@ Key layout (``{grid}`` is a Redis Cluster hash tag: every key of one grid lives 
 so the multi-key scripts would also run on a cluster; scripts build key names from the
 prefix ``gs:{grid}:``, which is legal there because they all hash to the same slot):
 
-    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1)
+    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes)
     gs:{grid}:site:<site_id>      hash  used_w (facility watts, integer)
     gs:{grid}:ledger_version      int   bumped by every change of usage or drains (Scheduler caches by it)
     gs:{grid}:job:<job_id>        hash  record (JobRecord JSON), version, state,
@@ -154,9 +154,11 @@ for i, op in ipairs(m.ops) do
   end
 end
 for id, taken in pairs(pool_taken) do
-  local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained')
+  local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained', 'down')
   if v[2] == '1' then return {'conflict', 'pool ' .. id .. ' is drained'} end
-  if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] then
+  -- Node health: GPUs on failed or drained nodes (set_pool_down) are not the pool's to hand out.
+  local down = tonumber(v[3]) or 0
+  if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] - down then
     return {'conflict', string.format('pool %s: %d GPUs do not fit', id, taken)}
   end
 end
@@ -239,17 +241,18 @@ return current
 _LUA_SNAPSHOT = r"""
 local P = ARGV[1]
 local n = tonumber(ARGV[2])
-local used, drained, watts = {}, {}, {}
+local used, drained, watts, down = {}, {}, {}, {}
 for i = 1, n do
-  local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained')
+  local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
   used[i] = v[1] or '0'
   drained[i] = v[2] or '0'
+  down[i] = v[3] or '0'
 end
 for i = 3 + n, #ARGV do
   watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
 end
 return {redis.call('GET', P .. 'ledger_version') or '0',
-        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ',')}
+        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ',')}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -258,6 +261,16 @@ local P = ARGV[1]
 local key = P .. 'pool:' .. ARGV[2]
 if (redis.call('HGET', key, 'drained') or '0') == ARGV[3] then return 0 end
 redis.call('HSET', key, 'drained', ARGV[3])
+redis.call('INCR', P .. 'ledger_version')
+return 1
+"""
+
+# ARGV: prefix, pool id, GPUs down (node health)
+_LUA_POOL_DOWN = r"""
+local P = ARGV[1]
+local key = P .. 'pool:' .. ARGV[2]
+if (redis.call('HGET', key, 'down') or '0') == ARGV[3] then return 0 end
+redis.call('HSET', key, 'down', ARGV[3])
 redis.call('INCR', P .. 'ledger_version')
 return 1
 """
@@ -347,6 +360,7 @@ class RedisStore(RedisAgents):
         self._grid = self._script(_LUA_GRID)
         self._snapshot = self._script(_LUA_SNAPSHOT)
         self._drain = self._script(_LUA_DRAIN)
+        self._pool_down = self._script(_LUA_POOL_DOWN)
         self._by_request = self._script(_LUA_BY_REQUEST)
         self._list = self._script(_LUA_LIST)
         self._audit = self._script(_LUA_AUDIT)
@@ -520,12 +534,13 @@ class RedisStore(RedisAgents):
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        version, used, drained, watts = self._run(self._snapshot, self._snapshot_args)
+        version, used, drained, watts, down = self._run(self._snapshot, self._snapshot_args)
         return LedgerSnapshot(
             version=int(version),
             pool_used_gpus=_ints(used),
             site_used_w=_ints(watts),
             pool_drained=np.asarray(_ints(drained) != 0, dtype=np.bool_),
+            pool_down_gpus=_ints(down),
         )
 
     @guarded
@@ -543,6 +558,11 @@ class RedisStore(RedisAgents):
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
         return bool(self._run(self._drain, [self.prefix, pool_id, 1 if drained else 0]))
+
+    @guarded
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
+        return bool(self._run(self._pool_down, [self.prefix, pool_id, int(down_gpus)]))
 
     # --- policy history --------------------------------------------------------------
     @guarded

@@ -117,6 +117,8 @@ class LedgerSnapshot:
     pool_used_gpus: npt.NDArray[np.int64]
     site_used_w: npt.NDArray[np.int64]
     pool_drained: npt.NDArray[np.bool_]
+    # GPUs out of service on failed or drained nodes (node health, state/agents.py); None: none.
+    pool_down_gpus: npt.NDArray[np.int64] | None = None
 
     @property
     def site_used_kw(self) -> npt.NDArray[np.float64]:
@@ -213,6 +215,11 @@ class Store(AgentStore, Protocol):
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         """Returns whether anything changed."""
+        ...
+
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        """GPUs of the pool on failed or drained nodes: commits may reserve at most its healthy GPUs
+        less these. Returns whether anything changed (the ledger version moves if so)."""
         ...
 
     # --- policy history ----------------------------------------------------------

@@ -195,3 +195,35 @@ class UndrainPoolResponse(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     pool: Pool
     def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ...) -> None: ...
+
+class DrainNodesRequest(_message.Message):
+    __slots__ = ("pool_id", "nodes")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool_id: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DrainNodesResponse(_message.Message):
+    __slots__ = ("pool", "drained_nodes")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_NODES_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    drained_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., drained_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UndrainNodesRequest(_message.Message):
+    __slots__ = ("pool_id", "nodes")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool_id: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UndrainNodesResponse(_message.Message):
+    __slots__ = ("pool", "drained_nodes")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_NODES_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    drained_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., drained_nodes: _Optional[_Iterable[str]] = ...) -> None: ...

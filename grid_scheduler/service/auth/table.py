@@ -39,6 +39,10 @@ def _pool(request: Any, response: Any) -> tuple[str, str]:
     return "", request.pool_id
 
 
+def _nodes(request: Any, response: Any) -> tuple[str, str]:
+    return "", f"{request.pool_id}: {','.join(request.nodes)[:200]}"
+
+
 def _optimize(request: Any, response: Any) -> tuple[str, str]:
     return "", "dry-run" if request.dry_run else "commit"
 
@@ -92,6 +96,8 @@ RULES: Mapping[str, Rule] = {
     _T + "GetCapacity": Rule(Permission.READ_TOPOLOGY),
     _T + "DrainPool": Rule(Permission.OPERATE, _pool),
     _T + "UndrainPool": Rule(Permission.OPERATE, _pool),
+    _T + "DrainNodes": Rule(Permission.OPERATE, _nodes),
+    _T + "UndrainNodes": Rule(Permission.OPERATE, _nodes),
     _S + "StartScenario": Rule(Permission.RUN_SCENARIOS, _new_scenario),
     _S + "GetScenario": Rule(Permission.RUN_SCENARIOS),
     _S + "WatchScenario": Rule(Permission.RUN_SCENARIOS),
