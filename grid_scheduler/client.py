@@ -161,6 +161,9 @@ class Client:
         pool: tpb.Pool = self.topology.UndrainPool(request, timeout=self.timeout_s).pool
         return pool
 
+    def fleet(self) -> list[tpb.FleetSite]:
+        return list(self.topology.GetFleet(tpb.GetFleetRequest(), timeout=self.timeout_s).sites)
+
     def drain_nodes(
         self, pool_id: str, nodes: list[str], drained: bool = True
     ) -> tpb.DrainNodesResponse | tpb.UndrainNodesResponse:

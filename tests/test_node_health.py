@@ -5,6 +5,8 @@ The ledger refuses commits beyond the healthy capacity on both stores."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -90,6 +92,19 @@ def test_nodes_cli(server: object, client: Client, capsys: pytest.CaptureFixture
     assert main(["nodes", "undrain", SITE, POOL, "n7", "--address", address, "--json"]) == 0
     assert '"n8"' in capsys.readouterr().out
     assert main(["nodes", "drain", "glomfjord", POOL, "n1", "--address", address]) == 2
+    capsys.readouterr()
+    register(client)
+    assert main(["fleet", "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "healthy" in out and "no_agent" in out and "sines sines-gb300 n8: drained" in out
+    assert main(["fleet", "--address", address, "--json"]) == 0
+    # The in-process server logs to the same stdout: keep the command's own lines.
+    lines = capsys.readouterr().out.splitlines()
+    printed = "\n".join(line for line in lines if not re.match(r"\d{4}-\d\d-\d\d ", line))
+    sites = {s["site_id"]: s for s in json.loads(printed)["sites"]}
+    assert sites[SITE]["agent_id"] == "a1" and sites[SITE]["gpus_down"] == 4 and sites[SITE]["nodes_draining"] == 1
+    assert main(["sites", "--address", address]) == 0
+    assert "last heartbeat" in capsys.readouterr().out
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -122,6 +122,11 @@ class Scheduler:
         self.store: Store = store if store is not None else MemoryStore(self.limits)
         self._clock = clock
         self.job_ids = job_ids
+        # Site liveness (serve --heartbeat-timeout, --site-grace; scheduler/fleet.py): a site whose agent
+        # registered and then stayed silent this long takes no new work, and after the grace period
+        # too its running jobs are re-queued. None: sites are never judged by their heartbeats.
+        self.heartbeat_timeout_s: float | None = None
+        self.site_grace_s: float = 0.0
         # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
         self.observer: Observer = NullObserver()
         # Decisions in this process are serial: a decision and its commit see one snapshot.

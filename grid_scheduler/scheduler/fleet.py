@@ -7,6 +7,7 @@ run there any more), so a reconnecting agent is reconciled by the same computati
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -16,7 +17,15 @@ from grid_scheduler.model import EventType, JobRecord, JobState
 from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
-from grid_scheduler.state.agents import AgentReplaced, JobPhase, JobReport, NoAgent, NodeCondition, NodeHealth
+from grid_scheduler.state.agents import (
+    AgentReplaced,
+    JobPhase,
+    JobReport,
+    NoAgent,
+    NodeCondition,
+    NodeHealth,
+    SiteAgent,
+)
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.core import Scheduler
@@ -148,7 +157,7 @@ def _complete(s: Scheduler, job_id: str, site_id: str) -> None:
         s.place_pending()
 
 
-def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str) -> JobRecord | None:
+def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queue: bool = True) -> JobRecord | None:
     """Send a job that failed at ``site_id`` back to the queue (training restarts from its checkpoint),
     then run the queue pass at once, so an inference job's replicas are re-placed now. None when the
     job does not run at the site (moved or finished meanwhile)."""
@@ -164,7 +173,8 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str) -> JobReco
                 continue
             break
         s.log.warning("job_failed", job_id=job_id, site_id=site_id, why=why, attempts=queued.attempts)
-        s.place_pending()
+        if retry_queue:
+            s.place_pending()
         return s.store.get_job(job_id)
 
 
@@ -209,47 +219,97 @@ def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
     return out
 
 
-def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
-    """Make the ledger's capacity follow the site's node health, and fail what no longer fits.
+class SiteHealth(StrEnum):
+    NO_AGENT = "no_agent"  # never registered: capacity from the grid file, as before agents
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # silent past the heartbeat timeout: no new work
+    LOST = "lost"  # silent past the timeout and the grace period: its running jobs were re-queued
 
-    Every failed or drained node's GPUs leave the pool's capacity at once. The ledger does not
-    know which node a job runs on, so the jobs failed are those whose GPUs no longer fit in the
-    pool's capacity without the failed nodes, lowest priority first (then the newest, then by
-    id): deterministic, and never more than the lost GPUs need. (The agent, which knows, reports
-    the job on a failed node FAILED itself; that report re-queues exactly that job.) Drained and
-    draining nodes take no new work but keep what runs. Returns the ids of the jobs failed."""
+
+def site_health(s: Scheduler, agent: SiteAgent | None, now_s: float) -> SiteHealth:
+    if agent is None:
+        return SiteHealth.NO_AGENT
+    timeout = s.heartbeat_timeout_s
+    silent_s = now_s - agent.heartbeat_at_s
+    if timeout is None or silent_s <= timeout:
+        return SiteHealth.HEALTHY
+    return SiteHealth.LOST if silent_s > timeout + s.site_grace_s else SiteHealth.UNHEALTHY
+
+
+def silent_since(agent: SiteAgent) -> str:
+    return "last heartbeat " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(agent.heartbeat_at_s))
+
+
+def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
+    """Make the ledger's capacity follow the site's health and its nodes', and fail what no longer fits.
+
+    Every failed or drained node's GPUs leave the pool's capacity at once; a site whose agent is
+    silent past the heartbeat timeout has none for new work. The ledger does not know which node a
+    job runs on, so the jobs failed for a failed node are those whose GPUs no longer fit in the
+    pool's capacity without the failed nodes, lowest priority first (then the newest, then by id):
+    deterministic, and never more than the lost GPUs need. (The agent, which knows, reports the job
+    on a failed node FAILED itself; that report re-queues exactly that job.) Drained and draining
+    nodes take no new work but keep what runs; so does a silent site until its grace period ends,
+    when every job running there is re-queued. Returns the ids of the jobs failed."""
     failed_jobs: list[str] = []
     with s.lock:
-        health = pool_health(s, site_id)
-        for ph in health:
-            s.store.set_pool_down(ph.pool_id, ph.down_gpus)
-        snap = s.store.snapshot()
-        for ph in health:
-            if not ph.failed:
-                continue
-            room = ph.healthy_gpus - ph.failed_gpus
-            used = int(snap.pool_used_gpus[s.limits.pool_index[ph.pool_id]])
-            if used <= room:
-                continue
-            why = f"node failed in {ph.pool_id}: " + ", ".join(
-                f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in ph.failed)
-            holders = sorted(
-                (r for r in s.store.running_jobs() if r.placement is not None
-                 and any(a.pool_id == ph.pool_id for a in r.placement.assignments)),
-                key=lambda r: (r.spec.priority, -r.created_at, r.id),
-            )
-            for record in holders:
-                if used <= room:
-                    break
-                assert record.placement is not None
-                if requeue_failed(s, record.id, site_id, why) is not None:
-                    used -= sum(a.gpus for a in record.placement.assignments if a.pool_id == ph.pool_id)
+        agent = s.store.site_agent(site_id)
+        health = site_health(s, agent, s.now())
+        pools = pool_health(s, site_id)
+        changed = False
+        for ph in pools:
+            down = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            changed |= s.store.set_pool_down(ph.pool_id, down)
+        if health is SiteHealth.LOST:
+            assert agent is not None
+            why = f"site {site_id} lost: {silent_since(agent)}"
+            for record in s.store.running_jobs():
+                if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False):
                     failed_jobs.append(record.id)
-        # Capacity may have come back (a node healthy again, an undrain): the queue's turn, by the
-        # same path a pool undrain takes.
-        s.place_pending()
+        elif health is SiteHealth.HEALTHY:
+            failed_jobs = _fail_beyond_failed_nodes(s, site_id, pools)
+        if changed or failed_jobs:
+            # Capacity moved (a node or site back, an undrain) or jobs wait again: the queue's turn,
+            # by the same path a pool undrain takes; an inference job's replicas are re-placed now.
+            s.place_pending()
     return failed_jobs
 
+
+def _fail_beyond_failed_nodes(s: Scheduler, site_id: str, pools: list[PoolHealth]) -> list[str]:
+    failed_jobs: list[str] = []
+    snap = s.store.snapshot()
+    for ph in pools:
+        if not ph.failed:
+            continue
+        room = ph.healthy_gpus - ph.failed_gpus
+        used = int(snap.pool_used_gpus[s.limits.pool_index[ph.pool_id]])
+        if used <= room:
+            continue
+        why = f"node failed in {ph.pool_id}: " + ", ".join(
+            f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in ph.failed)
+        holders = sorted(
+            (r for r in s.store.running_jobs() if r.placement is not None
+             and any(a.pool_id == ph.pool_id for a in r.placement.assignments)),
+            key=lambda r: (r.spec.priority, -r.created_at, r.id),
+        )
+        for record in holders:
+            if used <= room:
+                break
+            assert record.placement is not None
+            if requeue_failed(s, record.id, site_id, why, retry_queue=False) is not None:
+                used -= sum(a.gpus for a in record.placement.assignments if a.pool_id == ph.pool_id)
+                failed_jobs.append(record.id)
+    return failed_jobs
+
+
+def check_sites(s: Scheduler) -> dict[str, SiteHealth]:
+    """One pass of the site monitor (every replica runs it; each step is idempotent): every site an
+    agent registered for gets the capacity its health allows, and a lost site's jobs are re-queued."""
+    out = {}
+    for agent in s.store.site_agents():
+        apply_node_health(s, agent.site_id)
+        out[agent.site_id] = site_health(s, agent, s.now())
+    return out
 
 MAX_NODE_NAME = 128
 
@@ -276,3 +336,44 @@ def drain_nodes(s: Scheduler, site_id: str, pool_id: str, nodes: list[str], drai
     s.store.set_nodes_drained(pool_id, nodes, drained)
     s.log.info("nodes_drain", pool_id=pool_id, nodes=nodes, drained=drained)
     apply_node_health(s, site_id)
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """One row of the fleet view (``grid-scheduler fleet``)."""
+
+    site_id: str
+    agent: SiteAgent | None
+    health: SiteHealth
+    nodes_total: int
+    nodes_failed: int
+    nodes_draining: int  # reported draining, operator-drained, or drained in the grid file
+    gpus_up: int
+    gpus_down: int
+    unhealthy: tuple[tuple[str, str, str, str], ...]  # (pool, node, failed|draining|drained, reason)
+
+    @property
+    def nodes_healthy(self) -> int:
+        return self.nodes_total - self.nodes_failed - self.nodes_draining
+
+
+def fleet_view(s: Scheduler) -> list[SiteView]:
+    now = s.now()
+    out = []
+    for site in s.grid.sites:
+        agent = s.store.site_agent(site.id)
+        health = site_health(s, agent, now)
+        total = failed = draining = up = down = 0
+        unhealthy: list[tuple[str, str, str, str]] = []
+        for ph, pool in zip(pool_health(s, site.id), site.pools, strict=True):
+            total += pool.nodes
+            failed_names = {n.node for n in ph.failed}
+            failed += len(failed_names)
+            draining += len(ph.out_nodes - failed_names) + pool.drained_nodes
+            lost = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            down += lost + (pool.total_gpus - pool.healthy_gpus)
+            up += ph.healthy_gpus - lost
+            unhealthy += [(n.pool_id, n.node, n.health.value, n.reason) for n in ph.failed + ph.draining]
+            unhealthy += [(pool.id, n, "drained", "by an operator") for n in ph.drained]
+        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy)))
+    return out

@@ -119,6 +119,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
             raise InvalidJob(problems)
         agent = self.scheduler.store.register_agent(site_id, request.agent_id, inventory, self.scheduler.now())
         log.info("agent_registered", site_id=site_id, agent_id=request.agent_id, generation=agent.generation)
+        fleet.apply_node_health(self.scheduler, site_id)  # a site back after a silence gets its capacity now
         return pb.RegisterAgentResponse(site_id=site_id, generation=agent.generation,
                                         heartbeat_interval_s=self.heartbeat_interval_s)
 
@@ -126,6 +127,9 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         site_id = self._site(request.site_id, request.agent_id)
         nodes = self._nodes(site_id, request.nodes)
+        before = self.scheduler.store.site_agent(site_id)
+        silent = fleet.site_health(self.scheduler, before, self.scheduler.now()) in (
+            fleet.SiteHealth.UNHEALTHY, fleet.SiteHealth.LOST)
         try:
             agent, changed = self.scheduler.store.agent_heartbeat(site_id, request.agent_id, nodes,
                                                                   self.scheduler.now())
@@ -134,6 +138,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
         if changed:
             log.info("node_health_changed", site_id=site_id,
                      unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in agent.nodes])
+        if changed or silent:  # a silent site heard from again gets its capacity back now
             fleet.apply_node_health(self.scheduler, site_id)
         return pb.HeartbeatResponse(
             acknowledged=[node_pb(n) for n in agent.nodes],

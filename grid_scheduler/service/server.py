@@ -29,7 +29,7 @@ from grid_scheduler._proto.v1 import (
     topology_pb2,
     topology_pb2_grpc,
 )
-from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
 from grid_scheduler.service.agent import SiteAgentServicer
@@ -178,6 +178,8 @@ PENDING_RETRY_S = 3.0
 # its solver time limit. With several replicas only the holder of a lease runs it.
 BATCH_INTERVAL_S = 30.0
 BATCH_TIME_LIMIT_S = 5.0
+# How often site health is judged from the agents' heartbeats (at most; a quarter of the timeout if shorter).
+SITE_CHECK_S = 1.0
 # How often finished jobs past their retention are archived.
 ARCHIVE_INTERVAL_S = 60.0
 # Threads for unary calls, and the most response streams (watch dashboards) open at once. The
@@ -253,6 +255,8 @@ def start_server(
     if batch_interval_s:
         threading.Thread(target=_batch_cycle, args=(scheduler, stopping, batch_interval_s),
                          name="batch-cycle", daemon=True).start()
+    if scheduler.heartbeat_timeout_s is not None:
+        threading.Thread(target=_watch_sites, args=(scheduler, stopping), name="site-monitor", daemon=True).start()
     if retention_s is not None:
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
@@ -310,6 +314,24 @@ def _batch_cycle(scheduler: Scheduler, stopping: threading.Event, interval_s: fl
             log.warning("batch_cycle_skipped", error=str(e))
         except Exception:
             log.exception("batch_cycle_failed")
+
+
+def _watch_sites(scheduler: Scheduler, stopping: threading.Event) -> None:
+    # Every replica judges every site from the heartbeat times in the store; each step is idempotent.
+    timeout_s = scheduler.heartbeat_timeout_s or 1.0
+    interval_s = min(SITE_CHECK_S, timeout_s / 4)
+    seen: dict[str, fleet.SiteHealth] = {}
+    while not stopping.wait(interval_s):
+        try:
+            health = fleet.check_sites(scheduler)
+            for site_id, now in health.items():
+                if seen.get(site_id) is not now:
+                    log.info("site_health", site_id=site_id, health=now.value)
+            seen = health
+        except StoreError as e:
+            log.debug("site_check_skipped", error=str(e))
+        except Exception:
+            log.exception("site_check_failed")
 
 
 def _archive_finished(scheduler: Scheduler, stopping: threading.Event, retention_s: float) -> None:

@@ -75,6 +75,11 @@ class TopologyServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.FromString,
                 _registered_method=True)
+        self.GetFleet = channel.unary_unary(
+                '/grid_scheduler.v1.TopologyService/GetFleet',
+                request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.FromString,
+                _registered_method=True)
 
 
 class TopologyServiceServicer:
@@ -135,6 +140,13 @@ class TopologyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleet(self, request, context):
+        """Per site: its agent, health, last heartbeat, nodes healthy / failed / draining, GPUs up / down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TopologyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_TopologyServiceServicer_to_server(servicer, server):
                     servicer.UndrainNodes,
                     request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.SerializeToString,
+            ),
+            'GetFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleet,
+                    request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +413,33 @@ class TopologyService:
             '/grid_scheduler.v1.TopologyService/UndrainNodes',
             grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.TopologyService/GetFleet',
+            grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,6 +96,7 @@ RULES: Mapping[str, Rule] = {
     _T + "GetCapacity": Rule(Permission.READ_TOPOLOGY),
     _T + "DrainPool": Rule(Permission.OPERATE, _pool),
     _T + "UndrainPool": Rule(Permission.OPERATE, _pool),
+    _T + "GetFleet": Rule(Permission.READ_TOPOLOGY),
     _T + "DrainNodes": Rule(Permission.OPERATE, _nodes),
     _T + "UndrainNodes": Rule(Permission.OPERATE, _nodes),
     _S + "StartScenario": Rule(Permission.RUN_SCENARIOS, _new_scenario),
