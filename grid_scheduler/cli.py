@@ -168,11 +168,12 @@ def _add_policy(sub: Any, register: Any) -> None:
 
 
 def _add_fleet(sub: Any, register: Any) -> None:
-    """``nodes drain | undrain`` and ``fleet``; handlers in grid_scheduler/fleet_cli.py."""
-    from grid_scheduler.fleet_cli import add_fleet_parser, add_parser
+    """``nodes drain | undrain``, ``fleet`` and ``agent``; handlers in grid_scheduler/fleet_cli.py."""
+    from grid_scheduler.fleet_cli import add_agent_parser, add_fleet_parser, add_parser
 
     add_parser(sub, register)
     add_fleet_parser(sub, register)
+    add_agent_parser(sub, register)
 
 
 def _add_whatif(sub: Any) -> None:

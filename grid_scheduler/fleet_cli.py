@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from grid_scheduler._proto.v1 import topology_pb2 as tpb
@@ -30,6 +32,37 @@ def add_parser(sub: Any, register: Register) -> None:
 def add_fleet_parser(sub: Any, register: Register) -> None:
     register(sub, "fleet", _fleet,
              "per site: agent, health, last heartbeat, nodes healthy/failed/draining, GPUs up/down")
+
+
+def add_agent_parser(sub: Any, register: Register) -> None:
+    p = register(sub, "agent", _agent, "run the reference site agent for one site (commands, or --simulate)")
+    p.add_argument("--site", required=True)
+    p.add_argument("--scheduler", dest="address", help="the scheduler's address (same as --address)")
+    p.add_argument("--agent-id", default="", help="default: host, pid and start time")
+    p.add_argument("--heartbeat", type=float, default=5.0, metavar="SECONDS", help="heartbeat interval")
+    p.add_argument("--start", default="",
+                   help="command per job start, e.g. 'sbatch --wait ... {job_id} {gpus} {nodes}'")
+    p.add_argument("--stop", default="", help="command per job stop, e.g. 'scancel --name {job_id}'")
+    p.add_argument("--simulate", action="store_true", help="run each job for its duration / --speedup")
+    p.add_argument("--speedup", type=float, default=3600.0, help="simulated hours per real hour (default: 3600)")
+    p.add_argument("--fail-rate", type=float, default=0.0, metavar="PER_NODE_HOUR",
+                   help="simulated node failures per node-hour of simulated time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--state-file", default=None, help="what runs here, kept across restarts (reconciliation)")
+
+
+def _agent(args: argparse.Namespace, client: Client) -> int:
+    from grid_scheduler.site_agent import AgentConfig, SiteAgent
+
+    config = AgentConfig(site_id=args.site, heartbeat_s=args.heartbeat, start=args.start, stop=args.stop,
+                         simulate=args.simulate, speedup=args.speedup, fail_rate_per_node_hour=args.fail_rate,
+                         seed=args.seed, state_file=Path(args.state_file) if args.state_file else None)
+    if args.agent_id:
+        config.agent_id = args.agent_id
+    agent = SiteAgent(client, config)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+    agent.run()
+    return 0
 
 
 def health_name(health: int) -> str:
