@@ -60,6 +60,8 @@ class JobRecord(BaseModel):
     # Runs that ended in a failure at a site (a FAILED report, a lost node or site) and were
     # re-queued; a restart resumes from the job's last checkpoint.
     attempts: int = 0
+    # Why the scheduler ended it, when it did (e.g. a time limit); "" otherwise.
+    end_reason: str = ""
 
 
 class EventType(StrEnum):

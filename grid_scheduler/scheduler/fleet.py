@@ -103,6 +103,8 @@ def _stop(job_id: str, record: JobRecord | None, site_id: str) -> Stop:
     if record is None:
         return Stop(job_id, StopReason.UNKNOWN_JOB, "the scheduler does not know this job")
     if record.state is JobState.CANCELLED:
+        if record.end_reason.startswith(TIME_LIMIT):
+            return Stop(job_id, StopReason.TIME_LIMIT, record.end_reason)
         return Stop(job_id, StopReason.CANCELLED, "cancelled")
     if record.state is JobState.RUNNING:
         return Stop(job_id, StopReason.MOVED, f"runs elsewhere now: {', '.join(_sites(record))}")
@@ -377,3 +379,40 @@ def fleet_view(s: Scheduler) -> list[SiteView]:
             unhealthy += [(pool.id, n, "drained", "by an operator") for n in ph.drained]
         out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy)))
     return out
+
+
+# --- job time --------------------------------------------------------------------------------
+
+TIME_LIMIT = "time limit"
+
+
+def run_limit_hours(s: Scheduler, record: JobRecord) -> float | None:
+    """The job's own max_run_hours and its tenant's policy limit: the smaller, if either is set."""
+    limits = [h for h in (record.spec.max_run_hours, s.policy.max_run_hours.for_tenant(record.spec.tenant))
+              if h is not None]
+    return min(limits) if limits else None
+
+
+def stop_runaways(s: Scheduler) -> list[str]:
+    """Stop every job that ran (this run, since its last start) past its time limit: cancelled with
+    the reason kept on the job, its GPUs released, and its site's agent told (StopReason TIME_LIMIT).
+    Returns the ids stopped."""
+    s.usage()  # decide under the active policy version
+    now = s.now()
+    stopped = []
+    with s.lock:
+        for record in s.store.running_jobs():
+            limit = run_limit_hours(s, record)
+            if limit is None or record.started_at is None or now - record.started_at <= limit * 3600.0:
+                continue
+            why = f"{TIME_LIMIT}: ran past {limit:g} h"
+            try:
+                observer.apply(s.observer, s.store, record.id, record.version,
+                               transitions.stopped_by_scheduler(record, why, now))
+            except StaleRecord:
+                continue  # it changed meanwhile: judged again at the next pass
+            s.log.warning("job_stopped", job_id=record.id, why=why)
+            stopped.append(record.id)
+        if stopped:
+            s.place_pending()
+    return stopped

@@ -83,3 +83,10 @@ def failed_requeued(record: JobRecord, why: str, now: float, *, policy_version: 
         "policy_version": policy_version, "attempts": attempts,
     })
     return Transition(queued, EventType.PENDING, message, release=True)
+
+
+def stopped_by_scheduler(record: JobRecord, why: str, now: float) -> Transition:
+    """A running job the scheduler ends itself (a time limit): cancelled, with ``why`` kept on the record."""
+    done = record.model_copy(update={"state": JobState.CANCELLED, "updated_at": now, "version": record.version + 1,
+                                     "end_reason": why})
+    return Transition(done, EventType.CANCELLED, f"stopped: {why}", release=True)

@@ -180,6 +180,8 @@ BATCH_INTERVAL_S = 30.0
 BATCH_TIME_LIMIT_S = 5.0
 # How often site health is judged from the agents' heartbeats (at most; a quarter of the timeout if shorter).
 SITE_CHECK_S = 1.0
+# How often running jobs are checked against their maximum run time.
+RUN_LIMIT_CHECK_S = 10.0
 # How often finished jobs past their retention are archived.
 ARCHIVE_INTERVAL_S = 60.0
 # Threads for unary calls, and the most response streams (watch dashboards) open at once. The
@@ -257,6 +259,8 @@ def start_server(
                          name="batch-cycle", daemon=True).start()
     if scheduler.heartbeat_timeout_s is not None:
         threading.Thread(target=_watch_sites, args=(scheduler, stopping), name="site-monitor", daemon=True).start()
+    threading.Thread(target=_stop_runaways, args=(scheduler, stopping), name="run-time-limits",
+                     daemon=True).start()
     if retention_s is not None:
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
@@ -332,6 +336,19 @@ def _watch_sites(scheduler: Scheduler, stopping: threading.Event) -> None:
             log.debug("site_check_skipped", error=str(e))
         except Exception:
             log.exception("site_check_failed")
+
+
+def _stop_runaways(scheduler: Scheduler, stopping: threading.Event) -> None:
+    # Jobs past their maximum run time (JobSpec.max_run_hours, policy max_run_hours) are stopped.
+    while not stopping.wait(RUN_LIMIT_CHECK_S):
+        try:
+            stopped = fleet.stop_runaways(scheduler)
+            if stopped:
+                log.info("run_time_limits", stopped=len(stopped))
+        except StoreError as e:
+            log.debug("run_time_limits_skipped", error=str(e))
+        except Exception:
+            log.exception("run_time_limits_failed")
 
 
 def _archive_finished(scheduler: Scheduler, stopping: threading.Event, retention_s: float) -> None:
