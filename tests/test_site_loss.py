@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from grid_scheduler.model import Grid, JobSpec, JobState
+from grid_scheduler.model import Grid, JobSpec, JobState, ReasonCode
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.state import Limits, MemoryStore, Store
 from grid_scheduler.state.agents import JobPhase, JobReport
@@ -90,6 +90,10 @@ def test_a_lost_site_takes_no_work_then_its_jobs_move_and_the_returning_agent_st
     assert where(s, chat.id) == {site}  # within the grace period, it keeps running there
     newcomer = s.submit(inference("newcomer")).record
     assert newcomer.state is JobState.RUNNING and site not in where(s, newcomer.id)  # no new work there
+    _, reasons = s.explain(inference("asks"))
+    here = [r for r in reasons if r.site_id == site]
+    assert here and all(r.code is ReasonCode.HEALTH for r in here)
+    assert all(f"site {site} is unhealthy: last heartbeat" in r.message for r in here)
     check_ledger(s)
 
     clock.now_s += GRACE_S

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from grid_scheduler.engine.priority import duration_hours
-from grid_scheduler.model import EventType, JobRecord, JobState
+from grid_scheduler.model import EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
@@ -416,3 +416,21 @@ def stop_runaways(s: Scheduler) -> list[str]:
         if stopped:
             s.place_pending()
     return stopped
+
+
+def health_reasons(s: Scheduler, reasons: list[Reason]) -> list[Reason]:
+    """HEALTH reasons at a silent site say so, naming its last heartbeat (the engine knows only
+    that the pool takes no work). Reads the agents only when there is such a reason."""
+    if s.heartbeat_timeout_s is None or not any(r.code is ReasonCode.HEALTH for r in reasons):
+        return reasons
+    now = s.now()
+    silent = {a.site_id: a for a in s.store.site_agents()
+              if site_health(s, a, now) in (SiteHealth.UNHEALTHY, SiteHealth.LOST)}
+    if not silent:
+        return reasons
+    return [
+        r.model_copy(update={"message": f"site {r.site_id} is {site_health(s, silent[r.site_id], now).value}: "
+                                        f"{silent_since(silent[r.site_id])}; pool {r.pool_id} takes no work"})
+        if r.code is ReasonCode.HEALTH and r.site_id in silent else r
+        for r in reasons
+    ]
