@@ -122,8 +122,11 @@ class SiteAgent:
 
     def heartbeat(self) -> None:
         with self.lock:
-            nodes = [pb.NodeStatus(pool_id=p, node=n, health=pb.NODE_HEALTH_FAILED, reason=r)
-                     for (p, n), r in sorted(self.failed_nodes.items())]
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        nodes = [pb.NodeStatus(pool_id=p, node=n, health=pb.NODE_HEALTH_FAILED, reason=r)
+                 for (p, n), r in sorted(self.failed_nodes.items())]
         self.client.agents.Heartbeat(pb.HeartbeatRequest(
             site_id=self.config.site_id, agent_id=self.config.agent_id, nodes=nodes), timeout=self.client.timeout_s)
 
@@ -181,23 +184,34 @@ class SiteAgent:
                     self._report(job_id, pb.JOB_PHASE_FAILED, f"exit code {code}")
             if self.config.simulate and self.config.fail_rate_per_node_hour > 0:
                 node_hours = dt_s * self.config.speedup / 3600.0
+                failed: list[tuple[str, str]] = []
                 for pool_id, nodes in self.pools.items():
                     for node in nodes:
                         if (pool_id, node) in self.failed_nodes:
                             continue
                         if self.random.random() < self.config.fail_rate_per_node_hour * node_hours:
-                            self._fail_node(pool_id, node)
+                            failed += self._fail_node(pool_id, node)
+                if failed:
+                    # Node health first, then the jobs it killed: the scheduler has taken the nodes
+                    # out of capacity before it re-queues the jobs, so none lands on them again.
+                    try:
+                        self._heartbeat()
+                    except grpc.RpcError as e:
+                        log.warning("heartbeat_failed", code=e.code().name)
+                    for job_id, why in failed:
+                        self._report(job_id, pb.JOB_PHASE_FAILED, why)
 
-    def _fail_node(self, pool_id: str, node: str) -> None:
+    def _fail_node(self, pool_id: str, node: str) -> list[tuple[str, str]]:
         reason = "XID 79: GPU has fallen off the bus (simulated)"
         self.failed_nodes[(pool_id, node)] = reason
         log.warning("node_failed", pool_id=pool_id, node=node)
         # The job that holds GPUs in that pool (the oldest, as a stand-in for "the job on that node").
         victim = min((r for r in self.running.values() if pool_id in r.pools), key=lambda r: r.started_at_s,
                      default=None)
-        if victim is not None:
-            del self.running[victim.job_id]
-            self._report(victim.job_id, pb.JOB_PHASE_FAILED, f"node {node} failed: {reason}")
+        if victim is None:
+            return []
+        del self.running[victim.job_id]
+        return [(victim.job_id, f"node {node} failed: {reason}")]
 
     # --- loops ---------------------------------------------------------------------------------
     def run(self) -> None:
