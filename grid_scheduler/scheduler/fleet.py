@@ -130,7 +130,7 @@ def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -
         raise NoAgent(f"no agent registered for site {site_id}")
     if agent.agent_id != agent_id:
         raise AgentReplaced(site_id, agent.agent_id)
-    last = next((r for r in s.store.job_reports(site_id) if r.job_id == report.job_id), None)
+    last = s.store.job_report(site_id, report.job_id)
     if last is not None and report.sequence <= last.sequence:
         return False, last
     # The transition first, then the report: were the report kept first and the transition then

@@ -30,6 +30,7 @@ HEARTBEAT_INTERVAL_S = 5.0
 # unchanged desired state is sent again, so an agent can tell a quiet stream from a dead one).
 ASSIGNMENT_POLL_S = 0.25
 RESEND_S = 10.0
+RECOMPUTE_S = 1.0
 MAX_ID_CHARS = 128
 MAX_NODES = 100_000
 
@@ -184,7 +185,9 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
         self, site_id: str, agent_id: str, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchAssignmentsResponse]:
         last: tuple[tuple[fleet.Run, ...], tuple[fleet.Stop, ...]] | None = None
-        sent_at = 0.0
+        sent_at = computed_at = 0.0
+        computed_sequence = -1
+        desired: fleet.Desired | None = None
         while context.is_active() and not self.stopping.is_set():
             try:
                 agent = self.scheduler.store.site_agent(site_id)
@@ -192,12 +195,18 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
                     # A newer agent took the site: this stream must not tell anyone what to run.
                     context.abort_with_status(errors.failed_precondition(
                         "agent", f"site {site_id}'s agent is now {agent.agent_id if agent else 'none'}"))
-                desired = fleet.desired_state(self.scheduler, site_id)
+                # Recomputed (a scan of the running jobs) when a job changed, and at least every
+                # RECOMPUTE_S for the agent's own reports, which are not job events.
+                sequence = self.scheduler.store.last_sequence()
+                if desired is None or sequence != computed_sequence or time.monotonic() - computed_at >= RECOMPUTE_S:
+                    desired = fleet.desired_state(self.scheduler, site_id)
+                    computed_sequence, computed_at = sequence, time.monotonic()
             except Exception as exc:
                 status = status_of(exc)
                 if status is None:
                     raise
                 context.abort_with_status(status)
+            assert desired is not None  # abort_with_status raises
             now = time.monotonic()
             if (desired.run, desired.stop) != last or now - sent_at >= RESEND_S:
                 last, sent_at = (desired.run, desired.stop), now

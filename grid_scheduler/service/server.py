@@ -201,13 +201,15 @@ def start_server(
     max_streams: int = DEFAULT_MAX_STREAMS,
     tls: ServerTls | None = None,
     auth: AuthConfig | None = None,
+    run_limit_interval_s: float | None = RUN_LIMIT_CHECK_S,
 ) -> RunningServer:
     """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
 
     ``max_workers`` threads serve unary calls. Up to ``max_streams`` response streams
     (WatchJobs, WatchScenario) get threads of their own on top of those; one more stream is
     refused with RESOURCE_EXHAUSTED rather than left to starve the unary calls.
-    ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
+    ``run_limit_interval_s``: how often running jobs are checked against their maximum run time
+    (None: never). ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
     authentication, roles, tenant scope, tenant limits and rate limits (service/auth/); without
     it every caller is an anonymous platform admin. Mutating calls are audited either way.
     """
@@ -259,8 +261,9 @@ def start_server(
                          name="batch-cycle", daemon=True).start()
     if scheduler.heartbeat_timeout_s is not None:
         threading.Thread(target=_watch_sites, args=(scheduler, stopping), name="site-monitor", daemon=True).start()
-    threading.Thread(target=_stop_runaways, args=(scheduler, stopping), name="run-time-limits",
-                     daemon=True).start()
+    if run_limit_interval_s:
+        threading.Thread(target=_stop_runaways, args=(scheduler, stopping, run_limit_interval_s),
+                         name="run-time-limits", daemon=True).start()
     if retention_s is not None:
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
@@ -338,9 +341,9 @@ def _watch_sites(scheduler: Scheduler, stopping: threading.Event) -> None:
             log.exception("site_check_failed")
 
 
-def _stop_runaways(scheduler: Scheduler, stopping: threading.Event) -> None:
+def _stop_runaways(scheduler: Scheduler, stopping: threading.Event, interval_s: float) -> None:
     # Jobs past their maximum run time (JobSpec.max_run_hours, policy max_run_hours) are stopped.
-    while not stopping.wait(RUN_LIMIT_CHECK_S):
+    while not stopping.wait(interval_s):
         try:
             stopped = fleet.stop_runaways(scheduler)
             if stopped:

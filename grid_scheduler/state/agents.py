@@ -152,6 +152,10 @@ class AgentStore(Protocol):
         """The latest report of every job the site's agents reported, in job id order."""
         ...
 
+    def job_report(self, site_id: str, job_id: str) -> JobReport | None:
+        """The latest report kept for one job at the site."""
+        ...
+
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
         """An operator's node drains (DrainNodes / UndrainNodes), kept per pool."""
         ...
@@ -220,6 +224,10 @@ class MemoryAgents:
         with self._agents_lock:
             reports = self._reports.get(site_id, {})
             return [reports[j] for j in sorted(reports)]
+
+    def job_report(self, site_id: str, job_id: str) -> JobReport | None:
+        with self._agents_lock:
+            return self._reports.get(site_id, {}).get(job_id)
 
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
         with self._agents_lock:

@@ -153,6 +153,11 @@ class RedisAgents:
         return sorted(reports, key=lambda r: r.job_id)
 
     @guarded
+    def job_report(self, site_id: str, job_id: str) -> JobReport | None:
+        value = self._r.hget(self.prefix + "agent:" + site_id + ":jobs", job_id)
+        return _report(value) if value is not None else None
+
+    @guarded
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
         if nodes:
             key = self.prefix + "node_drains:" + pool_id
