@@ -36,6 +36,7 @@ ACL_COMMANDS = (
     "get", "mget", "set", "hget", "hgetall", "xread", "xrange",               # direct reads and writes
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
     "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
+    "hsetnx", "sadd", "srem", "smembers",  # site agents and node drains (state/agents_redis.py)
 )
 
 
