@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow plaintext on an address other than loopback (never in production)")
     serve.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)")
+    serve.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="a site whose agent registered and then sent no heartbeat for this long is UNHEALTHY: "
+                            "no new work goes there (0: never; sites with no agent are never judged)")
+    serve.add_argument("--site-grace", type=float, default=60.0, metavar="SECONDS",
+                       help="after this much longer, an UNHEALTHY site's running jobs are re-queued elsewhere")
     serve.set_defaults(run=_serve)
 
     def client_command(
@@ -147,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     from grid_scheduler.policy_cli import add_quotas_parser
 
     add_quotas_parser(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
+    _add_fleet(sub, lambda parent, name, run, help: client_command(name, run, help, parent))
     _add_whatif(sub)
     return parser
 
@@ -173,6 +179,13 @@ def _add_fairshare(sub: Any, register: Any) -> None:
     from grid_scheduler.fairshare_cli import add_parser
 
     add_parser(sub, register)
+def _add_fleet(sub: Any, register: Any) -> None:
+    """``nodes drain | undrain``, ``fleet`` and ``agent``; handlers in grid_scheduler/fleet_cli.py."""
+    from grid_scheduler.fleet_cli import add_agent_parser, add_fleet_parser, add_parser
+
+    add_parser(sub, register)
+    add_fleet_parser(sub, register)
+    add_agent_parser(sub, register)
 
 
 def _add_whatif(sub: Any) -> None:
@@ -217,6 +230,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_streams < 1:
         raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy, grid), store=store)
+    scheduler.heartbeat_timeout_s = args.heartbeat_timeout if args.heartbeat_timeout > 0 else None
+    scheduler.site_grace_s = args.site_grace
     # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
     scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
     metrics = _start_metrics(args.metrics_address, scheduler)
@@ -410,15 +425,21 @@ def _sites(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         print_json(tpb.ListSitesResponse(sites=sites))
         return 0
+    from grid_scheduler.fleet_cli import health_name, heartbeat_text
+
+    health = {f.site_id: f for f in client.fleet()}
     rows = []
     for s in sites:
         free = sum(p.free_gpus for p in s.pools)
         total = sum(p.total_gpus for p in s.pools)
         drained = sum(p.drained_gpus for p in s.pools)
+        f = health.get(s.id)
         rows.append([s.id, tpb.Tier.Name(s.tier).removeprefix("TIER_").lower(), ",".join(s.jurisdictions),
                      f"{s.power_used_mw:.1f}/{s.power_envelope_mw:g}", total, free, drained,
-                     " ".join(sorted({p.gpu_type for p in s.pools}))])
-    print_table(rows, ["site", "tier", "jurisdictions", "power_mw used/envelope", "gpus", "free", "drained", "types"])
+                     " ".join(sorted({p.gpu_type for p in s.pools})),
+                     health_name(f.health) if f else "-", heartbeat_text(f) if f else "-"])
+    print_table(rows, ["site", "tier", "jurisdictions", "power_mw used/envelope", "gpus", "free", "drained", "types",
+                       "health", "last heartbeat (UTC)"])
     return 0
 
 

@@ -10,14 +10,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grid_scheduler._proto.v1 import audit_pb2 as apb
 from grid_scheduler._proto.v1 import (
+    agent_pb2_grpc,
     audit_pb2_grpc,
     placement_pb2_grpc,
     policy_pb2_grpc,
     scenario_pb2_grpc,
     topology_pb2_grpc,
 )
+from grid_scheduler._proto.v1 import audit_pb2 as apb
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler._proto.v1 import policy_pb2 as pol
 from grid_scheduler._proto.v1 import scenario_pb2 as spb
@@ -74,6 +75,7 @@ class Client:
         self.policies = policy_pb2_grpc.PolicyServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.scenarios = scenario_pb2_grpc.ScenarioServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.agents = agent_pb2_grpc.SiteAgentServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -173,6 +175,20 @@ class Client:
         request = tpb.UndrainPoolRequest(pool_id=pool_id)
         pool: tpb.Pool = self.topology.UndrainPool(request, timeout=self.timeout_s).pool
         return pool
+
+    def fleet(self) -> list[tpb.FleetSite]:
+        return list(self.topology.GetFleet(tpb.GetFleetRequest(), timeout=self.timeout_s).sites)
+
+    def drain_nodes(
+        self, pool_id: str, nodes: list[str], drained: bool = True
+    ) -> tpb.DrainNodesResponse | tpb.UndrainNodesResponse:
+        if drained:
+            response: tpb.DrainNodesResponse = self.topology.DrainNodes(
+                tpb.DrainNodesRequest(pool_id=pool_id, nodes=nodes), timeout=self.timeout_s)
+            return response
+        undone: tpb.UndrainNodesResponse = self.topology.UndrainNodes(
+            tpb.UndrainNodesRequest(pool_id=pool_id, nodes=nodes), timeout=self.timeout_s)
+        return undone
 
     # --- audit ---------------------------------------------------------------------
     def audit_records(

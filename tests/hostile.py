@@ -32,7 +32,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from grid_scheduler._proto.v1 import audit_pb2, placement_pb2, policy_pb2, scenario_pb2, topology_pb2
+from grid_scheduler._proto.v1 import agent_pb2, audit_pb2, placement_pb2, policy_pb2, scenario_pb2, topology_pb2
 
 SERVICES = [
     placement_pb2.DESCRIPTOR.services_by_name["PlacementService"],
@@ -40,6 +40,7 @@ SERVICES = [
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+    agent_pb2.DESCRIPTOR.services_by_name["SiteAgentService"],
 ]
 
 

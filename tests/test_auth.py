@@ -331,7 +331,7 @@ def test_every_method_of_every_service_has_an_entry_in_the_authorisation_table()
     pool = descriptor_pool.Default()
     methods = []
     for name in (server.PLACEMENT_SERVICE, server.TOPOLOGY_SERVICE, server.SCENARIO_SERVICE, server.AUDIT_SERVICE,
-                 server.POLICY_SERVICE):
+                 server.POLICY_SERVICE, server.AGENT_SERVICE):
         service = pool.FindServiceByName(name)
         methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     assert len(methods) >= 20

@@ -29,7 +29,7 @@ def quiet_server(small_grid: Grid) -> Iterator[tuple[Scheduler, RunningServer]]:
     # when a request moves it, so a change across a refused request is that request's doing.
     scheduler = Scheduler(small_grid)
     running = start_server(scheduler, "127.0.0.1:0", max_workers=4, pending_retry_s=None,
-                           batch_interval_s=None, retention_s=None)
+                           batch_interval_s=None, retention_s=None, run_limit_interval_s=None)
     yield scheduler, running
     running.stop(grace_s=0.5)
 
@@ -39,7 +39,7 @@ def test_the_corpus_is_deterministic_and_covers_every_rpc() -> None:
     assert first == second
     assert len(first) >= 300
     assert {method for method, _ in first} == set(METHODS)
-    assert len(METHODS) == 30  # 27 + GetLiveSnapshot + GetFairShare + GetQuotaUsage
+    assert len(METHODS) == 37  # + GetLiveSnapshot, GetFairShare, GetQuotaUsage, agent and node RPCs
 
 
 def test_hostile_corpus_gets_no_internal_or_unknown(quiet_server: tuple[Scheduler, RunningServer]) -> None:

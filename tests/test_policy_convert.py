@@ -23,6 +23,7 @@ FULL = Policy.model_validate({
             "bank": {"gb300-eu": {"nominal_gpus": 32}, "hubs": {"nominal_gpus": 8, "borrowing_limit_gpus": 0}},
         }}],
     },
+    "max_run_hours": {"default": 72.0, "tenants": {"bank": 12.5}},
     "inference_placement": "optimal",
     "inference_time_limit_s": 2.5,
 })

@@ -84,6 +84,10 @@ class JobSpec(BaseModel):
         default_factory=list,
         description="ordered sites to try first and overflow to (model/preference.py); empty: the tenant's, if any",
     )
+    max_run_hours: float | None = Field(
+        default=None, gt=0, le=MAX_DURATION_HOURS,
+        description="the longest it may run; past it the scheduler stops it (None: the tenant's policy limit)",
+    )
 
     @model_validator(mode="after")
     def _section_matches_kind(self) -> JobSpec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -117,6 +117,18 @@ class Quotas(BaseModel):
         return self
 
 
+class MaxRunHours(BaseModel):
+    """Run-time limits per tenant (and for every tenant not listed), in hours; None: no limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    default: float | None = Field(default=None, gt=0)
+    tenants: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> float | None:
+        return self.tenants.get(tenant, self.default)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -136,6 +148,10 @@ class Policy(BaseModel):
     inference_time_limit_s: float = Field(default=1.0, gt=0, le=60)
     fair_share: FairShare = Field(default_factory=FairShare)
     quotas: Quotas = Field(default_factory=Quotas, description="per tenant GPU quotas in cohorts (Kueue's model)")
+    max_run_hours: MaxRunHours = Field(
+        default_factory=lambda: MaxRunHours(),
+        description="run-time limits: past them the scheduler stops a job (a job's own max_run_hours also applies)",
+    )
 
 
 def policy_violations_against_grid(policy: Policy, grid: Grid) -> list[tuple[str, str]]:

@@ -57,6 +57,11 @@ class JobRecord(BaseModel):
     # The policy version (store history, 1, 2, ...) under which its latest placement or wait was
     # decided; 0 when no stored policy was active (an embedded scheduler with a built-in policy).
     policy_version: int = 0
+    # Runs that ended in a failure at a site (a FAILED report, a lost node or site) and were
+    # re-queued; a restart resumes from the job's last checkpoint.
+    attempts: int = 0
+    # Why the scheduler ended it, when it did (e.g. a time limit); "" otherwise.
+    end_reason: str = ""
 
 
 class EventType(StrEnum):

@@ -42,7 +42,7 @@ from grid_scheduler.model import (
     policy_sha256,
 )
 from grid_scheduler.model.job import violations_against_grid
-from grid_scheduler.scheduler import batch_commit, observer, policy_diff, queue, queue_index, transitions
+from grid_scheduler.scheduler import batch_commit, fleet, observer, policy_diff, queue, queue_index, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
 from grid_scheduler.scheduler.observer import NullObserver, Observer
@@ -131,6 +131,11 @@ class Scheduler:
         self._clock = clock
         self.job_ids = job_ids
         self.decider = decider
+        # Site liveness (serve --heartbeat-timeout, --site-grace; scheduler/fleet.py): a site whose agent
+        # registered and then stayed silent this long takes no new work, and after the grace period
+        # too its running jobs are re-queued. None: sites are never judged by their heartbeats.
+        self.heartbeat_timeout_s: float | None = None
+        self.site_grace_s: float = 0.0
         # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
         self.observer: Observer = NullObserver()
         # Decisions in this process are serial: a decision and its commit see one snapshot.
@@ -157,8 +162,14 @@ class Scheduler:
         version = versions.ledger
         if self._usage is None or self._usage[0] != version:
             snap = self.store.snapshot()
-            self._usage = (snap.version, Usage(snap.pool_used_gpus, snap.site_used_kw, snap.pool_drained,
-                                               snap.tenant_pool_gpus))
+            # GPUs on failed or drained nodes (scheduler/fleet.py) are taken for every decision.
+            used, drained = snap.pool_used_gpus, snap.pool_drained
+            if snap.pool_down_gpus is not None:
+                # A pool with every GPU out of service (a silent site, every node failed) is unhealthy
+                # as a whole: its reason is HEALTH, not capacity.
+                used = used + snap.pool_down_gpus
+                drained = drained | ((snap.pool_down_gpus > 0) & (snap.pool_down_gpus >= self.limits.pool_gpus))
+            self._usage = (snap.version, Usage(used, snap.site_used_kw, drained, snap.tenant_pool_gpus))
         return self._usage[1]
 
     @property
@@ -304,7 +315,7 @@ class Scheduler:
         """The decision a submission would get now (holds included), and the reasons for every other site."""
         self.validate(spec)
         decision = self.decide(spec, self.holds().overlay(self.usage(), spec))
-        return decision, site_reasons(self.index, decision, self.policy)
+        return decision, fleet.health_reasons(self, site_reasons(self.index, decision, self.policy))
 
     def submit(self, spec: JobSpec, request_id: str = "", owner: str = "") -> Outcome:
         """Place ``spec`` now (preempting lower tiers if that makes room), or queue it with reasons.
@@ -441,7 +452,7 @@ class Scheduler:
             decision = replace(decision, placement=record.placement, uncovered_endpoints=())
         else:
             decision = self.decide(record.spec, self.holds().overlay(usage, record.spec))
-        return site_reasons(self.index, decision, self.policy)
+        return fleet.health_reasons(self, site_reasons(self.index, decision, self.policy))
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel; a job already cancelled is returned as it is (a retried cancel is no error)."""

@@ -70,3 +70,23 @@ def evicted(victim: JobRecord, preemptor_id: str, now: float, *, policy_version:
 def finished(record: JobRecord, state: JobState, event: EventType, message: str, now: float) -> Transition:
     done = record.model_copy(update={"state": state, "updated_at": now, "version": record.version + 1})
     return Transition(done, event, message, release=True)
+
+
+def failed_requeued(record: JobRecord, why: str, now: float, *, policy_version: int) -> Transition:
+    """A run that failed at its site, back to the queue: its place (created_at, priority) kept and
+    one more attempt counted, so its restart resumes from its last checkpoint."""
+    attempts = record.attempts + 1
+    message = f"{why}; re-queued (attempt {attempts + 1})"
+    queued = record.model_copy(update={
+        "state": JobState.PENDING, "placement": None, "waiting": WaitInfo(summary=[message]),
+        "updated_at": now, "queued_at": now, "started_at": None, "version": record.version + 1,
+        "policy_version": policy_version, "attempts": attempts,
+    })
+    return Transition(queued, EventType.PENDING, message, release=True)
+
+
+def stopped_by_scheduler(record: JobRecord, why: str, now: float) -> Transition:
+    """A running job the scheduler ends itself (a time limit): cancelled, with ``why`` kept on the record."""
+    done = record.model_copy(update={"state": JobState.CANCELLED, "updated_at": now, "version": record.version + 1,
+                                     "end_reason": why})
+    return Transition(done, EventType.CANCELLED, f"stopped: {why}", release=True)

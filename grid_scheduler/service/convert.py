@@ -65,6 +65,8 @@ def spec_dict(message: pb.JobSpec) -> dict[str, Any]:
     }
     if message.HasField("gang"):
         data["gang"] = message.gang
+    if message.HasField("max_run_hours"):
+        data["max_run_hours"] = message.max_run_hours
     if message.HasField("training"):
         data["training"] = {
             "duration_hours": message.training.duration_hours or 1.0,
@@ -93,6 +95,8 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         residency=pb.ResidencyRule(allowed=spec.residency.allowed, denied=spec.residency.denied),
         placement_preference=spec.placement_preference,
     )
+    if spec.max_run_hours is not None:
+        message.max_run_hours = spec.max_run_hours
     if spec.training is not None:
         message.training.CopyFrom(
             pb.TrainingSpec(duration_hours=spec.training.duration_hours, datasets=spec.training.datasets)
@@ -163,6 +167,8 @@ def job_to_pb(
         update_time=timestamp(record.updated_at),
         owner=record.owner,
         policy_version=record.policy_version,
+        attempts=record.attempts,
+        end_reason=record.end_reason,
     )
     if record.state is JobState.RUNNING and record.started_at is not None:
         job.start_time.CopyFrom(timestamp(record.started_at))

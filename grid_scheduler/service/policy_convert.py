@@ -82,6 +82,11 @@ def policy_dict(message: pb.Policy) -> dict[str, Any]:
         data["fair_share"] = fair
     if message.HasField("quotas"):
         data["quotas"] = _quotas_dict(message.quotas)
+    if message.HasField("max_run_hours"):
+        limits: dict[str, Any] = {"tenants": dict(message.max_run_hours.tenants)}
+        if message.max_run_hours.HasField("default"):
+            limits["default"] = message.max_run_hours.default
+        data["max_run_hours"] = limits
     if message.inference_placement:
         data["inference_placement"] = message.inference_placement
     if message.HasField("inference_time_limit_s"):
@@ -103,6 +108,8 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
         fair_share=pb.FairSharePolicy(enabled=policy.fair_share.enabled, weights=policy.fair_share.weights,
                                       default_weight=policy.fair_share.default_weight),
         quotas=_quotas_to_pb(policy),
+        max_run_hours=pb.MaxRunHoursPolicy(default=policy.max_run_hours.default,
+                                           tenants=policy.max_run_hours.tenants),
         inference_placement=policy.inference_placement,
         inference_time_limit_s=policy.inference_time_limit_s,
         label=policy.version,

@@ -16,6 +16,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grid_scheduler._proto.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     placement_pb2,
@@ -27,9 +29,10 @@ from grid_scheduler._proto.v1 import (
     topology_pb2,
     topology_pb2_grpc,
 )
-from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
 from grid_scheduler.service import errors
+from grid_scheduler.service.agent import SiteAgentServicer
 from grid_scheduler.service.audit import AuditServicer
 from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
 from grid_scheduler.service.health import ServiceHealth
@@ -48,6 +51,7 @@ PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementService"
 TOPOLOGY_SERVICE = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 SCENARIO_SERVICE = scenario_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["SiteAgentService"].full_name
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
@@ -174,6 +178,10 @@ PENDING_RETRY_S = 3.0
 # its solver time limit. With several replicas only the holder of a lease runs it.
 BATCH_INTERVAL_S = 30.0
 BATCH_TIME_LIMIT_S = 5.0
+# How often site health is judged from the agents' heartbeats (at most; a quarter of the timeout if shorter).
+SITE_CHECK_S = 1.0
+# How often running jobs are checked against their maximum run time.
+RUN_LIMIT_CHECK_S = 10.0
 # How often finished jobs past their retention are archived.
 ARCHIVE_INTERVAL_S = 60.0
 # Threads for unary calls, and the most response streams (watch dashboards) open at once. The
@@ -193,13 +201,15 @@ def start_server(
     max_streams: int = DEFAULT_MAX_STREAMS,
     tls: ServerTls | None = None,
     auth: AuthConfig | None = None,
+    run_limit_interval_s: float | None = RUN_LIMIT_CHECK_S,
 ) -> RunningServer:
     """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
 
     ``max_workers`` threads serve unary calls. Up to ``max_streams`` response streams
     (WatchJobs, WatchScenario) get threads of their own on top of those; one more stream is
     refused with RESOURCE_EXHAUSTED rather than left to starve the unary calls.
-    ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
+    ``run_limit_interval_s``: how often running jobs are checked against their maximum run time
+    (None: never). ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
     authentication, roles, tenant scope, tenant limits and rate limits (service/auth/); without
     it every caller is an anonymous platform admin. Mutating calls are audited either way.
     """
@@ -227,12 +237,15 @@ def start_server(
     scenario_pb2_grpc.add_ScenarioServiceServicer_to_server(scenarios, server)  # type: ignore[no-untyped-call]
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(scheduler.store), server)  # type: ignore[no-untyped-call]
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(scheduler), server)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_SiteAgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        SiteAgentServicer(scheduler, stopping), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_health = _service_health(health_servicer, scheduler, scenarios)
     service_health.refresh()
     reflection.enable_server_reflection(
-        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, POLICY_SERVICE, health.SERVICE_NAME,
+        (PLACEMENT_SERVICE, TOPOLOGY_SERVICE, SCENARIO_SERVICE, AUDIT_SERVICE, POLICY_SERVICE, AGENT_SERVICE,
+         health.SERVICE_NAME,
          reflection.SERVICE_NAME), server
     )
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
@@ -246,6 +259,11 @@ def start_server(
     if batch_interval_s:
         threading.Thread(target=_batch_cycle, args=(scheduler, stopping, batch_interval_s),
                          name="batch-cycle", daemon=True).start()
+    if scheduler.heartbeat_timeout_s is not None:
+        threading.Thread(target=_watch_sites, args=(scheduler, stopping), name="site-monitor", daemon=True).start()
+    if run_limit_interval_s:
+        threading.Thread(target=_stop_runaways, args=(scheduler, stopping, run_limit_interval_s),
+                         name="run-time-limits", daemon=True).start()
     if retention_s is not None:
         threading.Thread(target=_archive_finished, args=(scheduler, stopping, retention_s),
                          name="archive", daemon=True).start()
@@ -266,6 +284,7 @@ def _service_health(
         servicer,
         {"store": scheduler.store.healthy, "scenario_workers": scenarios.healthy},
         {"": ("store",), PLACEMENT_SERVICE: ("store",), TOPOLOGY_SERVICE: ("store",), AUDIT_SERVICE: ("store",),
+         AGENT_SERVICE: ("store",),
          SCENARIO_SERVICE: ("scenario_workers",)},
     )
 
@@ -302,6 +321,37 @@ def _batch_cycle(scheduler: Scheduler, stopping: threading.Event, interval_s: fl
             log.warning("batch_cycle_skipped", error=str(e))
         except Exception:
             log.exception("batch_cycle_failed")
+
+
+def _watch_sites(scheduler: Scheduler, stopping: threading.Event) -> None:
+    # Every replica judges every site from the heartbeat times in the store; each step is idempotent.
+    timeout_s = scheduler.heartbeat_timeout_s or 1.0
+    interval_s = min(SITE_CHECK_S, timeout_s / 4)
+    seen: dict[str, fleet.SiteHealth] = {}
+    while not stopping.wait(interval_s):
+        try:
+            health = fleet.check_sites(scheduler)
+            for site_id, now in health.items():
+                if seen.get(site_id) is not now:
+                    log.info("site_health", site_id=site_id, health=now.value)
+            seen = health
+        except StoreError as e:
+            log.debug("site_check_skipped", error=str(e))
+        except Exception:
+            log.exception("site_check_failed")
+
+
+def _stop_runaways(scheduler: Scheduler, stopping: threading.Event, interval_s: float) -> None:
+    # Jobs past their maximum run time (JobSpec.max_run_hours, policy max_run_hours) are stopped.
+    while not stopping.wait(interval_s):
+        try:
+            stopped = fleet.stop_runaways(scheduler)
+            if stopped:
+                log.info("run_time_limits", stopped=len(stopped))
+        except StoreError as e:
+            log.debug("run_time_limits_skipped", error=str(e))
+        except Exception:
+            log.exception("run_time_limits_failed")
 
 
 def _archive_finished(scheduler: Scheduler, stopping: threading.Event, retention_s: float) -> None:

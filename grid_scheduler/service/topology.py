@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 
 from grid_scheduler._proto.v1 import topology_pb2 as pb
 from grid_scheduler._proto.v1 import topology_pb2_grpc as pb_grpc
 from grid_scheduler.engine.capacity import CapacityRow, PoolStatus, capacity, pool_statuses
-from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler
+from grid_scheduler.scheduler import InvalidJob, NotFound, Scheduler, fleet
 from grid_scheduler.service.convert import TIER_FROM_PB, TIER_TO_PB
 from grid_scheduler.service.handlers import handled
+
+SITE_HEALTH_TO_PB: dict[fleet.SiteHealth, Any] = {
+    h: pb.SiteHealth.Value("SITE_HEALTH_" + h.name) for h in fleet.SiteHealth}
 
 
 class TopologyServicer(pb_grpc.TopologyServiceServicer):
@@ -97,6 +102,43 @@ class TopologyServicer(pb_grpc.TopologyServiceServicer):
     @handled
     def UndrainPool(self, request: pb.UndrainPoolRequest, context: grpc.ServicerContext) -> pb.UndrainPoolResponse:
         return pb.UndrainPoolResponse(pool=self._set_drained(request.pool_id, False))
+
+    @handled
+    def DrainNodes(self, request: pb.DrainNodesRequest, context: grpc.ServicerContext) -> pb.DrainNodesResponse:
+        pool, drained = self._drain_nodes(request.pool_id, list(request.nodes), True)
+        return pb.DrainNodesResponse(pool=pool, drained_nodes=drained)
+
+    @handled
+    def UndrainNodes(self, request: pb.UndrainNodesRequest, context: grpc.ServicerContext) -> pb.UndrainNodesResponse:
+        pool, drained = self._drain_nodes(request.pool_id, list(request.nodes), False)
+        return pb.UndrainNodesResponse(pool=pool, drained_nodes=drained)
+
+    @handled
+    def GetFleet(self, request: pb.GetFleetRequest, context: grpc.ServicerContext) -> pb.GetFleetResponse:
+        sites = []
+        for v in fleet.fleet_view(self.scheduler):
+            site = pb.FleetSite(
+                site_id=v.site_id, agent_id=v.agent.agent_id if v.agent else "", health=SITE_HEALTH_TO_PB[v.health],
+                generation=v.agent.generation if v.agent else 0, nodes_total=v.nodes_total,
+                nodes_healthy=v.nodes_healthy, nodes_failed=v.nodes_failed, nodes_draining=v.nodes_draining,
+                gpus_up=v.gpus_up, gpus_down=v.gpus_down,
+                nodes=[pb.FleetNode(pool_id=p, node=n, health=h, reason=r) for p, n, h, r in v.unhealthy],
+            )
+            if v.agent is not None:
+                site.last_heartbeat.FromNanoseconds(int(v.agent.heartbeat_at_s * 1e9))
+            sites.append(site)
+        return pb.GetFleetResponse(sites=sites)
+
+    def _drain_nodes(self, pool_id: str, nodes: list[str], drained: bool) -> tuple[pb.Pool, list[str]]:
+        if not pool_id:
+            raise InvalidJob([("pool_id", "required")])
+        found = self.scheduler.grid.pool_by_id.get(pool_id)
+        if found is None:
+            raise NotFound("pool", pool_id)
+        site, grid_pool = found
+        fleet.drain_nodes(self.scheduler, site.id, grid_pool.id, nodes, drained)
+        pool = next(p for s in self._sites() if s.id == site.id for p in s.pools if p.id == pool_id)
+        return pool, list(self.scheduler.store.drained_nodes(pool_id))
 
     def _set_drained(self, pool_id: str, drained: bool) -> pb.Pool:
         if not pool_id:

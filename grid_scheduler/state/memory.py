@@ -13,6 +13,7 @@ from grid_scheduler.engine.index import IntArray
 from grid_scheduler.engine.priority import queue_key
 from grid_scheduler.engine.quota import QuotaRules
 from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState, PolicyVersion
+from grid_scheduler.state.agents import MemoryAgents
 from grid_scheduler.state.store import (
     CapacityConflict,
     LedgerSnapshot,
@@ -38,8 +39,9 @@ MAX_EVENTS = 20_000
 CHANGE_LOG = 100_000
 
 
-class MemoryStore:
+class MemoryStore(MemoryAgents):
     def __init__(self, limits: Limits) -> None:
+        MemoryAgents.__init__(self)  # site agents (state/agents.py)
         self._limits = limits
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -59,6 +61,7 @@ class MemoryStore:
         self._site_w = np.zeros(len(limits.site_ids), dtype=np.int64)
         self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
         self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
+        self._down = np.zeros(len(limits.pool_ids), dtype=np.int64)  # GPUs on failed or drained nodes
         self._version = 0
         self._events: list[JobEvent] = []
         self._audit: list[AuditRecord] = []
@@ -179,7 +182,7 @@ class MemoryStore:
             pool_id = self._limits.pool_ids[pool]
             if self._drained[pool]:
                 raise CapacityConflict(f"pool {pool_id} is drained")
-            if self._pool_used[pool] + n > self._limits.pool_gpus[pool]:
+            if self._pool_used[pool] + n > self._limits.pool_gpus[pool] - self._down[pool]:
                 raise CapacityConflict(f"pool {pool_id}: {n} GPUs do not fit")
         for site, w in watts.items():
             if self._site_w[site] + w > self._limits.site_power_w[site]:
@@ -283,7 +286,8 @@ class MemoryStore:
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:
             return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
-                                  {t: row.copy() for t, row in self._tenant_used.items() if row.any()})
+                                  {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
+                                  self._down.copy())
 
     def ledger_version(self) -> int:
         return self._version
@@ -297,6 +301,15 @@ class MemoryStore:
             if bool(self._drained[pool]) == drained:
                 return False
             self._drained[pool] = drained
+            self._version += 1
+            return True
+
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        pool = self._limits.pool_index[pool_id]
+        with self._lock:
+            if int(self._down[pool]) == down_gpus:
+                return False
+            self._down[pool] = down_gpus
             self._version += 1
             return True
 

@@ -35,7 +35,8 @@ ACL_COMMANDS = (
     "ping", "evalsha", "script|load", "multi", "exec",                       # the client itself
     "get", "mget", "set", "hget", "hgetall", "xread", "xrange",               # direct reads and writes
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
-    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd", "sadd", "smembers",
+    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
+    "hsetnx", "sadd", "srem", "smembers",  # site agents and node drains (state/agents_redis.py)
 )
 
 

@@ -11,7 +11,7 @@ Key layout (``{grid}`` is a Redis Cluster hash tag: every key of one grid lives 
 so the multi-key scripts would also run on a cluster; scripts build key names from the
 prefix ``gs:{grid}:``, which is legal there because they all hash to the same slot):
 
-    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1)
+    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes)
     gs:{grid}:site:<site_id>      hash  used_w (facility watts, integer)
     gs:{grid}:ledger_version      int   bumped by every change of usage or drains (Scheduler caches by it)
     gs:{grid}:job:<job_id>        hash  record (JobRecord JSON), version, state,
@@ -34,6 +34,7 @@ prefix ``gs:{grid}:``, which is legal there because they all hash to the same sl
                                         by, at, reason, rollback_of (written once, never changed)
     gs:{grid}:lease:<name>        string  batch-cycle lease "<token>:<owner>" (state/lease.py)
     gs:{grid}:lease:<name>:fence  int     its fencing token counter
+    gs:{grid}:agent...            site agents: see state/agents_redis.py
 
 Limits (GPUs per pool, watts per site) are not stored: each call passes the limits of the
 pools and sites it touches, from the grid file the replica loaded.
@@ -69,6 +70,7 @@ from grid_scheduler.model import (
     Policy,
     PolicyVersion,
 )
+from grid_scheduler.state.agents_redis import RedisAgents
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
 from grid_scheduler.state.store import (
@@ -173,9 +175,11 @@ for i, op in ipairs(m.ops) do
   end
 end
 for id, taken in pairs(pool_taken) do
-  local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained')
+  local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained', 'down')
   if v[2] == '1' then return {'conflict', 'pool ' .. id .. ' is drained'} end
-  if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] then
+  -- Node health: GPUs on failed or drained nodes (set_pool_down) are not the pool's to hand out.
+  local down = tonumber(v[3]) or 0
+  if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] - down then
     return {'conflict', string.format('pool %s: %d GPUs do not fit', id, taken)}
   end
 end
@@ -295,11 +299,12 @@ return current
 _LUA_SNAPSHOT = r"""
 local P = ARGV[1]
 local n = tonumber(ARGV[2])
-local used, drained, watts = {}, {}, {}
+local used, drained, watts, down = {}, {}, {}, {}
 for i = 1, n do
-  local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained')
+  local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
   used[i] = v[1] or '0'
   drained[i] = v[2] or '0'
+  down[i] = v[3] or '0'
 end
 for i = 3 + n, #ARGV do
   watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
@@ -310,7 +315,7 @@ for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
   tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
 end
 return {redis.call('GET', P .. 'ledger_version') or '0',
-        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), tq}
+        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -319,6 +324,16 @@ local P = ARGV[1]
 local key = P .. 'pool:' .. ARGV[2]
 if (redis.call('HGET', key, 'drained') or '0') == ARGV[3] then return 0 end
 redis.call('HSET', key, 'drained', ARGV[3])
+redis.call('INCR', P .. 'ledger_version')
+return 1
+"""
+
+# ARGV: prefix, pool id, GPUs down (node health)
+_LUA_POOL_DOWN = r"""
+local P = ARGV[1]
+local key = P .. 'pool:' .. ARGV[2]
+if (redis.call('HGET', key, 'down') or '0') == ARGV[3] then return 0 end
+redis.call('HSET', key, 'down', ARGV[3])
 redis.call('INCR', P .. 'ledger_version')
 return 1
 """
@@ -387,7 +402,7 @@ return out
 """
 
 
-class RedisStore:
+class RedisStore(RedisAgents):
     def __init__(self, limits: Limits, url: str, grid_name: str) -> None:
         if not grid_name or "{" in grid_name or "}" in grid_name:
             raise ValueError(f"grid name {grid_name!r} cannot be a Redis hash tag")
@@ -408,6 +423,7 @@ class RedisStore:
         self._grid = self._script(_LUA_GRID)
         self._snapshot = self._script(_LUA_SNAPSHOT)
         self._drain = self._script(_LUA_DRAIN)
+        self._pool_down = self._script(_LUA_POOL_DOWN)
         self._by_request = self._script(_LUA_BY_REQUEST)
         self._list = self._script(_LUA_LIST)
         self._audit = self._script(_LUA_AUDIT)
@@ -417,6 +433,7 @@ class RedisStore:
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
         self._closed = threading.Event()
+        self._init_agents()  # site agents (state/agents_redis.py)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.safe_url!r}, grid={self.grid_name!r})"
@@ -604,7 +621,7 @@ class RedisStore:
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        version, used, drained, watts, tq = self._run(self._snapshot, self._snapshot_args)
+        version, used, drained, watts, down, tq = self._run(self._snapshot, self._snapshot_args)
         tenants: dict[str, npt.NDArray[np.int64]] = {}
         for tenant, flat in zip(tq[::2], tq[1::2], strict=True):
             row = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
@@ -620,6 +637,7 @@ class RedisStore:
             site_used_w=_ints(watts),
             pool_drained=np.asarray(_ints(drained) != 0, dtype=np.bool_),
             tenant_pool_gpus=tenants,
+            pool_down_gpus=_ints(down),
         )
 
     @guarded
@@ -637,6 +655,11 @@ class RedisStore:
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
         return bool(self._run(self._drain, [self.prefix, pool_id, 1 if drained else 0]))
+
+    @guarded
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
+        return bool(self._run(self._pool_down, [self.prefix, pool_id, int(down_gpus)]))
 
     # --- policy history --------------------------------------------------------------
     @guarded

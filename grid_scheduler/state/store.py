@@ -25,6 +25,7 @@ from grid_scheduler.model import (
     JobState,
     PolicyVersion,
 )
+from grid_scheduler.state.agents import AgentStore
 
 if TYPE_CHECKING:
     from grid_scheduler.engine.quota import QuotaRules
@@ -132,6 +133,8 @@ class LedgerSnapshot:
     pool_drained: npt.NDArray[np.bool_]
     # GPUs per pool held by each tenant: quota usage, committed with the reservations.
     tenant_pool_gpus: Mapping[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    # GPUs out of service on failed or drained nodes (node health, state/agents.py); None: none.
+    pool_down_gpus: npt.NDArray[np.int64] | None = None
 
     @property
     def site_used_kw(self) -> npt.NDArray[np.float64]:
@@ -165,7 +168,8 @@ def request_key(tenant: str, request_id: str) -> str:
     return f"{tenant}/{request_id}"
 
 
-class Store(Protocol):
+class Store(AgentStore, Protocol):
+    # Site agents, heartbeats, node health and job reports: state/agents.py.
     def commit(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None,
@@ -236,6 +240,11 @@ class Store(Protocol):
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         """Returns whether anything changed."""
+        ...
+
+    def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
+        """GPUs of the pool on failed or drained nodes: commits may reserve at most its healthy GPUs
+        less these. Returns whether anything changed (the ledger version moves if so)."""
         ...
 
     # --- policy history ----------------------------------------------------------

@@ -132,7 +132,7 @@ class InferenceSpec(_message.Message):
     def __init__(self, replicas: _Optional[int] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., latency_slo_ms: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference", "placement_preference")
+    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference", "placement_preference", "max_run_hours")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class JobSpec(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUN_HOURS_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     kind: JobKind
@@ -155,7 +156,8 @@ class JobSpec(_message.Message):
     training: TrainingSpec
     inference: InferenceSpec
     placement_preference: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ..., placement_preference: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_run_hours: float
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ..., placement_preference: _Optional[_Iterable[str]] = ..., max_run_hours: _Optional[float] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("site_id", "pool_id", "gpu_type", "gpus", "power_kw")
@@ -255,7 +257,7 @@ class WaitInfo(_message.Message):
     def __init__(self, site_counts: _Optional[_Mapping[str, int]] = ..., summary: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time", "owner", "start_time", "expected_end_time", "estimated_start_time", "policy_version")
+    __slots__ = ("id", "request_id", "spec", "state", "placement", "waiting", "reasons", "create_time", "update_time", "owner", "start_time", "expected_end_time", "estimated_start_time", "policy_version", "attempts", "end_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +272,8 @@ class Job(_message.Message):
     EXPECTED_END_TIME_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     spec: JobSpec
@@ -284,7 +288,9 @@ class Job(_message.Message):
     expected_end_time: _timestamp_pb2.Timestamp
     estimated_start_time: _timestamp_pb2.Timestamp
     policy_version: int
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    attempts: int
+    end_reason: str
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., waiting: _Optional[_Union[WaitInfo, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[int] = ..., attempts: _Optional[int] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id", "view")

@@ -25,7 +25,7 @@ class PolicyWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share", "quotas")
+    __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share", "quotas", "max_run_hours")
     class TenantResidencyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class Policy(_message.Message):
     TENANT_PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUN_HOURS_FIELD_NUMBER: _ClassVar[int]
     weights: PolicyWeights
     tenant_residency: _containers.MessageMap[str, _placement_pb2.ResidencyRule]
     inference_placement: str
@@ -56,7 +57,23 @@ class Policy(_message.Message):
     tenant_placement_preference: _containers.MessageMap[str, PlacementPreference]
     fair_share: FairSharePolicy
     quotas: QuotaPolicy
-    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ..., fair_share: _Optional[_Union[FairSharePolicy, _Mapping]] = ..., quotas: _Optional[_Union[QuotaPolicy, _Mapping]] = ...) -> None: ...
+    max_run_hours: MaxRunHoursPolicy
+    def __init__(self, weights: _Optional[_Union[PolicyWeights, _Mapping]] = ..., tenant_residency: _Optional[_Mapping[str, _placement_pb2.ResidencyRule]] = ..., inference_placement: _Optional[str] = ..., inference_time_limit_s: _Optional[float] = ..., label: _Optional[str] = ..., tenant_placement_preference: _Optional[_Mapping[str, PlacementPreference]] = ..., fair_share: _Optional[_Union[FairSharePolicy, _Mapping]] = ..., quotas: _Optional[_Union[QuotaPolicy, _Mapping]] = ..., max_run_hours: _Optional[_Union[MaxRunHoursPolicy, _Mapping]] = ...) -> None: ...
+
+class MaxRunHoursPolicy(_message.Message):
+    __slots__ = ("default", "tenants")
+    class TenantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    default: float
+    tenants: _containers.ScalarMap[str, float]
+    def __init__(self, default: _Optional[float] = ..., tenants: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class QuotaPolicy(_message.Message):
     __slots__ = ("resource_groups", "cohorts")

@@ -22,51 +22,70 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n grid_scheduler/v1/topology.proto\x12\x11grid_scheduler.v1\"\xf0\x01\n\x04Pool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x10\n\x08gpu_type\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\r\n\x05nodes\x18\x05 \x01(\x05\x12\x15\n\rgpus_per_node\x18\x06 \x01(\x05\x12 \n\x18interconnect_domain_gpus\x18\x07 \x01(\x05\x12\x12\n\ntotal_gpus\x18\x08 \x01(\x05\x12\x11\n\tused_gpus\x18\t \x01(\x05\x12\x11\n\tfree_gpus\x18\n \x01(\x05\x12\x14\n\x0c\x64rained_gpus\x18\x0b \x01(\x05\x12\x0f\n\x07\x64rained\x18\x0c \x01(\x08\"\xa8\x02\n\x04Site\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04tier\x18\x03 \x01(\x0e\x32\x17.grid_scheduler.v1.Tier\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x0b\n\x03lat\x18\x05 \x01(\x01\x12\x0b\n\x03lon\x18\x06 \x01(\x01\x12\x15\n\rjurisdictions\x18\x07 \x03(\t\x12\x19\n\x11power_envelope_mw\x18\x08 \x01(\x01\x12\x15\n\rpower_used_mw\x18\t \x01(\x01\x12\x0b\n\x03pue\x18\n \x01(\x01\x12\x18\n\x10\x63\x61rbon_g_per_kwh\x18\x0b \x01(\x01\x12\x1c\n\x14\x65nergy_price_per_mwh\x18\x0c \x01(\x01\x12&\n\x05pools\x18\r \x03(\x0b\x32\x17.grid_scheduler.v1.Pool\"\x87\x01\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x36\n\x0esite_latencies\x18\x06 \x03(\x0b\x32\x1e.grid_scheduler.v1.SiteLatency\"2\n\x0bSiteLatency\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\"O\n\x10ListSitesRequest\x12%\n\x04tier\x18\x01 \x01(\x0e\x32\x17.grid_scheduler.v1.Tier\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\";\n\x11ListSitesResponse\x12&\n\x05sites\x18\x01 \x03(\x0b\x32\x17.grid_scheduler.v1.Site\"\x1c\n\x0eGetSiteRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fGetSiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Site\"\x16\n\x14ListEndpointsRequest\"G\n\x15ListEndpointsResponse\x12.\n\tendpoints\x18\x01 \x03(\x0b\x32\x1b.grid_scheduler.v1.Endpoint\"\x9c\x01\n\x0b\x43\x61pacityRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\ntotal_gpus\x18\x02 \x01(\x05\x12\x11\n\tused_gpus\x18\x03 \x01(\x05\x12\x11\n\tfree_gpus\x18\x04 \x01(\x05\x12\x14\n\x0c\x64rained_gpus\x18\x05 \x01(\x05\x12\x19\n\x11power_envelope_mw\x18\x06 \x01(\x01\x12\x15\n\rpower_used_mw\x18\x07 \x01(\x01\"\x14\n\x12GetCapacityRequest\"\x94\x02\n\x13GetCapacityResponse\x12-\n\x05\x66leet\x18\x01 \x01(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12/\n\x07\x62y_site\x18\x02 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12\x37\n\x0f\x62y_jurisdiction\x18\x03 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12/\n\x07\x62y_tier\x18\x04 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12\x33\n\x0b\x62y_gpu_type\x18\x05 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\"#\n\x10\x44rainPoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\":\n\x11\x44rainPoolResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool\"%\n\x12UndrainPoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"<\n\x13UndrainPoolResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool*W\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTIER_AI_FACTORY\x10\x01\x12\x15\n\x11TIER_REGIONAL_HUB\x10\x02\x12\r\n\tTIER_EDGE\x10\x03\x32\xb3\x04\n\x0fTopologyService\x12V\n\tListSites\x12#.grid_scheduler.v1.ListSitesRequest\x1a$.grid_scheduler.v1.ListSitesResponse\x12P\n\x07GetSite\x12!.grid_scheduler.v1.GetSiteRequest\x1a\".grid_scheduler.v1.GetSiteResponse\x12\x62\n\rListEndpoints\x12\'.grid_scheduler.v1.ListEndpointsRequest\x1a(.grid_scheduler.v1.ListEndpointsResponse\x12\\\n\x0bGetCapacity\x12%.grid_scheduler.v1.GetCapacityRequest\x1a&.grid_scheduler.v1.GetCapacityResponse\x12V\n\tDrainPool\x12#.grid_scheduler.v1.DrainPoolRequest\x1a$.grid_scheduler.v1.DrainPoolResponse\x12\\\n\x0bUndrainPool\x12%.grid_scheduler.v1.UndrainPoolRequest\x1a&.grid_scheduler.v1.UndrainPoolResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n grid_scheduler/v1/topology.proto\x12\x11grid_scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x01\n\x04Pool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x10\n\x08gpu_type\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\r\n\x05nodes\x18\x05 \x01(\x05\x12\x15\n\rgpus_per_node\x18\x06 \x01(\x05\x12 \n\x18interconnect_domain_gpus\x18\x07 \x01(\x05\x12\x12\n\ntotal_gpus\x18\x08 \x01(\x05\x12\x11\n\tused_gpus\x18\t \x01(\x05\x12\x11\n\tfree_gpus\x18\n \x01(\x05\x12\x14\n\x0c\x64rained_gpus\x18\x0b \x01(\x05\x12\x0f\n\x07\x64rained\x18\x0c \x01(\x08\"\xa8\x02\n\x04Site\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04tier\x18\x03 \x01(\x0e\x32\x17.grid_scheduler.v1.Tier\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x0b\n\x03lat\x18\x05 \x01(\x01\x12\x0b\n\x03lon\x18\x06 \x01(\x01\x12\x15\n\rjurisdictions\x18\x07 \x03(\t\x12\x19\n\x11power_envelope_mw\x18\x08 \x01(\x01\x12\x15\n\rpower_used_mw\x18\t \x01(\x01\x12\x0b\n\x03pue\x18\n \x01(\x01\x12\x18\n\x10\x63\x61rbon_g_per_kwh\x18\x0b \x01(\x01\x12\x1c\n\x14\x65nergy_price_per_mwh\x18\x0c \x01(\x01\x12&\n\x05pools\x18\r \x03(\x0b\x32\x17.grid_scheduler.v1.Pool\"\x87\x01\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x0b\n\x03lat\x18\x04 \x01(\x01\x12\x0b\n\x03lon\x18\x05 \x01(\x01\x12\x36\n\x0esite_latencies\x18\x06 \x03(\x0b\x32\x1e.grid_scheduler.v1.SiteLatency\"2\n\x0bSiteLatency\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\"O\n\x10ListSitesRequest\x12%\n\x04tier\x18\x01 \x01(\x0e\x32\x17.grid_scheduler.v1.Tier\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\";\n\x11ListSitesResponse\x12&\n\x05sites\x18\x01 \x03(\x0b\x32\x17.grid_scheduler.v1.Site\"\x1c\n\x0eGetSiteRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fGetSiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Site\"\x16\n\x14ListEndpointsRequest\"G\n\x15ListEndpointsResponse\x12.\n\tendpoints\x18\x01 \x03(\x0b\x32\x1b.grid_scheduler.v1.Endpoint\"\x9c\x01\n\x0b\x43\x61pacityRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\ntotal_gpus\x18\x02 \x01(\x05\x12\x11\n\tused_gpus\x18\x03 \x01(\x05\x12\x11\n\tfree_gpus\x18\x04 \x01(\x05\x12\x14\n\x0c\x64rained_gpus\x18\x05 \x01(\x05\x12\x19\n\x11power_envelope_mw\x18\x06 \x01(\x01\x12\x15\n\rpower_used_mw\x18\x07 \x01(\x01\"\x14\n\x12GetCapacityRequest\"\x94\x02\n\x13GetCapacityResponse\x12-\n\x05\x66leet\x18\x01 \x01(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12/\n\x07\x62y_site\x18\x02 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12\x37\n\x0f\x62y_jurisdiction\x18\x03 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12/\n\x07\x62y_tier\x18\x04 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\x12\x33\n\x0b\x62y_gpu_type\x18\x05 \x03(\x0b\x32\x1e.grid_scheduler.v1.CapacityRow\"#\n\x10\x44rainPoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\":\n\x11\x44rainPoolResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool\"%\n\x12UndrainPoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"<\n\x13UndrainPoolResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool\"3\n\x11\x44rainNodesRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\"R\n\x12\x44rainNodesResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool\x12\x15\n\rdrained_nodes\x18\x02 \x03(\t\"5\n\x13UndrainNodesRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\"T\n\x14UndrainNodesResponse\x12%\n\x04pool\x18\x01 \x01(\x0b\x32\x17.grid_scheduler.v1.Pool\x12\x15\n\rdrained_nodes\x18\x02 \x03(\t\"J\n\tFleetNode\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06health\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xd0\x02\n\tFleetSite\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12-\n\x06health\x18\x03 \x01(\x0e\x32\x1d.grid_scheduler.v1.SiteHealth\x12\x32\n\x0elast_heartbeat\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x13\n\x0bnodes_total\x18\x06 \x01(\x05\x12\x15\n\rnodes_healthy\x18\x07 \x01(\x05\x12\x14\n\x0cnodes_failed\x18\x08 \x01(\x05\x12\x16\n\x0enodes_draining\x18\t \x01(\x05\x12\x0f\n\x07gpus_up\x18\n \x01(\x05\x12\x11\n\tgpus_down\x18\x0b \x01(\x05\x12+\n\x05nodes\x18\x0c \x03(\x0b\x32\x1c.grid_scheduler.v1.FleetNode\"\x11\n\x0fGetFleetRequest\"?\n\x10GetFleetResponse\x12+\n\x05sites\x18\x01 \x03(\x0b\x32\x1c.grid_scheduler.v1.FleetSite*W\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTIER_AI_FACTORY\x10\x01\x12\x15\n\x11TIER_REGIONAL_HUB\x10\x02\x12\r\n\tTIER_EDGE\x10\x03*\x8d\x01\n\nSiteHealth\x12\x1b\n\x17SITE_HEALTH_UNSPECIFIED\x10\x00\x12\x18\n\x14SITE_HEALTH_NO_AGENT\x10\x01\x12\x17\n\x13SITE_HEALTH_HEALTHY\x10\x02\x12\x19\n\x15SITE_HEALTH_UNHEALTHY\x10\x03\x12\x14\n\x10SITE_HEALTH_LOST\x10\x04\x32\xc4\x06\n\x0fTopologyService\x12V\n\tListSites\x12#.grid_scheduler.v1.ListSitesRequest\x1a$.grid_scheduler.v1.ListSitesResponse\x12P\n\x07GetSite\x12!.grid_scheduler.v1.GetSiteRequest\x1a\".grid_scheduler.v1.GetSiteResponse\x12\x62\n\rListEndpoints\x12\'.grid_scheduler.v1.ListEndpointsRequest\x1a(.grid_scheduler.v1.ListEndpointsResponse\x12\\\n\x0bGetCapacity\x12%.grid_scheduler.v1.GetCapacityRequest\x1a&.grid_scheduler.v1.GetCapacityResponse\x12V\n\tDrainPool\x12#.grid_scheduler.v1.DrainPoolRequest\x1a$.grid_scheduler.v1.DrainPoolResponse\x12\\\n\x0bUndrainPool\x12%.grid_scheduler.v1.UndrainPoolRequest\x1a&.grid_scheduler.v1.UndrainPoolResponse\x12Y\n\nDrainNodes\x12$.grid_scheduler.v1.DrainNodesRequest\x1a%.grid_scheduler.v1.DrainNodesResponse\x12_\n\x0cUndrainNodes\x12&.grid_scheduler.v1.UndrainNodesRequest\x1a\'.grid_scheduler.v1.UndrainNodesResponse\x12S\n\x08GetFleet\x12\".grid_scheduler.v1.GetFleetRequest\x1a#.grid_scheduler.v1.GetFleetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grid_scheduler.v1.topology_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=1772
-  _globals['_TIER']._serialized_end=1859
-  _globals['_POOL']._serialized_start=56
-  _globals['_POOL']._serialized_end=296
-  _globals['_SITE']._serialized_start=299
-  _globals['_SITE']._serialized_end=595
-  _globals['_ENDPOINT']._serialized_start=598
-  _globals['_ENDPOINT']._serialized_end=733
-  _globals['_SITELATENCY']._serialized_start=735
-  _globals['_SITELATENCY']._serialized_end=785
-  _globals['_LISTSITESREQUEST']._serialized_start=787
-  _globals['_LISTSITESREQUEST']._serialized_end=866
-  _globals['_LISTSITESRESPONSE']._serialized_start=868
-  _globals['_LISTSITESRESPONSE']._serialized_end=927
-  _globals['_GETSITEREQUEST']._serialized_start=929
-  _globals['_GETSITEREQUEST']._serialized_end=957
-  _globals['_GETSITERESPONSE']._serialized_start=959
-  _globals['_GETSITERESPONSE']._serialized_end=1015
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1017
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1039
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1041
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1112
-  _globals['_CAPACITYROW']._serialized_start=1115
-  _globals['_CAPACITYROW']._serialized_end=1271
-  _globals['_GETCAPACITYREQUEST']._serialized_start=1273
-  _globals['_GETCAPACITYREQUEST']._serialized_end=1293
-  _globals['_GETCAPACITYRESPONSE']._serialized_start=1296
-  _globals['_GETCAPACITYRESPONSE']._serialized_end=1572
-  _globals['_DRAINPOOLREQUEST']._serialized_start=1574
-  _globals['_DRAINPOOLREQUEST']._serialized_end=1609
-  _globals['_DRAINPOOLRESPONSE']._serialized_start=1611
-  _globals['_DRAINPOOLRESPONSE']._serialized_end=1669
-  _globals['_UNDRAINPOOLREQUEST']._serialized_start=1671
-  _globals['_UNDRAINPOOLREQUEST']._serialized_end=1708
-  _globals['_UNDRAINPOOLRESPONSE']._serialized_start=1710
-  _globals['_UNDRAINPOOLRESPONSE']._serialized_end=1770
-  _globals['_TOPOLOGYSERVICE']._serialized_start=1862
-  _globals['_TOPOLOGYSERVICE']._serialized_end=2425
+  _globals['_TIER']._serialized_start=2582
+  _globals['_TIER']._serialized_end=2669
+  _globals['_SITEHEALTH']._serialized_start=2672
+  _globals['_SITEHEALTH']._serialized_end=2813
+  _globals['_POOL']._serialized_start=89
+  _globals['_POOL']._serialized_end=329
+  _globals['_SITE']._serialized_start=332
+  _globals['_SITE']._serialized_end=628
+  _globals['_ENDPOINT']._serialized_start=631
+  _globals['_ENDPOINT']._serialized_end=766
+  _globals['_SITELATENCY']._serialized_start=768
+  _globals['_SITELATENCY']._serialized_end=818
+  _globals['_LISTSITESREQUEST']._serialized_start=820
+  _globals['_LISTSITESREQUEST']._serialized_end=899
+  _globals['_LISTSITESRESPONSE']._serialized_start=901
+  _globals['_LISTSITESRESPONSE']._serialized_end=960
+  _globals['_GETSITEREQUEST']._serialized_start=962
+  _globals['_GETSITEREQUEST']._serialized_end=990
+  _globals['_GETSITERESPONSE']._serialized_start=992
+  _globals['_GETSITERESPONSE']._serialized_end=1048
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1050
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1072
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1074
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1145
+  _globals['_CAPACITYROW']._serialized_start=1148
+  _globals['_CAPACITYROW']._serialized_end=1304
+  _globals['_GETCAPACITYREQUEST']._serialized_start=1306
+  _globals['_GETCAPACITYREQUEST']._serialized_end=1326
+  _globals['_GETCAPACITYRESPONSE']._serialized_start=1329
+  _globals['_GETCAPACITYRESPONSE']._serialized_end=1605
+  _globals['_DRAINPOOLREQUEST']._serialized_start=1607
+  _globals['_DRAINPOOLREQUEST']._serialized_end=1642
+  _globals['_DRAINPOOLRESPONSE']._serialized_start=1644
+  _globals['_DRAINPOOLRESPONSE']._serialized_end=1702
+  _globals['_UNDRAINPOOLREQUEST']._serialized_start=1704
+  _globals['_UNDRAINPOOLREQUEST']._serialized_end=1741
+  _globals['_UNDRAINPOOLRESPONSE']._serialized_start=1743
+  _globals['_UNDRAINPOOLRESPONSE']._serialized_end=1803
+  _globals['_DRAINNODESREQUEST']._serialized_start=1805
+  _globals['_DRAINNODESREQUEST']._serialized_end=1856
+  _globals['_DRAINNODESRESPONSE']._serialized_start=1858
+  _globals['_DRAINNODESRESPONSE']._serialized_end=1940
+  _globals['_UNDRAINNODESREQUEST']._serialized_start=1942
+  _globals['_UNDRAINNODESREQUEST']._serialized_end=1995
+  _globals['_UNDRAINNODESRESPONSE']._serialized_start=1997
+  _globals['_UNDRAINNODESRESPONSE']._serialized_end=2081
+  _globals['_FLEETNODE']._serialized_start=2083
+  _globals['_FLEETNODE']._serialized_end=2157
+  _globals['_FLEETSITE']._serialized_start=2160
+  _globals['_FLEETSITE']._serialized_end=2496
+  _globals['_GETFLEETREQUEST']._serialized_start=2498
+  _globals['_GETFLEETREQUEST']._serialized_end=2515
+  _globals['_GETFLEETRESPONSE']._serialized_start=2517
+  _globals['_GETFLEETRESPONSE']._serialized_end=2580
+  _globals['_TOPOLOGYSERVICE']._serialized_start=2816
+  _globals['_TOPOLOGYSERVICE']._serialized_end=3652
 # @@protoc_insertion_point(module_scope)

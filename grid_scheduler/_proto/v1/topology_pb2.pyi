@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -13,10 +16,23 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIER_AI_FACTORY: _ClassVar[Tier]
     TIER_REGIONAL_HUB: _ClassVar[Tier]
     TIER_EDGE: _ClassVar[Tier]
+
+class SiteHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SITE_HEALTH_UNSPECIFIED: _ClassVar[SiteHealth]
+    SITE_HEALTH_NO_AGENT: _ClassVar[SiteHealth]
+    SITE_HEALTH_HEALTHY: _ClassVar[SiteHealth]
+    SITE_HEALTH_UNHEALTHY: _ClassVar[SiteHealth]
+    SITE_HEALTH_LOST: _ClassVar[SiteHealth]
 TIER_UNSPECIFIED: Tier
 TIER_AI_FACTORY: Tier
 TIER_REGIONAL_HUB: Tier
 TIER_EDGE: Tier
+SITE_HEALTH_UNSPECIFIED: SiteHealth
+SITE_HEALTH_NO_AGENT: SiteHealth
+SITE_HEALTH_HEALTHY: SiteHealth
+SITE_HEALTH_UNHEALTHY: SiteHealth
+SITE_HEALTH_LOST: SiteHealth
 
 class Pool(_message.Message):
     __slots__ = ("id", "site_id", "gpu_type", "workload", "nodes", "gpus_per_node", "interconnect_domain_gpus", "total_gpus", "used_gpus", "free_gpus", "drained_gpus", "drained")
@@ -195,3 +211,85 @@ class UndrainPoolResponse(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     pool: Pool
     def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ...) -> None: ...
+
+class DrainNodesRequest(_message.Message):
+    __slots__ = ("pool_id", "nodes")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool_id: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DrainNodesResponse(_message.Message):
+    __slots__ = ("pool", "drained_nodes")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_NODES_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    drained_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., drained_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UndrainNodesRequest(_message.Message):
+    __slots__ = ("pool_id", "nodes")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool_id: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UndrainNodesResponse(_message.Message):
+    __slots__ = ("pool", "drained_nodes")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_NODES_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    drained_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., drained_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FleetNode(_message.Message):
+    __slots__ = ("pool_id", "node", "health", "reason")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    node: str
+    health: str
+    reason: str
+    def __init__(self, pool_id: _Optional[str] = ..., node: _Optional[str] = ..., health: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FleetSite(_message.Message):
+    __slots__ = ("site_id", "agent_id", "health", "last_heartbeat", "generation", "nodes_total", "nodes_healthy", "nodes_failed", "nodes_draining", "gpus_up", "gpus_down", "nodes")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    NODES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NODES_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    NODES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    NODES_DRAINING_FIELD_NUMBER: _ClassVar[int]
+    GPUS_UP_FIELD_NUMBER: _ClassVar[int]
+    GPUS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    agent_id: str
+    health: SiteHealth
+    last_heartbeat: _timestamp_pb2.Timestamp
+    generation: int
+    nodes_total: int
+    nodes_healthy: int
+    nodes_failed: int
+    nodes_draining: int
+    gpus_up: int
+    gpus_down: int
+    nodes: _containers.RepeatedCompositeFieldContainer[FleetNode]
+    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., health: _Optional[_Union[SiteHealth, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., nodes_total: _Optional[int] = ..., nodes_healthy: _Optional[int] = ..., nodes_failed: _Optional[int] = ..., nodes_draining: _Optional[int] = ..., gpus_up: _Optional[int] = ..., gpus_down: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[FleetNode, _Mapping]]] = ...) -> None: ...
+
+class GetFleetRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetFleetResponse(_message.Message):
+    __slots__ = ("sites",)
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[FleetSite]
+    def __init__(self, sites: _Optional[_Iterable[_Union[FleetSite, _Mapping]]] = ...) -> None: ...

@@ -65,6 +65,21 @@ class TopologyServiceStub:
                 request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolRequest.SerializeToString,
                 response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolResponse.FromString,
                 _registered_method=True)
+        self.DrainNodes = channel.unary_unary(
+                '/grid_scheduler.v1.TopologyService/DrainNodes',
+                request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesResponse.FromString,
+                _registered_method=True)
+        self.UndrainNodes = channel.unary_unary(
+                '/grid_scheduler.v1.TopologyService/UndrainNodes',
+                request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.FromString,
+                _registered_method=True)
+        self.GetFleet = channel.unary_unary(
+                '/grid_scheduler.v1.TopologyService/GetFleet',
+                request_serializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.SerializeToString,
+                response_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.FromString,
+                _registered_method=True)
 
 
 class TopologyServiceServicer:
@@ -110,6 +125,28 @@ class TopologyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNodes(self, request, context):
+        """Take nodes of a pool out of service: their GPUs leave the pool's capacity at once; jobs
+        running there stay (a failed node, reported by the site's agent, fails them instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndrainNodes(self, request, context):
+        """Put drained nodes back; waiting jobs are retried.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFleet(self, request, context):
+        """Per site: its agent, health, last heartbeat, nodes healthy / failed / draining, GPUs up / down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TopologyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +179,21 @@ def add_TopologyServiceServicer_to_server(servicer, server):
                     servicer.UndrainPool,
                     request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolRequest.FromString,
                     response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolResponse.SerializeToString,
+            ),
+            'DrainNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNodes,
+                    request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesResponse.SerializeToString,
+            ),
+            'UndrainNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndrainNodes,
+                    request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.SerializeToString,
+            ),
+            'GetFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleet,
+                    request_deserializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.FromString,
+                    response_serializer=grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +359,87 @@ class TopologyService:
             '/grid_scheduler.v1.TopologyService/UndrainPool',
             grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolRequest.SerializeToString,
             grid__scheduler_dot_v1_dot_topology__pb2.UndrainPoolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.TopologyService/DrainNodes',
+            grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_topology__pb2.DrainNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndrainNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.TopologyService/UndrainNodes',
+            grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_topology__pb2.UndrainNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid_scheduler.v1.TopologyService/GetFleet',
+            grid__scheduler_dot_v1_dot_topology__pb2.GetFleetRequest.SerializeToString,
+            grid__scheduler_dot_v1_dot_topology__pb2.GetFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

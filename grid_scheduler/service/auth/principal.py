@@ -21,7 +21,7 @@ class Role(StrEnum):
     TENANT_ADMIN = "tenant-admin"  # the same for every job of its tenant, and the tenant's audit trail
     PLATFORM_ADMIN = "platform-admin"  # every tenant; drains, the batch optimiser, audit
     PLANNER = "planner"  # what-if scenarios, read-only capacity
-    SITE_AGENT = "site-agent"  # one site: the site agent API (a later issue); read-only topology now
+    SITE_AGENT = "site-agent"  # one site: the site agent API (SiteAgentService) for it; read-only topology
 
 
 class Permission(StrEnum):
@@ -125,6 +125,15 @@ class Principal:
     def may_read(self, tenant: str, permission: Permission = Permission.READ_JOBS) -> bool:
         scope = self.tenants(permission)
         return scope is None or tenant in scope
+
+    def may_act_for_site(self, site_id: str) -> bool:
+        """A site agent acts only for the site its binding names; a platform admin for every site."""
+        for b in self.bindings:
+            if Permission.SITE_AGENT not in GRANTS[b.role]:
+                continue
+            if b.role is not Role.SITE_AGENT or b.site == site_id:
+                return True
+        return False
 
     def may_manage(self, record: JobRecord) -> bool:
         """Cancel or complete ``record``: any job in MANAGE_JOBS scope, or one's own in MANAGE_OWN_JOBS scope."""

@@ -39,6 +39,10 @@ def _pool(request: Any, response: Any) -> tuple[str, str]:
     return "", request.pool_id
 
 
+def _nodes(request: Any, response: Any) -> tuple[str, str]:
+    return "", f"{request.pool_id}: {','.join(request.nodes)[:200]}"
+
+
 def _optimize(request: Any, response: Any) -> tuple[str, str]:
     return "", "dry-run" if request.dry_run else "commit"
 
@@ -58,12 +62,17 @@ _T = "/grid_scheduler.v1.TopologyService/"
 _S = "/grid_scheduler.v1.ScenarioService/"
 _A = "/grid_scheduler.v1.AuditService/"
 _PO = "/grid_scheduler.v1.PolicyService/"
+_AG = "/grid_scheduler.v1.SiteAgentService/"
 
 
 def _policy_change(request: Any, response: Any) -> tuple[str, str]:
     if response is not None:
         return "", f"policy v{response.policy.version}"
     return "", f"policy over v{request.expected_version}" if request.HasField("expected_version") else "policy"
+
+
+def _agent(request: Any, response: Any) -> tuple[str, str]:
+    return "", f"site {request.site_id} agent {request.agent_id}"
 
 
 def _rollback(request: Any, response: Any) -> tuple[str, str]:
@@ -87,6 +96,9 @@ RULES: Mapping[str, Rule] = {
     _T + "GetCapacity": Rule(Permission.READ_TOPOLOGY),
     _T + "DrainPool": Rule(Permission.OPERATE, _pool),
     _T + "UndrainPool": Rule(Permission.OPERATE, _pool),
+    _T + "GetFleet": Rule(Permission.READ_TOPOLOGY),
+    _T + "DrainNodes": Rule(Permission.OPERATE, _nodes),
+    _T + "UndrainNodes": Rule(Permission.OPERATE, _nodes),
     _S + "StartScenario": Rule(Permission.RUN_SCENARIOS, _new_scenario),
     _S + "GetScenario": Rule(Permission.RUN_SCENARIOS),
     _S + "WatchScenario": Rule(Permission.RUN_SCENARIOS),
@@ -106,6 +118,12 @@ RULES: Mapping[str, Rule] = {
     _PO + "GetFairShare": Rule(Permission.READ_POLICY),
     # Quota usage is read with the policy that sets it (every tenant's numbers: platform-level).
     _PO + "GetQuotaUsage": Rule(Permission.READ_POLICY),
+    # Site agents, each only for the site its binding names (the handlers ask may_act_for_site).
+    # Registration is audited; heartbeats and job reports are too frequent to be, and the store keeps them.
+    _AG + "RegisterAgent": Rule(Permission.SITE_AGENT, _agent),
+    _AG + "Heartbeat": Rule(Permission.SITE_AGENT),
+    _AG + "WatchAssignments": Rule(Permission.SITE_AGENT),
+    _AG + "ReportJob": Rule(Permission.SITE_AGENT),
 }
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",

@@ -1,0 +1,436 @@
+"""What each site should run, and what its agent reports: the scheduler's side of SiteAgentService.
+
+Level-based, like a lease or a mirror: a site's desired state is computed from the ledger (the
+running jobs that hold GPUs there) and the agent's own reports (jobs it runs that should not
+run there any more), so a reconnecting agent is reconciled by the same computation as any other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from grid_scheduler.engine.priority import duration_hours
+from grid_scheduler.model import EventType, JobRecord, JobState, Reason, ReasonCode
+from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.scheduler.errors import InvalidJob
+from grid_scheduler.state import StaleRecord
+from grid_scheduler.state.agents import (
+    AgentReplaced,
+    JobPhase,
+    JobReport,
+    NoAgent,
+    NodeCondition,
+    NodeHealth,
+    SiteAgent,
+)
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.core import Scheduler
+
+
+class StopReason(StrEnum):
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    MOVED = "moved"
+    FINISHED = "finished"
+    UNKNOWN_JOB = "unknown_job"
+    TIME_LIMIT = "time_limit"
+
+
+@dataclass(frozen=True)
+class Share:
+    pool_id: str
+    gpus: int
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    job_id: str
+    tenant: str
+    name: str
+    kind: str
+    shares: tuple[Share, ...]
+    duration_hours: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    job_id: str
+    reason: StopReason
+    message: str
+
+
+@dataclass(frozen=True)
+class Desired:
+    site_id: str
+    revision: int  # the ledger's event sequence when it was computed: grows with every job change
+    run: tuple[Run, ...]
+    stop: tuple[Stop, ...]
+
+
+def runs_at(record: JobRecord, site_id: str) -> bool:
+    return record.state is JobState.RUNNING and record.placement is not None and any(
+        a.site_id == site_id for a in record.placement.assignments)
+
+
+def desired_state(s: Scheduler, site_id: str) -> Desired:
+    revision = s.store.last_sequence()
+    run: list[Run] = []
+    wanted: set[str] = set()
+    for record in s.store.running_jobs():
+        if not runs_at(record, site_id):
+            continue
+        assert record.placement is not None
+        shares = tuple(Share(a.pool_id, a.gpus) for a in record.placement.assignments if a.site_id == site_id)
+        spec = record.spec
+        run.append(Run(record.id, spec.tenant, spec.name, spec.kind.value, shares, duration_hours(spec),
+                       record.attempts))
+        wanted.add(record.id)
+    stop = [
+        _stop(report.job_id, s.store.get_job(report.job_id), site_id)
+        for report in s.store.job_reports(site_id)
+        if report.phase.is_active and report.job_id not in wanted
+    ]
+    return Desired(site_id, revision, tuple(run), tuple(stop))
+
+
+def _stop(job_id: str, record: JobRecord | None, site_id: str) -> Stop:
+    if record is None:
+        return Stop(job_id, StopReason.UNKNOWN_JOB, "the scheduler does not know this job")
+    if record.state is JobState.CANCELLED:
+        if record.end_reason.startswith(TIME_LIMIT):
+            return Stop(job_id, StopReason.TIME_LIMIT, record.end_reason)
+        return Stop(job_id, StopReason.CANCELLED, "cancelled")
+    if record.state is JobState.RUNNING:
+        return Stop(job_id, StopReason.MOVED, f"runs elsewhere now: {', '.join(_sites(record))}")
+    summary = record.waiting.summary[0] if record.waiting and record.waiting.summary else ""
+    if record.state is JobState.PENDING:
+        if summary.startswith("preempted"):
+            return Stop(job_id, StopReason.PREEMPTED, summary)
+        return Stop(job_id, StopReason.MOVED, summary or f"back in the queue, not at {site_id}")
+    return Stop(job_id, StopReason.FINISHED, record.state.value)
+
+
+def _sites(record: JobRecord) -> list[str]:
+    assert record.placement is not None
+    return sorted({a.site_id for a in record.placement.assignments})
+
+
+def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -> tuple[bool, JobReport]:
+    """Apply one job report at most once: a sequence not above the last kept one is acknowledged and
+    ignored. SUCCEEDED completes the job and FAILED re-queues it, but only while the ledger has it
+    running at this site (a job moved away meanwhile is not the site's to finish)."""
+    agent = s.store.site_agent(site_id)
+    if agent is None:
+        raise NoAgent(f"no agent registered for site {site_id}")
+    if agent.agent_id != agent_id:
+        raise AgentReplaced(site_id, agent.agent_id)
+    last = s.store.job_report(site_id, report.job_id)
+    if last is not None and report.sequence <= last.sequence:
+        return False, last
+    # The transition first, then the report: were the report kept first and the transition then
+    # lost (a store outage), the agent's retry would be ignored and the job left running in the books.
+    # Both transitions check the job's state, so applying one twice changes nothing.
+    if report.phase is JobPhase.SUCCEEDED:
+        _complete(s, report.job_id, site_id)
+    elif report.phase is JobPhase.FAILED:
+        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}")
+    return s.store.report_job(site_id, agent_id, report)
+
+
+def _complete(s: Scheduler, job_id: str, site_id: str) -> None:
+    with s.lock:
+        while True:
+            record = s.store.get_job(job_id)
+            if record is None or not runs_at(record, site_id):
+                return
+            try:
+                observer.apply(s.observer, s.store, job_id, record.version, transitions.finished(
+                    record, JobState.COMPLETED, EventType.COMPLETED, f"succeeded at {site_id}", s.now()))
+            except StaleRecord:
+                continue
+            break
+        s.log.info("job_finished", job_id=job_id, state=JobState.COMPLETED.value, site_id=site_id)
+        s.place_pending()
+
+
+def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queue: bool = True) -> JobRecord | None:
+    """Send a job that failed at ``site_id`` back to the queue (training restarts from its checkpoint),
+    then run the queue pass at once, so an inference job's replicas are re-placed now. None when the
+    job does not run at the site (moved or finished meanwhile)."""
+    with s.lock:
+        while True:
+            record = s.store.get_job(job_id)
+            if record is None or not runs_at(record, site_id):
+                return None
+            try:
+                queued = observer.apply(s.observer, s.store, job_id, record.version, transitions.failed_requeued(
+                    record, why, s.now(), policy_version=s.policy_version))
+            except StaleRecord:
+                continue
+            break
+        s.log.warning("job_failed", job_id=job_id, site_id=site_id, why=why, attempts=queued.attempts)
+        if retry_queue:
+            s.place_pending()
+        return s.store.get_job(job_id)
+
+
+# --- node health drives capacity ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolHealth:
+    pool_id: str
+    gpus_per_node: int
+    healthy_gpus: int  # the grid file's (its drained_nodes excluded)
+    failed: tuple[NodeCondition, ...]  # reported by the site's agent
+    draining: tuple[NodeCondition, ...]  # reported by the site's agent
+    drained: tuple[str, ...]  # by an operator (DrainNodes)
+
+    @property
+    def out_nodes(self) -> frozenset[str]:
+        return frozenset(n.node for n in self.failed + self.draining) | frozenset(self.drained)
+
+    @property
+    def down_gpus(self) -> int:
+        """GPUs new work may not take: every failed or drained node's."""
+        return min(self.healthy_gpus, len(self.out_nodes) * self.gpus_per_node)
+
+    @property
+    def failed_gpus(self) -> int:
+        """GPUs gone with failed nodes: running work beyond the rest must go."""
+        return min(self.healthy_gpus, len({n.node for n in self.failed}) * self.gpus_per_node)
+
+
+def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
+    agent = s.store.site_agent(site_id)
+    nodes = agent.nodes if agent is not None else ()
+    out = []
+    for pool in s.grid.site_by_id[site_id].pools:
+        mine = [n for n in nodes if n.pool_id == pool.id]
+        out.append(PoolHealth(
+            pool.id, pool.gpus_per_node, pool.healthy_gpus,
+            tuple(n for n in mine if n.health is NodeHealth.FAILED),
+            tuple(n for n in mine if n.health is NodeHealth.DRAINING),
+            s.store.drained_nodes(pool.id),
+        ))
+    return out
+
+
+class SiteHealth(StrEnum):
+    NO_AGENT = "no_agent"  # never registered: capacity from the grid file, as before agents
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # silent past the heartbeat timeout: no new work
+    LOST = "lost"  # silent past the timeout and the grace period: its running jobs were re-queued
+
+
+def site_health(s: Scheduler, agent: SiteAgent | None, now_s: float) -> SiteHealth:
+    if agent is None:
+        return SiteHealth.NO_AGENT
+    timeout = s.heartbeat_timeout_s
+    silent_s = now_s - agent.heartbeat_at_s
+    if timeout is None or silent_s <= timeout:
+        return SiteHealth.HEALTHY
+    return SiteHealth.LOST if silent_s > timeout + s.site_grace_s else SiteHealth.UNHEALTHY
+
+
+def silent_since(agent: SiteAgent) -> str:
+    return "last heartbeat " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(agent.heartbeat_at_s))
+
+
+def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
+    """Make the ledger's capacity follow the site's health and its nodes', and fail what no longer fits.
+
+    Every failed or drained node's GPUs leave the pool's capacity at once; a site whose agent is
+    silent past the heartbeat timeout has none for new work. The ledger does not know which node a
+    job runs on, so the jobs failed for a failed node are those whose GPUs no longer fit in the
+    pool's capacity without the failed nodes, lowest priority first (then the newest, then by id):
+    deterministic, and never more than the lost GPUs need. (The agent, which knows, reports the job
+    on a failed node FAILED itself; that report re-queues exactly that job.) Drained and draining
+    nodes take no new work but keep what runs; so does a silent site until its grace period ends,
+    when every job running there is re-queued. Returns the ids of the jobs failed."""
+    failed_jobs: list[str] = []
+    with s.lock:
+        agent = s.store.site_agent(site_id)
+        health = site_health(s, agent, s.now())
+        pools = pool_health(s, site_id)
+        changed = False
+        for ph in pools:
+            down = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            changed |= s.store.set_pool_down(ph.pool_id, down)
+        if health is SiteHealth.LOST:
+            assert agent is not None
+            why = f"site {site_id} lost: {silent_since(agent)}"
+            for record in s.store.running_jobs():
+                if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False):
+                    failed_jobs.append(record.id)
+        elif health is SiteHealth.HEALTHY:
+            failed_jobs = _fail_beyond_failed_nodes(s, site_id, pools)
+        if changed or failed_jobs:
+            # Capacity moved (a node or site back, an undrain) or jobs wait again: the queue's turn,
+            # by the same path a pool undrain takes; an inference job's replicas are re-placed now.
+            s.place_pending()
+    return failed_jobs
+
+
+def _fail_beyond_failed_nodes(s: Scheduler, site_id: str, pools: list[PoolHealth]) -> list[str]:
+    failed_jobs: list[str] = []
+    snap = s.store.snapshot()
+    for ph in pools:
+        if not ph.failed:
+            continue
+        room = ph.healthy_gpus - ph.failed_gpus
+        used = int(snap.pool_used_gpus[s.limits.pool_index[ph.pool_id]])
+        if used <= room:
+            continue
+        why = f"node failed in {ph.pool_id}: " + ", ".join(
+            f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in ph.failed)
+        holders = sorted(
+            (r for r in s.store.running_jobs() if r.placement is not None
+             and any(a.pool_id == ph.pool_id for a in r.placement.assignments)),
+            key=lambda r: (r.spec.priority, -r.created_at, r.id),
+        )
+        for record in holders:
+            if used <= room:
+                break
+            assert record.placement is not None
+            if requeue_failed(s, record.id, site_id, why, retry_queue=False) is not None:
+                used -= sum(a.gpus for a in record.placement.assignments if a.pool_id == ph.pool_id)
+                failed_jobs.append(record.id)
+    return failed_jobs
+
+
+def check_sites(s: Scheduler) -> dict[str, SiteHealth]:
+    """One pass of the site monitor (every replica runs it; each step is idempotent): every site an
+    agent registered for gets the capacity its health allows, and a lost site's jobs are re-queued."""
+    out = {}
+    for agent in s.store.site_agents():
+        apply_node_health(s, agent.site_id)
+        out[agent.site_id] = site_health(s, agent, s.now())
+    return out
+
+MAX_NODE_NAME = 128
+
+
+def drain_nodes(s: Scheduler, site_id: str, pool_id: str, nodes: list[str], drained: bool) -> None:
+    """An operator's node drain or undrain, then capacity follows (``apply_node_health``).
+    InvalidJob naming ``nodes[i]`` for a name that is empty, too long, or not in the inventory the
+    site's agent registered for the pool; nothing is changed then."""
+    pool = s.grid.pool_by_id[pool_id][1]
+    agent = s.store.site_agent(site_id)
+    inventory = set(agent.pools.get(pool_id, ())) if agent is not None else set()
+    problems: list[tuple[str, str]] = []
+    if not nodes:
+        problems.append(("nodes", "at least one node"))
+    for i, node in enumerate(nodes):
+        if not node or len(node) > MAX_NODE_NAME:
+            problems.append((f"nodes[{i}]", f"1 to {MAX_NODE_NAME} characters"))
+        elif inventory and node not in inventory:
+            problems.append((f"nodes[{i}]", f"{node!r} is not a node of {pool_id} (its agent's inventory)"))
+    if drained and len(set(s.store.drained_nodes(pool_id)) | set(nodes)) > pool.nodes:
+        problems.append(("nodes", f"{pool_id} has {pool.nodes} nodes"))
+    if problems:
+        raise InvalidJob(problems)
+    s.store.set_nodes_drained(pool_id, nodes, drained)
+    s.log.info("nodes_drain", pool_id=pool_id, nodes=nodes, drained=drained)
+    apply_node_health(s, site_id)
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """One row of the fleet view (``grid-scheduler fleet``)."""
+
+    site_id: str
+    agent: SiteAgent | None
+    health: SiteHealth
+    nodes_total: int
+    nodes_failed: int
+    nodes_draining: int  # reported draining, operator-drained, or drained in the grid file
+    gpus_up: int
+    gpus_down: int
+    unhealthy: tuple[tuple[str, str, str, str], ...]  # (pool, node, failed|draining|drained, reason)
+
+    @property
+    def nodes_healthy(self) -> int:
+        return self.nodes_total - self.nodes_failed - self.nodes_draining
+
+
+def fleet_view(s: Scheduler) -> list[SiteView]:
+    now = s.now()
+    out = []
+    for site in s.grid.sites:
+        agent = s.store.site_agent(site.id)
+        health = site_health(s, agent, now)
+        total = failed = draining = up = down = 0
+        unhealthy: list[tuple[str, str, str, str]] = []
+        for ph, pool in zip(pool_health(s, site.id), site.pools, strict=True):
+            total += pool.nodes
+            failed_names = {n.node for n in ph.failed}
+            failed += len(failed_names)
+            draining += len(ph.out_nodes - failed_names) + pool.drained_nodes
+            lost = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            down += lost + (pool.total_gpus - pool.healthy_gpus)
+            up += ph.healthy_gpus - lost
+            unhealthy += [(n.pool_id, n.node, n.health.value, n.reason) for n in ph.failed + ph.draining]
+            unhealthy += [(pool.id, n, "drained", "by an operator") for n in ph.drained]
+        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy)))
+    return out
+
+
+# --- job time --------------------------------------------------------------------------------
+
+TIME_LIMIT = "time limit"
+
+
+def run_limit_hours(s: Scheduler, record: JobRecord) -> float | None:
+    """The job's own max_run_hours and its tenant's policy limit: the smaller, if either is set."""
+    limits = [h for h in (record.spec.max_run_hours, s.policy.max_run_hours.for_tenant(record.spec.tenant))
+              if h is not None]
+    return min(limits) if limits else None
+
+
+def stop_runaways(s: Scheduler) -> list[str]:
+    """Stop every job that ran (this run, since its last start) past its time limit: cancelled with
+    the reason kept on the job, its GPUs released, and its site's agent told (StopReason TIME_LIMIT).
+    Returns the ids stopped."""
+    s.usage()  # decide under the active policy version
+    now = s.now()
+    stopped = []
+    with s.lock:
+        for record in s.store.running_jobs():
+            limit = run_limit_hours(s, record)
+            if limit is None or record.started_at is None or now - record.started_at <= limit * 3600.0:
+                continue
+            why = f"{TIME_LIMIT}: ran past {limit:g} h"
+            try:
+                observer.apply(s.observer, s.store, record.id, record.version,
+                               transitions.stopped_by_scheduler(record, why, now))
+            except StaleRecord:
+                continue  # it changed meanwhile: judged again at the next pass
+            s.log.warning("job_stopped", job_id=record.id, why=why)
+            stopped.append(record.id)
+        if stopped:
+            s.place_pending()
+    return stopped
+
+
+def health_reasons(s: Scheduler, reasons: list[Reason]) -> list[Reason]:
+    """HEALTH reasons at a silent site say so, naming its last heartbeat (the engine knows only
+    that the pool takes no work). Reads the agents only when there is such a reason."""
+    if s.heartbeat_timeout_s is None or not any(r.code is ReasonCode.HEALTH for r in reasons):
+        return reasons
+    now = s.now()
+    silent = {a.site_id: a for a in s.store.site_agents()
+              if site_health(s, a, now) in (SiteHealth.UNHEALTHY, SiteHealth.LOST)}
+    if not silent:
+        return reasons
+    return [
+        r.model_copy(update={"message": f"site {r.site_id} is {site_health(s, silent[r.site_id], now).value}: "
+                                        f"{silent_since(silent[r.site_id])}; pool {r.pool_id} takes no work"})
+        if r.code is ReasonCode.HEALTH and r.site_id in silent else r
+        for r in reasons
+    ]

@@ -1,0 +1,246 @@
+"""The reference site agent (``grid-scheduler agent``): the site side of SiteAgentService.
+
+It registers for one site, heartbeats its nodes' health, holds the WatchAssignments stream and
+makes the site match it: a job in ``run`` that it does not run is started, a job in ``stop`` is
+stopped, and every transition is reported with a per-job sequence. Two ways to run a job:
+
+- ``--start``/``--stop`` command templates (``{job_id} {gpus} {nodes} {pools} {name} {tenant}
+  {attempt}``): the start command lives as long as the job (``sbatch --wait``, ``srun``,
+  ``kubectl wait``): exit 0 is SUCCEEDED, anything else FAILED with its exit code;
+- ``--simulate``: each job "runs" for its duration divided by ``--speedup``, and nodes fail at
+  ``--fail-rate`` per node-hour (seeded), failing the job that holds that pool's GPUs.
+
+What it runs, and each job's last sequence, is kept in ``--state-file``, so a restarted agent
+reports what it still runs and the scheduler tells it what moved meanwhile (reconciliation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+
+from grid_scheduler._proto.v1 import agent_pb2 as pb
+from grid_scheduler.client import Client
+
+log = structlog.get_logger("grid_scheduler.site_agent")
+
+RECONNECT_S = 1.0
+
+
+@dataclass
+class Running:
+    job_id: str
+    pools: dict[str, int]  # pool id -> GPUs
+    started_at_s: float
+    ends_at_s: float | None = None  # simulated end
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class AgentConfig:
+    site_id: str
+    agent_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
+    heartbeat_s: float = 5.0
+    start: str = ""
+    stop: str = ""
+    simulate: bool = False
+    speedup: float = 1.0
+    fail_rate_per_node_hour: float = 0.0
+    seed: int = 0
+    state_file: Path | None = None
+
+
+class SiteAgent:
+    def __init__(self, client: Client, config: AgentConfig) -> None:
+        self.client = client
+        self.config = config
+        self.lock = threading.Lock()
+        self.running: dict[str, Running] = {}
+        self.sequence: dict[str, int] = {}
+        self.failed_nodes: dict[tuple[str, str], str] = {}  # (pool, node) -> reason
+        self.pools: dict[str, list[str]] = {}
+        self.random = random.Random(config.seed)
+        self.stopping = threading.Event()
+        self._load()
+
+    # --- state file ----------------------------------------------------------------------------
+    def _load(self) -> None:
+        path = self.config.state_file
+        if path is None or not path.exists():
+            return
+        data = json.loads(path.read_text())
+        self.sequence = {k: int(v) for k, v in data.get("sequence", {}).items()}
+        for job_id, pools in data.get("running", {}).items():
+            self.running[job_id] = Running(job_id, {p: int(n) for p, n in pools.items()}, time.time())
+
+    def _save(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        data = {"sequence": self.sequence, "running": {j: r.pools for j, r in sorted(self.running.items())}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        tmp.replace(path)  # atomic: a kill -9 leaves the old state or the new one
+
+    # --- protocol ------------------------------------------------------------------------------
+    def register(self) -> None:
+        site = next((s for s in self.client.sites() if s.id == self.config.site_id), None)
+        if site is None:
+            raise SystemExit(f"error: the scheduler has no site {self.config.site_id}")
+        self.pools = {p.id: [f"{p.id}-n{i}" for i in range(p.nodes)] for p in site.pools}
+        self.client.agents.RegisterAgent(pb.RegisterAgentRequest(
+            site_id=self.config.site_id, agent_id=self.config.agent_id,
+            pools=[pb.PoolNodes(pool_id=p, nodes=n) for p, n in self.pools.items()],
+        ), timeout=self.client.timeout_s)
+        log.info("agent_registered", site_id=self.config.site_id, agent_id=self.config.agent_id)
+        # Reconciliation: say what still runs here; the stream then tells what moved meanwhile.
+        with self.lock:
+            for job_id in sorted(self.running):
+                self._report(job_id, pb.JOB_PHASE_RUNNING)
+
+    def _report(self, job_id: str, phase: int, reason: str = "") -> None:
+        self.sequence[job_id] = self.sequence.get(job_id, 0) + 1
+        self._save()
+        try:
+            self.client.agents.ReportJob(pb.ReportJobRequest(
+                site_id=self.config.site_id, agent_id=self.config.agent_id, job_id=job_id, phase=phase,  # type: ignore[arg-type]
+                sequence=self.sequence[job_id], exit_reason=reason,
+            ), timeout=self.client.timeout_s)
+        except grpc.RpcError as e:
+            log.warning("report_failed", job_id=job_id, code=e.code().name)
+
+    def heartbeat(self) -> None:
+        with self.lock:
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        nodes = [pb.NodeStatus(pool_id=p, node=n, health=pb.NODE_HEALTH_FAILED, reason=r)
+                 for (p, n), r in sorted(self.failed_nodes.items())]
+        self.client.agents.Heartbeat(pb.HeartbeatRequest(
+            site_id=self.config.site_id, agent_id=self.config.agent_id, nodes=nodes), timeout=self.client.timeout_s)
+
+    def apply(self, desired: pb.WatchAssignmentsResponse) -> None:
+        with self.lock:
+            for stop in desired.stop:
+                if stop.job_id in self.running or self.sequence.get(stop.job_id):
+                    self._stop(stop.job_id, pb.StopReason.Name(stop.reason))
+            for job in desired.run:
+                if job.job_id not in self.running:
+                    self._start(job)
+
+    def _start(self, job: pb.StartJob) -> None:
+        pools = {s.pool_id: s.gpus for s in job.shares}
+        now = time.time()
+        run = Running(job.job_id, pools, now)
+        self._report(job.job_id, pb.JOB_PHASE_STARTING)
+        if self.config.simulate:
+            hours = job.duration_hours or 1.0
+            run.ends_at_s = now + hours * 3600.0 / self.config.speedup
+        elif self.config.start:
+            run.process = subprocess.Popen(shlex.split(self._fill(self.config.start, job)))
+        self.running[job.job_id] = run
+        self._report(job.job_id, pb.JOB_PHASE_RUNNING)
+        log.info("job_started", job_id=job.job_id, pools=pools)
+
+    def _fill(self, template: str, job: pb.StartJob) -> str:
+        nodes = ",".join(n for s in job.shares for n in s.nodes)
+        return template.format(job_id=job.job_id, gpus=sum(s.gpus for s in job.shares), nodes=nodes,
+                               pools=",".join(s.pool_id for s in job.shares), name=job.name, tenant=job.tenant,
+                               attempt=job.attempt)
+
+    def _stop(self, job_id: str, why: str) -> None:
+        run = self.running.pop(job_id, None)
+        if run is not None and run.process is not None and run.process.poll() is None:
+            if self.config.stop:
+                subprocess.run(shlex.split(self.config.stop.format(job_id=job_id)), check=False, timeout=60)
+            else:
+                run.process.terminate()
+        if run is not None or self.sequence.get(job_id):
+            self._report(job_id, pb.JOB_PHASE_STOPPED, why)
+            log.info("job_stopped", job_id=job_id, why=why)
+
+    def tick(self, dt_s: float) -> None:
+        """Jobs that ended, and (simulated) node failures over the last ``dt_s``."""
+        with self.lock:
+            now = time.time()
+            for job_id, run in list(self.running.items()):
+                code = run.process.poll() if run.process is not None else None
+                if (run.ends_at_s is not None and now >= run.ends_at_s) or code == 0:
+                    del self.running[job_id]
+                    self._report(job_id, pb.JOB_PHASE_SUCCEEDED)
+                elif code is not None:
+                    del self.running[job_id]
+                    self._report(job_id, pb.JOB_PHASE_FAILED, f"exit code {code}")
+            if self.config.simulate and self.config.fail_rate_per_node_hour > 0:
+                node_hours = dt_s * self.config.speedup / 3600.0
+                failed: list[tuple[str, str]] = []
+                for pool_id, nodes in self.pools.items():
+                    for node in nodes:
+                        if (pool_id, node) in self.failed_nodes:
+                            continue
+                        if self.random.random() < self.config.fail_rate_per_node_hour * node_hours:
+                            failed += self._fail_node(pool_id, node)
+                if failed:
+                    # Node health first, then the jobs it killed: the scheduler has taken the nodes
+                    # out of capacity before it re-queues the jobs, so none lands on them again.
+                    try:
+                        self._heartbeat()
+                    except grpc.RpcError as e:
+                        log.warning("heartbeat_failed", code=e.code().name)
+                    for job_id, why in failed:
+                        self._report(job_id, pb.JOB_PHASE_FAILED, why)
+
+    def _fail_node(self, pool_id: str, node: str) -> list[tuple[str, str]]:
+        reason = "XID 79: GPU has fallen off the bus (simulated)"
+        self.failed_nodes[(pool_id, node)] = reason
+        log.warning("node_failed", pool_id=pool_id, node=node)
+        # The job that holds GPUs in that pool (the oldest, as a stand-in for "the job on that node").
+        victim = min((r for r in self.running.values() if pool_id in r.pools), key=lambda r: r.started_at_s,
+                     default=None)
+        if victim is None:
+            return []
+        del self.running[victim.job_id]
+        return [(victim.job_id, f"node {node} failed: {reason}")]
+
+    # --- loops ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.register()
+        threading.Thread(target=self._watch, name="watch", daemon=True).start()
+        last = time.monotonic()
+        while not self.stopping.wait(self.config.heartbeat_s):
+            now = time.monotonic()
+            self.tick(now - last)
+            last = now
+            try:
+                self.heartbeat()
+            except grpc.RpcError as e:
+                log.warning("heartbeat_failed", code=e.code().name)
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    self._register_quietly()
+
+    def _register_quietly(self) -> None:
+        try:
+            self.register()
+        except grpc.RpcError as e:
+            log.warning("register_failed", code=e.code().name)
+
+    def _watch(self) -> None:
+        request = pb.WatchAssignmentsRequest(site_id=self.config.site_id, agent_id=self.config.agent_id)
+        while not self.stopping.is_set():
+            try:
+                for desired in self.client.agents.WatchAssignments(request):
+                    self.apply(desired)
+            except grpc.RpcError as e:
+                log.warning("watch_ended", code=e.code().name)
+            self.stopping.wait(RECONNECT_S)

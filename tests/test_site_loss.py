@@ -1,0 +1,151 @@
+"""Site loss, judged from heartbeat times in the store (a scripted clock: no sleeps, no timing):
+a silent site takes no new work, after the grace period its inference jobs are re-placed within
+their SLO elsewhere and its training jobs re-queued, nothing is double-booked; an agent back within
+the grace keeps its jobs, one back after it is told to stop what moved. Both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from grid_scheduler.model import Grid, JobSpec, JobState, ReasonCode
+from grid_scheduler.scheduler import Scheduler, fleet
+from grid_scheduler.state import Limits, MemoryStore, Store
+from grid_scheduler.state.agents import JobPhase, JobReport
+from tests.invariants import ledger_from_jobs, over_capacity, placement_violations
+
+TIMEOUT_S = 10.0
+GRACE_S = 20.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def inference(name: str = "chat") -> JobSpec:
+    return JobSpec.model_validate({
+        "name": name, "tenant": "acme", "kind": "inference", "priority": 5,
+        "gpus": {"count": 8, "types": ["H100", "H200", "B200"]}, "residency": {"allowed": ["EU", "UK"]},
+        "inference": {"replicas": 1, "demand": [{"endpoint": "london", "weight": 1.0}], "latency_slo_ms": 20},
+    })
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
+    limits = Limits.from_grid(small_grid)
+    if request.param == "memory":
+        s: Store = MemoryStore(limits)
+    else:
+        from grid_scheduler.state.redis_store import RedisStore
+
+        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"loss-{uuid4().hex[:12]}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def setup(store: Store, small_grid: Grid) -> tuple[Scheduler, Clock]:
+    clock = Clock()
+    s = Scheduler(small_grid, store=store, clock=clock)
+    s.heartbeat_timeout_s, s.site_grace_s = TIMEOUT_S, GRACE_S
+    return s, clock
+
+
+def check_ledger(s: Scheduler) -> None:
+    running = s.store.running_jobs()
+    gpus, power = ledger_from_jobs(s.grid, running)
+    assert not over_capacity(s.grid, gpus, power)
+    snap = s.store.snapshot()
+    for pool_id, n in gpus.items():
+        assert int(snap.pool_used_gpus[s.limits.pool_index[pool_id]]) == n
+    for record in running:
+        assert record.placement is not None
+        assert not placement_violations(s.grid, record.spec, record.placement)
+
+
+def where(s: Scheduler, job_id: str) -> set[str]:
+    record = s.get(job_id)
+    return {a.site_id for a in record.placement.assignments} if record.placement else set()
+
+
+def test_a_lost_site_takes_no_work_then_its_jobs_move_and_the_returning_agent_stops_them(
+    setup: tuple[Scheduler, Clock],
+) -> None:
+    s, clock = setup
+    site = "london-hub"
+    s.store.register_agent(site, "a1", {}, clock())
+    chat = s.submit(inference()).record
+    assert where(s, chat.id) == {site}
+    fleet.apply_report(s, site, "a1", JobReport(chat.id, JobPhase.RUNNING, 1))
+    assert fleet.check_sites(s)[site] is fleet.SiteHealth.HEALTHY
+
+    clock.now_s += TIMEOUT_S + 1
+    assert fleet.check_sites(s)[site] is fleet.SiteHealth.UNHEALTHY
+    assert where(s, chat.id) == {site}  # within the grace period, it keeps running there
+    newcomer = s.submit(inference("newcomer")).record
+    assert newcomer.state is JobState.RUNNING and site not in where(s, newcomer.id)  # no new work there
+    _, reasons = s.explain(inference("asks"))
+    here = [r for r in reasons if r.site_id == site]
+    assert here and all(r.code is ReasonCode.HEALTH for r in here)
+    assert all(f"site {site} is unhealthy: last heartbeat" in r.message for r in here)
+    check_ledger(s)
+
+    clock.now_s += GRACE_S
+    assert fleet.check_sites(s)[site] is fleet.SiteHealth.LOST
+    moved = s.get(chat.id)
+    assert moved.state is JobState.RUNNING and site not in where(s, chat.id) and moved.attempts == 1
+    check_ledger(s)  # re-placed within its SLO, nothing double-booked
+    fleet.check_sites(s)  # judged again: nothing more happens
+    assert s.get(chat.id).version == moved.version
+
+    # The agent is back and says what it runs: what moved is to stop there; nothing runs twice.
+    s.store.register_agent(site, "a2", {}, clock())
+    fleet.apply_node_health(s, site)
+    fleet.apply_report(s, site, "a2", JobReport(chat.id, JobPhase.RUNNING, 2))
+    desired = fleet.desired_state(s, site)
+    assert [(x.job_id, x.reason) for x in desired.stop] == [(chat.id, fleet.StopReason.MOVED)]
+    assert chat.id not in {r.job_id for r in desired.run}
+    # A late SUCCEEDED from the old site does not finish the job that runs elsewhere now.
+    fleet.apply_report(s, site, "a2", JobReport(chat.id, JobPhase.SUCCEEDED, 3))
+    assert s.get(chat.id).state is JobState.RUNNING
+    check_ledger(s)
+
+
+def test_training_on_a_lost_site_is_requeued_keeping_its_place_and_an_early_return_keeps_jobs(
+    setup: tuple[Scheduler, Clock],
+) -> None:
+    s, clock = setup
+    site = "glomfjord"
+    s.store.register_agent(site, "g", {}, clock())
+    spec = JobSpec.model_validate({"name": "train", "tenant": "acme", "kind": "training", "priority": 7,
+                                   "gpus": {"count": 480, "types": ["GB300"]}, "residency": {"allowed": ["NO"]}})
+    job = s.submit(spec).record
+    assert where(s, job.id) == {site}
+    # Back within the grace period: its job never moved.
+    clock.now_s += TIMEOUT_S + 1
+    fleet.check_sites(s)
+    s.store.agent_heartbeat(site, "g", [], clock())
+    fleet.check_sites(s)
+    assert where(s, job.id) == {site}
+    fleet.apply_report(s, site, "g", JobReport(job.id, JobPhase.RUNNING, 1))
+    assert not fleet.desired_state(s, site).stop
+    # Silent for good: re-queued (no other site may take it), its priority and submit time kept.
+    clock.now_s += TIMEOUT_S + GRACE_S + 1
+    assert fleet.check_sites(s)[site] is fleet.SiteHealth.LOST
+    waiting = s.get(job.id)
+    assert waiting.state is JobState.PENDING and waiting.attempts == 1
+    assert waiting.created_at == job.created_at and waiting.spec.priority == 7
+    assert "site glomfjord lost: last heartbeat" in (waiting.waiting.summary[0] if waiting.waiting else "")
+    check_ledger(s)
+    # The site is back: capacity returns and the queue places the job again at once.
+    s.store.agent_heartbeat(site, "g", [], clock())
+    fleet.check_sites(s)
+    assert s.get(job.id).state is JobState.RUNNING and where(s, job.id) == {site}
+    views = {v.site_id: v for v in fleet.fleet_view(s)}
+    assert views[site].health is fleet.SiteHealth.HEALTHY and views["sines"].health is fleet.SiteHealth.NO_AGENT
