@@ -414,3 +414,21 @@ def test_policy_calls_need_their_permissions_and_apply_is_audited_with_its_princ
     assert ("plan", "ApplyPolicy", "PERMISSION_DENIED", "policy") in calls
     assert ("ops", "ApplyPolicy", "OK", "policy v2") in calls
     assert all(call[1] in ("ApplyPolicy", "RollbackPolicy") for call in calls)  # reads are not audited
+
+
+def test_quota_usage_is_scoped_to_the_callers_tenants(served: Served) -> None:
+    """A tenant's own roles read its quota rows only; planners and platform admins read every row."""
+    document = yaml.safe_dump({"quotas": {
+        "resource_groups": [{"name": "gb300", "gpu_types": ["GB300"]}],
+        "cohorts": [{"name": "c", "tenants": {"acme": {"gb300": {"nominal_gpus": 64}},
+                                              "globex": {"gb300": {"nominal_gpus": 32}}}}],
+    }})
+    with served.client("ops") as ops:
+        ops.apply_policy(document, "quotas for acme and globex")
+        assert {u.tenant for u in ops.quota_usage().usage} == {"acme", "globex"}
+    with served.client("plan") as planner:
+        assert {u.tenant for u in planner.quota_usage().usage} == {"acme", "globex"}
+    for principal, tenant in (("alice", "acme"), ("acme-admin", "acme"), ("bob", "globex")):
+        with served.client(principal) as client:
+            assert {u.tenant for u in client.quota_usage().usage} == {tenant}, principal
+            assert {u.tenant for u in client.quota_usage("globex" if tenant == "acme" else "acme").usage} == set()

@@ -14,7 +14,7 @@ from grid_scheduler.model import PolicyVersion
 from grid_scheduler.scheduler import InvalidJob, Scheduler
 from grid_scheduler.scheduler.errors import StalePolicyVersion
 from grid_scheduler.service import errors
-from grid_scheduler.service.auth import current
+from grid_scheduler.service.auth import Permission, current
 from grid_scheduler.service.handlers import handled
 from grid_scheduler.service.policy_convert import diff_to_pb, policy_from_document, version_to_pb
 
@@ -123,6 +123,9 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         if len(request.tenant) > MAX_TENANT_CHARS:
             raise InvalidJob([("tenant", f"at most {MAX_TENANT_CHARS} characters")])
         version, rows = self.scheduler.quota_usage(request.tenant)
+        scope = current().tenants(Permission.READ_QUOTA)
+        if scope is not None:  # a tenant's roles see only their own tenants' rows
+            rows = [r for r in rows if r.tenant in scope]
         return pb.GetQuotaUsageResponse(policy_version=version, usage=[
             pb.QuotaUsage(tenant=r.tenant, cohort=r.cohort, resource_group=r.group, used_gpus=r.used_gpus,
                           nominal_gpus=r.nominal_gpus, borrowing_limit_gpus=r.borrowing_limit_gpus,

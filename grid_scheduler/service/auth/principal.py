@@ -34,6 +34,7 @@ class Permission(StrEnum):
     RUN_SCENARIOS = "run_scenarios"  # what-if runs and their reports
     READ_AUDIT = "read_audit"
     READ_POLICY = "read_policy"  # the placement policy, its history, validation and dry-run diffs
+    READ_QUOTA = "read_quota"  # quota usage against quota (tenant roles: their own tenant's rows)
     SITE_AGENT = "site_agent"
 
 
@@ -42,11 +43,13 @@ TENANT_ROLES = frozenset({Role.SUBMITTER, Role.TENANT_ADMIN})
 
 GRANTS: Mapping[Role, frozenset[Permission]] = {
     Role.SUBMITTER: frozenset({Permission.SUBMIT, Permission.READ_JOBS, Permission.MANAGE_OWN_JOBS,
-                               Permission.READ_TOPOLOGY}),
+                               Permission.READ_TOPOLOGY, Permission.READ_QUOTA}),
     Role.TENANT_ADMIN: frozenset({Permission.SUBMIT, Permission.READ_JOBS, Permission.MANAGE_OWN_JOBS,
-                                  Permission.MANAGE_JOBS, Permission.READ_TOPOLOGY, Permission.READ_AUDIT}),
+                                  Permission.MANAGE_JOBS, Permission.READ_TOPOLOGY, Permission.READ_AUDIT,
+                                  Permission.READ_QUOTA}),
     Role.PLATFORM_ADMIN: frozenset(Permission),
-    Role.PLANNER: frozenset({Permission.RUN_SCENARIOS, Permission.READ_TOPOLOGY, Permission.READ_POLICY}),
+    Role.PLANNER: frozenset({Permission.RUN_SCENARIOS, Permission.READ_TOPOLOGY, Permission.READ_POLICY,
+                             Permission.READ_QUOTA}),
     Role.SITE_AGENT: frozenset({Permission.READ_TOPOLOGY, Permission.SITE_AGENT}),
 }
 

@@ -116,8 +116,8 @@ RULES: Mapping[str, Rule] = {
     _PO + "ApplyPolicy": Rule(Permission.OPERATE, _policy_change),
     _PO + "RollbackPolicy": Rule(Permission.OPERATE, _rollback),
     _PO + "GetFairShare": Rule(Permission.READ_POLICY),
-    # Quota usage is read with the policy that sets it (every tenant's numbers: platform-level).
-    _PO + "GetQuotaUsage": Rule(Permission.READ_POLICY),
+    # Quota usage: a tenant's own roles see its rows (the handler scopes them), planners and admins all.
+    _PO + "GetQuotaUsage": Rule(Permission.READ_QUOTA),
     # Site agents, each only for the site its binding names (the handlers ask may_act_for_site).
     # Registration is audited; heartbeats and job reports are too frequent to be, and the store keeps them.
     _AG + "RegisterAgent": Rule(Permission.SITE_AGENT, _agent),
