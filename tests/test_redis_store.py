@@ -196,3 +196,38 @@ def test_lease_keeper_notices_a_lost_lease(redis_url: str) -> None:
     assert b.acquire() is not None
     assert keeper.lost.wait(10)
     keeper.stop()
+
+
+def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13: the probe (request id, versions, snapshot only when the ledger moved) and the commit.
+    Counted as commands sent to the real server, for placed and waiting jobs, with and without
+    request ids, while another replica keeps moving the ledger in between."""
+    from grid_scheduler.scheduler import Scheduler
+
+    mine, other = replicas(2)
+    scheduler = Scheduler(small_grid, store=mine)
+    scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
+    sent: list[str] = []
+    execute = mine._r.execute_command
+
+    def counted(*args: object, **kwargs: object) -> object:
+        sent.append(str(args[0]))
+        return execute(*args, **kwargs)
+
+    mine._r.execute_command = counted  # type: ignore[method-assign]
+    other_scheduler = Scheduler(small_grid, store=other)
+    states = set()
+    for n in range(12):
+        sent.clear()
+        big = n % 3 == 2  # 480 GB300: only the whole of glomfjord's healthy GPUs, so the second one waits
+        gpus = SPEC.gpus.model_copy(update={"count": 480, "types": ["GB300"]}) if big else SPEC.gpus
+        outcome = scheduler.submit(SPEC.model_copy(update={"name": f"j{n}", "gpus": gpus}),
+                                   request_id=f"r{n}" if n % 2 else "")
+        states.add(outcome.record.state)
+        assert len(sent) <= 2, (n, sent)
+        if n % 4 == 0:  # another replica moves the ledger: the next probe brings the snapshot along
+            other_scheduler.submit(SPEC.model_copy(update={"name": f"o{n}"}))
+    assert states == {JobState.RUNNING, JobState.PENDING}
+    sent.clear()
+    twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
+    assert not twin.created and len(sent) == 1  # a retried request: the probe finds it

@@ -255,3 +255,23 @@ def test_audit_records_are_numbered_and_read_back_in_order(store: Store) -> None
     assert store.audit_after(0, 10) == written
     assert store.audit_after(2, 2) == written[2:4]  # after a sequence, at most limit
     assert store.audit_after(5, 10) == []
+
+
+def test_probe_reads_the_twin_or_the_versions_and_a_snapshot_only_when_moved(store: Store, limits: Limits) -> None:
+    """Store.probe, a submission's one read: the request's job if known; else the versions, and the
+    snapshot (equal to ``snapshot()``) only when the ledger is not at the version the caller holds."""
+    first = store.probe("acme", "r1", -1)
+    assert first.existing is None and first.snapshot is not None
+    assert first.snapshot.version == first.versions.ledger == store.versions().ledger
+    assert store.probe("acme", "", first.versions.ledger).snapshot is None  # nothing moved
+    store.create_job(Transition(record("j1", request_id="r1", state=JobState.RUNNING), EventType.PLACED, "placed",
+                                reserve=[a("sines-h100", "sines", 8, 7.0)]))
+    twin = store.probe("acme", "r1", first.versions.ledger)
+    assert twin.existing is not None and twin.existing.id == "j1" and twin.snapshot is None
+    assert store.probe("globex", "r1", first.versions.ledger).existing is None  # request ids are per tenant
+    moved = store.probe("acme", "r2", first.versions.ledger)
+    assert moved.existing is None and moved.snapshot is not None
+    now = store.snapshot()
+    assert moved.snapshot.version == now.version == moved.versions.ledger
+    assert (moved.snapshot.pool_used_gpus == now.pool_used_gpus).all()
+    assert (moved.snapshot.site_used_w == now.site_used_w).all()

@@ -49,6 +49,7 @@ from grid_scheduler.scheduler.observer import NullObserver, Observer
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
+    LedgerSnapshot,
     Limits,
     MemoryStore,
     StalePolicy,
@@ -57,6 +58,7 @@ from grid_scheduler.state import (
     Transition,
     UnknownJob,
     Update,
+    Versions,
 )
 
 __all__ = ["BatchPlan", "Decider", "OptimizeOutcome", "Outcome", "Scheduler", "new_job_id"]
@@ -156,12 +158,17 @@ class Scheduler:
         """Free capacity now. Also where a policy applied on any replica takes effect: the active
         policy version comes back with the ledger version in the same read, and the policy
         itself is loaded only when that version moved."""
-        versions = self.store.versions()
+        return self._read(self.store.versions(), None)
+
+    def _read(self, versions: Versions, snap: LedgerSnapshot | None) -> Usage:
+        """Usage as of ``versions``: ``snap`` when the caller read it with them (a submission's probe),
+        the cached usage while the ledger has not moved, else a fresh snapshot."""
         if versions.policy != self.policy_version:
             self._adopt_policy(versions.policy)
         version = versions.ledger
         if self._usage is None or self._usage[0] != version:
-            snap = self.store.snapshot()
+            if snap is None or snap.version != version:
+                snap = self.store.snapshot()
             # GPUs on failed or drained nodes (scheduler/fleet.py) are taken for every decision.
             used, drained = snap.pool_used_gpus, snap.pool_drained
             if snap.pool_down_gpus is not None:
@@ -325,16 +332,19 @@ class Scheduler:
         The twin check is repeated inside the commit, so two racing twins create one job and
         evict nothing for the loser. ``owner`` is the principal that submits (kept on the record).
         """
-        if request_id:
-            existing = self.store.job_by_request(spec.tenant, request_id)
-            if existing is not None:
-                return self._twin(existing, spec)
-        self.validate(spec)
         with self.lock:
+            # One read before deciding (two round trips per submission on Redis, with the commit):
+            # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
+            probe = self.store.probe(spec.tenant, request_id, self._usage[0] if self._usage is not None else -1)
+            if probe.existing is not None:
+                return self._twin(probe.existing, spec)
+            self.validate(spec)
+            usage: Usage | None = self._read(probe.versions, probe.snapshot)
             job_id = self.job_ids()
             decision = None
             for _ in range(COMMIT_ATTEMPTS):
-                decision, create, updates = self._first_commit(job_id, spec, request_id, owner)
+                decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage)
+                usage = None  # a retry reads the ledger again
                 try:
                     record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
                                                      self.policy_version)
@@ -364,9 +374,9 @@ class Scheduler:
             return Outcome(record, True, decision)
 
     def _first_commit(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None
     ) -> tuple[Decision, Transition, list[Update]]:
-        usage = self.usage()
+        usage = self.usage() if usage is None else usage
         holds = self.holds()
         held = holds.overlay(usage, spec)
         decision = self.decide(spec, held)

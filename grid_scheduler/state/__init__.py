@@ -7,6 +7,7 @@ from grid_scheduler.state.store import (
     LedgerSnapshot,
     Limits,
     PolicyMoved,
+    Probe,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -23,8 +24,8 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "QuotaConflict", "StalePolicy",
-    "StaleRecord",
+    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "Probe", "QuotaConflict",
+    "StalePolicy", "StaleRecord",
     "Store",
     "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",
     "open_store", "request_key", "to_watts",

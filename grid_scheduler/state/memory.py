@@ -19,6 +19,7 @@ from grid_scheduler.state.store import (
     LedgerSnapshot,
     Limits,
     PolicyMoved,
+    Probe,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -285,15 +286,26 @@ class MemoryStore(MemoryAgents):
 
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:
-            return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
-                                  {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
-                                  self._down.copy())
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> LedgerSnapshot:
+        return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
+                              {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
+                              self._down.copy())
 
     def ledger_version(self) -> int:
         return self._version
 
     def versions(self) -> Versions:
         return Versions(self._version, len(self._policies))
+
+    def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
+        with self._lock:  # not re-entrant: read the fields, not through the locking methods
+            job_id = self._by_request.get(request_key(tenant, request_id)) if request_id else None
+            existing = self._jobs.get(job_id) if job_id is not None else None
+            versions = Versions(self._version, len(self._policies))
+            fresh = existing is None and versions.ledger != known_ledger
+            return Probe(existing, versions, self._snapshot_locked() if fresh else None)
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         pool = self._limits.pool_index[pool_id]

@@ -78,6 +78,7 @@ from grid_scheduler.state.store import (
     LedgerSnapshot,
     Limits,
     PolicyMoved,
+    Probe,
     QuotaConflict,
     StalePolicy,
     StaleRecord,
@@ -296,26 +297,49 @@ return current
 
 # ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
 # comma-joined so a grid of thousands of pools is three strings to parse, not thousands of replies.
-_LUA_SNAPSHOT = r"""
+# The snapshot's body, shared by the snapshot script and the submission probe: ARGV[2 .. last] are
+# the number of pools n, the pool ids, then the site ids.
+_LUA_SNAPSHOT_FN = r"""
+local function snapshot(P, last)
+  local n = tonumber(ARGV[2])
+  local used, drained, watts, down = {}, {}, {}, {}
+  for i = 1, n do
+    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
+    used[i] = v[1] or '0'
+    drained[i] = v[2] or '0'
+    down[i] = v[3] or '0'
+  end
+  for i = 3 + n, last do
+    watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
+  end
+  local tq = {}
+  for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
+    tq[#tq + 1] = tn
+    tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
+  end
+  return {redis.call('GET', P .. 'ledger_version') or '0',
+          table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq}
+end
+"""
+
+_LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
+return snapshot(ARGV[1], #ARGV)
+"""
+
+# A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
+# ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
+# {'dup', record} | {'same', ledger, policy} | {'snap', ledger, policy, <snapshot>}.
+_LUA_PROBE = _LUA_SNAPSHOT_FN + r"""
 local P = ARGV[1]
-local n = tonumber(ARGV[2])
-local used, drained, watts, down = {}, {}, {}, {}
-for i = 1, n do
-  local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
-  used[i] = v[1] or '0'
-  drained[i] = v[2] or '0'
-  down[i] = v[3] or '0'
+local known, rk = ARGV[#ARGV - 1], ARGV[#ARGV]
+if rk ~= '' then
+  local id = redis.call('HGET', P .. 'requests', rk)
+  if id then return {'dup', redis.call('HGET', P .. 'job:' .. id, 'record')} end
 end
-for i = 3 + n, #ARGV do
-  watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
-end
-local tq = {}
-for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
-  tq[#tq + 1] = tn
-  tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
-end
-return {redis.call('GET', P .. 'ledger_version') or '0',
-        table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq}
+local ledger = redis.call('GET', P .. 'ledger_version') or '0'
+local policy = redis.call('GET', P .. 'policy_version') or '0'
+if ledger == known then return {'same', ledger, policy} end
+return {'snap', ledger, policy, snapshot(P, #ARGV - 2)}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -422,6 +446,7 @@ class RedisStore(RedisAgents):
         self._archive = self._script(_LUA_ARCHIVE)
         self._grid = self._script(_LUA_GRID)
         self._snapshot = self._script(_LUA_SNAPSHOT)
+        self._probe_script = self._script(_LUA_PROBE)
         self._drain = self._script(_LUA_DRAIN)
         self._pool_down = self._script(_LUA_POOL_DOWN)
         self._by_request = self._script(_LUA_BY_REQUEST)
@@ -621,7 +646,20 @@ class RedisStore(RedisAgents):
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        version, used, drained, watts, down, tq = self._run(self._snapshot, self._snapshot_args)
+        return self._parse_snapshot(self._run(self._snapshot, self._snapshot_args))
+
+    @guarded
+    def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
+        rk = request_key(tenant, request_id) if request_id else ""
+        reply = self._run(self._probe_script, [*self._snapshot_args, str(known_ledger), rk])
+        if reply[0] == "dup":
+            existing = JobRecord.model_validate_json(reply[1])
+            return Probe(existing, Versions(known_ledger, 0), None)
+        versions = Versions(int(reply[1]), int(reply[2]))
+        return Probe(None, versions, self._parse_snapshot(reply[3]) if reply[0] == "snap" else None)
+
+    def _parse_snapshot(self, reply: Any) -> LedgerSnapshot:
+        version, used, drained, watts, down, tq = reply
         tenants: dict[str, npt.NDArray[np.int64]] = {}
         for tenant, flat in zip(tq[::2], tq[1::2], strict=True):
             row = np.zeros(len(self._limits.pool_ids), dtype=np.int64)

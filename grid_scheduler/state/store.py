@@ -93,6 +93,17 @@ class Versions:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """What a submission reads before it decides, in ONE round trip (``Store.probe``): the job a
+    retried request already made, else the versions and, only when the ledger moved past the
+    version the caller holds, a fresh snapshot."""
+
+    existing: JobRecord | None
+    versions: Versions
+    snapshot: LedgerSnapshot | None  # None: unchanged since ``known_ledger`` (or ``existing`` found)
+
+
+@dataclass(frozen=True)
 class Limits:
     """What the ledger may hand out: GPUs per pool and facility power per site.
 
@@ -208,6 +219,11 @@ class Store(AgentStore, Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
     def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None: ...
+
+    def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
+        """The request-id lookup (skipped for ''), the versions and, when the ledger version is not
+        ``known_ledger``, the snapshot: one consistent read, one round trip on Redis."""
+        ...
 
     def archive_finished(self, finished_before_s: float, limit: int = 10_000) -> int:
         """Forget up to ``limit`` finished jobs (completed, cancelled, rejected) last changed before
