@@ -104,7 +104,7 @@ from grid_scheduler.engine.online import build_placement, decide
 from grid_scheduler.engine.preference import entries as preference_entries
 from grid_scheduler.engine.preference import pool_rank
 from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
-from grid_scheduler.engine.quota import QuotaRules, rules_for
+from grid_scheduler.engine.quota import QuotaRules, policy_rules
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
 from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
 
@@ -227,10 +227,6 @@ def _ranked_cost(index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCos
 
 def _has_quota(policy: Policy, tenant: str) -> bool:
     return any(tenant in cohort.tenants for cohort in policy.quotas.cohorts)
-
-
-def _quota_rules(index: GridIndex, policy: Policy) -> QuotaRules | None:
-    return rules_for(index, policy.quotas) if policy.quotas.cohorts else None
 
 
 def _copy_usage(usage: Usage) -> Usage:
@@ -410,7 +406,7 @@ def _solve_tier(
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
-    rules = _quota_rules(index, policy)
+    rules = policy_rules(index, policy)
     model = _Model(index, usage, units, fair, rules)
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)

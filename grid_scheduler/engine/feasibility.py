@@ -15,7 +15,7 @@ import numpy as np
 
 from grid_scheduler.engine import preference
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
-from grid_scheduler.engine.quota import UNLIMITED, QuotaState, rules_for
+from grid_scheduler.engine.quota import UNLIMITED, QuotaState, policy_rules
 from grid_scheduler.model import JobKind, JobSpec, Policy, ResidencyRule
 
 
@@ -141,8 +141,8 @@ def compute_checks(
     cover = latency_coverage(index, spec) if spec.inference is not None else None
     quota: dict[int, QuotaState] = {}
     pool_quota_group: IntArray | None = None
-    if policy.quotas.cohorts:
-        rules = rules_for(index, policy.quotas)
+    rules = policy_rules(index, policy)
+    if rules is not None:
         for (tenant, g) in rules.limits:
             if tenant == spec.tenant:
                 state = rules.state(usage.tenant_pool_gpus, tenant, g)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grid_scheduler.engine.index import GridIndex, IntArray
-from grid_scheduler.model import Grid, Quotas
+from grid_scheduler.model import Grid, Policy, Quotas
 
 __all__ = ["UNLIMITED", "Limit", "QuotaRow", "QuotaRules", "QuotaState", "compile_rules", "quota_table", "rules_for"]
 
@@ -244,6 +244,11 @@ def compile_rules(grid: Grid, quotas: Quotas) -> QuotaRules:
 
 # Compiled rules per (grid index, quotas object): a policy's quotas compile once, not per decision.
 _CACHE: dict[tuple[int, int], tuple[GridIndex, Quotas, QuotaRules]] = {}
+
+
+def policy_rules(index: GridIndex, policy: Policy) -> QuotaRules | None:
+    """The policy's quotas compiled for this grid; None when it sets none (every path asks this)."""
+    return rules_for(index, policy.quotas) if policy.quotas.cohorts else None
 
 
 def rules_for(index: GridIndex, quotas: Quotas) -> QuotaRules:

@@ -29,7 +29,7 @@ from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.policy_diff import PolicyDiff
 from grid_scheduler.engine.preemption import release
 from grid_scheduler.engine.priority import Holds, Shadow, shadow
-from grid_scheduler.engine.quota import QuotaRow, QuotaRules, quota_table, rules_for
+from grid_scheduler.engine.quota import QuotaRow, QuotaRules, policy_rules, quota_table
 from grid_scheduler.model import (
     EventType,
     Grid,
@@ -183,7 +183,7 @@ class Scheduler:
     def quota(self) -> QuotaRules | None:
         """The active policy's quotas, compiled; every commit passes them so the ledger re-checks
         them against live usage (None: the policy sets none)."""
-        return rules_for(self.index, self.policy.quotas) if self.policy.quotas.cohorts else None
+        return policy_rules(self.index, self.policy)
 
     def quota_usage(self, tenant: str = "") -> tuple[int, list[QuotaRow]]:
         """Usage against quota per tenant and resource group now, and the policy version that set them."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from grid_scheduler.engine import Decision, GridIndex, Usage
 from grid_scheduler.engine.preemption import choose_victims, release
 from grid_scheduler.engine.priority import Holds, can_preempt
-from grid_scheduler.engine.quota import rules_for
+from grid_scheduler.engine.quota import policy_rules
 from grid_scheduler.model import JobRecord, JobSpec, Placement, Policy
 
 
@@ -36,7 +36,7 @@ def plan_preemption(
     decide: Callable[[JobSpec, Usage], Decision],
 ) -> Preemption | None:
     """Victims that make room for ``spec`` and the decision they allow, or None."""
-    rules = rules_for(index, policy.quotas) if policy.quotas.cohorts else None
+    rules = policy_rules(index, policy)
     reclaim = rules is not None and rules.limited(spec.tenant)
     if spec.priority == 0 and not reclaim:
         return None
