@@ -399,12 +399,18 @@ def stop_runaways(s: Scheduler) -> list[str]:
     Returns the ids stopped."""
     s.usage()  # decide under the active policy version
     now = s.now()
-    stopped = []
+    # Read and judge outside the scheduler lock (every running job, every few seconds, on every
+    # replica): submissions wait only for the stops themselves, which re-check each job's version.
+    over: list[tuple[JobRecord, float]] = []
+    for record in s.store.running_jobs():
+        limit = run_limit_hours(s, record)
+        if limit is not None and record.started_at is not None and now - record.started_at > limit * 3600.0:
+            over.append((record, limit))
+    stopped: list[str] = []
+    if not over:
+        return stopped
     with s.lock:
-        for record in s.store.running_jobs():
-            limit = run_limit_hours(s, record)
-            if limit is None or record.started_at is None or now - record.started_at <= limit * 3600.0:
-                continue
+        for record, limit in over:
             why = f"{TIME_LIMIT}: ran past {limit:g} h"
             try:
                 observer.apply(s.observer, s.store, record.id, record.version,
