@@ -87,6 +87,23 @@ class Pool(Frozen):
     def healthy_gpus(self) -> int:
         return (self.nodes - self.drained_nodes) * self.gpus_per_node
 
+    # Topology inside the pool (issue 11). Nodes are numbered 0..nodes-1; node i belongs to
+    # interconnect domain i // nodes_per_domain (an NVL72 rack: 18 nodes x 4 GPUs). The grid
+    # file's drained_nodes are the pool's last nodes.
+    @property
+    def nodes_per_domain(self) -> int:
+        return max(1, self.interconnect_domain_gpus // self.gpus_per_node)
+
+    @property
+    def domain_gpus(self) -> int:
+        """GPUs in one whole interconnect domain (what a whole-domain gang takes)."""
+        return self.nodes_per_domain * self.gpus_per_node
+
+    @property
+    def domains(self) -> int:
+        """Domains in the pool; the last one is partial when nodes is not a multiple."""
+        return -(-self.nodes // self.nodes_per_domain)
+
 
 class Site(Frozen):
     id: Id

@@ -48,6 +48,10 @@ class Assignment(BaseModel):
     gpu_type: str
     gpus: int = Field(gt=0)
     power_kw: float = Field(ge=0, description="facility power: board power x PUE")
+    # The nodes the GPUs sit on, as (node index in the pool, GPUs on it), sorted by node index,
+    # summing to ``gpus`` (model.grid.Pool numbers nodes and domains). Empty: a reservation made
+    # without node detail, counted at pool level only.
+    nodes: tuple[tuple[int, int], ...] = ()
 
 
 class ScoreTerms(BaseModel):

@@ -146,6 +146,11 @@ class LedgerSnapshot:
     tenant_pool_gpus: Mapping[str, npt.NDArray[np.int64]] = field(default_factory=dict)
     # GPUs out of service on failed or drained nodes (node health, state/agents.py); None: none.
     pool_down_gpus: npt.NDArray[np.int64] | None = None
+    # Per pool (grid order), one entry per node: GPUs reserved on it (Assignment.nodes), and
+    # whether it takes no new work (failed, draining, drained by an operator or by the grid file).
+    # Empty tuples: the store does not track nodes.
+    node_used_gpus: tuple[npt.NDArray[np.int32], ...] = ()
+    node_out: tuple[npt.NDArray[np.bool_], ...] = ()
 
     @property
     def site_used_kw(self) -> npt.NDArray[np.float64]:
