@@ -138,6 +138,12 @@ def _diff(args: argparse.Namespace, client: Client) -> int:
             print(f"\n{title}:")
             print_table([[c.job_id, c.tenant, _where(c.placement), "; ".join(c.reasons)] for c in changes],
                    ["job", "tenant", "placement (the policy that can)", "why the other cannot"])
+    if d.queue_shifts:
+        print(f"\nqueue order (fair share): {d.queue_shift_count} waiting jobs change turn"
+              + (f", first {len(d.queue_shifts)}:" if d.queue_shift_count > len(d.queue_shifts) else ":"))
+        print_table([[q.job_id, q.tenant, q.priority, q.position_before, q.position_after,
+                      f"{q.position_before - q.position_after:+d}"] for q in d.queue_shifts],
+                    ["job", "tenant", "priority", "turn now", "turn under candidate", "earlier by"])
     for title, deltas in (("sites", d.sites), ("tenants", d.tenants)):
         if deltas:
             print(f"\n{title}:")

@@ -14,6 +14,7 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -299,6 +300,30 @@ def test_get_fair_share_over_grpc_and_the_cli(
     assert main(["fairshare", "--address", address]) == 0
     table = capsys.readouterr().out
     assert "fair share on" in table and "borrowed GPUs" in table and "heavy" in table
+
+
+def test_the_policy_diff_shows_the_queue_order_fair_share_changes(
+    fair_server: tuple[Client, Scheduler, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Jobs are re-decided one at a time in the diff, so only the queue section shows what turning
+    fair share off does: heavy's older h2 goes before light's l0 again."""
+    client, _s, address = fair_server
+    ids = {name: client.submit(spec(name, 64, tenant)).job.id
+           for name, tenant in [("h0", "heavy"), ("h1", "heavy"), ("h2", "heavy"), ("l0", "light")]}
+    plain = "fair_share: {enabled: false}\n"
+    reply = client.diff_policy(plain, max_jobs=10)
+    assert reply.queue_shift_count == 2
+    turns = {q.job_id: (q.tenant, q.position_before, q.position_after) for q in reply.queue_shifts}
+    assert turns == {ids["h2"]: ("heavy", 2, 1), ids["l0"]: ("light", 1, 2)}
+    # The same policy changes no turn, and neither does a diff between two policies without fair share.
+    assert client.diff_policy("fair_share: {enabled: true, weights: {heavy: 3.0}}\n").queue_shift_count == 0
+
+    path = tmp_path / "plain.yaml"
+    path.write_text(plain)
+    capsys.readouterr()
+    assert main(["policy", "diff", str(path), "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "queue order (fair share): 2 waiting jobs change turn" in out and ids["h2"] in out
 
 
 # --- every other rule still holds with fair share on: random histories, several tenants --------

@@ -27,11 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from grid_scheduler.engine.explain import wait_info
+from grid_scheduler.engine.fairshare import Holding, fair_order
 from grid_scheduler.engine.index import GridIndex, Usage
 from grid_scheduler.engine.inference_opt import decide_with_policy
 from grid_scheduler.engine.online import Decision
 from grid_scheduler.engine.preemption import release
-from grid_scheduler.engine.priority import Holds, Shadow, shadow
+from grid_scheduler.engine.priority import Holds, Queued, Shadow, shadow
 from grid_scheduler.model import JobSpec, Placement, Policy, ScoreTerms
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LiveJob",
     "Move",
     "PolicyDiff",
+    "QueueShift",
     "SiteDelta",
     "TenantDelta",
     "TermChange",
@@ -46,6 +48,7 @@ __all__ = [
     "diff_policies",
     "holds_under",
     "policy_field_changes",
+    "queue_shifts",
     "same_holds",
 ]
 
@@ -93,6 +96,18 @@ class JobChange:
     state: str
     placement: Placement
     reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QueueShift:
+    """A waiting job whose turn in the queue pass moves (fair share reorders a tier by tenant):
+    1-based positions in the order the pass tries waiting jobs, under each policy."""
+
+    job_id: str
+    tenant: str
+    priority: int
+    position_before: int
+    position_after: int
 
 
 @dataclass
@@ -155,6 +170,25 @@ class PolicyDiff:
     before: Totals = field(default_factory=Totals)
     after: Totals = field(default_factory=Totals)
     policy_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (field path, before, after)
+    # Waiting jobs whose turn moves, by their position under the candidate (``queue_shifts``).
+    queue_shifts: list[QueueShift] = field(default_factory=list)
+
+
+def queue_shifts(
+    index: GridIndex, pending: Sequence[Queued], running: Sequence[Holding], current: Policy, candidate: Policy,
+) -> list[QueueShift]:
+    """The waiting jobs whose turn changes when ``candidate`` replaces ``current``: the order of the
+    queue pass is ``fair_order`` under each (tiers first; inside a tier, by tenant share when fair
+    share is on). Jobs are re-decided one at a time elsewhere in the diff, so this is the one place
+    where a change of fair-share weights or of fair share itself shows."""
+    if not pending or (not current.fair_share.enabled and not candidate.fair_share.enabled):
+        return []
+    before = {r.id: i for i, r in enumerate(fair_order(pending, running, index, current), start=1)}
+    after = fair_order(pending, running, index, candidate)
+    return [
+        QueueShift(r.id, r.spec.tenant, r.spec.priority, before[r.id], i)
+        for i, r in enumerate(after, start=1) if before[r.id] != i
+    ]
 
 
 def holds_under(index: GridIndex, queue: Sequence[JobSpec], policy: Policy,

@@ -7,7 +7,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from grid_scheduler.engine.policy_diff import LiveJob, PolicyDiff, diff_policies, holds_under, same_holds
+from grid_scheduler.engine.policy_diff import (
+    LiveJob,
+    PolicyDiff,
+    diff_policies,
+    holds_under,
+    queue_shifts,
+    same_holds,
+)
 from grid_scheduler.engine.priority import Shadow
 from grid_scheduler.model import JobRecord, JobState, Policy
 
@@ -42,6 +49,7 @@ def diff_live(
     jobs += [_live(r) for r in _last_finished(s, last_finished)]
     diff = diff_policies(s.index, usage, jobs, current, candidate, current_holds, candidate_holds,
                          exhaustive=exhaustive)
+    diff.queue_shifts = queue_shifts(s.index, pending, running, current, candidate)
     return diff, version
 
 

@@ -179,6 +179,10 @@ def diff_to_pb(diff: PolicyDiff, active_version: int, candidate: Policy, max_job
         tenants=[_delta(d.tenant, d) for d in diff.tenants],
         before=_totals(diff.before),
         after=_totals(diff.after),
+        queue_shift_count=len(diff.queue_shifts),
+        queue_shifts=[pb.QueueShift(job_id=q.job_id, tenant=q.tenant, priority=q.priority,
+                                    position_before=q.position_before, position_after=q.position_after)
+                      for q in diff.queue_shifts[:max_jobs]],
     )
 
 

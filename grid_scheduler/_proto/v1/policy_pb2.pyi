@@ -317,7 +317,7 @@ class PolicyFieldChange(_message.Message):
     def __init__(self, field: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
 
 class DiffPolicyResponse(_message.Message):
-    __slots__ = ("active_version", "candidate_sha256", "policy_changes", "jobs_considered", "unchanged", "moved_count", "became_placeable_count", "became_unplaceable_count", "moved", "became_placeable", "became_unplaceable", "sites", "tenants", "before", "after")
+    __slots__ = ("active_version", "candidate_sha256", "policy_changes", "jobs_considered", "unchanged", "moved_count", "became_placeable_count", "became_unplaceable_count", "moved", "became_placeable", "became_unplaceable", "sites", "tenants", "before", "after", "queue_shift_count", "queue_shifts")
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_SHA256_FIELD_NUMBER: _ClassVar[int]
     POLICY_CHANGES_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +333,8 @@ class DiffPolicyResponse(_message.Message):
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SHIFT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SHIFTS_FIELD_NUMBER: _ClassVar[int]
     active_version: int
     candidate_sha256: str
     policy_changes: _containers.RepeatedCompositeFieldContainer[PolicyFieldChange]
@@ -348,7 +350,23 @@ class DiffPolicyResponse(_message.Message):
     tenants: _containers.RepeatedCompositeFieldContainer[GpuPowerDelta]
     before: PolicyTotals
     after: PolicyTotals
-    def __init__(self, active_version: _Optional[int] = ..., candidate_sha256: _Optional[str] = ..., policy_changes: _Optional[_Iterable[_Union[PolicyFieldChange, _Mapping]]] = ..., jobs_considered: _Optional[int] = ..., unchanged: _Optional[int] = ..., moved_count: _Optional[int] = ..., became_placeable_count: _Optional[int] = ..., became_unplaceable_count: _Optional[int] = ..., moved: _Optional[_Iterable[_Union[JobMove, _Mapping]]] = ..., became_placeable: _Optional[_Iterable[_Union[JobPlacementChange, _Mapping]]] = ..., became_unplaceable: _Optional[_Iterable[_Union[JobPlacementChange, _Mapping]]] = ..., sites: _Optional[_Iterable[_Union[GpuPowerDelta, _Mapping]]] = ..., tenants: _Optional[_Iterable[_Union[GpuPowerDelta, _Mapping]]] = ..., before: _Optional[_Union[PolicyTotals, _Mapping]] = ..., after: _Optional[_Union[PolicyTotals, _Mapping]] = ...) -> None: ...
+    queue_shift_count: int
+    queue_shifts: _containers.RepeatedCompositeFieldContainer[QueueShift]
+    def __init__(self, active_version: _Optional[int] = ..., candidate_sha256: _Optional[str] = ..., policy_changes: _Optional[_Iterable[_Union[PolicyFieldChange, _Mapping]]] = ..., jobs_considered: _Optional[int] = ..., unchanged: _Optional[int] = ..., moved_count: _Optional[int] = ..., became_placeable_count: _Optional[int] = ..., became_unplaceable_count: _Optional[int] = ..., moved: _Optional[_Iterable[_Union[JobMove, _Mapping]]] = ..., became_placeable: _Optional[_Iterable[_Union[JobPlacementChange, _Mapping]]] = ..., became_unplaceable: _Optional[_Iterable[_Union[JobPlacementChange, _Mapping]]] = ..., sites: _Optional[_Iterable[_Union[GpuPowerDelta, _Mapping]]] = ..., tenants: _Optional[_Iterable[_Union[GpuPowerDelta, _Mapping]]] = ..., before: _Optional[_Union[PolicyTotals, _Mapping]] = ..., after: _Optional[_Union[PolicyTotals, _Mapping]] = ..., queue_shift_count: _Optional[int] = ..., queue_shifts: _Optional[_Iterable[_Union[QueueShift, _Mapping]]] = ...) -> None: ...
+
+class QueueShift(_message.Message):
+    __slots__ = ("job_id", "tenant", "priority", "position_before", "position_after")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    POSITION_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_AFTER_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tenant: str
+    priority: int
+    position_before: int
+    position_after: int
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., priority: _Optional[int] = ..., position_before: _Optional[int] = ..., position_after: _Optional[int] = ...) -> None: ...
 
 class ApplyPolicyRequest(_message.Message):
     __slots__ = ("document", "expected_version", "reason")
