@@ -21,7 +21,9 @@ from grid_scheduler.model import EventType, Grid
 from grid_scheduler.model.node_names import default_node_name, node_indices, node_names
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.server import RunningServer, start_server
+from grid_scheduler.site_agent import AgentConfig, SiteAgent
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition, Update
+from tests.test_reference_agent import desired
 from tests.test_service import bad_request_fields
 from tests.test_site_agent import POOL, SITE, first_assignments, register, report, training
 
@@ -182,8 +184,37 @@ def test_a_negative_heartbeat_sequence_names_the_field(client: Client) -> None:
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_fields(e.value) == ["sequence"]
 
 
+def test_gpus_per_node_fits_in_the_ledgers_byte(small_grid: Grid) -> None:
+    data = small_grid.model_dump(mode="json")
+    data["sites"][0]["pools"][0]["gpus_per_node"] = 256
+    with pytest.raises(ValueError, match="gpus_per_node"):
+        Grid.model_validate(data)
+
+
 def test_node_names_are_the_inventory_position_else_pool_and_index() -> None:
     assert default_node_name("sines-gb300", 7) == "sines-gb300-00007"
     assert node_names("p", 3) == ("p-00000", "p-00001", "p-00002")
     assert node_names("p", 3, ["x", "y"]) == ("x", "y", "p-00002")
     assert dict(node_indices("p", 3, ["x", "p-00002"])) == {"x": 0, "p-00002": 1}
+
+
+def test_the_reference_agent_fails_the_job_on_the_failed_node_and_the_scheduler_fails_it_once(
+    client: Client, scheduler: Scheduler
+) -> None:
+    agent = SiteAgent(client, AgentConfig(site_id=SITE, agent_id="sim", simulate=True, seed=1))
+    agent.register()  # the default names: node i of the ledger is the agent's i-th
+    a = client.submit(training(8, "a")).job
+    b = client.submit(training(8, "b")).job
+    pin(scheduler.store, a.id, [(0, 4), (1, 4)])
+    pin(scheduler.store, b.id, [(2, 4), (3, 4)])
+    agent.apply(desired(client, agent))
+    assert agent.running[b.id].nodes == {(POOL, "sines-gb300-00002"), (POOL, "sines-gb300-00003")}
+    assert agent._fail_node(POOL, "sines-gb300-00005") == []  # no job holds GPUs there
+    failed = agent._fail_node(POOL, "sines-gb300-00002")
+    assert [job_id for job_id, _ in failed] == [b.id]
+    agent.heartbeat()  # node health first: the scheduler fails b (on node 2), and only b
+    for job_id, why in failed:  # then the agent's own report of that run: it ends nothing more
+        agent._report(job_id, apb.JOB_PHASE_FAILED, why)
+    assert client.get_job(b.id).attempts == 1 and client.get_job(a.id).attempts == 0
+    assert client.get_job(a.id).state == ppb.JOB_STATE_RUNNING
+    assert nodes_of(scheduler)[1] == [2, 5]
