@@ -154,8 +154,10 @@ def main() -> None:
             result = submit_loop(Scheduler(grid, Policy(), store=store, quiet=True), 2.0 if args.quick else 10.0)
             store.close()
             submits.append({"layout": label, **result})
-    print(f"Ledger snapshot, {DEFAULT_GRID.name} ({len(limits.pool_ids)} pools, {int(limits.pool_nodes.sum()):,} nodes),"
-          f" {repeat} reads per row")
+    assert limits.pool_nodes is not None
+    nodes = int(limits.pool_nodes.sum())
+    pools = len(limits.pool_ids)
+    print(f"Ledger snapshot, {DEFAULT_GRID.name} ({pools} pools, {nodes:,} nodes), {repeat} reads per row")
     print(f"{'busy':>5} {'store':<7} {'layout':<16} {'p50 ms':>8} {'p99 ms':>8} {'node KiB':>9}")
     for row in rows:
         kib = f"{row['node_reply_kib']:>9.0f}" if "node_reply_kib" in row else f"{'':>9}"
