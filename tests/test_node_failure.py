@@ -19,10 +19,11 @@ from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler.client import Client
 from grid_scheduler.model import EventType, Grid
 from grid_scheduler.model.node_names import default_node_name, node_indices, node_names
-from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.service.server import RunningServer, start_server
 from grid_scheduler.site_agent import AgentConfig, SiteAgent
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition, Update
+from grid_scheduler.state.agents import NodeCondition, NodeHealth
 from tests.test_reference_agent import desired
 from tests.test_service import bad_request_fields
 from tests.test_site_agent import POOL, SITE, first_assignments, register, report, training
@@ -218,3 +219,17 @@ def test_the_reference_agent_fails_the_job_on_the_failed_node_and_the_scheduler_
     assert client.get_job(b.id).attempts == 1 and client.get_job(a.id).attempts == 0
     assert client.get_job(a.id).state == ppb.JOB_STATE_RUNNING
     assert nodes_of(scheduler)[1] == [2, 5]
+
+
+def test_a_reported_node_the_grid_file_drains_is_not_taken_out_twice(store: Store, small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=store)
+    pool = "glomfjord-gb300"  # 128 nodes, the last 8 drained in the grid file
+    names = node_names(pool, 128)  # no inventory registered: the default names
+    store.register_agent("glomfjord", "g", {}, 1.0)
+    store.agent_heartbeat("glomfjord", "g", [NodeCondition(pool, names[125], NodeHealth.FAILED),
+                                             NodeCondition(pool, names[3], NodeHealth.FAILED)], 2.0)
+    assert fleet.apply_node_health(s, "glomfjord") == []
+    snap = store.snapshot()
+    p = s.limits.pool_index[pool]
+    assert snap.pool_down_gpus is not None and int(snap.pool_down_gpus[p]) == 4  # node 3 only
+    assert np.flatnonzero(snap.node_out[p]).tolist() == [3, *range(120, 128)]

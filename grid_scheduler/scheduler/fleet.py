@@ -222,6 +222,11 @@ class PoolHealth:
     draining: tuple[NodeCondition, ...]  # reported by the site's agent
     drained: tuple[str, ...]  # by an operator (DrainNodes)
     index: Mapping[str, int]  # node name -> index in the pool (model/node_names.py)
+    grid_drained_from: int  # the first of the nodes the grid file drains (they are the last ones)
+
+    def _counted(self, names: frozenset[str]) -> int:
+        """Nodes among ``names`` not already out in the grid file (whose GPUs healthy_gpus excludes)."""
+        return sum(1 for n in names if self.index.get(n, -1) < self.grid_drained_from)
 
     @property
     def out_indices(self) -> list[int]:
@@ -239,12 +244,12 @@ class PoolHealth:
     @property
     def down_gpus(self) -> int:
         """GPUs new work may not take: every failed or drained node's."""
-        return min(self.healthy_gpus, len(self.out_nodes) * self.gpus_per_node)
+        return min(self.healthy_gpus, self._counted(self.out_nodes) * self.gpus_per_node)
 
     @property
     def failed_gpus(self) -> int:
         """GPUs gone with failed nodes: running work beyond the rest must go."""
-        return min(self.healthy_gpus, len({n.node for n in self.failed}) * self.gpus_per_node)
+        return min(self.healthy_gpus, self._counted(frozenset(n.node for n in self.failed)) * self.gpus_per_node)
 
 
 def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
@@ -259,6 +264,7 @@ def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
             tuple(n for n in mine if n.health is NodeHealth.DRAINING),
             s.store.drained_nodes(pool.id),
             site_node_indices(s, agent, pool.id),
+            pool.nodes - pool.drained_nodes,
         ))
     return out
 
