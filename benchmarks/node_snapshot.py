@@ -4,8 +4,11 @@ On the example grid (examples/grids/nscale.yaml: 51 pools, 72,754 nodes), side b
 
 - **redis, no node detail**: ``RedisStore.snapshot()`` of a store that tracks no nodes (Limits
   without node counts): the snapshot as it was before nodes, the floor;
-- **redis, node strings (this ledger)**: ``RedisStore.snapshot()`` as shipped: one string per pool,
-  one byte per node used + one per node out (``BITFIELD u8``), read undecoded in the same script;
+- **redis, node strings, every pool**: ``RedisStore.snapshot()`` as shipped, its node cache emptied
+  before each read: one string per pool, one byte per node used + one per node out (``BITFIELD
+  u8``), read undecoded in the same script (a replica's first read);
+- **redis, node strings, one pool moved**: the same, the cache kept, one pool's node version bumped
+  between reads (what a submission's probe pays after one commit: only that pool's string travels);
 - **redis, node hashes (alternative)**: the same snapshot script reading a hash per pool instead
   (field ``<node>`` = used GPUs for busy nodes only, ``o<node>`` for out nodes), parsed into the
   same arrays: cheaper when few nodes are busy, dearer as they fill;
@@ -55,10 +58,12 @@ assert NODE_STRING_READ in _LUA_SNAPSHOT
 _LUA_HASH_SNAPSHOT = _LUA_SNAPSHOT.replace(NODE_STRING_READ, NODE_HASH_READ)
 
 
-def timed(read: Callable[[], Any], repeat: int) -> dict[str, float]:
+def timed(read: Callable[[], Any], repeat: int, before: Callable[[], Any] | None = None) -> dict[str, float]:
     read()  # warm: script load, connections
     ms = []
     for _ in range(repeat):
+        if before is not None:
+            before()  # untimed
         t = time.perf_counter()
         read()
         ms.append((time.perf_counter() - t) * 1000.0)
@@ -119,30 +124,42 @@ def main() -> None:
                 fields.update({f"o{i}": 1 for i in np.flatnonzero(o)})
                 if fields:
                     r.hset(tracked.prefix + "nodeh:" + pool_id, mapping=fields)  # type: ignore[arg-type]
+            none_held = tracked._node_cache  # before the first read: holds no pool
+            full_args = [*tracked._snapshot_args, none_held.known]
             snap = tracked.snapshot()
             assert all(np.array_equal(a, b) for a, b in zip(snap.node_used_gpus, used, strict=True))
+            moved = limits.pool_ids[int(np.argmax(limits.pool_nodes))]  # the largest pool
 
-            def hashed(store: RedisStore = tracked, script: Any = hashed_script) -> Any:
-                reply = store._run(script, store._snapshot_args, store._raw)
-                return hash_parse(limits, reply[6])
+            def hashed(store: RedisStore = tracked, script: Any = hashed_script, args: Any = full_args) -> Any:
+                reply = store._run(script, args, store._raw)
+                return hash_parse(limits, reply[7])
+
+            def every_pool(store: RedisStore = tracked, none: Any = none_held) -> Any:
+                store._node_cache = none
+                return store.snapshot()
+
+            def bump(store: RedisStore = tracked, pool_id: str = moved) -> None:
+                store._r.hincrby(store.prefix + "pool:" + pool_id, "nv", 1)
 
             reply_bytes = {
-                "node strings": sum(len(x) for x in tracked._run(tracked._snapshot, tracked._snapshot_args,
-                                                                 tracked._raw)[6]),
-                "node hashes": sum(len(f) + len(v) for flat in tracked._run(hashed_script, tracked._snapshot_args,
-                                                                            tracked._raw)[6]
+                "node strings, every pool": sum(len(x) for x in tracked._run(tracked._snapshot, full_args,
+                                                                             tracked._raw)[7]),
+                "node strings, one pool moved": 2 * int(limits.pool_nodes.max()),
+                "node hashes": sum(len(f) + len(v) for flat in tracked._run(hashed_script, full_args,
+                                                                            tracked._raw)[7]
                                    for f, v in zip(flat[::2], flat[1::2], strict=True)),
                 "no node detail": 0,
             }
             mem_plain, mem_nodes = MemoryStore(bare), MemoryStore(limits)
-            for label, store_name, read in (
-                ("no node detail", "redis", plain.snapshot),
-                ("node strings", "redis", tracked.snapshot),
-                ("node hashes", "redis", hashed),
-                ("no node detail", "memory", mem_plain.snapshot),
-                ("node arrays", "memory", mem_nodes.snapshot),
+            for label, store_name, read, before in (
+                ("no node detail", "redis", plain.snapshot, None),
+                ("node strings, every pool", "redis", every_pool, None),
+                ("node strings, one pool moved", "redis", tracked.snapshot, bump),
+                ("node hashes", "redis", hashed, None),
+                ("no node detail", "memory", mem_plain.snapshot, None),
+                ("node arrays", "memory", mem_nodes.snapshot, None),
             ):
-                row = {"busy": busy, "store": store_name, "layout": label, **timed(read, repeat)}
+                row = {"busy": busy, "store": store_name, "layout": label, **timed(read, repeat, before)}
                 if store_name == "redis":
                     row["node_reply_kib"] = reply_bytes[label] / 1024
                 rows.append(row)
@@ -158,15 +175,15 @@ def main() -> None:
     nodes = int(limits.pool_nodes.sum())
     pools = len(limits.pool_ids)
     print(f"Ledger snapshot, {DEFAULT_GRID.name} ({pools} pools, {nodes:,} nodes), {repeat} reads per row")
-    print(f"{'busy':>5} {'store':<7} {'layout':<16} {'p50 ms':>8} {'p99 ms':>8} {'node KiB':>9}")
+    print(f"{'busy':>5} {'store':<7} {'layout':<28} {'p50 ms':>8} {'p99 ms':>8} {'node KiB':>9}")
     for row in rows:
         kib = f"{row['node_reply_kib']:>9.0f}" if "node_reply_kib" in row else f"{'':>9}"
-        print(f"{row['busy']:>5.0%} {row['store']:<7} {row['layout']:<16} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+        print(f"{row['busy']:>5.0%} {row['store']:<7} {row['layout']:<28} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
               f" {kib}")
     print("\nScheduler.submit on Redis (8 GB300, EU)")
-    print(f"{'layout':<16} {'submits/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'layout':<28} {'submits/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for row in submits:
-        print(f"{row['layout']:<16} {row['per_s']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}")
+        print(f"{row['layout']:<28} {row['per_s']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": platform.platform(),

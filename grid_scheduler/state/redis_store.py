@@ -11,7 +11,8 @@ Key layout (``{grid}`` is a Redis Cluster hash tag: every key of one grid lives 
 so the multi-key scripts would also run on a cluster; scripts build key names from the
 prefix ``gs:{grid}:``, which is legal there because they all hash to the same slot):
 
-    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes)
+    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes),
+                                        nv (bumped whenever the pool's node string changes)
     gs:{grid}:nodes:<pool_id>     string  2 x nodes bytes: byte i = GPUs reserved on node i (BITFIELD u8 #i),
                                         byte nodes + i = 1 when node i is out of service (set_nodes_out);
                                         missing or short reads as zeros, the grid file's drained nodes out
@@ -54,6 +55,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -292,7 +294,11 @@ for pool, t in pairs(node_delta) do
     end
   end
   -- SAT: a count never wraps below 0 or above 255 (the checks above keep it within the node anyway).
-  if #words > 0 then bitfield(P .. 'nodes:' .. pool, {'OVERFLOW', 'SAT'}, words); changed = true end
+  if #words > 0 then
+    bitfield(P .. 'nodes:' .. pool, {'OVERFLOW', 'SAT'}, words)
+    redis.call('HINCRBY', P .. 'pool:' .. pool, 'nv', 1)
+    changed = true
+  end
 end
 if changed then redis.call('INCR', P .. 'ledger_version') end
 for i, op in ipairs(m.ops) do
@@ -356,16 +362,19 @@ return current
 # ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
 # comma-joined so a grid of thousands of pools is three strings to parse, not thousands of replies.
 # The snapshot's body, shared by the snapshot script and the submission probe: ARGV[2 .. last] are
-# the number of pools n, the pool ids, then the site ids.
+# the number of pools n, the pool ids, then the site ids; ``known`` the pools' node versions the
+# caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version moved ('' else).
 _LUA_SNAPSHOT_FN = r"""
-local function snapshot(P, last)
+local function snapshot(P, last, known)
   local n = tonumber(ARGV[2])
-  local used, drained, watts, down = {}, {}, {}, {}
+  local used, drained, watts, down, nv, held = {}, {}, {}, {}, {}, {}
+  for v in string.gmatch(known, '[^,]+') do held[#held + 1] = v end
   for i = 1, n do
-    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
+    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down', 'nv')
     used[i] = v[1] or '0'
     drained[i] = v[2] or '0'
     down[i] = v[3] or '0'
+    nv[i] = v[4] or '0'
   end
   for i = 3 + n, last do
     watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
@@ -375,21 +384,24 @@ local function snapshot(P, last)
     tq[#tq + 1] = tn
     tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
   end
-  -- One string per pool (state/redis_store.py key layout); '' where the store tracks no nodes.
+  -- One string per pool (state/redis_store.py key layout): '' where the caller holds this version
+  -- already, or the store tracks no nodes.
   local nodes = {}
-  for i = 1, n do nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[2 + i]) or '' end
+  for i = 1, n do
+    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[2 + i]) or '' end
+  end
   return {redis.call('GET', P .. 'ledger_version') or '0',
           table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq,
-          nodes}
+          table.concat(nv, ','), nodes}
 end
 """
 
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
-return snapshot(ARGV[1], #ARGV)
+return snapshot(ARGV[1], #ARGV - 1, ARGV[#ARGV])
 """
 
 # A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
-# ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
+# node versions held, the ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
 # {'dup', record} | {'same', ledger, policy} | {'snap', ledger, policy, <snapshot>}.
 _LUA_PROBE = _LUA_SNAPSHOT_FN + r"""
 local P = ARGV[1]
@@ -401,7 +413,7 @@ end
 local ledger = redis.call('GET', P .. 'ledger_version') or '0'
 local policy = redis.call('GET', P .. 'policy_version') or '0'
 if ledger == known then return {'same', ledger, policy} end
-return {'snap', ledger, policy, snapshot(P, #ARGV - 2)}
+return {'snap', ledger, policy, snapshot(P, #ARGV - 3, ARGV[#ARGV - 2])}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -434,6 +446,7 @@ local current = redis.call('GETRANGE', key, n, 2 * n - 1)
 if current == '' then current = ARGV[5] end
 if current == ARGV[4] then return 0 end
 redis.call('SETRANGE', key, n, ARGV[4])
+redis.call('HINCRBY', P .. 'pool:' .. ARGV[2], 'nv', 1)
 redis.call('INCR', P .. 'ledger_version')
 return 1
 """
@@ -536,6 +549,9 @@ class RedisStore(RedisAgents):
         self._version_keys = (self.prefix + "ledger_version", self.prefix + "policy_version")
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
+        # The node strings of the last snapshot, by pool node version: the next read fetches only
+        # the pools whose nodes changed since (a factory grid's strings are 100+ KiB in all).
+        self._node_cache = _NodeCache(("-1",) * len(limits.pool_ids), (), ())
         self._closed = threading.Event()
         self._init_agents()  # site agents (state/agents_redis.py)
 
@@ -757,22 +773,24 @@ class RedisStore(RedisAgents):
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        return self._parse_snapshot(self._run(self._snapshot, self._snapshot_args, self._raw))
+        held = self._node_cache
+        return self._parse_snapshot(self._run(self._snapshot, [*self._snapshot_args, held.known], self._raw), held)
 
     @guarded
     def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
         rk = request_key(tenant, request_id) if request_id else ""
-        reply = self._run(self._probe_script, [*self._snapshot_args, str(known_ledger), rk], self._raw)
+        held = self._node_cache
+        reply = self._run(self._probe_script, [*self._snapshot_args, held.known, str(known_ledger), rk], self._raw)
         status = _text(reply[0])
         if status == "dup":
             existing = JobRecord.model_validate_json(reply[1])
             return Probe(existing, Versions(known_ledger, 0), None)
         versions = Versions(int(reply[1]), int(reply[2]))
-        return Probe(None, versions, self._parse_snapshot(reply[3]) if status == "snap" else None)
+        return Probe(None, versions, self._parse_snapshot(reply[3], held) if status == "snap" else None)
 
-    def _parse_snapshot(self, reply: Any) -> LedgerSnapshot:
+    def _parse_snapshot(self, reply: Any, held: _NodeCache) -> LedgerSnapshot:
         # Read on the undecoded connection (the node strings are bytes): text fields decoded here.
-        version, used, drained, watts, down, tq, nodes = reply
+        version, used, drained, watts, down, tq, node_versions, nodes = reply
         tenants: dict[str, npt.NDArray[np.int64]] = {}
         for tenant, flat in zip(tq[::2], tq[1::2], strict=True):
             row = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
@@ -782,7 +800,7 @@ class RedisStore(RedisAgents):
                     row[p] = int(gpus)
             if row.any():
                 tenants[_text(tenant)] = row
-        node_used, node_out = self._parse_nodes(nodes)
+        node_used, node_out = self._parse_nodes(_text(node_versions), nodes, held)
         return LedgerSnapshot(
             version=int(version),
             pool_used_gpus=_ints(_text(used)),
@@ -795,14 +813,19 @@ class RedisStore(RedisAgents):
         )
 
     def _parse_nodes(
-        self, nodes: Sequence[bytes]
+        self, node_versions: str, nodes: Sequence[bytes], held: _NodeCache
     ) -> tuple[tuple[npt.NDArray[np.int32], ...], tuple[npt.NDArray[np.bool_], ...]]:
         limits = self._limits
         if not limits.tracks_nodes:
             return (), ()
         assert limits.pool_nodes is not None
+        versions = tuple(node_versions.split(","))
         used, out = [], []
         for pool, raw in enumerate(nodes):
+            if versions[pool] == held.versions[pool]:  # unchanged since the read the cache holds
+                used.append(held.used[pool].copy())
+                out.append(held.out[pool].copy())
+                continue
             n = int(limits.pool_nodes[pool])
             # A key shorter than 2 x nodes (created by a release before set_nodes_out, or never): zeros beyond.
             flags = np.zeros(2 * n, dtype=np.uint8)
@@ -811,6 +834,9 @@ class RedisStore(RedisAgents):
             flags[n + limits.grid_out_nodes(pool).start: 2 * n] = 1
             used.append(flags[:n].astype(np.int32))
             out.append(flags[n:] != 0)
+        # Kept for the next read (one tuple, replaced whole: a racing reader sees an old or a new one,
+        # each consistent); callers get copies.
+        self._node_cache = _NodeCache(versions, tuple(u.copy() for u in used), tuple(o.copy() for o in out))
         return tuple(used), tuple(out)
 
     @guarded
@@ -958,6 +984,17 @@ class RedisStore(RedisAgents):
         self._closed.set()
         for client in (self._r, self._blocking, self._probe, self._raw):
             client.connection_pool.disconnect()
+
+
+@dataclass(frozen=True)
+class _NodeCache:
+    versions: tuple[str, ...]  # per pool, the node version (``nv``) the arrays are at; "-1": none
+    used: tuple[npt.NDArray[np.int32], ...]
+    out: tuple[npt.NDArray[np.bool_], ...]
+
+    @property
+    def known(self) -> str:
+        return ",".join(self.versions)
 
 
 def _text(v: str | bytes) -> str:
