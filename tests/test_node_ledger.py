@@ -199,3 +199,31 @@ def test_random_commits_and_releases_never_overfill_a_node_and_release_returns_w
                             from_jobs[node] += g
             assert from_jobs.tolist() == used[pool_id].tolist()
             assert int(snap.pool_used_gpus[p]) == int(used[pool_id].sum())
+
+
+@pytest.mark.redis
+def test_a_replica_sees_the_other_replicas_node_changes_through_its_node_cache(redis_url: str,
+                                                                              small_grid: Grid) -> None:
+    """The Redis snapshot sends a pool's node string only when its node version moved since the read
+    the store holds: a change made by another replica must still show in the next read."""
+    from grid_scheduler.state.redis_store import RedisStore
+
+    limits = Limits.from_grid(small_grid)
+    name = f"nodes-{uuid4().hex[:12]}"
+    mine, other = RedisStore(limits, redis_url, name), RedisStore(limits, redis_url, name)
+    try:
+        p, q = limits.pool_index["sines-gb300"], limits.pool_index["sines-h100"]
+        assert not mine.snapshot().node_used_gpus[p].any()  # the cache now holds every pool
+        other.create_job(Transition(running("j1"), EventType.PLACED,
+                                    reserve=[assignment("sines-gb300", [(4, 3)])]))
+        snap = mine.snapshot()
+        assert snap.node_used_gpus[p][4] == 3 and not snap.node_used_gpus[q].any()
+        assert other.set_nodes_out("sines-h100", [2])
+        probed = mine.probe("acme", "", snap.version).snapshot
+        assert probed is not None and probed.node_out[q].nonzero()[0].tolist() == [2]
+        assert probed.node_used_gpus[p][4] == 3  # unchanged pool: from the cache, equal
+        probed.node_used_gpus[p][4] = 0  # a caller's copy: the cache is not touched
+        assert mine.snapshot().node_used_gpus[p][4] == 3
+    finally:
+        mine.close()
+        other.close()
