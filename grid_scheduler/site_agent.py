@@ -8,7 +8,13 @@ stopped, and every transition is reported with a per-job sequence. Two ways to r
   {attempt}``): the start command lives as long as the job (``sbatch --wait``, ``srun``,
   ``kubectl wait``): exit 0 is SUCCEEDED, anything else FAILED with its exit code;
 - ``--simulate``: each job "runs" for its duration divided by ``--speedup``, and nodes fail at
-  ``--fail-rate`` per node-hour (seeded), failing the job that holds that pool's GPUs.
+  ``--fail-rate`` per node-hour (seeded), failing the job that holds GPUs on that node (the
+  desired state names each share's nodes; a share without names: the pool's oldest job).
+
+Nodes are named as the scheduler numbers them (model/node_names.py): ``--simulate`` registers
+``<pool_id>-00000``, ``<pool_id>-00001``, ... for every node of each pool, so node i of the
+ledger is the i-th name. Heartbeats carry a growing sequence, so a retried or overtaken one
+changes nothing at the scheduler.
 
 What it runs, and each job's last sequence, is kept in ``--state-file``, so a restarted agent
 reports what it still runs and the scheduler tells it what moved meanwhile (reconciliation).
@@ -32,6 +38,7 @@ import structlog
 
 from grid_scheduler._proto.v1 import agent_pb2 as pb
 from grid_scheduler.client import Client
+from grid_scheduler.model.node_names import node_names
 
 log = structlog.get_logger("grid_scheduler.site_agent")
 
@@ -44,6 +51,7 @@ class Running:
     pools: dict[str, int]  # pool id -> GPUs
     started_at_s: float
     ends_at_s: float | None = None  # simulated end
+    nodes: frozenset[tuple[str, str]] = frozenset()  # (pool, node) it holds GPUs on, when named
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -70,6 +78,8 @@ class SiteAgent:
         self.sequence: dict[str, int] = {}
         self.failed_nodes: dict[tuple[str, str], str] = {}  # (pool, node) -> reason
         self.pools: dict[str, list[str]] = {}
+        self.heartbeat_sequence = 0
+        self.attempts: dict[str, int] = {}  # job id -> the run it started (StartJob.attempt), said in reports
         self.random = random.Random(config.seed)
         self.stopping = threading.Event()
         self._load()
@@ -81,14 +91,17 @@ class SiteAgent:
             return
         data = json.loads(path.read_text())
         self.sequence = {k: int(v) for k, v in data.get("sequence", {}).items()}
+        nodes = data.get("nodes", {})
         for job_id, pools in data.get("running", {}).items():
-            self.running[job_id] = Running(job_id, {p: int(n) for p, n in pools.items()}, time.time())
+            self.running[job_id] = Running(job_id, {p: int(n) for p, n in pools.items()}, time.time(),
+                                           nodes=frozenset((p, n) for p, n in nodes.get(job_id, ())))
 
     def _save(self) -> None:
         path = self.config.state_file
         if path is None:
             return
-        data = {"sequence": self.sequence, "running": {j: r.pools for j, r in sorted(self.running.items())}}
+        data = {"sequence": self.sequence, "running": {j: r.pools for j, r in sorted(self.running.items())},
+                "nodes": {j: sorted(r.nodes) for j, r in sorted(self.running.items()) if r.nodes}}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, sort_keys=True))
         tmp.replace(path)  # atomic: a kill -9 leaves the old state or the new one
@@ -98,7 +111,7 @@ class SiteAgent:
         site = next((s for s in self.client.sites() if s.id == self.config.site_id), None)
         if site is None:
             raise SystemExit(f"error: the scheduler has no site {self.config.site_id}")
-        self.pools = {p.id: [f"{p.id}-n{i}" for i in range(p.nodes)] for p in site.pools}
+        self.pools = {p.id: list(node_names(p.id, p.nodes)) for p in site.pools}
         self.client.agents.RegisterAgent(pb.RegisterAgentRequest(
             site_id=self.config.site_id, agent_id=self.config.agent_id,
             pools=[pb.PoolNodes(pool_id=p, nodes=n) for p, n in self.pools.items()],
@@ -113,10 +126,13 @@ class SiteAgent:
         self.sequence[job_id] = self.sequence.get(job_id, 0) + 1
         self._save()
         try:
-            self.client.agents.ReportJob(pb.ReportJobRequest(
+            request = pb.ReportJobRequest(
                 site_id=self.config.site_id, agent_id=self.config.agent_id, job_id=job_id, phase=phase,  # type: ignore[arg-type]
                 sequence=self.sequence[job_id], exit_reason=reason,
-            ), timeout=self.client.timeout_s)
+            )
+            if job_id in self.attempts:  # a late FAILED for a run the scheduler already restarted ends nothing
+                request.attempt = self.attempts[job_id]
+            self.client.agents.ReportJob(request, timeout=self.client.timeout_s)
         except grpc.RpcError as e:
             log.warning("report_failed", job_id=job_id, code=e.code().name)
 
@@ -127,8 +143,10 @@ class SiteAgent:
     def _heartbeat(self) -> None:
         nodes = [pb.NodeStatus(pool_id=p, node=n, health=pb.NODE_HEALTH_FAILED, reason=r)
                  for (p, n), r in sorted(self.failed_nodes.items())]
+        self.heartbeat_sequence += 1  # a retry or a late delivery of an older one is then ignored
         self.client.agents.Heartbeat(pb.HeartbeatRequest(
-            site_id=self.config.site_id, agent_id=self.config.agent_id, nodes=nodes), timeout=self.client.timeout_s)
+            site_id=self.config.site_id, agent_id=self.config.agent_id, nodes=nodes,
+            sequence=self.heartbeat_sequence), timeout=self.client.timeout_s)
 
     def apply(self, desired: pb.WatchAssignmentsResponse) -> None:
         with self.lock:
@@ -142,7 +160,8 @@ class SiteAgent:
     def _start(self, job: pb.StartJob) -> None:
         pools = {s.pool_id: s.gpus for s in job.shares}
         now = time.time()
-        run = Running(job.job_id, pools, now)
+        self.attempts[job.job_id] = job.attempt
+        run = Running(job.job_id, pools, now, nodes=frozenset((s.pool_id, n) for s in job.shares for n in s.nodes))
         self._report(job.job_id, pb.JOB_PHASE_STARTING)
         if self.config.simulate:
             hours = job.duration_hours or 1.0
@@ -205,9 +224,11 @@ class SiteAgent:
         reason = "XID 79: GPU has fallen off the bus (simulated)"
         self.failed_nodes[(pool_id, node)] = reason
         log.warning("node_failed", pool_id=pool_id, node=node)
-        # The job that holds GPUs in that pool (the oldest, as a stand-in for "the job on that node").
-        victim = min((r for r in self.running.values() if pool_id in r.pools), key=lambda r: r.started_at_s,
-                     default=None)
+        # The job on that node; where the scheduler named no nodes, the pool's oldest job stands in.
+        in_pool = [r for r in self.running.values() if pool_id in r.pools]
+        on_node = [r for r in in_pool if (pool_id, node) in r.nodes]
+        named = any(p == pool_id for r in in_pool for p, _ in r.nodes)
+        victim = min(on_node or ([] if named else in_pool), key=lambda r: r.started_at_s, default=None)
         if victim is None:
             return []
         del self.running[victim.job_id]

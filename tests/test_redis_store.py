@@ -208,13 +208,16 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
     scheduler = Scheduler(small_grid, store=mine)
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
     sent: list[str] = []
-    execute = mine._r.execute_command
 
-    def counted(*args: object, **kwargs: object) -> object:
-        sent.append(str(args[0]))
-        return execute(*args, **kwargs)
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
 
-    mine._r.execute_command = counted  # type: ignore[method-assign]
+    # Both connections: the snapshot and the probe are read undecoded (the per-node bytes), on ``_raw``.
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
     other_scheduler = Scheduler(small_grid, store=other)
     states = set()
     for n in range(12):

@@ -66,7 +66,8 @@ class Pool(Frozen):
     id: Id
     gpu_type: str
     nodes: int = Field(gt=0)
-    gpus_per_node: int = Field(gt=0)
+    # At most 255: the Redis ledger keeps a node's used GPUs in one byte (state/redis_store.py).
+    gpus_per_node: int = Field(gt=0, le=255)
     interconnect_domain_gpus: int = Field(default=8, gt=0)
     workload: Workload = Workload.ANY
     drained_nodes: int = Field(default=0, ge=0)

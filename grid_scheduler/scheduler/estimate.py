@@ -57,6 +57,10 @@ def estimate_starts(
     for pool_id, drained in zip(live.limits.pool_ids, snap.pool_drained, strict=True):
         if drained:
             sim.store.set_drained(pool_id, True)
+    # Out-of-service nodes after the running jobs (a draining node keeps its job, but takes no new one).
+    for pool_id, out in zip(live.limits.pool_ids, snap.node_out, strict=False):
+        if out.any():
+            sim.store.set_nodes_out(pool_id, [int(i) for i in out.nonzero()[0]])
     waiting = {r.id for r in pending}
     if candidate is not None:
         waiting.add(_submit_candidate(sim, candidate, now))

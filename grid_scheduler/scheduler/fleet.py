@@ -8,12 +8,14 @@ run there any more), so a reconnecting agent is reconciled by the same computati
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from grid_scheduler.engine.priority import duration_hours
-from grid_scheduler.model import EventType, JobRecord, JobState, Reason, ReasonCode
+from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
+from grid_scheduler.model.node_names import node_indices, node_names
 from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
@@ -44,7 +46,8 @@ class StopReason(StrEnum):
 class Share:
     pool_id: str
     gpus: int
-    nodes: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # names (model/node_names.py); empty when the reservation has no node detail
+    node_gpus: tuple[int, ...] = ()  # GPUs on each of ``nodes``
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,38 @@ def runs_at(record: JobRecord, site_id: str) -> bool:
         a.site_id == site_id for a in record.placement.assignments)
 
 
+def site_node_names(s: Scheduler, agent: SiteAgent | None, pool_id: str) -> tuple[str, ...]:
+    """Every node of the pool by index, named as the site's agent named it (model/node_names.py)."""
+    pool = s.grid.pool_by_id[pool_id][1]
+    return node_names(pool_id, pool.nodes, agent.pools.get(pool_id, ()) if agent is not None else ())
+
+
+def site_node_indices(s: Scheduler, agent: SiteAgent | None, pool_id: str) -> Mapping[str, int]:
+    pool = s.grid.pool_by_id[pool_id][1]
+    return node_indices(pool_id, pool.nodes, agent.pools.get(pool_id, ()) if agent is not None else ())
+
+
 def desired_state(s: Scheduler, site_id: str) -> Desired:
     revision = s.store.last_sequence()
     run: list[Run] = []
     wanted: set[str] = set()
+    agent: SiteAgent | None = None
+    agent_read = False
+
+    def share(a: Assignment) -> Share:
+        nonlocal agent, agent_read
+        if not a.nodes:
+            return Share(a.pool_id, a.gpus)
+        if not agent_read:  # read only when some reservation here names its nodes
+            agent, agent_read = s.store.site_agent(site_id), True
+        names = site_node_names(s, agent, a.pool_id)
+        return Share(a.pool_id, a.gpus, tuple(names[i] for i, _ in a.nodes), tuple(g for _, g in a.nodes))
+
     for record in s.store.running_jobs():
         if not runs_at(record, site_id):
             continue
         assert record.placement is not None
-        shares = tuple(Share(a.pool_id, a.gpus) for a in record.placement.assignments if a.site_id == site_id)
+        shares = tuple(share(a) for a in record.placement.assignments if a.site_id == site_id)
         spec = record.spec
         run.append(Run(record.id, spec.tenant, spec.name, spec.kind.value, shares, duration_hours(spec),
                        record.attempts))
@@ -136,18 +162,21 @@ def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -
     # The transition first, then the report: were the report kept first and the transition then
     # lost (a store outage), the agent's retry would be ignored and the job left running in the books.
     # Both transitions check the job's state, so applying one twice changes nothing.
+    # A report about an earlier run than the ledger's (the scheduler failed that run already, for a
+    # failed node, and started the job again) ends nothing: the new run is not the one that ended.
     if report.phase is JobPhase.SUCCEEDED:
-        _complete(s, report.job_id, site_id)
+        _complete(s, report.job_id, site_id, report.attempt)
     elif report.phase is JobPhase.FAILED:
-        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}")
+        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}",
+                       attempt=report.attempt)
     return s.store.report_job(site_id, agent_id, report)
 
 
-def _complete(s: Scheduler, job_id: str, site_id: str) -> None:
+def _complete(s: Scheduler, job_id: str, site_id: str, attempt: int | None = None) -> None:
     with s.lock:
         while True:
             record = s.store.get_job(job_id)
-            if record is None or not runs_at(record, site_id):
+            if record is None or not runs_at(record, site_id) or (attempt is not None and record.attempts != attempt):
                 return
             try:
                 observer.apply(s.observer, s.store, job_id, record.version, transitions.finished(
@@ -159,14 +188,16 @@ def _complete(s: Scheduler, job_id: str, site_id: str) -> None:
         s.place_pending()
 
 
-def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queue: bool = True) -> JobRecord | None:
+def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queue: bool = True,
+                   attempt: int | None = None) -> JobRecord | None:
     """Send a job that failed at ``site_id`` back to the queue (training restarts from its checkpoint),
     then run the queue pass at once, so an inference job's replicas are re-placed now. None when the
-    job does not run at the site (moved or finished meanwhile)."""
+    job does not run at the site (moved or finished meanwhile), or, with ``attempt``, when its run
+    now is not that one."""
     with s.lock:
         while True:
             record = s.store.get_job(job_id)
-            if record is None or not runs_at(record, site_id):
+            if record is None or not runs_at(record, site_id) or (attempt is not None and record.attempts != attempt):
                 return None
             try:
                 queued = observer.apply(s.observer, s.store, job_id, record.version, transitions.failed_requeued(
@@ -190,6 +221,21 @@ class PoolHealth:
     failed: tuple[NodeCondition, ...]  # reported by the site's agent
     draining: tuple[NodeCondition, ...]  # reported by the site's agent
     drained: tuple[str, ...]  # by an operator (DrainNodes)
+    index: Mapping[str, int]  # node name -> index in the pool (model/node_names.py)
+    grid_drained_from: int  # the first of the nodes the grid file drains (they are the last ones)
+
+    def _counted(self, names: frozenset[str]) -> int:
+        """Nodes among ``names`` not already out in the grid file (whose GPUs healthy_gpus excludes)."""
+        return sum(1 for n in names if self.index.get(n, -1) < self.grid_drained_from)
+
+    @property
+    def out_indices(self) -> list[int]:
+        """The out nodes the ledger can name (a name outside the mapping counts at pool level only)."""
+        return sorted(self.index[n] for n in self.out_nodes if n in self.index)
+
+    @property
+    def failed_indices(self) -> dict[int, NodeCondition]:
+        return {self.index[n.node]: n for n in self.failed if n.node in self.index}
 
     @property
     def out_nodes(self) -> frozenset[str]:
@@ -198,12 +244,12 @@ class PoolHealth:
     @property
     def down_gpus(self) -> int:
         """GPUs new work may not take: every failed or drained node's."""
-        return min(self.healthy_gpus, len(self.out_nodes) * self.gpus_per_node)
+        return min(self.healthy_gpus, self._counted(self.out_nodes) * self.gpus_per_node)
 
     @property
     def failed_gpus(self) -> int:
         """GPUs gone with failed nodes: running work beyond the rest must go."""
-        return min(self.healthy_gpus, len({n.node for n in self.failed}) * self.gpus_per_node)
+        return min(self.healthy_gpus, self._counted(frozenset(n.node for n in self.failed)) * self.gpus_per_node)
 
 
 def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
@@ -217,6 +263,8 @@ def pool_health(s: Scheduler, site_id: str) -> list[PoolHealth]:
             tuple(n for n in mine if n.health is NodeHealth.FAILED),
             tuple(n for n in mine if n.health is NodeHealth.DRAINING),
             s.store.drained_nodes(pool.id),
+            site_node_indices(s, agent, pool.id),
+            pool.nodes - pool.drained_nodes,
         ))
     return out
 
@@ -245,14 +293,15 @@ def silent_since(agent: SiteAgent) -> str:
 def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
     """Make the ledger's capacity follow the site's health and its nodes', and fail what no longer fits.
 
-    Every failed or drained node's GPUs leave the pool's capacity at once; a site whose agent is
-    silent past the heartbeat timeout has none for new work. The ledger does not know which node a
-    job runs on, so the jobs failed for a failed node are those whose GPUs no longer fit in the
-    pool's capacity without the failed nodes, lowest priority first (then the newest, then by id):
-    deterministic, and never more than the lost GPUs need. (The agent, which knows, reports the job
-    on a failed node FAILED itself; that report re-queues exactly that job.) Drained and draining
-    nodes take no new work but keep what runs; so does a silent site until its grace period ends,
-    when every job running there is re-queued. Returns the ids of the jobs failed."""
+    Every failed or drained node is out of service in the ledger at once (``set_nodes_out``, by the
+    node's index) and its GPUs leave the pool's capacity; a site whose agent is silent past the
+    heartbeat timeout has none for new work. The jobs failed for a failed node are exactly those
+    whose reservation holds GPUs on it. A reservation without node detail cannot be placed on a
+    node, so for those the ledger falls back to a guess: the ones whose GPUs no longer fit in the
+    pool's capacity without the failed nodes, lowest priority first (then the newest, then by id).
+    Drained and draining nodes take no new work but keep what runs; so does a silent site until its
+    grace period ends, when every job running there is re-queued. Idempotent: a node already out
+    holds no job any more, so the same health again fails nothing. Returns the ids of the jobs failed."""
     failed_jobs: list[str] = []
     with s.lock:
         agent = s.store.site_agent(site_id)
@@ -262,6 +311,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
         for ph in pools:
             down = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
             changed |= s.store.set_pool_down(ph.pool_id, down)
+            changed |= s.store.set_nodes_out(ph.pool_id, ph.out_indices)
         if health is SiteHealth.LOST:
             assert agent is not None
             why = f"site {site_id} lost: {silent_since(agent)}"
@@ -269,7 +319,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
                 if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False):
                     failed_jobs.append(record.id)
         elif health is SiteHealth.HEALTHY:
-            failed_jobs = _fail_beyond_failed_nodes(s, site_id, pools)
+            failed_jobs = _fail_on_failed_nodes(s, site_id, pools)
         if changed or failed_jobs:
             # Capacity moved (a node or site back, an undrain) or jobs wait again: the queue's turn,
             # by the same path a pool undrain takes; an inference job's replicas are re-placed now.
@@ -277,33 +327,75 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
     return failed_jobs
 
 
-def _fail_beyond_failed_nodes(s: Scheduler, site_id: str, pools: list[PoolHealth]) -> list[str]:
-    failed_jobs: list[str] = []
-    if not any(ph.failed for ph in pools):
-        return failed_jobs  # the common case, every second for every site: no ledger read
+def _fail_on_failed_nodes(s: Scheduler, site_id: str, pools: list[PoolHealth]) -> list[str]:
+    failing = [ph for ph in pools if ph.failed]
+    if not failing:
+        return []  # the common case, every second for every site: no ledger read
+    # One snapshot read says whether there is anything to do: a job on a failed node (its node's
+    # used GPUs), or more GPUs held than the pool has left (reservations without node detail).
     snap = s.store.snapshot()
-    for ph in pools:
-        if not ph.failed:
-            continue
-        room = ph.healthy_gpus - ph.failed_gpus
-        used = int(snap.pool_used_gpus[s.limits.pool_index[ph.pool_id]])
-        if used <= room:
-            continue
-        why = f"node failed in {ph.pool_id}: " + ", ".join(
-            f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in ph.failed)
-        holders = sorted(
-            (r for r in s.store.running_jobs() if r.placement is not None
-             and any(a.pool_id == ph.pool_id for a in r.placement.assignments)),
-            key=lambda r: (r.spec.priority, -r.created_at, r.id),
-        )
-        for record in holders:
-            if used <= room:
-                break
-            assert record.placement is not None
-            if requeue_failed(s, record.id, site_id, why, retry_queue=False) is not None:
-                used -= sum(a.gpus for a in record.placement.assignments if a.pool_id == ph.pool_id)
-                failed_jobs.append(record.id)
+    work = []
+    for ph in failing:
+        p = s.limits.pool_index[ph.pool_id]
+        on_failed = bool(snap.node_used_gpus) and any(snap.node_used_gpus[p][i] > 0 for i in ph.failed_indices)
+        over = int(snap.pool_used_gpus[p]) > ph.healthy_gpus - ph.failed_gpus
+        if on_failed or over:
+            work.append(ph)
+    if not work:
+        return []
+    running = [r for r in s.store.running_jobs() if runs_at(r, site_id)]
+    failed_jobs: list[str] = []
+    for ph in work:
+        failed_jobs += _fail_jobs_on_nodes(s, site_id, ph, running, failed_jobs)
+        failed_jobs += _fail_beyond_room(s, site_id, ph, running, failed_jobs)
     return failed_jobs
+
+
+def _why(ph: PoolHealth, nodes: list[NodeCondition]) -> str:
+    return f"node failed in {ph.pool_id}: " + ", ".join(
+        f"{n.node}" + (f" ({n.reason})" if n.reason else "") for n in nodes)
+
+
+def _fail_jobs_on_nodes(
+    s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
+) -> list[str]:
+    """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes."""
+    failed_at = ph.failed_indices
+    out: list[str] = []
+    for record in running:
+        assert record.placement is not None
+        hit = sorted({i for a in record.placement.assignments if a.pool_id == ph.pool_id
+                      for i, _ in a.nodes if i in failed_at})
+        if hit and record.id not in done and \
+                requeue_failed(s, record.id, site_id, _why(ph, [failed_at[i] for i in hit]), retry_queue=False):
+            out.append(record.id)
+    return out
+
+
+def _fail_beyond_room(
+    s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
+) -> list[str]:
+    """Reservations without node detail: a guess, lowest priority first, until what stays fits in the
+    pool without its failed nodes (never more than the lost GPUs need)."""
+    room = ph.healthy_gpus - ph.failed_gpus
+    used = int(s.store.snapshot().pool_used_gpus[s.limits.pool_index[ph.pool_id]])
+    if used <= room:
+        return []
+
+    def in_pool(r: JobRecord) -> list[Assignment]:
+        assert r.placement is not None
+        return [a for a in r.placement.assignments if a.pool_id == ph.pool_id]
+
+    holders = sorted((r for r in running if r.id not in done and in_pool(r) and not any(a.nodes for a in in_pool(r))),
+                     key=lambda r: (r.spec.priority, -r.created_at, r.id))
+    out: list[str] = []
+    for record in holders:
+        if used <= room:
+            break
+        if requeue_failed(s, record.id, site_id, _why(ph, list(ph.failed)), retry_queue=False) is not None:
+            used -= sum(a.gpus for a in in_pool(record))
+            out.append(record.id)
+    return out
 
 
 def check_sites(s: Scheduler) -> dict[str, SiteHealth]:

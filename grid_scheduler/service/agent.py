@@ -127,15 +127,24 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
     @handled
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         site_id = self._site(request.site_id, request.agent_id)
+        if request.sequence < 0:
+            raise InvalidJob([("sequence", "must be >= 0 (0: unsequenced)")])
         nodes = self._nodes(site_id, request.nodes)
         before = self.scheduler.store.site_agent(site_id)
         silent = fleet.site_health(self.scheduler, before, self.scheduler.now()) in (
             fleet.SiteHealth.UNHEALTHY, fleet.SiteHealth.LOST)
         try:
-            agent, changed = self.scheduler.store.agent_heartbeat(site_id, request.agent_id, nodes,
-                                                                  self.scheduler.now())
+            now_s = self.scheduler.now()
+            agent, changed = self.scheduler.store.agent_heartbeat(site_id, request.agent_id, nodes, now_s,
+                                                                  request.sequence)
         except AgentError as e:
             context.abort_with_status(errors.failed_precondition("agent", str(e)))
+        # A retried or overtaken heartbeat (its sequence not above the last applied) changes nothing;
+        # one applied is the one the store now holds, stamped with this call's time.
+        applied = request.sequence == 0 or (agent.heartbeat_sequence == request.sequence
+                                            and agent.heartbeat_at_s == now_s)
+        if not applied:
+            changed = silent = False
         if changed:
             log.info("node_health_changed", site_id=site_id,
                      unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in agent.nodes])
@@ -148,6 +157,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
                               for pool in self.scheduler.grid.site_by_id[site_id].pools
                               for node in self.scheduler.store.drained_nodes(pool.id)],
             assignments_revision=self.scheduler.store.last_sequence(),
+            applied=applied,
         )
 
     @handled
@@ -160,10 +170,13 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
             problems.append(("phase", "must be STARTING, RUNNING, SUCCEEDED, FAILED or STOPPED"))
         if request.sequence < 1:
             problems.append(("sequence", "must be >= 1"))
+        if request.HasField("attempt") and request.attempt < 0:
+            problems.append(("attempt", "must be >= 0"))
         if problems:
             raise InvalidJob(problems)
         report = JobReport(request.job_id, PHASE_FROM_PB[request.phase], request.sequence,
-                           request.exit_reason[:512], self.scheduler.now())
+                           request.exit_reason[:512], self.scheduler.now(),
+                           request.attempt if request.HasField("attempt") else None)
         try:
             applied, kept = fleet.apply_report(self.scheduler, site_id, request.agent_id, report)
         except AgentError as e:
@@ -227,7 +240,8 @@ def assignments_pb(d: fleet.Desired) -> pb.WatchAssignmentsResponse:
         site_id=d.site_id, revision=d.revision,
         run=[pb.StartJob(job_id=r.job_id, tenant=r.tenant, name=r.name, kind=r.kind, duration_hours=r.duration_hours,
                          attempt=r.attempt,
-                         shares=[pb.JobShare(pool_id=s.pool_id, gpus=s.gpus, nodes=list(s.nodes)) for s in r.shares])
+                         shares=[pb.JobShare(pool_id=s.pool_id, gpus=s.gpus, nodes=list(s.nodes),
+                                             node_gpus=list(s.node_gpus)) for s in r.shares])
              for r in d.run],
         stop=[pb.StopJob(job_id=s.job_id, reason=STOP_TO_PB[s.reason], message=s.message) for s in d.stop],
     )

@@ -54,13 +54,14 @@ class SiteAgent:
     heartbeat_at_s: float
     pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pool id -> node names
     nodes: tuple[NodeCondition, ...] = ()  # the nodes not healthy, sorted by (pool, node)
+    heartbeat_sequence: int = 0  # the last sequenced heartbeat applied (0: none since registering)
 
     def to_json(self) -> str:
         return json.dumps({
             "site_id": self.site_id, "agent_id": self.agent_id, "generation": self.generation,
             "registered_at_s": self.registered_at_s, "heartbeat_at_s": self.heartbeat_at_s,
             "pools": {p: list(n) for p, n in self.pools.items()},
-            "nodes": nodes_to_json(self.nodes),
+            "nodes": nodes_to_json(self.nodes), "heartbeat_sequence": self.heartbeat_sequence,
         }, sort_keys=True)
 
     @classmethod
@@ -68,7 +69,7 @@ class SiteAgent:
         d = json.loads(text)
         return cls(d["site_id"], d["agent_id"], int(d["generation"]), float(d["registered_at_s"]),
                    float(d["heartbeat_at_s"]), {p: tuple(n) for p, n in d["pools"].items()},
-                   nodes_from_json(d["nodes"]))
+                   nodes_from_json(d["nodes"]), int(d.get("heartbeat_sequence", 0)))
 
 
 def nodes_to_json(nodes: Sequence[NodeCondition]) -> list[list[str]]:
@@ -93,14 +94,17 @@ class JobReport:
     sequence: int
     exit_reason: str = ""
     at_s: float = 0.0
+    attempt: int | None = None  # the run (StartJob.attempt) it is about; None: not said
 
     def to_json(self) -> str:
-        return json.dumps([self.job_id, self.phase.value, self.sequence, self.exit_reason, self.at_s])
+        return json.dumps([self.job_id, self.phase.value, self.sequence, self.exit_reason, self.at_s, self.attempt])
 
     @classmethod
     def from_json(cls, text: str) -> JobReport:
-        job_id, phase, sequence, reason, at_s = json.loads(text)
-        return cls(job_id, JobPhase(phase), int(sequence), reason, float(at_s))
+        job_id, phase, sequence, reason, at_s, *rest = json.loads(text)
+        attempt = rest[0] if rest else None
+        return cls(job_id, JobPhase(phase), int(sequence), reason, float(at_s),
+                   int(attempt) if attempt is not None else None)
 
 
 class AgentError(Exception):
@@ -131,10 +135,12 @@ class AgentStore(Protocol):
         ...
 
     def agent_heartbeat(
-        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, sequence: int = 0
     ) -> tuple[SiteAgent, bool]:
         """Record a heartbeat and the nodes that are not healthy; returns the agent and whether any
-        node's health changed. NoAgent / AgentReplaced when the caller is not the site's agent."""
+        node's health changed. A ``sequence`` above 0 but not above the agent's last one is ignored
+        (a retried or overtaken heartbeat: nothing changes, the agent is returned as kept). NoAgent /
+        AgentReplaced when the caller is not the site's agent."""
         ...
 
     def site_agent(self, site_id: str) -> SiteAgent | None: ...
@@ -193,13 +199,17 @@ class MemoryAgents:
         return agent
 
     def agent_heartbeat(
-        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, sequence: int = 0
     ) -> tuple[SiteAgent, bool]:
         unhealthy = canonical_nodes(nodes)
         with self._agents_lock:
             agent = self._current(site_id, agent_id)
+            if 0 < sequence <= agent.heartbeat_sequence:
+                return agent, False
             changed = agent.nodes != unhealthy
-            agent = self._agents[site_id] = replace(agent, heartbeat_at_s=now_s, nodes=unhealthy)
+            agent = self._agents[site_id] = replace(
+                agent, heartbeat_at_s=now_s, nodes=unhealthy,
+                heartbeat_sequence=sequence if sequence > 0 else agent.heartbeat_sequence)
             return agent, changed
 
     def site_agent(self, site_id: str) -> SiteAgent | None:

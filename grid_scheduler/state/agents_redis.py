@@ -36,20 +36,29 @@ _LUA_REGISTER = r"""
 local P = ARGV[1]
 local key = P .. 'agent:' .. ARGV[2]
 redis.call('HINCRBY', key, 'generation', 1)
-redis.call('HSET', key, 'agent_id', ARGV[3], 'pools', ARGV[4], 'registered_at', ARGV[5], 'heartbeat_at', ARGV[5])
+redis.call('HSET', key, 'agent_id', ARGV[3], 'pools', ARGV[4], 'registered_at', ARGV[5], 'heartbeat_at', ARGV[5],
+           'hb_seq', 0)
 redis.call('HSETNX', key, 'nodes', '[]')
 redis.call('SADD', P .. 'agents', ARGV[2])
 return redis.call('HGETALL', key)
 """
 
-# ARGV: prefix, site, agent id, nodes JSON (canonical), now. Returns {status, changed, fields...}.
+# ARGV: prefix, site, agent id, nodes JSON (canonical), now, sequence (0: unsequenced).
+# Returns {status, changed, fields...}; a sequence not above the last applied one changes nothing.
 _LUA_HEARTBEAT = r"""
 local P = ARGV[1]
 local key = P .. 'agent:' .. ARGV[2]
 local current = redis.call('HGET', key, 'agent_id')
 if not current then return {'none', 0} end
 if current ~= ARGV[3] then return {'replaced', current} end
+local seq = tonumber(ARGV[6])
 local changed = 0
+if seq > 0 and seq <= (tonumber(redis.call('HGET', key, 'hb_seq')) or 0) then
+  local out = {'old', 0}
+  for _, v in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = v end
+  return out
+end
+if seq > 0 then redis.call('HSET', key, 'hb_seq', seq) end
 if redis.call('HGET', key, 'nodes') ~= ARGV[4] then changed = 1 end
 redis.call('HSET', key, 'heartbeat_at', ARGV[5], 'nodes', ARGV[4])
 local out = {'ok', changed}
@@ -78,6 +87,7 @@ def _agent(fields: Sequence[Any]) -> SiteAgent:
         site_id="", agent_id=d["agent_id"], generation=int(d["generation"]),
         registered_at_s=float(d["registered_at"]), heartbeat_at_s=float(d["heartbeat_at"]),
         pools={p: tuple(n) for p, n in json.loads(d["pools"]).items()}, nodes=nodes_from_json(json.loads(d["nodes"])),
+        heartbeat_sequence=int(d.get("hb_seq") or 0),
     )
 
 
@@ -112,10 +122,10 @@ class RedisAgents:
 
     @guarded
     def agent_heartbeat(
-        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, sequence: int = 0
     ) -> tuple[SiteAgent, bool]:
         unhealthy = json.dumps(nodes_to_json(canonical_nodes(nodes)))
-        reply = self._run(self._heartbeat_lua, [self.prefix, site_id, agent_id, unhealthy, repr(now_s)])
+        reply = self._run(self._heartbeat_lua, [self.prefix, site_id, agent_id, unhealthy, repr(now_s), int(sequence)])
         status = _s(reply[0])
         if status == "none":
             raise NoAgent(f"no agent registered for site {site_id}")

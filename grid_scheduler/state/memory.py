@@ -8,6 +8,7 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from grid_scheduler.engine.index import IntArray
 from grid_scheduler.engine.priority import queue_key
@@ -63,6 +64,16 @@ class MemoryStore(MemoryAgents):
         self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
         self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
         self._down = np.zeros(len(limits.pool_ids), dtype=np.int64)  # GPUs on failed or drained nodes
+        # Per pool (grid order), one entry per node: GPUs reserved there, and out of service.
+        self._node_used: list[npt.NDArray[np.int32]] = []
+        self._node_out: list[npt.NDArray[np.bool_]] = []
+        if limits.tracks_nodes:
+            assert limits.pool_nodes is not None
+            for pool, n in enumerate(limits.pool_nodes):
+                self._node_used.append(np.zeros(int(n), dtype=np.int32))
+                out = np.zeros(int(n), dtype=np.bool_)
+                out[list(limits.grid_out_nodes(pool))] = True
+                self._node_out.append(out)
         self._version = 0
         self._events: list[JobEvent] = []
         self._audit: list[AuditRecord] = []
@@ -88,6 +99,9 @@ class MemoryStore(MemoryAgents):
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
+        for t in [u.transition for u in updates] + ([create] if create is not None else []):
+            for a in t.reserve:
+                self._limits.check_nodes(a)
         with self._lock:
             if policy_version is not None and policy_version != len(self._policies):
                 raise PolicyMoved(f"decided under policy v{policy_version}; v{len(self._policies)} is active")
@@ -188,6 +202,7 @@ class MemoryStore(MemoryAgents):
         for site, w in watts.items():
             if self._site_w[site] + w > self._limits.site_power_w[site]:
                 raise CapacityConflict(f"site {self._limits.site_ids[site]}: {w / 1000:.1f} kW do not fit")
+        self._check_nodes_fit(reserve)
         tenants = {t for t, _ in reserve}
         for tenant in tenants:
             self._add(tenant, [a for t, a in reserve if t == tenant], +1)
@@ -198,6 +213,23 @@ class MemoryStore(MemoryAgents):
                     self._add(tenant, [a for t, a in reserve if t == tenant], -1)
                 raise QuotaConflict(why)
 
+    def _check_nodes_fit(self, reserve: Sequence[tuple[str, Assignment]]) -> None:
+        """No node out of service takes GPUs, and none holds more than it has (after the releases)."""
+        if not self._node_used:
+            return
+        taken: dict[tuple[int, int], int] = defaultdict(int)
+        for _, a in reserve:
+            pool = self._limits.pool_index[a.pool_id]
+            for node, gpus in a.nodes:
+                taken[(pool, node)] += gpus
+        assert self._limits.pool_gpus_per_node is not None
+        for (pool, node), n in taken.items():
+            pool_id = self._limits.pool_ids[pool]
+            if self._node_out[pool][node]:
+                raise CapacityConflict(f"pool {pool_id}: node {node} is out of service")
+            if int(self._node_used[pool][node]) + n > int(self._limits.pool_gpus_per_node[pool]):
+                raise CapacityConflict(f"pool {pool_id}: node {node} cannot take {n} more GPUs")
+
     def _add(self, tenant: str, assignments: Sequence[Assignment], sign: int) -> None:
         row = self._tenant_used.get(tenant)
         if row is None:
@@ -207,6 +239,9 @@ class MemoryStore(MemoryAgents):
             self._pool_used[pool] += sign * a.gpus
             row[pool] += sign * a.gpus
             self._site_w[self._limits.site_index[a.site_id]] += sign * to_watts(a.power_kw)
+            if self._node_used:
+                for node, gpus in a.nodes:
+                    self._node_used[pool][node] += sign * gpus
         if assignments:
             self._version += 1
 
@@ -291,7 +326,8 @@ class MemoryStore(MemoryAgents):
     def _snapshot_locked(self) -> LedgerSnapshot:
         return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
                               {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
-                              self._down.copy())
+                              self._down.copy(), tuple(u.copy() for u in self._node_used),
+                              tuple(o.copy() for o in self._node_out))
 
     def ledger_version(self) -> int:
         return self._version
@@ -322,6 +358,23 @@ class MemoryStore(MemoryAgents):
             if int(self._down[pool]) == down_gpus:
                 return False
             self._down[pool] = down_gpus
+            self._version += 1
+            return True
+
+    def set_nodes_out(self, pool_id: str, node_indices: Sequence[int]) -> bool:
+        pool = self._limits.pool_index[pool_id]
+        if not self._node_out:
+            return False
+        out = np.zeros(len(self._node_out[pool]), dtype=np.bool_)
+        indices = sorted(set(node_indices))
+        if indices and not 0 <= indices[0] <= indices[-1] < len(out):
+            raise ValueError(f"{pool_id} has nodes 0..{len(out) - 1}, not {indices[0]}..{indices[-1]}")
+        out[indices] = True
+        out[list(self._limits.grid_out_nodes(pool))] = True
+        with self._lock:
+            if np.array_equal(out, self._node_out[pool]):
+                return False
+            self._node_out[pool] = out
             self._version += 1
             return True
 

@@ -37,11 +37,12 @@ ACL_COMMANDS = (
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
     "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
     "hsetnx", "sadd", "srem", "smembers",  # site agents and node drains (state/agents_redis.py)
+    "bitfield", "getrange", "setrange",  # per-node usage and out-of-service nodes (state/redis_store.py)
 )
 
 
 def redis_client(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> redis.Redis:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, decode: bool = True) -> redis.Redis:
     """A retry-free client with short timeouts: a down Redis fails the call now, not after backoff.
 
     A pooled connection that Redis closed (restart) is noticed when it is taken from the pool
@@ -55,7 +56,7 @@ def redis_client(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
+            decode_responses=decode,
         )
     except ValueError as e:  # redis-py's own messages name a parameter, never its value: still, no chain
         raise ValueError(f"{redact(url)}: {e}") from None

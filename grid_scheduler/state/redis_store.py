@@ -11,7 +11,11 @@ Key layout (``{grid}`` is a Redis Cluster hash tag: every key of one grid lives 
 so the multi-key scripts would also run on a cluster; scripts build key names from the
 prefix ``gs:{grid}:``, which is legal there because they all hash to the same slot):
 
-    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes)
+    gs:{grid}:pool:<pool_id>      hash  used (GPUs), drained (0|1), down (GPUs on failed or drained nodes),
+                                        nv (bumped whenever the pool's node string changes)
+    gs:{grid}:nodes:<pool_id>     string  2 x nodes bytes: byte i = GPUs reserved on node i (BITFIELD u8 #i),
+                                        byte nodes + i = 1 when node i is out of service (set_nodes_out);
+                                        missing or short reads as zeros, the grid file's drained nodes out
     gs:{grid}:site:<site_id>      hash  used_w (facility watts, integer)
     gs:{grid}:ledger_version      int   bumped by every change of usage or drains (Scheduler caches by it)
     gs:{grid}:job:<job_id>        hash  record (JobRecord JSON), version, state,
@@ -51,6 +55,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -151,6 +156,24 @@ end
 -- The net change per pool and site: everything released first, then everything reserved.
 -- tenant_delta: the same per tenant and pool (quota usage, hash tq:<tenant>).
 local pool_delta, site_delta, pool_limit, site_limit, pool_taken, tenant_delta = {}, {}, {}, {}, {}, {}
+-- Per pool and node: the net change and what is newly taken; node_meta: pool -> {nodes, gpus per node}.
+local node_delta, node_taken, node_meta = {}, {}, {}
+local function nadd(tbl, pool, i, g)
+  local t = tbl[pool]
+  if not t then t = {}; tbl[pool] = t end
+  t[i] = (t[i] or 0) + g
+end
+-- BITFIELD in chunks: one call with thousands of sub-commands would overflow Lua's C stack in unpack.
+local function bitfield(key, head, words)
+  local out = {}
+  for s = 1, #words, 600 do
+    local part = {}
+    for _, w in ipairs(head) do part[#part + 1] = w end
+    for k = s, math.min(s + 599, #words) do part[#part + 1] = words[k] end
+    for _, v in ipairs(redis.call('BITFIELD', key, unpack(part))) do out[#out + 1] = v end
+  end
+  return out
+end
 local function tadd(tn, pool, n)
   local t = tenant_delta[tn]
   if not t then t = {}; tenant_delta[tn] = t end
@@ -162,6 +185,17 @@ for i, op in ipairs(m.ops) do
       pool_delta[a.pool_id] = (pool_delta[a.pool_id] or 0) - a.gpus
       site_delta[a.site_id] = (site_delta[a.site_id] or 0) - a.watts
       tadd(op.tn, a.pool_id, -a.gpus)
+      if m.nt == 1 and a.nodes then
+        for _, ng in ipairs(a.nodes) do nadd(node_delta, a.pool_id, ng[1], -ng[2]) end
+      end
+    end
+  end
+  for _, pn in ipairs(op.nodes) do
+    node_meta[pn[1]] = {pn[2], pn[3]}
+    local flat = pn[4]
+    for j = 1, #flat, 2 do
+      nadd(node_delta, pn[1], flat[j], flat[j + 1])
+      nadd(node_taken, pn[1], flat[j], flat[j + 1])
     end
   end
   for _, p in ipairs(op.pools) do
@@ -188,6 +222,22 @@ for id, limit in pairs(site_limit) do
   local used = tonumber(redis.call('HGET', P .. 'site:' .. id, 'used_w')) or 0
   if used + site_delta[id] > limit then
     return {'conflict', string.format('site %s: %.1f kW do not fit', id, site_delta[id] / 1000)}
+  end
+end
+-- Nodes: none out of service takes GPUs, none holds more than it has (after the releases).
+for pool, taken in pairs(node_taken) do
+  local n, per_node = node_meta[pool][1], node_meta[pool][2]
+  local idx, words = {}, {}
+  for i, _ in pairs(taken) do
+    idx[#idx + 1] = i
+    for _, w in ipairs({'GET', 'u8', '#' .. i, 'GET', 'u8', '#' .. (n + i)}) do words[#words + 1] = w end
+  end
+  local v = bitfield(P .. 'nodes:' .. pool, {}, words)
+  for k, i in ipairs(idx) do
+    if v[2 * k] ~= 0 then return {'conflict', string.format('pool %s: node %d is out of service', pool, i)} end
+    if v[2 * k - 1] + node_delta[pool][i] > per_node then
+      return {'conflict', string.format('pool %s: node %d cannot take %d more GPUs', pool, i, taken[i])}
+    end
   end
 end
 
@@ -235,6 +285,20 @@ for id, d in pairs(pool_delta) do
 end
 for id, d in pairs(site_delta) do
   if d ~= 0 then redis.call('HINCRBY', P .. 'site:' .. id, 'used_w', d); changed = true end
+end
+for pool, t in pairs(node_delta) do
+  local words = {}
+  for i, d in pairs(t) do
+    if d ~= 0 then
+      for _, w in ipairs({'INCRBY', 'u8', '#' .. i, d}) do words[#words + 1] = w end
+    end
+  end
+  -- SAT: a count never wraps below 0 or above 255 (the checks above keep it within the node anyway).
+  if #words > 0 then
+    bitfield(P .. 'nodes:' .. pool, {'OVERFLOW', 'SAT'}, words)
+    redis.call('HINCRBY', P .. 'pool:' .. pool, 'nv', 1)
+    changed = true
+  end
 end
 if changed then redis.call('INCR', P .. 'ledger_version') end
 for i, op in ipairs(m.ops) do
@@ -298,16 +362,19 @@ return current
 # ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
 # comma-joined so a grid of thousands of pools is three strings to parse, not thousands of replies.
 # The snapshot's body, shared by the snapshot script and the submission probe: ARGV[2 .. last] are
-# the number of pools n, the pool ids, then the site ids.
+# the number of pools n, the pool ids, then the site ids; ``known`` the pools' node versions the
+# caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version moved ('' else).
 _LUA_SNAPSHOT_FN = r"""
-local function snapshot(P, last)
+local function snapshot(P, last, known)
   local n = tonumber(ARGV[2])
-  local used, drained, watts, down = {}, {}, {}, {}
+  local used, drained, watts, down, nv, held = {}, {}, {}, {}, {}, {}
+  for v in string.gmatch(known, '[^,]+') do held[#held + 1] = v end
   for i = 1, n do
-    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down')
+    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down', 'nv')
     used[i] = v[1] or '0'
     drained[i] = v[2] or '0'
     down[i] = v[3] or '0'
+    nv[i] = v[4] or '0'
   end
   for i = 3 + n, last do
     watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
@@ -317,17 +384,24 @@ local function snapshot(P, last)
     tq[#tq + 1] = tn
     tq[#tq + 1] = redis.call('HGETALL', P .. 'tq:' .. tn)
   end
+  -- One string per pool (state/redis_store.py key layout): '' where the caller holds this version
+  -- already, or the store tracks no nodes.
+  local nodes = {}
+  for i = 1, n do
+    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[2 + i]) or '' end
+  end
   return {redis.call('GET', P .. 'ledger_version') or '0',
-          table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq}
+          table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq,
+          table.concat(nv, ','), nodes}
 end
 """
 
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
-return snapshot(ARGV[1], #ARGV)
+return snapshot(ARGV[1], #ARGV - 1, ARGV[#ARGV])
 """
 
 # A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
-# ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
+# node versions held, the ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
 # {'dup', record} | {'same', ledger, policy} | {'snap', ledger, policy, <snapshot>}.
 _LUA_PROBE = _LUA_SNAPSHOT_FN + r"""
 local P = ARGV[1]
@@ -339,7 +413,7 @@ end
 local ledger = redis.call('GET', P .. 'ledger_version') or '0'
 local policy = redis.call('GET', P .. 'policy_version') or '0'
 if ledger == known then return {'same', ledger, policy} end
-return {'snap', ledger, policy, snapshot(P, #ARGV - 2)}
+return {'snap', ledger, policy, snapshot(P, #ARGV - 3, ARGV[#ARGV - 2])}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -358,6 +432,21 @@ local P = ARGV[1]
 local key = P .. 'pool:' .. ARGV[2]
 if (redis.call('HGET', key, 'down') or '0') == ARGV[3] then return 0 end
 redis.call('HSET', key, 'down', ARGV[3])
+redis.call('INCR', P .. 'ledger_version')
+return 1
+"""
+
+# ARGV: prefix, pool id, nodes n, out flags (n bytes, 1 = out), the flags a missing key stands for
+# (the grid file's drains). Replaces the pool's out set.
+_LUA_NODES_OUT = r"""
+local P = ARGV[1]
+local key = P .. 'nodes:' .. ARGV[2]
+local n = tonumber(ARGV[3])
+local current = redis.call('GETRANGE', key, n, 2 * n - 1)
+if current == '' then current = ARGV[5] end
+if current == ARGV[4] then return 0 end
+redis.call('SETRANGE', key, n, ARGV[4])
+redis.call('HINCRBY', P .. 'pool:' .. ARGV[2], 'nv', 1)
 redis.call('INCR', P .. 'ledger_version')
 return 1
 """
@@ -442,6 +531,8 @@ class RedisStore(RedisAgents):
         # XREAD BLOCK holds its connection for the whole wait: its own pool, a longer timeout.
         self._blocking = redis_client(url, socket_timeout_s=MAX_BLOCK_S + SOCKET_TIMEOUT_S)
         self._probe = redis_client(url, HEALTH_TIMEOUT_S, HEALTH_TIMEOUT_S)
+        # The snapshot's node strings are raw bytes (a used count may be any byte): read undecoded.
+        self._raw = redis_client(url, decode=False)
         self._commit = self._script(_LUA_COMMIT)
         self._archive = self._script(_LUA_ARCHIVE)
         self._grid = self._script(_LUA_GRID)
@@ -449,6 +540,7 @@ class RedisStore(RedisAgents):
         self._probe_script = self._script(_LUA_PROBE)
         self._drain = self._script(_LUA_DRAIN)
         self._pool_down = self._script(_LUA_POOL_DOWN)
+        self._nodes_out = self._script(_LUA_NODES_OUT)
         self._by_request = self._script(_LUA_BY_REQUEST)
         self._list = self._script(_LUA_LIST)
         self._audit = self._script(_LUA_AUDIT)
@@ -457,6 +549,9 @@ class RedisStore(RedisAgents):
         self._version_keys = (self.prefix + "ledger_version", self.prefix + "policy_version")
         self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
         self._fence: tuple[str, int] | None = None
+        # The node strings of the last snapshot, by pool node version: the next read fetches only
+        # the pools whose nodes changed since (a factory grid's strings are 100+ KiB in all).
+        self._node_cache = _NodeCache(("-1",) * len(limits.pool_ids), (), ())
         self._closed = threading.Event()
         self._init_agents()  # site agents (state/agents_redis.py)
 
@@ -467,13 +562,20 @@ class RedisStore(RedisAgents):
         """A lease on this store's Redis, in this grid's keyspace (so ``fenced`` may check it)."""
         return Lease(self._url, name, ttl_s, grid_name=self.grid_name)
 
+    def _out_flags(self, pool: int, node_indices: Sequence[int]) -> bytes:
+        assert self._limits.pool_nodes is not None
+        out = np.zeros(int(self._limits.pool_nodes[pool]), dtype=np.uint8)
+        out[list(node_indices)] = 1
+        out[list(self._limits.grid_out_nodes(pool))] = 1
+        return out.tobytes()
+
     def _script(self, lua: str) -> Script:
         return self._r.register_script(lua)
 
-    def _run(self, script: Script, args: Sequence[Arg]) -> Any:
+    def _run(self, script: Script, args: Sequence[Arg | bytes], client: redis.Redis | None = None) -> Any:
         # EVALSHA straight through execute_command: Script.__call__ adds per-call work on the hot path.
         # After a Redis restart the script cache is empty: load it and send once more.
-        execute: Callable[..., Any] = self._r.execute_command
+        execute: Callable[..., Any] = (client or self._r).execute_command
         try:
             return execute("EVALSHA", script.sha, 1, self._route, *args)
         except redis.exceptions.NoScriptError:
@@ -513,7 +615,31 @@ class RedisStore(RedisAgents):
             "rel": transition.release,
             "pools": [[p, n, int(limits.pool_gpus[limits.pool_index[p]])] for p, n in gpus.items()],
             "sites": [[s, w, int(limits.site_power_w[limits.site_index[s]])] for s, w in watts.items()],
+            "nodes": self._op_nodes(transition.reserve),
         }
+
+    def _op_nodes(self, reserve: Sequence[Assignment]) -> list[list[object]]:
+        """[[pool id, nodes, GPUs per node, [node, GPUs, node, GPUs, ...]], ...]: what the op takes per node."""
+        limits = self._limits
+        if not limits.tracks_nodes:
+            return []
+        assert limits.pool_nodes is not None and limits.pool_gpus_per_node is not None
+        per_pool: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for a in reserve:
+            limits.check_nodes(a)
+            for node, gpus in a.nodes:
+                per_pool[a.pool_id][node] += gpus
+        out: list[list[object]] = []
+        for pool_id, nodes in per_pool.items():
+            p = limits.pool_index[pool_id]
+            # The grid file's drained nodes are out from the start, before any key exists (the key is
+            # written by set_nodes_out; a missing one reads as zeros): refused here, without a round trip.
+            drained = limits.grid_out_nodes(p)
+            if any(node in drained for node in nodes):
+                raise CapacityConflict(f"pool {pool_id}: nodes {drained.start}.. are drained in the grid file")
+            flat = [x for node in sorted(nodes) for x in (node, nodes[node])]
+            out.append([pool_id, int(limits.pool_nodes[p]), int(limits.pool_gpus_per_node[p]), flat])
+        return out
 
     def _quota_checks(self, quota: QuotaRules | None, moves: Sequence[Transition]) -> list[dict[str, object]]:
         """The limits the script re-checks: one per (tenant, limited group) this commit reserves in."""
@@ -571,6 +697,7 @@ class RedisStore(RedisAgents):
             "ops": [self._op(job_id, t, exp) for job_id, t, exp in steps],
             "q": self._quota_checks(quota, [t for _, t, _ in steps]),
             "apv": -1 if policy_version is None else policy_version,
+            "nt": 1 if self._limits.tracks_nodes else 0,
         }, ensure_ascii=False)
         args: list[Arg] = [self.prefix, meta]
         for _, transition, _ in steps:
@@ -646,37 +773,71 @@ class RedisStore(RedisAgents):
 
     @guarded
     def snapshot(self) -> LedgerSnapshot:
-        return self._parse_snapshot(self._run(self._snapshot, self._snapshot_args))
+        held = self._node_cache
+        return self._parse_snapshot(self._run(self._snapshot, [*self._snapshot_args, held.known], self._raw), held)
 
     @guarded
     def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
         rk = request_key(tenant, request_id) if request_id else ""
-        reply = self._run(self._probe_script, [*self._snapshot_args, str(known_ledger), rk])
-        if reply[0] == "dup":
+        held = self._node_cache
+        reply = self._run(self._probe_script, [*self._snapshot_args, held.known, str(known_ledger), rk], self._raw)
+        status = _text(reply[0])
+        if status == "dup":
             existing = JobRecord.model_validate_json(reply[1])
             return Probe(existing, Versions(known_ledger, 0), None)
         versions = Versions(int(reply[1]), int(reply[2]))
-        return Probe(None, versions, self._parse_snapshot(reply[3]) if reply[0] == "snap" else None)
+        return Probe(None, versions, self._parse_snapshot(reply[3], held) if status == "snap" else None)
 
-    def _parse_snapshot(self, reply: Any) -> LedgerSnapshot:
-        version, used, drained, watts, down, tq = reply
+    def _parse_snapshot(self, reply: Any, held: _NodeCache) -> LedgerSnapshot:
+        # Read on the undecoded connection (the node strings are bytes): text fields decoded here.
+        version, used, drained, watts, down, tq, node_versions, nodes = reply
         tenants: dict[str, npt.NDArray[np.int64]] = {}
         for tenant, flat in zip(tq[::2], tq[1::2], strict=True):
             row = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
             for pool_id, gpus in zip(flat[::2], flat[1::2], strict=True):
-                p = self._limits.pool_index.get(pool_id)
+                p = self._limits.pool_index.get(_text(pool_id))
                 if p is not None:
                     row[p] = int(gpus)
             if row.any():
-                tenants[tenant] = row
+                tenants[_text(tenant)] = row
+        node_used, node_out = self._parse_nodes(_text(node_versions), nodes, held)
         return LedgerSnapshot(
             version=int(version),
-            pool_used_gpus=_ints(used),
-            site_used_w=_ints(watts),
-            pool_drained=np.asarray(_ints(drained) != 0, dtype=np.bool_),
+            pool_used_gpus=_ints(_text(used)),
+            site_used_w=_ints(_text(watts)),
+            pool_drained=np.asarray(_ints(_text(drained)) != 0, dtype=np.bool_),
             tenant_pool_gpus=tenants,
-            pool_down_gpus=_ints(down),
+            pool_down_gpus=_ints(_text(down)),
+            node_used_gpus=node_used,
+            node_out=node_out,
         )
+
+    def _parse_nodes(
+        self, node_versions: str, nodes: Sequence[bytes], held: _NodeCache
+    ) -> tuple[tuple[npt.NDArray[np.int32], ...], tuple[npt.NDArray[np.bool_], ...]]:
+        limits = self._limits
+        if not limits.tracks_nodes:
+            return (), ()
+        assert limits.pool_nodes is not None
+        versions = tuple(node_versions.split(","))
+        used, out = [], []
+        for pool, raw in enumerate(nodes):
+            if versions[pool] == held.versions[pool]:  # unchanged since the read the cache holds
+                used.append(held.used[pool].copy())
+                out.append(held.out[pool].copy())
+                continue
+            n = int(limits.pool_nodes[pool])
+            # A key shorter than 2 x nodes (created by a release before set_nodes_out, or never): zeros beyond.
+            flags = np.zeros(2 * n, dtype=np.uint8)
+            got = np.frombuffer(raw[: 2 * n], dtype=np.uint8)
+            flags[: len(got)] = got
+            flags[n + limits.grid_out_nodes(pool).start: 2 * n] = 1
+            used.append(flags[:n].astype(np.int32))
+            out.append(flags[n:] != 0)
+        # Kept for the next read (one tuple, replaced whole: a racing reader sees an old or a new one,
+        # each consistent); callers get copies.
+        self._node_cache = _NodeCache(versions, tuple(u.copy() for u in used), tuple(o.copy() for o in out))
+        return tuple(used), tuple(out)
 
     @guarded
     def ledger_version(self) -> int:
@@ -698,6 +859,19 @@ class RedisStore(RedisAgents):
     def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
         self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
         return bool(self._run(self._pool_down, [self.prefix, pool_id, int(down_gpus)]))
+
+    @guarded
+    def set_nodes_out(self, pool_id: str, node_indices: Sequence[int]) -> bool:
+        pool = self._limits.pool_index[pool_id]  # KeyError for an unknown pool, as MemoryStore
+        if not self._limits.tracks_nodes:
+            return False
+        assert self._limits.pool_nodes is not None
+        n = int(self._limits.pool_nodes[pool])
+        indices = sorted(set(node_indices))
+        if indices and not 0 <= indices[0] <= indices[-1] < n:
+            raise ValueError(f"{pool_id} has nodes 0..{n - 1}, not {indices[0]}..{indices[-1]}")
+        return bool(self._run(self._nodes_out, [self.prefix, pool_id, n, self._out_flags(pool, indices),
+                                                self._out_flags(pool, ())]))
 
     # --- policy history --------------------------------------------------------------
     @guarded
@@ -808,8 +982,23 @@ class RedisStore(RedisAgents):
 
     def close(self) -> None:
         self._closed.set()
-        for client in (self._r, self._blocking, self._probe):
+        for client in (self._r, self._blocking, self._probe, self._raw):
             client.connection_pool.disconnect()
+
+
+@dataclass(frozen=True)
+class _NodeCache:
+    versions: tuple[str, ...]  # per pool, the node version (``nv``) the arrays are at; "-1": none
+    used: tuple[npt.NDArray[np.int32], ...]
+    out: tuple[npt.NDArray[np.bool_], ...]
+
+    @property
+    def known(self) -> str:
+        return ",".join(self.versions)
+
+
+def _text(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _ints(csv: str) -> npt.NDArray[np.int64]:

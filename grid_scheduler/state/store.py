@@ -115,15 +115,48 @@ class Limits:
     pool_gpus: npt.NDArray[np.int64]  # healthy GPUs: nodes the grid file marks drained excluded
     site_ids: tuple[str, ...]
     site_power_w: npt.NDArray[np.int64]
+    # Nodes per pool (model.grid.Pool numbers them 0..nodes-1): how many, GPUs on each, and how many
+    # of the last ones the grid file drains. None: the store tracks no nodes (counts at pool level).
+    pool_nodes: npt.NDArray[np.int64] | None = None
+    pool_gpus_per_node: npt.NDArray[np.int64] | None = None
+    pool_grid_drained_nodes: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def from_grid(cls, grid: Grid) -> Limits:
+        pools = [p for s in grid.sites for p in s.pools]
         return cls(
-            pool_ids=tuple(p.id for s in grid.sites for p in s.pools),
-            pool_gpus=np.array([p.healthy_gpus for s in grid.sites for p in s.pools], dtype=np.int64),
+            pool_ids=tuple(p.id for p in pools),
+            pool_gpus=np.array([p.healthy_gpus for p in pools], dtype=np.int64),
             site_ids=tuple(s.id for s in grid.sites),
             site_power_w=np.array([to_watts(s.power_envelope_mw * 1000.0) for s in grid.sites], dtype=np.int64),
+            pool_nodes=np.array([p.nodes for p in pools], dtype=np.int64),
+            pool_gpus_per_node=np.array([p.gpus_per_node for p in pools], dtype=np.int64),
+            pool_grid_drained_nodes=np.array([p.drained_nodes for p in pools], dtype=np.int64),
         )
+
+    @property
+    def tracks_nodes(self) -> bool:
+        return self.pool_nodes is not None and self.pool_gpus_per_node is not None
+
+    def grid_out_nodes(self, pool: int) -> range:
+        """The nodes of pool ``pool`` (grid order) the grid file drains: its last ones, always out."""
+        assert self.pool_nodes is not None and self.pool_grid_drained_nodes is not None
+        n = int(self.pool_nodes[pool])
+        return range(n - int(self.pool_grid_drained_nodes[pool]), n)
+
+    def check_nodes(self, a: Assignment) -> None:
+        """ValueError unless ``a.nodes`` is empty or names distinct nodes of its pool, sorted, each
+        holding 1 to gpus_per_node GPUs, summing to ``a.gpus``: a malformed assignment never reaches a counter."""
+        if not a.nodes or not self.tracks_nodes:
+            return
+        assert self.pool_nodes is not None and self.pool_gpus_per_node is not None
+        pool = self.pool_index[a.pool_id]
+        n, per_node = int(self.pool_nodes[pool]), int(self.pool_gpus_per_node[pool])
+        indices = [i for i, _ in a.nodes]
+        if indices != sorted(set(indices)) or not all(0 <= i < n for i in indices):
+            raise ValueError(f"{a.pool_id}: nodes {indices} are not distinct sorted nodes of 0..{n - 1}")
+        if not all(0 < g <= per_node for _, g in a.nodes) or sum(g for _, g in a.nodes) != a.gpus:
+            raise ValueError(f"{a.pool_id}: node GPUs {list(a.nodes)} must be 1..{per_node} each and sum to {a.gpus}")
 
     @cached_property
     def pool_index(self) -> dict[str, int]:
@@ -266,6 +299,13 @@ class Store(AgentStore, Protocol):
     def set_pool_down(self, pool_id: str, down_gpus: int) -> bool:
         """GPUs of the pool on failed or drained nodes: commits may reserve at most its healthy GPUs
         less these. Returns whether anything changed (the ledger version moves if so)."""
+        ...
+
+    def set_nodes_out(self, pool_id: str, node_indices: Sequence[int]) -> bool:
+        """The pool's whole set of out-of-service nodes (failed, draining, drained), by index: a
+        commit that puts GPUs on one is refused; what runs there stays until released. The grid
+        file's drained nodes are out whatever the set says. Returns whether the set changed (the
+        ledger version moves if so). ValueError for an index outside the pool."""
         ...
 
     # --- policy history ----------------------------------------------------------

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgrid_scheduler/v1/agent.proto\x12\x11grid_scheduler.v1\"+\n\tPoolNodes\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\"j\n\nNodeStatus\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12-\n\x06health\x18\x03 \x01(\x0e\x32\x1d.grid_scheduler.v1.NodeHealth\x12\x0e\n\x06reason\x18\x04 \x01(\t\"f\n\x14RegisterAgentRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x05pools\x18\x03 \x03(\x0b\x32\x1c.grid_scheduler.v1.PoolNodes\"Z\n\x15RegisterAgentResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"c\n\x10HeartbeatRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12,\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\"\x9f\x01\n\x11HeartbeatResponse\x12\x33\n\x0c\x61\x63knowledged\x18\x01 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\x12\x37\n\x10operator_drained\x18\x02 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\x12\x1c\n\x14\x61ssignments_revision\x18\x03 \x01(\x03\"<\n\x17WatchAssignmentsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"8\n\x08JobShare\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04gpus\x18\x02 \x01(\x05\x12\r\n\x05nodes\x18\x03 \x03(\t\"\x9c\x01\n\x08StartJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12+\n\x06shares\x18\x05 \x03(\x0b\x32\x1b.grid_scheduler.v1.JobShare\x12\x16\n\x0e\x64uration_hours\x18\x06 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\"Y\n\x07StopJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.grid_scheduler.v1.StopReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x91\x01\n\x18WatchAssignmentsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12(\n\x03run\x18\x03 \x03(\x0b\x32\x1b.grid_scheduler.v1.StartJob\x12(\n\x04stop\x18\x04 \x03(\x0b\x32\x1a.grid_scheduler.v1.StopJob\"\x98\x01\n\x10ReportJobRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12*\n\x05phase\x18\x04 \x01(\x0e\x32\x1b.grid_scheduler.v1.JobPhase\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12\x13\n\x0b\x65xit_reason\x18\x06 \x01(\t\";\n\x11ReportJobResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03*t\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_HEALTH_HEALTHY\x10\x01\x12\x16\n\x12NODE_HEALTH_FAILED\x10\x02\x12\x18\n\x14NODE_HEALTH_DRAINING\x10\x03*\x9a\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_PHASE_STARTING\x10\x01\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x02\x12\x17\n\x13JOB_PHASE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_PHASE_FAILED\x10\x04\x12\x15\n\x11JOB_PHASE_STOPPED\x10\x05*\xc9\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x01\x12\x19\n\x15STOP_REASON_PREEMPTED\x10\x02\x12\x15\n\x11STOP_REASON_MOVED\x10\x03\x12\x18\n\x14STOP_REASON_FINISHED\x10\x04\x12\x1b\n\x17STOP_REASON_UNKNOWN_JOB\x10\x05\x12\x1a\n\x16STOP_REASON_TIME_LIMIT\x10\x06\x32\x95\x03\n\x10SiteAgentService\x12\x62\n\rRegisterAgent\x12\'.grid_scheduler.v1.RegisterAgentRequest\x1a(.grid_scheduler.v1.RegisterAgentResponse\x12V\n\tHeartbeat\x12#.grid_scheduler.v1.HeartbeatRequest\x1a$.grid_scheduler.v1.HeartbeatResponse\x12m\n\x10WatchAssignments\x12*.grid_scheduler.v1.WatchAssignmentsRequest\x1a+.grid_scheduler.v1.WatchAssignmentsResponse0\x01\x12V\n\tReportJob\x12#.grid_scheduler.v1.ReportJobRequest\x1a$.grid_scheduler.v1.ReportJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgrid_scheduler/v1/agent.proto\x12\x11grid_scheduler.v1\"+\n\tPoolNodes\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\r\n\x05nodes\x18\x02 \x03(\t\"j\n\nNodeStatus\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12-\n\x06health\x18\x03 \x01(\x0e\x32\x1d.grid_scheduler.v1.NodeHealth\x12\x0e\n\x06reason\x18\x04 \x01(\t\"f\n\x14RegisterAgentRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x05pools\x18\x03 \x03(\x0b\x32\x1c.grid_scheduler.v1.PoolNodes\"Z\n\x15RegisterAgentResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"u\n\x10HeartbeatRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12,\n\x05nodes\x18\x03 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\x12\x10\n\x08sequence\x18\x04 \x01(\x03\"\xb0\x01\n\x11HeartbeatResponse\x12\x33\n\x0c\x61\x63knowledged\x18\x01 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\x12\x37\n\x10operator_drained\x18\x02 \x03(\x0b\x32\x1d.grid_scheduler.v1.NodeStatus\x12\x1c\n\x14\x61ssignments_revision\x18\x03 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x08\"<\n\x17WatchAssignmentsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"K\n\x08JobShare\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04gpus\x18\x02 \x01(\x05\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x11\n\tnode_gpus\x18\x04 \x03(\x05\"\x9c\x01\n\x08StartJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12+\n\x06shares\x18\x05 \x03(\x0b\x32\x1b.grid_scheduler.v1.JobShare\x12\x16\n\x0e\x64uration_hours\x18\x06 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\"Y\n\x07StopJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.grid_scheduler.v1.StopReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x91\x01\n\x18WatchAssignmentsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12(\n\x03run\x18\x03 \x03(\x0b\x32\x1b.grid_scheduler.v1.StartJob\x12(\n\x04stop\x18\x04 \x03(\x0b\x32\x1a.grid_scheduler.v1.StopJob\"\xba\x01\n\x10ReportJobRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12*\n\x05phase\x18\x04 \x01(\x0e\x32\x1b.grid_scheduler.v1.JobPhase\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12\x13\n\x0b\x65xit_reason\x18\x06 \x01(\t\x12\x14\n\x07\x61ttempt\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_attempt\";\n\x11ReportJobResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03*t\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_HEALTH_HEALTHY\x10\x01\x12\x16\n\x12NODE_HEALTH_FAILED\x10\x02\x12\x18\n\x14NODE_HEALTH_DRAINING\x10\x03*\x9a\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_PHASE_STARTING\x10\x01\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x02\x12\x17\n\x13JOB_PHASE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_PHASE_FAILED\x10\x04\x12\x15\n\x11JOB_PHASE_STOPPED\x10\x05*\xc9\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x01\x12\x19\n\x15STOP_REASON_PREEMPTED\x10\x02\x12\x15\n\x11STOP_REASON_MOVED\x10\x03\x12\x18\n\x14STOP_REASON_FINISHED\x10\x04\x12\x1b\n\x17STOP_REASON_UNKNOWN_JOB\x10\x05\x12\x1a\n\x16STOP_REASON_TIME_LIMIT\x10\x06\x32\x95\x03\n\x10SiteAgentService\x12\x62\n\rRegisterAgent\x12\'.grid_scheduler.v1.RegisterAgentRequest\x1a(.grid_scheduler.v1.RegisterAgentResponse\x12V\n\tHeartbeat\x12#.grid_scheduler.v1.HeartbeatRequest\x1a$.grid_scheduler.v1.HeartbeatResponse\x12m\n\x10WatchAssignments\x12*.grid_scheduler.v1.WatchAssignmentsRequest\x1a+.grid_scheduler.v1.WatchAssignmentsResponse0\x01\x12V\n\tReportJob\x12#.grid_scheduler.v1.ReportJobRequest\x1a$.grid_scheduler.v1.ReportJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grid_scheduler.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEHEALTH']._serialized_start=1398
-  _globals['_NODEHEALTH']._serialized_end=1514
-  _globals['_JOBPHASE']._serialized_start=1517
-  _globals['_JOBPHASE']._serialized_end=1671
-  _globals['_STOPREASON']._serialized_start=1674
-  _globals['_STOPREASON']._serialized_end=1875
+  _globals['_NODEHEALTH']._serialized_start=1486
+  _globals['_NODEHEALTH']._serialized_end=1602
+  _globals['_JOBPHASE']._serialized_start=1605
+  _globals['_JOBPHASE']._serialized_end=1759
+  _globals['_STOPREASON']._serialized_start=1762
+  _globals['_STOPREASON']._serialized_end=1963
   _globals['_POOLNODES']._serialized_start=52
   _globals['_POOLNODES']._serialized_end=95
   _globals['_NODESTATUS']._serialized_start=97
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERAGENTRESPONSE']._serialized_start=309
   _globals['_REGISTERAGENTRESPONSE']._serialized_end=399
   _globals['_HEARTBEATREQUEST']._serialized_start=401
-  _globals['_HEARTBEATREQUEST']._serialized_end=500
-  _globals['_HEARTBEATRESPONSE']._serialized_start=503
-  _globals['_HEARTBEATRESPONSE']._serialized_end=662
-  _globals['_WATCHASSIGNMENTSREQUEST']._serialized_start=664
-  _globals['_WATCHASSIGNMENTSREQUEST']._serialized_end=724
-  _globals['_JOBSHARE']._serialized_start=726
-  _globals['_JOBSHARE']._serialized_end=782
-  _globals['_STARTJOB']._serialized_start=785
-  _globals['_STARTJOB']._serialized_end=941
-  _globals['_STOPJOB']._serialized_start=943
-  _globals['_STOPJOB']._serialized_end=1032
-  _globals['_WATCHASSIGNMENTSRESPONSE']._serialized_start=1035
-  _globals['_WATCHASSIGNMENTSRESPONSE']._serialized_end=1180
-  _globals['_REPORTJOBREQUEST']._serialized_start=1183
-  _globals['_REPORTJOBREQUEST']._serialized_end=1335
-  _globals['_REPORTJOBRESPONSE']._serialized_start=1337
-  _globals['_REPORTJOBRESPONSE']._serialized_end=1396
-  _globals['_SITEAGENTSERVICE']._serialized_start=1878
-  _globals['_SITEAGENTSERVICE']._serialized_end=2283
+  _globals['_HEARTBEATREQUEST']._serialized_end=518
+  _globals['_HEARTBEATRESPONSE']._serialized_start=521
+  _globals['_HEARTBEATRESPONSE']._serialized_end=697
+  _globals['_WATCHASSIGNMENTSREQUEST']._serialized_start=699
+  _globals['_WATCHASSIGNMENTSREQUEST']._serialized_end=759
+  _globals['_JOBSHARE']._serialized_start=761
+  _globals['_JOBSHARE']._serialized_end=836
+  _globals['_STARTJOB']._serialized_start=839
+  _globals['_STARTJOB']._serialized_end=995
+  _globals['_STOPJOB']._serialized_start=997
+  _globals['_STOPJOB']._serialized_end=1086
+  _globals['_WATCHASSIGNMENTSRESPONSE']._serialized_start=1089
+  _globals['_WATCHASSIGNMENTSRESPONSE']._serialized_end=1234
+  _globals['_REPORTJOBREQUEST']._serialized_start=1237
+  _globals['_REPORTJOBREQUEST']._serialized_end=1423
+  _globals['_REPORTJOBRESPONSE']._serialized_start=1425
+  _globals['_REPORTJOBRESPONSE']._serialized_end=1484
+  _globals['_SITEAGENTSERVICE']._serialized_start=1966
+  _globals['_SITEAGENTSERVICE']._serialized_end=2371
 # @@protoc_insertion_point(module_scope)

@@ -91,24 +91,28 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., generation: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("site_id", "agent_id", "nodes")
+    __slots__ = ("site_id", "agent_id", "nodes", "sequence")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     agent_id: str
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
-    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("acknowledged", "operator_drained", "assignments_revision")
+    __slots__ = ("acknowledged", "operator_drained", "assignments_revision", "applied")
     ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_DRAINED_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_REVISION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
     acknowledged: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     operator_drained: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     assignments_revision: int
-    def __init__(self, acknowledged: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., operator_drained: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., assignments_revision: _Optional[int] = ...) -> None: ...
+    applied: bool
+    def __init__(self, acknowledged: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., operator_drained: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., assignments_revision: _Optional[int] = ..., applied: _Optional[bool] = ...) -> None: ...
 
 class WatchAssignmentsRequest(_message.Message):
     __slots__ = ("site_id", "agent_id")
@@ -119,14 +123,16 @@ class WatchAssignmentsRequest(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class JobShare(_message.Message):
-    __slots__ = ("pool_id", "gpus", "nodes")
+    __slots__ = ("pool_id", "gpus", "nodes", "node_gpus")
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_GPUS_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     gpus: int
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pool_id: _Optional[str] = ..., gpus: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    node_gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, pool_id: _Optional[str] = ..., gpus: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ..., node_gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StartJob(_message.Message):
     __slots__ = ("job_id", "tenant", "name", "kind", "shares", "duration_hours", "attempt")
@@ -169,20 +175,22 @@ class WatchAssignmentsResponse(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., revision: _Optional[int] = ..., run: _Optional[_Iterable[_Union[StartJob, _Mapping]]] = ..., stop: _Optional[_Iterable[_Union[StopJob, _Mapping]]] = ...) -> None: ...
 
 class ReportJobRequest(_message.Message):
-    __slots__ = ("site_id", "agent_id", "job_id", "phase", "sequence", "exit_reason")
+    __slots__ = ("site_id", "agent_id", "job_id", "phase", "sequence", "exit_reason", "attempt")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     agent_id: str
     job_id: str
     phase: JobPhase
     sequence: int
     exit_reason: str
-    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., job_id: _Optional[str] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., sequence: _Optional[int] = ..., exit_reason: _Optional[str] = ...) -> None: ...
+    attempt: int
+    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., job_id: _Optional[str] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., sequence: _Optional[int] = ..., exit_reason: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ReportJobResponse(_message.Message):
     __slots__ = ("applied", "last_sequence")
