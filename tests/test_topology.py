@@ -1,4 +1,5 @@
-"""Latency: shortest paths, derived from distance where a link has none, never beating light."""
+"""Latency: shortest paths, derived from distance where a link has none, never beating light.
+And topology inside a pool: nodes, interconnect domains, and the nodes a reservation takes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,20 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grid_scheduler.model import Grid
+from grid_scheduler.engine.topology import (
+    PoolShape,
+    assign_nodes,
+    breaks_whole_domain,
+    domain_free_gpus,
+    feasible,
+    fragmented_gpus,
+    largest_free_domain,
+    node_free_gpus,
+    packed_node_free_gpus,
+    unit_gpus,
+    usable_gpus,
+)
+from grid_scheduler.model import GpuTopology, Grid, TopologyMode
 from grid_scheduler.model.geo import great_circle_km, light_floor_ms
 from grid_scheduler.topology import Topology
 
@@ -73,3 +87,103 @@ def test_bottleneck_bandwidth(small_grid: Grid) -> None:
     assert topo.bottleneck_gbps("sines", "sines") == float("inf")
     assert topo.bottleneck_gbps("sines", "glomfjord") == 400
     assert topo.bottleneck_gbps("lisbon", "london") == 100
+
+
+# --- Topology inside a pool: nodes and interconnect domains (engine/topology.py) -------------
+
+
+@st.composite
+def pools_and_requests(draw: st.DrawFn) -> tuple[PoolShape, np.ndarray, np.ndarray, int, GpuTopology]:
+    gpus_per_node = draw(st.sampled_from([1, 2, 4, 8]))
+    shape = PoolShape(gpus_per_node, draw(st.integers(1, 6)))
+    nodes = draw(st.integers(1, 30))
+    used = np.array(draw(st.lists(st.integers(0, gpus_per_node), min_size=nodes, max_size=nodes)), dtype=np.int64)
+    # Mostly idle nodes, so whole free domains occur often enough to matter.
+    used = np.where(np.array(draw(st.lists(st.booleans(), min_size=nodes, max_size=nodes))), used, 0)
+    out = np.array(draw(st.lists(st.integers(0, 9), min_size=nodes, max_size=nodes)), dtype=np.int64) == 0
+    mode = draw(st.sampled_from(list(TopologyMode)))
+    if mode is TopologyMode.WHOLE_DOMAINS:
+        gpus = draw(st.one_of(st.integers(1, 4).map(lambda k: k * shape.domain_gpus), st.integers(1, 60)))
+        topo = GpuTopology(mode=mode)
+    elif mode is TopologyMode.SLICES:
+        n = draw(st.sampled_from([1, 2, 3, 4, 8, 16]))
+        gpus = n * draw(st.integers(1, 12))
+        topo = GpuTopology(mode=mode, slice_gpus=n)
+    else:
+        gpus = draw(st.integers(1, nodes * gpus_per_node + 4))
+        topo = GpuTopology()
+    return shape, used, out, gpus, topo
+
+
+def _per_domain(shape: PoolShape, per_node: np.ndarray) -> np.ndarray:
+    return domain_free_gpus(shape, per_node)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=pools_and_requests())
+def test_assign_nodes_keeps_every_topology_promise(
+    case: tuple[PoolShape, np.ndarray, np.ndarray, int, GpuTopology],
+) -> None:
+    shape, used, out, gpus, topo = case
+    free = node_free_gpus(shape, used, out)
+    assigned = assign_nodes(shape, free, gpus, topo)
+    # Feasibility says yes exactly when an assignment exists.
+    assert feasible(shape, free, gpus, topo) == (assigned is not None)
+    assert (assigned is not None) == (gpus % unit_gpus(shape, topo) == 0 and usable_gpus(shape, free, topo) >= gpus)
+    if assigned is None:
+        return
+    taken = np.zeros(len(free), dtype=np.int64)
+    for node, n in assigned:
+        taken[node] += n
+    nodes = [node for node, _ in assigned]
+    assert nodes == sorted(set(nodes)), "sorted, one entry per node"
+    assert all(n > 0 for _, n in assigned)
+    assert int(taken.sum()) == gpus
+    assert np.all(taken <= free), "never over-fills a node"
+    assert not np.any(taken[out]), "never uses an out-of-service node"
+    domain_taken = _per_domain(shape, taken)
+    domain_free = _per_domain(shape, free)
+    if topo.mode is TopologyMode.WHOLE_DOMAINS:
+        for d in np.flatnonzero(domain_taken):
+            # Each domain it uses was completely free, and is used whole: no partial domain.
+            assert domain_free[d] == shape.domain_gpus
+            assert domain_taken[d] == shape.domain_gpus
+    elif topo.mode is TopologyMode.SLICES:
+        # Each domain's share is whole slices: no slice crosses a domain.
+        assert np.all(domain_taken % topo.slice_gpus == 0)
+    # The fragmentation cost predicts what the assignment does to whole free domains.
+    whole = domain_free == shape.domain_gpus
+    broke = bool(np.any(whole & (domain_taken > 0) & (domain_taken < shape.domain_gpus)))
+    assert breaks_whole_domain(shape, domain_free, gpus, topo) == broke
+    if topo.mode is TopologyMode.NONE and gpus <= int(domain_free[~whole].sum()):
+        assert not np.any(domain_taken[whole]), "whole free domains stay whole while broken ones can hold the job"
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=pools_and_requests())
+def test_assign_nodes_is_deterministic(case: tuple[PoolShape, np.ndarray, np.ndarray, int, GpuTopology]) -> None:
+    shape, used, out, gpus, topo = case
+    free = node_free_gpus(shape, used, out)
+    assert assign_nodes(shape, free, gpus, topo) == assign_nodes(shape, free.copy(), gpus, topo)
+
+
+def test_slices_go_to_the_tightest_domain_that_holds_them() -> None:
+    shape = PoolShape(gpus_per_node=4, nodes_per_domain=4)  # 16-GPU domains
+    free = np.array([4, 4, 4, 4, 4, 4, 0, 0, 4, 4, 4, 0], dtype=np.int64)  # domains: 16, 8, 12 free
+    assert assign_nodes(shape, free, 8, GpuTopology(mode=TopologyMode.SLICES, slice_gpus=8)) == ((4, 4), (5, 4))
+    assert assign_nodes(shape, free, 12, GpuTopology(mode=TopologyMode.SLICES, slice_gpus=12)) == (
+        (8, 4), (9, 4), (10, 4))
+    assert assign_nodes(shape, free, 16, GpuTopology(mode=TopologyMode.WHOLE_DOMAINS)) == (
+        (0, 4), (1, 4), (2, 4), (3, 4))
+    assert assign_nodes(shape, free, 32, GpuTopology(mode=TopologyMode.WHOLE_DOMAINS)) is None
+    # Unconstrained: the broken domain that holds it with least to spare; the whole one stays whole.
+    assert assign_nodes(shape, free, 6, GpuTopology()) == ((4, 4), (5, 2))
+    assert fragmented_gpus(shape, free, np.where(free == 0, 4, 0)) == 8 + 12
+
+
+def test_packed_view_without_node_detail(nscale_grid: Grid) -> None:
+    _, pool = nscale_grid.pool_by_id["monarch-gb300-c"]  # 36 drained nodes: the last two racks
+    free = packed_node_free_gpus(pool, used_gpus=74, capacity_gpus=pool.healthy_gpus)
+    assert free[:18].sum() == 0 and free[18] == 2 and free[19] == 4
+    assert not free[-36:].any()
+    assert largest_free_domain(PoolShape.of(pool), free) == 72

@@ -1,0 +1,296 @@
+"""Topology inside a pool: nodes, interconnect domains, and which nodes a reservation takes.
+
+A pool's node ``i`` is in domain ``i // nodes_per_domain`` (model.grid.Pool); an NVL72 rack
+is one domain of 18 nodes x 4 GPUs. A job may ask for whole domains, or for slices of N GPUs
+that each stay inside one domain (model.job.GpuTopology). Everything here is pure and works
+on one pool's per-node free GPUs, so the engine, the scheduler's commit paths and the tests
+share one definition of "fits" and one assignment.
+
+Fragmentation is the free GPUs in partly used domains: capacity a whole-domain job cannot
+use. ``assign_nodes`` keeps it low by putting unconstrained GPUs and slices into domains
+already broken (tightest fit first), so whole free domains stay whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from grid_scheduler.model import GpuTopology, Pool, TopologyMode
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+NodeGpus = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """What the assignment needs of a pool besides its free GPUs."""
+
+    gpus_per_node: int
+    nodes_per_domain: int
+
+    @classmethod
+    def of(cls, pool: Pool) -> PoolShape:
+        return cls(pool.gpus_per_node, pool.nodes_per_domain)
+
+    @property
+    def domain_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes_per_domain
+
+
+def node_free_gpus(shape: PoolShape, used_gpus: npt.ArrayLike, out: npt.ArrayLike) -> IntArray:
+    """Free GPUs per node: an out-of-service node has none, and usage never makes it negative."""
+    used = np.asarray(used_gpus, dtype=np.int64)
+    free = np.maximum(shape.gpus_per_node - used, 0)
+    return np.asarray(np.where(np.asarray(out, dtype=np.bool_), 0, free), dtype=np.int64)
+
+
+def packed_node_free_gpus(pool: Pool, used_gpus: int, capacity_gpus: int) -> IntArray:
+    """Free GPUs per node when the ledger keeps no node detail: the pool's in-service nodes are
+    its first ``capacity_gpus // gpus_per_node`` (the grid file drains the last ones) and its
+    used GPUs fill nodes from the first, as assign_nodes would on an empty pool. An optimistic
+    view: real usage may be more scattered."""
+    in_service = min(max(capacity_gpus, 0) // pool.gpus_per_node, pool.nodes)
+    free = np.zeros(pool.nodes, dtype=np.int64)
+    free[:in_service] = pool.gpus_per_node
+    used = min(max(used_gpus, 0), in_service * pool.gpus_per_node)
+    full, rest = divmod(used, pool.gpus_per_node)
+    free[:full] = 0
+    if rest and full < in_service:
+        free[full] -= rest
+    return free
+
+
+def domain_free_gpus(shape: PoolShape, node_free: IntArray) -> IntArray:
+    """Free GPUs per domain (the last domain holds the remainder of nodes)."""
+    starts = np.arange(0, len(node_free), shape.nodes_per_domain)
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(np.add.reduceat(node_free, starts), dtype=np.int64)
+
+
+def whole_free_domains(shape: PoolShape, domain_free: IntArray) -> BoolArray:
+    """Domains every GPU of which is free and in service (a short last domain never is)."""
+    return np.asarray(domain_free == shape.domain_gpus)
+
+
+def largest_free_domain(shape: PoolShape, node_free: IntArray) -> int:
+    """The most free GPUs in any one domain."""
+    return int(domain_free_gpus(shape, node_free).max(initial=0))
+
+
+def fragmented_gpus(shape: PoolShape, node_free: IntArray, node_used: IntArray) -> int:
+    """Free GPUs in partly used domains (some GPU reserved, some free): what whole-domain jobs cannot use."""
+    free = domain_free_gpus(shape, node_free)
+    used = domain_free_gpus(shape, np.asarray(node_used, dtype=np.int64))
+    return int(free[(used > 0) & (free > 0)].sum())
+
+
+def unit_gpus(shape: PoolShape, topology: GpuTopology) -> int:
+    """The step a request in this pool comes in: one domain, one slice, or one GPU."""
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return shape.domain_gpus
+    if topology.mode is TopologyMode.SLICES:
+        return topology.slice_gpus
+    return 1
+
+
+def usable_gpus(
+    shape: PoolShape, node_free: IntArray, topology: GpuTopology, domain_free: IntArray | None = None
+) -> int:
+    """GPUs a request of this topology can use in the pool: whole free domains x domain size,
+    or the sum over domains of floor(free / N) x N, or every free GPU. ``domain_free``:
+    domain_free_gpus of ``node_free``, when the caller has it already."""
+    if topology.mode is TopologyMode.NONE:
+        return int(node_free.sum())
+    free = domain_free_gpus(shape, node_free) if domain_free is None else domain_free
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return int(whole_free_domains(shape, free).sum()) * shape.domain_gpus
+    n = topology.slice_gpus
+    return int((free // n).sum()) * n
+
+
+def feasible(shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology) -> bool:
+    """Whether ``gpus`` GPUs of this topology fit the pool now (assign_nodes succeeds iff so)."""
+    if gpus <= 0 or gpus % unit_gpus(shape, topology):
+        return False
+    return usable_gpus(shape, node_free, topology) >= gpus
+
+
+def breaks_whole_domain(shape: PoolShape, domain_free: IntArray, gpus: int, topology: GpuTopology) -> bool:
+    """Whether assign_nodes would leave a whole free domain partly used (the fragmentation cost).
+
+    Unconstrained GPUs and slices use broken domains first; only what they cannot hold opens
+    whole domains, and it breaks one unless it fills the domains it opens exactly."""
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return False
+    broken = domain_free[~whole_free_domains(shape, domain_free)]
+    if topology.mode is TopologyMode.NONE:
+        rest = gpus - int(broken.sum())
+        return rest > 0 and rest % shape.domain_gpus != 0
+    n = topology.slice_gpus
+    rest = gpus // n - int((broken // n).sum())
+    per_domain = shape.domain_gpus // n
+    if rest <= 0 or per_domain == 0:
+        return False
+    opened = -(-rest // per_domain)
+    return opened * shape.domain_gpus > rest * n
+
+
+def assign_nodes(shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology) -> NodeGpus | None:
+    """The nodes ``gpus`` GPUs take, as sorted (node, GPUs) pairs, or None when they do not fit.
+
+    Deterministic. Whole-domain requests take completely free domains, lowest index first.
+    Slices go to the domain with the least free GPUs that still holds one (best fit), as many
+    as it holds, then the next. Unconstrained GPUs go to the one domain that is not whole
+    free and holds them all with least to spare, else fill such domains tightest first, and
+    only then open whole free domains (lowest index first). Inside a domain, nodes are filled
+    tightest first too, keeping whole free nodes whole.
+    """
+    if not feasible(shape, node_free, gpus, topology):
+        return None
+    free = np.asarray(node_free, dtype=np.int64).copy()
+    taken = np.zeros(len(free), dtype=np.int64)
+    domain_free = domain_free_gpus(shape, free)
+    whole = whole_free_domains(shape, domain_free)
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        for d in np.flatnonzero(whole)[: gpus // shape.domain_gpus]:
+            _fill_domain(shape, free, taken, int(d), shape.domain_gpus)
+    elif topology.mode is TopologyMode.SLICES:
+        n = topology.slice_gpus
+        slices = gpus // n
+        while slices:
+            holds = domain_free // n
+            d = int(np.argmin(np.where(holds > 0, domain_free, np.iinfo(np.int64).max)))
+            k = min(slices, int(holds[d]))
+            _fill_domain(shape, free, taken, d, k * n)
+            domain_free[d] -= k * n
+            slices -= k
+    else:
+        _assign_unconstrained(shape, free, taken, domain_free, whole, gpus)
+    nodes = np.flatnonzero(taken)
+    return tuple((int(i), int(taken[i])) for i in nodes)
+
+
+def _assign_unconstrained(
+    shape: PoolShape, free: IntArray, taken: IntArray, domain_free: IntArray, whole: BoolArray, gpus: int
+) -> None:
+    broken = np.flatnonzero(~whole & (domain_free > 0))
+    holding = broken[domain_free[broken] >= gpus]
+    if len(holding):  # best fit: one broken domain with least to spare
+        d = int(holding[np.argmin(domain_free[holding])])
+        _fill_domain(shape, free, taken, d, gpus)
+        return
+    remaining = gpus
+    order = [*broken[np.argsort(domain_free[broken], kind="stable")], *np.flatnonzero(whole)]
+    for d in order:
+        take = min(remaining, int(domain_free[d]))
+        _fill_domain(shape, free, taken, int(d), take)
+        remaining -= take
+        if remaining == 0:
+            return
+
+
+def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus: int) -> None:
+    """Take ``gpus`` GPUs from domain ``d``'s nodes, tightest node first (ties: lowest index)."""
+    start = d * shape.nodes_per_domain
+    stop = min(start + shape.nodes_per_domain, len(free))
+    local = free[start:stop]
+    remaining = gpus
+    for i in np.argsort(np.where(local > 0, local, shape.gpus_per_node + 1), kind="stable"):
+        if remaining == 0 or local[i] == 0:
+            break
+        take = min(remaining, int(local[i]))
+        free[start + i] -= take
+        taken[start + i] += take
+        remaining -= take
+    assert remaining == 0, "domain free count and node free counts disagree"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Every pool's free GPUs per node, with per-domain figures computed once per ledger read."""
+
+    shapes: tuple[PoolShape, ...]
+    node_free: tuple[IntArray, ...]
+    node_used: tuple[IntArray, ...]
+
+    @classmethod
+    def build(
+        cls,
+        shapes: tuple[PoolShape, ...],
+        node_used_gpus: tuple[npt.ArrayLike, ...],
+        node_out: tuple[npt.ArrayLike, ...],
+    ) -> NodeView:
+        used = tuple(np.asarray(u, dtype=np.int64) for u in node_used_gpus)
+        free = tuple(node_free_gpus(s, u, o) for s, u, o in zip(shapes, used, node_out, strict=True))
+        return cls(shapes, free, used)
+
+    @classmethod
+    def packed(cls, pools: tuple[Pool, ...], used_gpus: IntArray, capacity_gpus: IntArray, only: BoolArray) -> NodeView:
+        """The view of pool-level usage with no node detail (packed_node_free_gpus), for the pools in
+        ``only`` (the rest have no nodes in it)."""
+        free: list[IntArray] = []
+        used: list[IntArray] = []
+        for p, pool in enumerate(pools):
+            if not only[p]:
+                free.append(np.zeros(0, dtype=np.int64))
+                used.append(free[-1])
+                continue
+            free.append(packed_node_free_gpus(pool, int(used_gpus[p]), int(capacity_gpus[p])))
+            in_service = np.arange(pool.nodes) < int(capacity_gpus[p]) // pool.gpus_per_node
+            used.append(np.where(in_service, pool.gpus_per_node - free[-1], 0))
+        return cls(tuple(PoolShape.of(p) for p in pools), tuple(free), tuple(used))
+
+    @cached_property
+    def domain_free(self) -> tuple[IntArray, ...]:
+        return tuple(domain_free_gpus(s, f) for s, f in zip(self.shapes, self.node_free, strict=True))
+
+    @cached_property
+    def pool_domain_gpus(self) -> IntArray:
+        return np.array([s.domain_gpus for s in self.shapes], dtype=np.int64)
+
+    @cached_property
+    def pool_free_gpus(self) -> IntArray:
+        return np.array([int(f.sum()) for f in self.node_free], dtype=np.int64)
+
+    @cached_property
+    def pool_broken_free_gpus(self) -> IntArray:
+        """Free GPUs outside whole free domains: what an unconstrained job can take breaking no domain."""
+        return np.array(
+            [int(d[~whole_free_domains(s, d)].sum()) for s, d in zip(self.shapes, self.domain_free, strict=True)],
+            dtype=np.int64,
+        )
+
+    @cached_property
+    def pool_fragmented_gpus(self) -> IntArray:
+        """Free GPUs in partly used domains, per pool (the fragmentation metric)."""
+        return np.array(
+            [fragmented_gpus(s, f, u) for s, f, u in zip(self.shapes, self.node_free, self.node_used, strict=True)],
+            dtype=np.int64,
+        )
+
+    def pool_usable_gpus(self, topology: GpuTopology, pools: IntArray) -> IntArray:
+        """usable_gpus for each pool in ``pools`` (0 elsewhere)."""
+        out = np.zeros(len(self.shapes), dtype=np.int64)
+        for p in pools:
+            out[p] = usable_gpus(self.shapes[p], self.node_free[p], topology, self.domain_free[p])
+        return out
+
+    def pool_breaks_whole_domain(self, topology: GpuTopology, gpus: int, pools: IntArray) -> BoolArray:
+        """breaks_whole_domain for each pool in ``pools`` (False elsewhere)."""
+        out = np.zeros(len(self.shapes), dtype=np.bool_)
+        if topology.mode is TopologyMode.NONE:  # vectorised: the common case, on every decision
+            rest = gpus - self.pool_broken_free_gpus
+            out[pools] = ((rest > 0) & (rest % self.pool_domain_gpus != 0))[pools]
+            return out
+        for p in pools:
+            out[p] = breaks_whole_domain(self.shapes[p], self.domain_free[p], gpus, topology)
+        return out
+
+    def largest_free_domain(self, p: int) -> int:
+        return int(self.domain_free[p].max(initial=0))
