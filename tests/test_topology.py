@@ -4,9 +4,12 @@ And topology inside a pool: nodes, interconnect domains, and the nodes a reserva
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grid_scheduler.engine import Usage, decide, site_reasons, wait_info
+from grid_scheduler.engine.index import GridIndex
 from grid_scheduler.engine.topology import (
     PoolShape,
     assign_nodes,
@@ -20,7 +23,7 @@ from grid_scheduler.engine.topology import (
     unit_gpus,
     usable_gpus,
 )
-from grid_scheduler.model import GpuTopology, Grid, TopologyMode
+from grid_scheduler.model import GpuTopology, Grid, JobSpec, Policy, ReasonCode, TopologyMode, Weights
 from grid_scheduler.model.geo import great_circle_km, light_floor_ms
 from grid_scheduler.topology import Topology
 
@@ -99,11 +102,12 @@ def pools_and_requests(draw: st.DrawFn) -> tuple[PoolShape, np.ndarray, np.ndarr
     nodes = draw(st.integers(1, 30))
     used = np.array(draw(st.lists(st.integers(0, gpus_per_node), min_size=nodes, max_size=nodes)), dtype=np.int64)
     # Mostly idle nodes, so whole free domains occur often enough to matter.
-    used = np.where(np.array(draw(st.lists(st.booleans(), min_size=nodes, max_size=nodes))), used, 0)
-    out = np.array(draw(st.lists(st.integers(0, 9), min_size=nodes, max_size=nodes)), dtype=np.int64) == 0
+    busy = np.array(draw(st.lists(st.integers(0, 3), min_size=nodes, max_size=nodes))) == 0
+    used = np.where(busy, used, 0)
+    out = np.array(draw(st.lists(st.integers(0, 15), min_size=nodes, max_size=nodes)), dtype=np.int64) == 0
     mode = draw(st.sampled_from(list(TopologyMode)))
     if mode is TopologyMode.WHOLE_DOMAINS:
-        gpus = draw(st.one_of(st.integers(1, 4).map(lambda k: k * shape.domain_gpus), st.integers(1, 60)))
+        gpus = draw(st.one_of(st.integers(1, 3).map(lambda k: k * shape.domain_gpus), st.integers(1, 60)))
         topo = GpuTopology(mode=mode)
     elif mode is TopologyMode.SLICES:
         n = draw(st.sampled_from([1, 2, 3, 4, 8, 16]))
@@ -187,3 +191,117 @@ def test_packed_view_without_node_detail(nscale_grid: Grid) -> None:
     assert free[:18].sum() == 0 and free[18] == 2 and free[19] == 4
     assert not free[-36:].any()
     assert largest_free_domain(PoolShape.of(pool), free) == 72
+
+
+def _gb300_job(topology: dict[str, object], gpus: int = 72) -> JobSpec:
+    return JobSpec.model_validate({
+        "name": "rack-gang", "tenant": "acme", "kind": "training", "gang": True,
+        "gpus": {"count": gpus, "types": ["GB300"]}, "topology": topology,
+    })
+
+
+def _fragmented_usage(index: GridIndex, whole: dict[str, int]) -> Usage:
+    """Node detail for every pool: drained nodes out; in each GB300 pool one node of every domain
+    busy (68 of 72 free), except the domains listed in ``whole`` (pool -> domain), left free."""
+    used_nodes, out_nodes = [], []
+    for pool, shape in zip(index.pools, index.pool_shapes, strict=True):
+        used = np.zeros(pool.nodes, dtype=np.int32)
+        if pool.gpu_type == "GB300":
+            used[:: shape.nodes_per_domain] = pool.gpus_per_node
+            if pool.id in whole:
+                used[whole[pool.id] * shape.nodes_per_domain] = 0
+        out = np.arange(pool.nodes) >= pool.nodes - pool.drained_nodes
+        used[out] = 0
+        used_nodes.append(used)
+        out_nodes.append(out)
+    pool_used = np.array([int(u.sum()) for u in used_nodes], dtype=np.int64)
+    return Usage(pool_used, np.zeros(len(index.site_ids)), np.zeros(len(index.pool_ids), dtype=np.bool_),
+                 node_used_gpus=tuple(used_nodes), node_out=tuple(out_nodes))
+
+
+@pytest.fixture(scope="module")
+def nscale_index(nscale_grid: Grid) -> GridIndex:
+    return GridIndex.build(nscale_grid)
+
+
+def test_whole_domain_gang_lands_only_on_a_whole_free_domain(nscale_index: GridIndex) -> None:
+    index = nscale_index
+    usage = _fragmented_usage(index, {"glomfjord-gb300-a": 5})
+    decision = decide(index, usage, _gb300_job({"mode": "whole_domains"}), Policy())
+    assert decision.placement is not None
+    [a] = decision.placement.assignments
+    assert a.pool_id == "glomfjord-gb300-a"
+    assert a.nodes == tuple((n, 4) for n in range(5 * 18, 6 * 18)), "the one whole free rack, every node whole"
+
+
+def test_whole_domain_gang_waits_naming_the_largest_free_domain(nscale_index: GridIndex) -> None:
+    index = nscale_index
+    usage = _fragmented_usage(index, {})
+    spec = _gb300_job({"mode": "whole_domains"})
+    decision = decide(index, usage, spec, Policy())
+    assert decision.placement is None
+    reasons = [r for r in site_reasons(index, decision, Policy()) if r.pool_id == "monarch-gb300-a"]
+    assert [r.message for r in reasons] == ["no domain with 72 free GPUs in pool monarch-gb300-a (largest free: 68)"]
+    assert (reasons[0].code, reasons[0].required, reasons[0].available) == (ReasonCode.CAPACITY, 72, 0)
+    summary = wait_info(index, decision, Policy()).summary
+    assert any("no domain with 72 free GPUs" in line and "(largest free: 68)" in line for line in summary)
+    # Pool level, the same GPUs are plenty: an unconstrained job of the same size places, and
+    # its nodes fill one broken rack (best fit), breaking no whole one.
+    free = decide(index, usage, _gb300_job({}), Policy())
+    assert free.placement is not None
+    [a] = free.placement.assignments
+    assert sum(n for _, n in a.nodes) == 72
+    assert len({node // 18 for node, _ in a.nodes}) == 2  # 68 in one rack, 4 in the next: no rack holds 72
+
+
+def test_slices_count_only_whole_slices_per_domain(nscale_index: GridIndex) -> None:
+    index = nscale_index
+    usage = _fragmented_usage(index, {})
+    # 16-GPU slices: 4 fit in every 68-free rack, so 8 of them place, two racks' worth at most.
+    decision = decide(index, usage, _gb300_job({"mode": "slices", "slice_gpus": 16}, gpus=128), Policy())
+    assert decision.placement is not None
+    [a] = decision.placement.assignments
+    racks: dict[int, int] = {}
+    for node, n in a.nodes:
+        racks[node // 18] = racks.get(node // 18, 0) + n
+    assert sorted(racks.values()) == [64, 64]
+    # 72-GPU slices fit no 68-free rack: the reason counts slices.
+    waits = decide(index, usage, _gb300_job({"mode": "slices", "slice_gpus": 72}, gpus=144), Policy())
+    assert waits.placement is None
+    [reason] = [r for r in site_reasons(index, waits, Policy()) if r.pool_id == "sines-gb300-a"]
+    assert reason.message == "room for 0 of 2 slices of 72 GPUs in pool sines-gb300-a (largest free domain: 68 of 72)"
+
+
+def test_without_node_detail_placements_stay_pool_level(nscale_index: GridIndex) -> None:
+    decision = decide(nscale_index, Usage.empty(nscale_index), _gb300_job({"mode": "whole_domains"}, 144), Policy())
+    assert decision.placement is not None
+    assert all(a.nodes == () for a in decision.placement.assignments)
+    # A job whose size is not whole racks can never run: every GB300 pool says why.
+    never = decide(nscale_index, Usage.empty(nscale_index), _gb300_job({"mode": "whole_domains"}, 100), Policy())
+    assert never.placement is None
+    messages = {r.message for r in site_reasons(nscale_index, never, Policy()) if r.pool_id == "sines-gb300-a"}
+    assert messages == {"100 GPUs are not whole 72-GPU domains of pool sines-gb300-a"}
+
+
+def test_fragmentation_cost_prefers_the_pool_that_breaks_no_rack(nscale_index: GridIndex) -> None:
+    index = nscale_index
+    empty = _fragmented_usage(index, {})
+    # Every rack whole, but one rack of monarch-gb300-b with one node busy (68 free), and one of
+    # monarch-gb300-a all busy (so -a is fuller: the packing term alone prefers it).
+    used = tuple(np.zeros_like(u) for u in empty.node_used_gpus)
+    used[index.pool_index["monarch-gb300-b"]][0] = 4
+    used[index.pool_index["monarch-gb300-a"]][:18] = 4
+    pool_used = np.array([int(u.sum()) for u in used], dtype=np.int64)
+    usage = Usage(pool_used, empty.site_used_kw, empty.pool_drained, node_used_gpus=used, node_out=empty.node_out)
+    spec = JobSpec.model_validate({
+        "name": "small", "tenant": "acme", "kind": "training", "gpus": {"count": 8, "types": ["GB300"]},
+        "placement_preference": ["site:monarch"],
+    })
+    chosen = decide(index, usage, spec, Policy()).placement
+    assert chosen is not None
+    [a] = chosen.assignments
+    assert (a.pool_id, a.nodes) == ("monarch-gb300-b", ((1, 4), (2, 4))), "into the broken rack"
+    # Without the term, the fuller pool wins and a whole rack is broken.
+    flat = Policy(weights=Weights(fragmentation=0.0))
+    [a] = decide(index, usage, spec, flat).placement.assignments  # type: ignore[union-attr]
+    assert (a.pool_id, a.nodes) == ("monarch-gb300-a", ((18, 4), (19, 4)))
