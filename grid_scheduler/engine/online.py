@@ -197,6 +197,19 @@ def _nodes(index: GridIndex, spec: JobSpec, nodes: NodeView | None, pool: int, g
     return assigned if assigned is not None else ()
 
 
+def with_nodes(index: GridIndex, nodes: NodeView, spec: JobSpec, placement: Placement) -> Placement | None:
+    """``placement`` (made without node detail, e.g. by the batch solver) with the nodes each
+    assignment takes now, or None when some pool's nodes no longer hold it."""
+    assignments = []
+    for a in placement.assignments:
+        p = index.pool_index[a.pool_id]
+        assigned = assign_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology)
+        if assigned is None:
+            return None
+        assignments.append(a.model_copy(update={"nodes": assigned}))
+    return placement.model_copy(update={"assignments": assignments})
+
+
 def build_placement(
     index: GridIndex,
     spec: JobSpec,
