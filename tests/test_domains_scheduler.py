@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import grpc
 import numpy as np
+import pytest
 
+from grid_scheduler._proto.v1 import placement_pb2 as pb
+from grid_scheduler.client import Client
 from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler, transitions
+from grid_scheduler.service.convert import spec_dict, spec_to_pb
 from grid_scheduler.state import LedgerSnapshot, Limits, MemoryStore
+from tests.test_service import bad_request_fields
 
 
 class NodeLedger(MemoryStore):
@@ -130,3 +136,43 @@ def test_batch_commit_gives_the_plan_nodes_and_leaves_topology_jobs_to_the_queue
     assert all(a.nodes for r in _running(s) for a in r.placement.assignments)  # type: ignore[union-attr]
     assert _node_violations(small_grid, _running(s)) == []
 
+
+
+# --- the service edge: JobSpec.topology (proto field 13) -------------------------------------
+
+
+def test_topology_round_trips_through_the_proto() -> None:
+    for topology in ({}, {"mode": "whole_domains"}, {"mode": "slices", "slice_gpus": 8}):
+        spec = _job("t", 144, topology)
+        assert JobSpec.model_validate(spec_dict(spec_to_pb(spec))) == spec
+    assert not spec_to_pb(_job("t", 8)).HasField("topology"), "no topology asked: the field stays unset"
+
+
+@pytest.mark.parametrize(
+    ("topology", "field"),
+    [
+        (pb.GpuTopology(mode=pb.TOPOLOGY_MODE_SLICES, slice_gpus=0), "spec.topology.slice_gpus"),
+        (pb.GpuTopology(mode=pb.TOPOLOGY_MODE_SLICES, slice_gpus=7), "spec.topology.slice_gpus"),
+        (pb.GpuTopology(mode=pb.TOPOLOGY_MODE_WHOLE_DOMAINS, slice_gpus=8), "spec.topology.slice_gpus"),
+        (pb.GpuTopology(mode=9), "spec.topology.mode"),  # type: ignore[arg-type]
+        (pb.GpuTopology(mode=pb.TOPOLOGY_MODE_SLICES, slice_gpus=-8), "spec.topology.slice_gpus"),
+    ],
+)
+def test_bad_topology_is_invalid_argument_naming_the_field(
+    client: Client, topology: pb.GpuTopology, field: str
+) -> None:
+    spec = spec_to_pb(_job("t", 144))
+    spec.topology.CopyFrom(topology)
+    with pytest.raises(grpc.RpcError) as exc:
+        client.submit(spec)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in bad_request_fields(exc.value)
+    assert list(client.list_jobs()) == []
+
+
+def test_a_size_no_domain_divides_is_rejected_with_the_domain_size(client: Client) -> None:
+    reply = client.submit(_job("odd", 100, {"mode": "whole_domains"}), full=True)
+    assert reply.job.state == pb.JOB_STATE_REJECTED
+    messages = [r.message for r in reply.job.reasons]
+    assert "100 GPUs are not whole 72-GPU domains of pool sines-gb300" in messages
+    assert client.submit(_job("two-racks", 144, {"mode": "whole_domains"})).job.state == pb.JOB_STATE_RUNNING

@@ -5,8 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError, ValidationError
 
 from grid_scheduler.model import preference
 from grid_scheduler.model.grid import Grid, Id, ResidencyRule
@@ -59,15 +59,19 @@ class GpuTopology(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     mode: TopologyMode = TopologyMode.NONE
-    slice_gpus: int = Field(default=0, ge=0, le=MAX_GPUS, description="GPUs per slice; slices mode only")
+    slice_gpus: int = Field(
+        default=0, ge=0, le=MAX_GPUS, validate_default=True, description="GPUs per slice; slices mode only"
+    )
 
-    @model_validator(mode="after")
-    def _slice_matches_mode(self) -> GpuTopology:
-        if self.mode is TopologyMode.SLICES and self.slice_gpus == 0:
+    @field_validator("slice_gpus")
+    @classmethod
+    def _slice_matches_mode(cls, slice_gpus: int, info: ValidationInfo) -> int:
+        mode = info.data.get("mode")
+        if mode is TopologyMode.SLICES and slice_gpus == 0:
             raise PydanticCustomError("slice_gpus", "slices mode needs slice_gpus > 0")
-        if self.mode is not TopologyMode.SLICES and self.slice_gpus:
+        if mode is not TopologyMode.SLICES and slice_gpus:
             raise PydanticCustomError("slice_gpus", "slice_gpus is for slices mode only")
-        return self
+        return slice_gpus
 
 
 class Demand(BaseModel):
@@ -128,10 +132,11 @@ class JobSpec(BaseModel):
             raise PydanticCustomError("extra", "an inference job has no training section")
         n = self.topology.slice_gpus
         if n and self.gpus.count % n:
-            # Reported on gpus.count too (the model validator's error has no field of its own).
-            raise PydanticCustomError(
-                "topology", "topology.slice_gpus {n} does not divide gpus.count {c}", {"n": n, "c": self.gpus.count}
-            )
+            message = "slice_gpus {n} does not divide gpus.count {c}"
+            raise ValidationError.from_exception_data("JobSpec", [{
+                "type": PydanticCustomError("topology", message, {"n": n, "c": self.gpus.count}),
+                "loc": ("topology", "slice_gpus"), "input": n,
+            }])
         return self
 
     @property
