@@ -18,6 +18,7 @@ from grid_scheduler.client import Client
 from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler, transitions
 from grid_scheduler.service.convert import spec_dict, spec_to_pb
+from grid_scheduler.service.metrics import LedgerCollector
 from grid_scheduler.state import LedgerSnapshot, Limits, MemoryStore
 from tests.test_service import bad_request_fields
 
@@ -176,3 +177,30 @@ def test_a_size_no_domain_divides_is_rejected_with_the_domain_size(client: Clien
     messages = [r.message for r in reply.job.reasons]
     assert "100 GPUs are not whole 72-GPU domains of pool sines-gb300" in messages
     assert client.submit(_job("two-racks", 144, {"mode": "whole_domains"})).job.state == pb.JOB_STATE_RUNNING
+
+
+def test_fragmentation_gauge_counts_free_gpus_in_partly_used_racks(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
+
+    def fragmented() -> dict[str, float]:
+        [family] = [f for f in LedgerCollector(s).collect() if f.name == "grid_scheduler_fragmented_gpus"]
+        return {sample.labels["pool"]: sample.value for sample in family.samples}
+
+    assert set(fragmented().values()) == {0.0}
+    rack = s.submit(_job("rack", 72, {"mode": "whole_domains"})).record
+    assert set(fragmented().values()) == {0.0}, "a whole rack leaves no partly used rack"
+    small = s.submit(_job("small", 8)).record
+    [a] = small.placement.assignments  # type: ignore[union-attr]
+    pool = next(p for site in small_grid.sites for p in site.pools if p.id == a.pool_id)
+    # The small job went into a short or partly drained rack: what is left of it is fragmented.
+    domain = a.nodes[0][0] // pool.nodes_per_domain
+    in_service = [n for n in range(domain * pool.nodes_per_domain, min((domain + 1) * pool.nodes_per_domain,
+                                                                         pool.nodes - pool.drained_nodes))]
+    assert fragmented()[a.pool_id] == len(in_service) * pool.gpus_per_node - 8
+    assert rack.state is JobState.RUNNING
+
+
+def test_no_fragmentation_gauge_without_node_detail(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, quiet=True)
+    [family] = [f for f in LedgerCollector(s).collect() if f.name == "grid_scheduler_fragmented_gpus"]
+    assert family.samples == []
