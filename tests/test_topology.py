@@ -19,11 +19,12 @@ from grid_scheduler.engine.topology import (
     fragmented_gpus,
     largest_free_domain,
     node_free_gpus,
+    packed_domain_free_gpus,
     packed_node_free_gpus,
     unit_gpus,
     usable_gpus,
 )
-from grid_scheduler.model import GpuTopology, Grid, JobSpec, Policy, ReasonCode, TopologyMode, Weights
+from grid_scheduler.model import GpuTopology, Grid, JobSpec, Policy, Pool, ReasonCode, TopologyMode, Weights
 from grid_scheduler.model.geo import great_circle_km, light_floor_ms
 from grid_scheduler.topology import Topology
 
@@ -183,6 +184,17 @@ def test_slices_go_to_the_tightest_domain_that_holds_them() -> None:
     # Unconstrained: the broken domain that holds it with least to spare; the whole one stays whole.
     assert assign_nodes(shape, free, 6, GpuTopology()) == ((4, 4), (5, 2))
     assert fragmented_gpus(shape, free, np.where(free == 0, 4, 0)) == 8 + 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes=st.integers(1, 60), gpn=st.sampled_from([1, 4, 8]), domain=st.sampled_from([1, 8, 16, 72]),
+       drained=st.integers(0, 60), used=st.integers(0, 600))
+def test_packed_domains_agree_with_packed_nodes(nodes: int, gpn: int, domain: int, drained: int, used: int) -> None:
+    pool = Pool(id="p", gpu_type="X", nodes=nodes, gpus_per_node=gpn, interconnect_domain_gpus=domain,
+                drained_nodes=min(drained, nodes))
+    free = packed_node_free_gpus(pool, used, pool.healthy_gpus)
+    assert packed_domain_free_gpus(pool, used, pool.healthy_gpus).tolist() == domain_free_gpus(
+        PoolShape.of(pool), free).tolist()
 
 
 def test_packed_view_without_node_detail(nscale_grid: Grid) -> None:

@@ -150,7 +150,7 @@ def _topology_reason(index: GridIndex, checks: Checks, p: int, site_id: str) -> 
     usable = int(checks.pool_free_gpus[p])
     domain_gpus = index.pool_shapes[p].domain_gpus
     view = checks.domain_view
-    largest = view.largest_free_domain(p) if view is not None and len(view.node_free[p]) else 0
+    largest = view.largest_free_domain(p) if view is not None else 0
     if checks.topology.mode is TopologyMode.SLICES:
         n = checks.topology.slice_gpus
         message = (f"room for {usable // n} of {need // n} slices of {n} GPUs in pool {pool_id} "

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from grid_scheduler.engine import preference, topology
+from grid_scheduler.engine import preference
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.quota import UNLIMITED, QuotaState, policy_rules
 from grid_scheduler.engine.topology import NodeView
@@ -212,9 +212,11 @@ def _topology_free(
     if spec.topology.mode is TopologyMode.NONE:
         return _TopologyFree(free)
     only = candidates & (free > 0)
-    view = nodes if nodes is not None else NodeView.packed(index.pools, usage.pool_used_gpus, capacity, only)
+    view = nodes if nodes is not None else NodeView.packed(
+        index.pools, index.pool_shapes, usage.pool_used_gpus, capacity, only)
     usable = view.pool_usable_gpus(spec.topology, np.flatnonzero(only))
-    unit_gpus = np.array([topology.unit_gpus(s, spec.topology) for s in index.pool_shapes], dtype=np.int64)
+    unit_gpus = (view.pool_domain_gpus if spec.topology.mode is TopologyMode.WHOLE_DOMAINS
+                 else np.full(len(free), spec.topology.slice_gpus, dtype=np.int64))
     # A split job's share of a pool comes in the pool's steps; any other slot must be whole steps itself.
     ok = np.ones(len(free), dtype=np.bool_) if unit is Unit.SPLIT else np.asarray(need_gpus % unit_gpus == 0)
     return _TopologyFree(np.where(ok, np.minimum(free, usable), 0), ok, unit_gpus, view)

@@ -191,7 +191,8 @@ def _place_replicas(
 def _nodes(index: GridIndex, spec: JobSpec, nodes: NodeView | None, pool: int, gpus: int) -> NodeGpus:
     if nodes is None:
         return ()
-    assigned = assign_nodes(index.pool_shapes[pool], nodes.node_free[pool], gpus, spec.topology)
+    shape, free = index.pool_shapes[pool], nodes.node_free[pool]
+    assigned = assign_nodes(shape, free, gpus, spec.topology, nodes.domain_free(pool))
     # The checks counted these GPUs free on these nodes, so this holds; if the ledger disagreed,
     # a reservation without node detail is still counted at pool level.
     return assigned if assigned is not None else ()
@@ -203,7 +204,7 @@ def with_nodes(index: GridIndex, nodes: NodeView, spec: JobSpec, placement: Plac
     assignments = []
     for a in placement.assignments:
         p = index.pool_index[a.pool_id]
-        assigned = assign_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology)
+        assigned = assign_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology, nodes.domain_free(p))
         if assigned is None:
             return None
         assignments.append(a.model_copy(update={"nodes": assigned}))

@@ -13,7 +13,7 @@ already broken (tightest fit first), so whole free domains stay whole.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -65,6 +65,17 @@ def packed_node_free_gpus(pool: Pool, used_gpus: int, capacity_gpus: int) -> Int
     return free
 
 
+def packed_domain_free_gpus(pool: Pool, used_gpus: int, capacity_gpus: int) -> IntArray:
+    """domain_free_gpus of packed_node_free_gpus, computed per domain (a pool has 18x fewer)."""
+    gpn, per_domain = pool.gpus_per_node, pool.nodes_per_domain
+    in_service = min(max(capacity_gpus, 0) // gpn, pool.nodes)
+    first = np.arange(0, pool.nodes, per_domain, dtype=np.int64)
+    # (np.clip costs more than the arithmetic on arrays this small: minimum/maximum instead)
+    capacity = np.maximum(np.minimum(in_service - first, per_domain), 0) * gpn
+    used = np.minimum(np.maximum(min(max(used_gpus, 0), in_service * gpn) - first * gpn, 0), capacity)
+    return np.asarray(capacity - used, dtype=np.int64)
+
+
 def domain_free_gpus(shape: PoolShape, node_free: IntArray) -> IntArray:
     """Free GPUs per domain (the last domain holds the remainder of nodes)."""
     starts = np.arange(0, len(node_free), shape.nodes_per_domain)
@@ -105,9 +116,9 @@ def usable_gpus(
     """GPUs a request of this topology can use in the pool: whole free domains x domain size,
     or the sum over domains of floor(free / N) x N, or every free GPU. ``domain_free``:
     domain_free_gpus of ``node_free``, when the caller has it already."""
-    if topology.mode is TopologyMode.NONE:
-        return int(node_free.sum())
     free = domain_free_gpus(shape, node_free) if domain_free is None else domain_free
+    if topology.mode is TopologyMode.NONE:
+        return int(free.sum())
     if topology.mode is TopologyMode.WHOLE_DOMAINS:
         return int(whole_free_domains(shape, free).sum()) * shape.domain_gpus
     n = topology.slice_gpus
@@ -141,7 +152,9 @@ def breaks_whole_domain(shape: PoolShape, domain_free: IntArray, gpus: int, topo
     return opened * shape.domain_gpus > rest * n
 
 
-def assign_nodes(shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology) -> NodeGpus | None:
+def assign_nodes(
+    shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology, domain_free: IntArray | None = None
+) -> NodeGpus | None:
     """The nodes ``gpus`` GPUs take, as sorted (node, GPUs) pairs, or None when they do not fit.
 
     Deterministic. Whole-domain requests take completely free domains, lowest index first.
@@ -149,13 +162,16 @@ def assign_nodes(shape: PoolShape, node_free: IntArray, gpus: int, topology: Gpu
     as it holds, then the next. Unconstrained GPUs go to the one domain that is not whole
     free and holds them all with least to spare, else fill such domains tightest first, and
     only then open whole free domains (lowest index first). Inside a domain, nodes are filled
-    tightest first too, keeping whole free nodes whole.
+    tightest first too, keeping whole free nodes whole. ``domain_free``: domain_free_gpus of
+    ``node_free``, when the caller has it already (it is not changed).
     """
-    if not feasible(shape, node_free, gpus, topology):
+    if domain_free is None:
+        domain_free = domain_free_gpus(shape, node_free)
+    if gpus <= 0 or gpus % unit_gpus(shape, topology) or usable_gpus(shape, node_free, topology, domain_free) < gpus:
         return None
     free = np.asarray(node_free, dtype=np.int64).copy()
     taken = np.zeros(len(free), dtype=np.int64)
-    domain_free = domain_free_gpus(shape, free)
+    domain_free = domain_free.copy()
     whole = whole_free_domains(shape, domain_free)
     if topology.mode is TopologyMode.WHOLE_DOMAINS:
         for d in np.flatnonzero(whole)[: gpus // shape.domain_gpus]:
@@ -230,25 +246,33 @@ class NodeView:
         free = tuple(node_free_gpus(s, u, o) for s, u, o in zip(shapes, used, node_out, strict=True))
         return cls(shapes, free, used)
 
-    @classmethod
-    def packed(cls, pools: tuple[Pool, ...], used_gpus: IntArray, capacity_gpus: IntArray, only: BoolArray) -> NodeView:
-        """The view of pool-level usage with no node detail (packed_node_free_gpus), for the pools in
-        ``only`` (the rest have no nodes in it)."""
-        free: list[IntArray] = []
-        used: list[IntArray] = []
-        for p, pool in enumerate(pools):
-            if not only[p]:
-                free.append(np.zeros(0, dtype=np.int64))
-                used.append(free[-1])
-                continue
-            free.append(packed_node_free_gpus(pool, int(used_gpus[p]), int(capacity_gpus[p])))
-            in_service = np.arange(pool.nodes) < int(capacity_gpus[p]) // pool.gpus_per_node
-            used.append(np.where(in_service, pool.gpus_per_node - free[-1], 0))
-        return cls(tuple(PoolShape.of(p) for p in pools), tuple(free), tuple(used))
+    # Free GPUs per domain, per pool, computed when a pool is first asked about.
+    _domain_free: dict[int, IntArray] = field(default_factory=dict, repr=False, compare=False)
 
-    @cached_property
-    def domain_free(self) -> tuple[IntArray, ...]:
-        return tuple(domain_free_gpus(s, f) for s, f in zip(self.shapes, self.node_free, strict=True))
+    @classmethod
+    def packed(
+        cls,
+        pools: tuple[Pool, ...],
+        shapes: tuple[PoolShape, ...],
+        used_gpus: IntArray,
+        capacity_gpus: IntArray,
+        only: BoolArray,
+    ) -> NodeView:
+        """The view of pool-level usage with no node detail (as packed_node_free_gpus lays it out),
+        at domain level only, for the pools in ``only`` (the rest have no domains in it). It
+        answers feasibility and explanations; it has no nodes to assign."""
+        none = np.zeros(0, dtype=np.int64)
+        view = cls(shapes, tuple(none for _ in pools), tuple(none for _ in pools))
+        for p in np.flatnonzero(only).tolist():
+            view._domain_free[p] = packed_domain_free_gpus(pools[p], int(used_gpus[p]), int(capacity_gpus[p]))
+        return view
+
+    def domain_free(self, p: int) -> IntArray:
+        """Free GPUs per domain of pool ``p``."""
+        free = self._domain_free.get(p)
+        if free is None:
+            free = self._domain_free[p] = domain_free_gpus(self.shapes[p], self.node_free[p])
+        return free
 
     @cached_property
     def pool_domain_gpus(self) -> IntArray:
@@ -262,7 +286,8 @@ class NodeView:
     def pool_broken_free_gpus(self) -> IntArray:
         """Free GPUs outside whole free domains: what an unconstrained job can take breaking no domain."""
         return np.array(
-            [int(d[~whole_free_domains(s, d)].sum()) for s, d in zip(self.shapes, self.domain_free, strict=True)],
+            [int(d[~whole_free_domains(s, d)].sum()) for s, d in
+             ((s, self.domain_free(p)) for p, s in enumerate(self.shapes))],
             dtype=np.int64,
         )
 
@@ -278,7 +303,7 @@ class NodeView:
         """usable_gpus for each pool in ``pools`` (0 elsewhere)."""
         out = np.zeros(len(self.shapes), dtype=np.int64)
         for p in pools:
-            out[p] = usable_gpus(self.shapes[p], self.node_free[p], topology, self.domain_free[p])
+            out[p] = usable_gpus(self.shapes[p], self.node_free[p], topology, self.domain_free(p))
         return out
 
     def pool_breaks_whole_domain(self, topology: GpuTopology, gpus: int, pools: IntArray) -> BoolArray:
@@ -289,8 +314,8 @@ class NodeView:
             out[pools] = ((rest > 0) & (rest % self.pool_domain_gpus != 0))[pools]
             return out
         for p in pools:
-            out[p] = breaks_whole_domain(self.shapes[p], self.domain_free[p], gpus, topology)
+            out[p] = breaks_whole_domain(self.shapes[p], self.domain_free(p), gpus, topology)
         return out
 
     def largest_free_domain(self, p: int) -> int:
-        return int(self.domain_free[p].max(initial=0))
+        return int(self.domain_free(p).max(initial=0))
