@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from grid_scheduler.engine import Usage, decide, site_reasons, wait_info
 from grid_scheduler.engine.index import GridIndex
 from grid_scheduler.engine.topology import (
+    NodeView,
     PoolShape,
     assign_nodes,
     breaks_whole_domain,
@@ -317,3 +318,20 @@ def test_fragmentation_cost_prefers_the_pool_that_breaks_no_rack(nscale_index: G
     flat = Policy(weights=Weights(fragmentation=0.0))
     [a] = decide(index, usage, spec, flat).placement.assignments  # type: ignore[union-attr]
     assert (a.pool_id, a.nodes) == ("monarch-gb300-a", ((18, 4), (19, 4)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases=st.lists(pools_and_requests(), min_size=1, max_size=5))
+def test_node_view_of_all_pools_agrees_with_each_pool(
+    cases: list[tuple[PoolShape, np.ndarray, np.ndarray, int, GpuTopology]],
+) -> None:
+    shapes = tuple(c[0] for c in cases)
+    view = NodeView.build(shapes, tuple(c[1].astype(np.int32) for c in cases), tuple(c[2] for c in cases))
+    for p, (shape, used, out, _, _) in enumerate(cases):
+        free = node_free_gpus(shape, used, out)
+        domains = domain_free_gpus(shape, free)
+        assert view.node_free[p].tolist() == free.tolist()
+        assert view.domain_free(p).tolist() == domains.tolist()
+        assert int(view.pool_free_gpus[p]) == int(free.sum())
+        assert int(view.pool_broken_free_gpus[p]) == int(domains[domains != shape.domain_gpus].sum())
+        assert int(view.pool_fragmented_gpus[p]) == fragmented_gpus(shape, free, used)

@@ -234,6 +234,10 @@ class NodeView:
     shapes: tuple[PoolShape, ...]
     node_free: tuple[IntArray, ...]
     node_used: tuple[IntArray, ...]
+    pool_free_gpus: IntArray  # free GPUs per pool, summed over its nodes
+    # Free GPUs outside whole free domains, per pool: what an unconstrained job can take
+    # breaking no whole domain.
+    pool_broken_free_gpus: IntArray
 
     @classmethod
     def build(
@@ -242,9 +246,37 @@ class NodeView:
         node_used_gpus: tuple[npt.ArrayLike, ...],
         node_out: tuple[npt.ArrayLike, ...],
     ) -> NodeView:
-        used = tuple(np.asarray(u, dtype=np.int64) for u in node_used_gpus)
-        free = tuple(node_free_gpus(s, u, o) for s, u, o in zip(shapes, used, node_out, strict=True))
-        return cls(shapes, free, used)
+        """The view of a snapshot's node arrays. Every pool at once, on the nodes of all pools laid
+        end to end: it is built once per ledger version, before the first decision on it."""
+        used = np.concatenate(node_used_gpus).astype(np.int64)
+        out = np.concatenate(node_out).astype(np.bool_)
+        nodes = np.array([np.shape(u)[0] for u in node_used_gpus], dtype=np.int64)
+        free = np.repeat(np.array([s.gpus_per_node for s in shapes], dtype=np.int64), nodes)
+        free -= used
+        np.maximum(free, 0, out=free)
+        free[out] = 0
+        node_start = np.concatenate([[0], np.cumsum(nodes)])
+        domain_start = np.concatenate([
+            np.arange(node_start[p], node_start[p + 1], s.nodes_per_domain) for p, s in enumerate(shapes)
+        ]).astype(np.int64)
+        domains = np.array([-(-int(n) // s.nodes_per_domain) for n, s in zip(nodes, shapes, strict=True)])
+        domain_free = np.add.reduceat(free, domain_start) if len(domain_start) else np.zeros(0, dtype=np.int64)
+        whole = domain_free == np.repeat([s.domain_gpus for s in shapes], domains)
+        domain_pool = np.repeat(np.arange(len(shapes)), domains)
+        broken = np.bincount(domain_pool, weights=np.where(whole, 0, domain_free), minlength=len(shapes))
+        pool_free = np.add.reduceat(free, node_start[:-1])
+        # Slices, not np.split: its per-part overhead is most of the cost for 51 pools.
+        bounds = list(zip(node_start[:-1].tolist(), node_start[1:].tolist(), strict=True))
+        view = cls(
+            shapes,
+            tuple(free[a:b] for a, b in bounds),
+            tuple(used[a:b] for a, b in bounds),
+            np.asarray(pool_free, dtype=np.int64),
+            np.asarray(broken, dtype=np.int64),
+        )
+        domain_end = np.cumsum(domains).tolist()
+        view._domain_free.update((p, domain_free[b - int(domains[p]) : b]) for p, b in enumerate(domain_end))
+        return view
 
     # Free GPUs per domain, per pool, computed when a pool is first asked about.
     _domain_free: dict[int, IntArray] = field(default_factory=dict, repr=False, compare=False)
@@ -262,7 +294,8 @@ class NodeView:
         at domain level only, for the pools in ``only`` (the rest have no domains in it). It
         answers feasibility and explanations; it has no nodes to assign."""
         none = np.zeros(0, dtype=np.int64)
-        view = cls(shapes, tuple(none for _ in pools), tuple(none for _ in pools))
+        zeros = np.zeros(len(pools), dtype=np.int64)  # (read only with node detail)
+        view = cls(shapes, tuple(none for _ in pools), tuple(none for _ in pools), zeros, zeros)
         for p in np.flatnonzero(only).tolist():
             view._domain_free[p] = packed_domain_free_gpus(pools[p], int(used_gpus[p]), int(capacity_gpus[p]))
         return view
@@ -277,19 +310,6 @@ class NodeView:
     @cached_property
     def pool_domain_gpus(self) -> IntArray:
         return np.array([s.domain_gpus for s in self.shapes], dtype=np.int64)
-
-    @cached_property
-    def pool_free_gpus(self) -> IntArray:
-        return np.array([int(f.sum()) for f in self.node_free], dtype=np.int64)
-
-    @cached_property
-    def pool_broken_free_gpus(self) -> IntArray:
-        """Free GPUs outside whole free domains: what an unconstrained job can take breaking no domain."""
-        return np.array(
-            [int(d[~whole_free_domains(s, d)].sum()) for s, d in
-             ((s, self.domain_free(p)) for p, s in enumerate(self.shapes))],
-            dtype=np.int64,
-        )
 
     @cached_property
     def pool_fragmented_gpus(self) -> IntArray:
