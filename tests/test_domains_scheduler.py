@@ -15,7 +15,7 @@ import pytest
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
 from grid_scheduler.client import Client
-from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState
+from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy
 from grid_scheduler.scheduler import Scheduler, transitions
 from grid_scheduler.service.convert import spec_dict, spec_to_pb
 from grid_scheduler.service.metrics import LedgerCollector
@@ -204,3 +204,19 @@ def test_no_fragmentation_gauge_without_node_detail(small_grid: Grid) -> None:
     s = Scheduler(small_grid, quiet=True)
     [family] = [f for f in LedgerCollector(s).collect() if f.name == "grid_scheduler_fragmented_gpus"]
     assert family.samples == []
+
+
+@pytest.mark.parametrize("inference_placement", ["greedy", "optimal"])
+def test_deployments_get_nodes_greedy_or_optimal(small_grid: Grid, inference_placement: str) -> None:
+    policy = Policy.model_validate({"inference_placement": inference_placement})
+    s = Scheduler(small_grid, policy, store=NodeLedger(small_grid), quiet=True)
+    spec = JobSpec.model_validate({
+        "name": "serve", "tenant": "acme", "kind": "inference", "gpus": {"count": 8},
+        "inference": {"replicas": 3, "demand": [{"endpoint": "london"}, {"endpoint": "frankfurt"}],
+                      "latency_slo_ms": 20},
+    })
+    record = s.submit(spec).record
+    assert record.state is JobState.RUNNING and record.placement is not None
+    for a in record.placement.assignments:
+        assert sum(n for _, n in a.nodes) == a.gpus
+    assert _node_violations(small_grid, _running(s)) == []
