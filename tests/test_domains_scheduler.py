@@ -17,6 +17,7 @@ from grid_scheduler._proto.v1 import placement_pb2 as pb
 from grid_scheduler.client import Client
 from grid_scheduler.model import EventType, Grid, JobRecord, JobSpec, JobState, Policy
 from grid_scheduler.scheduler import Scheduler, transitions
+from grid_scheduler.scheduler.queue_index import _new_class
 from grid_scheduler.service.convert import spec_dict, spec_to_pb
 from grid_scheduler.service.metrics import LedgerCollector
 from grid_scheduler.state import LedgerSnapshot, Limits, MemoryStore
@@ -220,3 +221,23 @@ def test_deployments_get_nodes_greedy_or_optimal(small_grid: Grid, inference_pla
     for a in record.placement.assignments:
         assert sum(n for _, n in a.nodes) == a.gpus
     assert _node_violations(small_grid, _running(s)) == []
+
+
+def test_a_waiting_rack_job_is_woken_by_a_move_that_leaves_pool_counts_alone(small_grid: Grid) -> None:
+    """The queue skips a class whose last failure saw the same usage; for a whole-domain job the
+    same pool counts with GPUs in other racks are not the same usage."""
+    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
+    cls = _new_class(s, _job("rack", 72, {"mode": "whole_domains"}))
+    plain = _new_class(s, _job("plain", 72))
+    before = s.usage()
+    p = s.index.pool_index["glomfjord-gb300"]
+    moved = [u.copy() for u in before.node_used_gpus]
+    moved[p][0] = 4  # 4 GPUs in rack 0 ...
+    other = [u.copy() for u in moved]
+    other[p][0], other[p][18] = 0, 4  # ... or the same 4 in rack 1: the same pool counts
+    used = before.pool_used_gpus.copy()
+    used[p] += 4
+    a = replace(before, pool_used_gpus=used, node_used_gpus=tuple(moved))
+    b = replace(before, pool_used_gpus=used, node_used_gpus=tuple(other))
+    assert cls.signature(a) != cls.signature(b)
+    assert plain.signature(a) == plain.signature(b)
