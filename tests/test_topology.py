@@ -335,3 +335,19 @@ def test_node_view_of_all_pools_agrees_with_each_pool(
         assert int(view.pool_free_gpus[p]) == int(free.sum())
         assert int(view.pool_broken_free_gpus[p]) == int(domains[domains != shape.domain_gpus].sum())
         assert int(view.pool_fragmented_gpus[p]) == fragmented_gpus(shape, free, used)
+
+
+def test_a_split_job_takes_whole_domains_from_each_pool(nscale_index: GridIndex) -> None:
+    def split(gpus: int) -> JobSpec:
+        return JobSpec.model_validate({
+            "name": "split", "tenant": "acme", "kind": "training", "gang": False,
+            "gpus": {"count": gpus, "types": ["GB300"]}, "topology": {"mode": "whole_domains"},
+        })
+
+    # 1 GPU is no whole 72-GPU domain: not in one pool, nor as shares of several.
+    assert decide(nscale_index, Usage.empty(nscale_index), split(1), Policy()).placement is None
+    usage = _fragmented_usage(nscale_index, {"sines-gb300-a": 3, "sines-gb300-b": 7})
+    placement = decide(nscale_index, usage, split(144), Policy()).placement
+    assert placement is not None
+    assert sorted((a.pool_id, a.gpus) for a in placement.assignments) == [("sines-gb300-a", 72), ("sines-gb300-b", 72)]
+    assert all(len({n // 18 for n, _ in a.nodes}) == 1 for a in placement.assignments)

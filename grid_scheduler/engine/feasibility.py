@@ -65,8 +65,8 @@ class Checks:
     quota: Mapping[int, QuotaState] = field(default_factory=dict)
     pool_quota_group: IntArray | None = None  # each pool's resource group, -1 for none
     # Topology inside pools (engine/topology.py). For a job asking for whole domains or slices,
-    # pool_free_gpus counts only the GPUs its mode can use, and is 0 where the pool's domains
-    # cannot hold the job's slot at all (pool_topology_ok False).
+    # pool_free_gpus counts only the GPUs its mode can use; pool_topology_ok is False where the
+    # slot is not whole steps of the pool's domains (there pool_free_gpus is 0 but for a split job).
     topology: GpuTopology = field(default_factory=GpuTopology)
     pool_topology_ok: BoolArray | None = None  # None: every pool (the job asks for no topology)
     pool_unit_gpus: IntArray | None = None  # the step a pool's share of a split job comes in
@@ -109,7 +109,11 @@ class Checks:
 
     @cached_property
     def pool_capacity_ok(self) -> BoolArray:
-        return np.asarray(self.pool_free_gpus >= self.need_gpus)
+        """Room for the whole slot in the pool (a split job tries one pool first, then several)."""
+        room = self.pool_free_gpus >= self.need_gpus
+        if self.pool_topology_ok is not None:
+            room &= self.pool_topology_ok
+        return np.asarray(room)
 
     @cached_property
     def pool_quota_ok(self) -> BoolArray:
@@ -217,9 +221,11 @@ def _topology_free(
     usable = view.pool_usable_gpus(spec.topology, np.flatnonzero(only))
     unit_gpus = (view.pool_domain_gpus if spec.topology.mode is TopologyMode.WHOLE_DOMAINS
                  else np.full(len(free), spec.topology.slice_gpus, dtype=np.int64))
-    # A split job's share of a pool comes in the pool's steps; any other slot must be whole steps itself.
-    ok = np.ones(len(free), dtype=np.bool_) if unit is Unit.SPLIT else np.asarray(need_gpus % unit_gpus == 0)
-    return _TopologyFree(np.where(ok, np.minimum(free, usable), 0), ok, unit_gpus, view)
+    # A slot in one pool must be whole steps itself; a split job's share of each of several pools
+    # comes in that pool's steps, so its pools keep their usable GPUs when the whole is not.
+    ok = np.asarray(need_gpus % unit_gpus == 0)
+    usable = np.minimum(free, usable)
+    return _TopologyFree(usable if unit is Unit.SPLIT else np.where(ok, usable, 0), ok, unit_gpus, view)
 
 
 def demand_rows(index: GridIndex, spec: JobSpec) -> tuple[IntArray, FloatArray]:

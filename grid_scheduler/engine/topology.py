@@ -2,9 +2,10 @@
 
 A pool's node ``i`` is in domain ``i // nodes_per_domain`` (model.grid.Pool); an NVL72 rack
 is one domain of 18 nodes x 4 GPUs. A job may ask for whole domains, or for slices of N GPUs
-that each stay inside one domain (model.job.GpuTopology). Everything here is pure and works
-on one pool's per-node free GPUs, so the engine, the scheduler's commit paths and the tests
-share one definition of "fits" and one assignment.
+that each stay inside one domain (model.job.GpuTopology). Everything here is pure: the
+functions work on one pool's free GPUs per node, and ``NodeView`` holds every pool's for one
+ledger read, so the engine, the scheduler's commit paths and the tests share one definition
+of "fits" and one assignment.
 
 Fragmentation is the free GPUs in partly used domains: capacity a whole-domain job cannot
 use. ``assign_nodes`` keeps it low by putting unconstrained GPUs and slices into domains
