@@ -12,6 +12,8 @@ from dataclasses import replace
 import grpc
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
 from grid_scheduler.client import Client
@@ -21,6 +23,8 @@ from grid_scheduler.scheduler.queue_index import _new_class
 from grid_scheduler.service.convert import spec_dict, spec_to_pb
 from grid_scheduler.service.metrics import LedgerCollector
 from grid_scheduler.state import LedgerSnapshot, Limits, MemoryStore
+from tests.invariants import placement_violations
+from tests.strategies import training_specs
 from tests.test_service import bad_request_fields
 
 
@@ -241,3 +245,24 @@ def test_a_waiting_rack_job_is_woken_by_a_move_that_leaves_pool_counts_alone(sma
     b = replace(before, pool_used_gpus=used, node_used_gpus=tuple(other))
     assert cls.signature(a) != cls.signature(b)
     assert plain.signature(a) == plain.signature(b)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.one_of(st.tuples(st.just("submit"), training_specs()),
+                                st.tuples(st.just("complete"), st.integers(0, 7))), min_size=1, max_size=10))
+def test_random_histories_never_double_book_a_node(small_grid: Grid, steps: list[tuple[str, object]]) -> None:
+    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
+    for kind, arg in steps:
+        if kind == "submit":
+            assert isinstance(arg, JobSpec)
+            s.submit(arg)
+        else:
+            running = sorted(_running(s), key=lambda r: r.id)
+            if running:
+                s.complete(running[int(arg) % len(running)].id)  # type: ignore[call-overload]
+        jobs = _running(s)
+        assert _node_violations(small_grid, jobs) == []
+        for job in jobs:
+            assert job.placement is not None
+            assert all(a.nodes for a in job.placement.assignments), "every reservation says its nodes"
+            assert placement_violations(small_grid, job.spec, job.placement) == []
