@@ -10,7 +10,18 @@ from collections import defaultdict
 
 import networkx as nx
 
-from grid_scheduler.model import Grid, JobRecord, JobSpec, JobState, Placement, Policy, Site
+from grid_scheduler.model import (
+    Assignment,
+    Grid,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Placement,
+    Policy,
+    Pool,
+    Site,
+    TopologyMode,
+)
 from grid_scheduler.topology import build_graph
 
 
@@ -48,6 +59,7 @@ def placement_violations(grid: Grid, spec: JobSpec, placement: Placement, policy
             problems.append(f"{pool.id} is for {pool.workload.value}")
         if not preference_admits(spec, site, policy):
             problems.append(f"{site.id} is outside the placement preference")
+        problems.extend(topology_violations(spec, pool, a))
     if placement.gpus != spec.total_gpus:
         problems.append(f"{placement.gpus} GPUs placed, {spec.total_gpus} asked")
     if spec.gang and spec.inference is None and len(placement.assignments) != 1:
@@ -65,6 +77,20 @@ def placement_violations(grid: Grid, spec: JobSpec, placement: Placement, policy
             best = min((lengths.get(s, float("inf")) for s in sites), default=float("inf"))
             if best > spec.inference.latency_slo_ms + 1e-9:
                 problems.append(f"{demand.endpoint}: nearest replica {best:.1f} ms > SLO")
+    return problems
+
+
+def topology_violations(spec: JobSpec, pool: Pool, a: Assignment) -> list[str]:
+    """A whole-domain job's share of a pool is whole domains, a sliced job's whole slices; with
+    node detail, each domain's part is too (no slice or domain crosses a domain boundary)."""
+    mode, n = spec.topology.mode, spec.topology.slice_gpus
+    step = pool.domain_gpus if mode is TopologyMode.WHOLE_DOMAINS else n if mode is TopologyMode.SLICES else 1
+    problems = [f"{a.pool_id}: {a.gpus} GPUs is not whole {mode.value} of {step}"] if a.gpus % step else []
+    per_domain: dict[int, int] = defaultdict(int)
+    for node, gpus in a.nodes:
+        per_domain[node // pool.nodes_per_domain] += gpus
+    if any(g % step for g in per_domain.values()):
+        problems.append(f"{a.pool_id}: a domain holds part of a {mode.value} unit: {dict(per_domain)}")
     return problems
 
 

@@ -17,14 +17,24 @@ PREFERENCES = [[], [], [], ["site:sines"], ["jurisdiction:UK", "*"], ["site:lond
 
 
 @st.composite
+def topologies(draw: st.DrawFn, gpus: int) -> dict[str, object]:
+    """Mostly none; else whole interconnect domains, or slices that divide ``gpus``."""
+    slices = [n for n in (4, 8, 16, 72) if gpus % n == 0]
+    options: list[dict[str, object]] = [{}, {}, {}, {"mode": "whole_domains"}]
+    options += [{"mode": "slices", "slice_gpus": n} for n in slices]
+    return draw(st.sampled_from(options))
+
+
+@st.composite
 def training_specs(draw: st.DrawFn) -> JobSpec:
+    count = draw(st.sampled_from([1, 4, 8, 16, 32, 64, 72, 100, 128, 144, 256, 480, 600]))
     return JobSpec.model_validate(
         {
             "name": "train",
             "tenant": draw(st.sampled_from(["acme", "bank"])),
             "kind": "training",
             "gpus": {
-                "count": draw(st.sampled_from([1, 4, 8, 16, 32, 64, 100, 128, 256, 480, 600])),
+                "count": count,
                 "types": draw(st.lists(st.sampled_from(GPU_TYPES), unique=True, max_size=2)),
                 "min_memory_gib": draw(st.sampled_from([0, 0, 100, 200])),
             },
@@ -33,6 +43,7 @@ def training_specs(draw: st.DrawFn) -> JobSpec:
             "residency": draw(st.sampled_from(RESIDENCY)),
             "training": {"duration_hours": 2, "datasets": draw(st.sampled_from(DATASETS))},
             "placement_preference": draw(st.sampled_from(PREFERENCES)),
+            "topology": draw(topologies(count)),
         }
     )
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from grid_scheduler.engine.feasibility import Checks, Unit, demand_rows, residency_rules
 from grid_scheduler.engine.index import GridIndex
 from grid_scheduler.engine.online import Decision
-from grid_scheduler.model import Policy, Reason, ReasonCode, WaitInfo
+from grid_scheduler.model import Policy, Reason, ReasonCode, TopologyMode, WaitInfo
 
 # Reasons a change of load or an operator can clear; the rest are facts of the grid.
 TRANSIENT = frozenset({ReasonCode.CAPACITY, ReasonCode.POWER, ReasonCode.HEALTH})
@@ -131,7 +131,9 @@ def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) ->
     if not checks.pool_quota_ok[p]:
         out.append(_quota_reason(checks, site_id, pool_id, checks.quota_group_of(p), checks.need_gpus))
     free = int(checks.pool_free_gpus[p])
-    if not checks.pool_capacity_ok[p]:
+    if not checks.pool_capacity_ok[p] and checks.topology.mode is not TopologyMode.NONE:
+        out.append(_topology_reason(index, checks, p, site_id))
+    elif not checks.pool_capacity_ok[p]:
         out.append(Reason(code=ReasonCode.CAPACITY, site_id=site_id, pool_id=pool_id,
                           message=f"{free} free {gpu_type} < {checks.need_gpus} in pool {pool_id}",
                           required=checks.need_gpus, available=free, unit="gpus"))
@@ -139,6 +141,29 @@ def _pool_reasons(index: GridIndex, decision: Decision, p: int, site_id: str) ->
         out.append(_power_reason(site_id, pool_id, float(checks.site_headroom_kw[checks.pool_site[p]]),
                                  float(checks.pool_need_kw[p])))
     return out
+
+
+def _topology_reason(index: GridIndex, checks: Checks, p: int, site_id: str) -> Reason:
+    """Why a whole-domain or sliced job does not fit pool ``p``, in domains and slices."""
+    pool_id = index.pool_ids[p]
+    need = checks.need_gpus
+    usable = int(checks.pool_free_gpus[p])
+    domain_gpus = index.pool_shapes[p].domain_gpus
+    view = checks.domain_view
+    largest = view.largest_free_domain(p) if view is not None else 0
+    if checks.topology.mode is TopologyMode.SLICES:
+        n = checks.topology.slice_gpus
+        message = (f"room for {usable // n} of {need // n} slices of {n} GPUs in pool {pool_id} "
+                   f"(largest free domain: {largest} of {domain_gpus})")
+    elif checks.pool_topology_ok is not None and not checks.pool_topology_ok[p]:
+        message = f"{need} GPUs are not whole {domain_gpus}-GPU domains of pool {pool_id}"
+    elif need == domain_gpus or usable == 0:
+        message = f"no domain with {domain_gpus} free GPUs in pool {pool_id} (largest free: {largest})"
+    else:
+        message = (f"{usable // domain_gpus} of {need // domain_gpus} whole free {domain_gpus}-GPU domains "
+                   f"in pool {pool_id}")
+    return Reason(code=ReasonCode.CAPACITY, site_id=site_id, pool_id=pool_id, message=message,
+                  required=need, available=usable, unit="gpus")
 
 
 def _quota_reason(checks: Checks, site_id: str, pool_id: str, group: int, need_gpus: int) -> Reason:

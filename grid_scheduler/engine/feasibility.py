@@ -16,7 +16,8 @@ import numpy as np
 from grid_scheduler.engine import preference
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.quota import UNLIMITED, QuotaState, policy_rules
-from grid_scheduler.model import JobKind, JobSpec, Policy, ResidencyRule
+from grid_scheduler.engine.topology import NodeView
+from grid_scheduler.model import GpuTopology, JobKind, JobSpec, Policy, ResidencyRule, TopologyMode
 
 
 class Unit(Enum):
@@ -63,6 +64,17 @@ class Checks:
     # The tenant's quota (engine/quota.py), per resource group it is limited in; empty: unlimited.
     quota: Mapping[int, QuotaState] = field(default_factory=dict)
     pool_quota_group: IntArray | None = None  # each pool's resource group, -1 for none
+    # Topology inside pools (engine/topology.py). For a job asking for whole domains or slices,
+    # pool_free_gpus counts only the GPUs its mode can use; pool_topology_ok is False where the
+    # slot is not whole steps of the pool's domains (there pool_free_gpus is 0 but for a split job).
+    topology: GpuTopology = field(default_factory=GpuTopology)
+    pool_topology_ok: BoolArray | None = None  # None: every pool (the job asks for no topology)
+    pool_unit_gpus: IntArray | None = None  # the step a pool's share of a split job comes in
+    # The ledger's free GPUs per node (None: it keeps no node detail): placements take nodes from it.
+    nodes: NodeView | None = None
+    # What the topology figures were counted on: ``nodes``, or (no node detail) the pool-level
+    # usage packed onto nodes. None for a job that asks for no topology.
+    domain_view: NodeView | None = None
 
     @cached_property
     def pool_quota_gpus(self) -> IntArray:
@@ -97,7 +109,11 @@ class Checks:
 
     @cached_property
     def pool_capacity_ok(self) -> BoolArray:
-        return np.asarray(self.pool_free_gpus >= self.need_gpus)
+        """Room for the whole slot in the pool (a split job tries one pool first, then several)."""
+        room = self.pool_free_gpus >= self.need_gpus
+        if self.pool_topology_ok is not None:
+            room &= self.pool_topology_ok
+        return np.asarray(room)
 
     @cached_property
     def pool_quota_ok(self) -> BoolArray:
@@ -137,6 +153,8 @@ def compute_checks(
     """Checks against ``usage``; ``capacity_gpus`` defaults to the healthy GPUs per pool."""
     capacity = index.pool_healthy_gpus if capacity_gpus is None else capacity_gpus
     unit = unit_of(spec)
+    pool_type_ok = index.gpu_type_mask(tuple(spec.gpus.types), spec.gpus.min_memory_gib)
+    pool_workload_ok = index.training_pools if spec.kind is JobKind.TRAINING else index.inference_pools
     need_gpus = spec.gpus.count if unit is not Unit.SPLIT else spec.total_gpus
     cover = latency_coverage(index, spec) if spec.inference is not None else None
     quota: dict[int, QuotaState] = {}
@@ -149,6 +167,12 @@ def compute_checks(
                 assert state is not None
                 quota[g] = state
         pool_quota_group = rules.pool_group if quota else None
+    nodes = usage.nodes(index)
+    free = np.maximum(capacity - usage.pool_used_gpus, 0)
+    if nodes is not None:  # a node out of service, or over-filled, takes nothing
+        free = np.minimum(free, nodes.pool_free_gpus)
+    topo = _topology_free(index, usage, spec, unit, need_gpus, capacity, free, pool_type_ok & pool_workload_ok, nodes)
+    free = topo.free
     site_latency_ok: BoolArray = (
         np.asarray(cover.any(axis=0)) if cover is not None else np.ones(len(index.site_ids), dtype=np.bool_)
     )
@@ -157,10 +181,10 @@ def compute_checks(
         need_gpus=need_gpus,
         site_residency_ok=index.residency_mask(residency_rules(spec, index, policy)),
         site_latency_ok=site_latency_ok,
-        pool_type_ok=index.gpu_type_mask(tuple(spec.gpus.types), spec.gpus.min_memory_gib),
-        pool_workload_ok=index.training_pools if spec.kind is JobKind.TRAINING else index.inference_pools,
+        pool_type_ok=pool_type_ok,
+        pool_workload_ok=pool_workload_ok,
         pool_health_ok=~usage.pool_drained & (capacity > 0),
-        pool_free_gpus=np.maximum(capacity - usage.pool_used_gpus, 0),
+        pool_free_gpus=free,
         site_headroom_kw=index.site_envelope_kw - usage.site_used_kw,
         pool_need_kw=index.pool_kw_per_gpu * need_gpus,
         pool_site=index.pool_site,
@@ -168,7 +192,40 @@ def compute_checks(
         site_preference_ok=preference.allowed_sites(index, spec, policy),
         quota=quota,
         pool_quota_group=pool_quota_group,
+        topology=spec.topology,
+        pool_topology_ok=topo.ok,
+        pool_unit_gpus=topo.unit_gpus,
+        nodes=nodes,
+        domain_view=topo.view,
     )
+
+
+@dataclass(frozen=True)
+class _TopologyFree:
+    free: IntArray
+    ok: BoolArray | None = None
+    unit_gpus: IntArray | None = None
+    view: NodeView | None = None
+
+
+def _topology_free(
+    index: GridIndex, usage: Usage, spec: JobSpec, unit: Unit, need_gpus: int, capacity: IntArray,
+    free: IntArray, candidates: BoolArray, nodes: NodeView | None,
+) -> _TopologyFree:
+    """Free GPUs a topology-constrained job can use per pool: whole free domains, or whole slices."""
+    if spec.topology.mode is TopologyMode.NONE:
+        return _TopologyFree(free)
+    only = candidates & (free > 0)
+    view = nodes if nodes is not None else NodeView.packed(
+        index.pools, index.pool_shapes, usage.pool_used_gpus, capacity, only)
+    usable = view.pool_usable_gpus(spec.topology, np.flatnonzero(only))
+    unit_gpus = (view.pool_domain_gpus if spec.topology.mode is TopologyMode.WHOLE_DOMAINS
+                 else np.full(len(free), spec.topology.slice_gpus, dtype=np.int64))
+    # A slot in one pool must be whole steps itself; a split job's share of each of several pools
+    # comes in that pool's steps, so its pools keep their usable GPUs when the whole is not.
+    ok = np.asarray(need_gpus % unit_gpus == 0)
+    usable = np.minimum(free, usable)
+    return _TopologyFree(usable if unit is Unit.SPLIT else np.where(ok, usable, 0), ok, unit_gpus, view)
 
 
 def demand_rows(index: GridIndex, spec: JobSpec) -> tuple[IntArray, FloatArray]:

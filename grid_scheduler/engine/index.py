@@ -14,7 +14,8 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from grid_scheduler.model import Grid, JobKind, ResidencyRule, Workload
+from grid_scheduler.engine.topology import NodeView, PoolShape
+from grid_scheduler.model import Grid, JobKind, Pool, ResidencyRule, Workload
 from grid_scheduler.topology import Topology
 
 BoolArray = npt.NDArray[np.bool_]
@@ -92,6 +93,15 @@ class GridIndex:
     def pool_healthy_gpus(self) -> IntArray:
         """GPUs on nodes the grid file does not mark drained."""
         return np.array([p.healthy_gpus for s in self.grid.sites for p in s.pools], dtype=np.int64)
+
+    @cached_property
+    def pools(self) -> tuple[Pool, ...]:
+        return tuple(p for s in self.grid.sites for p in s.pools)
+
+    @cached_property
+    def pool_shapes(self) -> tuple[PoolShape, ...]:
+        """Nodes and interconnect domains of each pool (engine/topology.py)."""
+        return tuple(PoolShape.of(p) for p in self.pools)
 
     @cached_property
     def pool_kw_per_gpu(self) -> FloatArray:
@@ -177,6 +187,23 @@ class Usage:
     pool_drained: BoolArray  # drained by an operator, whole pool
     # GPUs each tenant holds per pool (quota accounting, engine/quota.py); tenants holding none are absent.
     tenant_pool_gpus: Mapping[str, IntArray] = field(default_factory=dict)
+    # Per pool, one entry per node: GPUs reserved, and out of service (state.store.LedgerSnapshot).
+    # Empty: the ledger keeps no node detail; decisions are then made at pool level only.
+    node_used_gpus: tuple[npt.NDArray[np.int32], ...] = ()
+    node_out: tuple[BoolArray, ...] = ()
+    # The NodeView of these arrays, built on first use (a decision reads it for every pool). Passed
+    # on by dataclasses.replace, so the usage a hold overlays shares it; it is rebuilt only for
+    # node arrays other than those it was built from.
+    node_view_cache: list[tuple[object, NodeView]] = field(default_factory=list, repr=False, compare=False)
+
+    def nodes(self, index: GridIndex) -> NodeView | None:
+        """Free GPUs per node and domain, or None when the ledger keeps no node detail."""
+        if not self.node_used_gpus:
+            return None
+        cache = self.node_view_cache
+        if not cache or cache[0][0] is not self.node_used_gpus:
+            cache[:] = [(self.node_used_gpus, NodeView.build(index.pool_shapes, self.node_used_gpus, self.node_out))]
+        return cache[0][1]
 
     @classmethod
     def empty(cls, index: GridIndex) -> Usage:

@@ -134,7 +134,7 @@ def solve_inference(
                     reason=f"capacity: only {fit} of {replicas} replicas fit in eligible pools "
                            "(free GPUs and power) while covering every endpoint")
     fill = [(p, n * spec.gpus.count) for p, n in sorted(chosen.items())]
-    placement = build_placement(index, spec, policy, costs, fill)
+    placement = build_placement(index, spec, policy, costs, fill, checks.nodes)
     method = "cp-sat"
     if greedy is not None and greedy.score.total < placement.score.total - 1e-9:
         placement, method = greedy, "greedy"  # only possible when the time limit cut the solve short

@@ -16,6 +16,7 @@ from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, dema
 from grid_scheduler.engine.index import GridIndex, IntArray, Usage
 from grid_scheduler.engine.preference import Level, preference_levels
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
+from grid_scheduler.engine.topology import NodeGpus, NodeView, assign_nodes
 from grid_scheduler.model import Assignment, JobSpec, Placement, Policy
 from grid_scheduler.model.placement import EndpointLatency
 
@@ -74,7 +75,7 @@ def _decide(index: GridIndex, spec: JobSpec, policy: Policy, checks: Checks) -> 
     pools_gpus = _place_gang(checks, costs)
     if pools_gpus is None and checks.unit is Unit.SPLIT:
         pools_gpus = _place_split(index, checks, costs)
-    placement = build_placement(index, spec, policy, costs, pools_gpus) if pools_gpus else None
+    placement = build_placement(index, spec, policy, costs, pools_gpus, checks.nodes) if pools_gpus else None
     return Decision(spec, checks, costs, placement)
 
 
@@ -108,6 +109,8 @@ def _place_split(index: GridIndex, checks: Checks, costs: PoolCosts) -> list[tup
         for pool in pools:
             group = checks.quota_group_of(int(pool))
             take = int(min(remaining, free[pool], quota_left.get(group, remaining)))
+            if checks.pool_unit_gpus is not None:  # whole domains or slices: the pool's share in whole steps
+                take -= take % int(checks.pool_unit_gpus[pool])
             if take <= 0:
                 continue
             if group >= 0:
@@ -182,12 +185,42 @@ def _place_replicas(
     if placed < spec.inference.replicas or uncovered_ids:
         return Decision(spec, checks, costs, None, uncovered_ids)
     pools_gpus = [(pool, n * per_replica) for pool, n in sorted(chosen.items())]
-    return Decision(spec, checks, costs, build_placement(index, spec, policy, costs, pools_gpus))
+    return Decision(spec, checks, costs, build_placement(index, spec, policy, costs, pools_gpus, checks.nodes))
+
+
+def _nodes(index: GridIndex, spec: JobSpec, nodes: NodeView | None, pool: int, gpus: int) -> NodeGpus:
+    if nodes is None:
+        return ()
+    shape, free = index.pool_shapes[pool], nodes.node_free[pool]
+    assigned = assign_nodes(shape, free, gpus, spec.topology, nodes.domain_free(pool))
+    # The checks counted these GPUs free on these nodes, so this holds; if the ledger disagreed,
+    # a reservation without node detail is still counted at pool level.
+    return assigned if assigned is not None else ()
+
+
+def with_nodes(index: GridIndex, nodes: NodeView, spec: JobSpec, placement: Placement) -> Placement | None:
+    """``placement`` (made without node detail, e.g. by the batch solver) with the nodes each
+    assignment takes now, or None when some pool's nodes no longer hold it."""
+    assignments = []
+    for a in placement.assignments:
+        p = index.pool_index[a.pool_id]
+        assigned = assign_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology, nodes.domain_free(p))
+        if assigned is None:
+            return None
+        assignments.append(a.model_copy(update={"nodes": assigned}))
+    return placement.model_copy(update={"assignments": assignments})
 
 
 def build_placement(
-    index: GridIndex, spec: JobSpec, policy: Policy, costs: PoolCosts, pools_gpus: list[tuple[int, int]]
+    index: GridIndex,
+    spec: JobSpec,
+    policy: Policy,
+    costs: PoolCosts,
+    pools_gpus: list[tuple[int, int]],
+    nodes: NodeView | None = None,
 ) -> Placement:
+    """The placement of ``pools_gpus``; with ``nodes`` (the ledger's free GPUs per node), each
+    assignment also says which nodes its GPUs sit on (engine/topology.py assigns them)."""
     grid = index.grid
     assignments = []
     carbon_kg_per_hour = 0.0
@@ -203,6 +236,7 @@ def build_placement(
                 gpu_type=index.pool_gpu_type[pool],
                 gpus=gpus,
                 power_kw=power_kw,
+                nodes=_nodes(index, spec, nodes, pool, gpus),
             )
         )
         carbon_kg_per_hour += power_kw * site.carbon_g_per_kwh / 1000.0

@@ -59,6 +59,8 @@ def release(
     used = usage.pool_used_gpus.copy()
     kw = usage.site_used_kw.copy()
     by_tenant = dict(usage.tenant_pool_gpus)
+    node_used = list(usage.node_used_gpus)
+    copied: set[int] = set()
     for n, placement in enumerate(placements):
         row = None
         if tenants is not None and tenants[n] in by_tenant:
@@ -67,9 +69,16 @@ def release(
             p = index.pool_index[a.pool_id]
             used[p] -= a.gpus
             kw[index.pool_site[p]] -= a.power_kw
+            if node_used and a.nodes:  # the victim's nodes free up too
+                if p not in copied:
+                    node_used[p] = node_used[p].copy()
+                    copied.add(p)
+                for node, gpus in a.nodes:
+                    node_used[p][node] = max(int(node_used[p][node]) - gpus, 0)
             if row is not None:
                 row[p] = max(int(row[p]) - a.gpus, 0)
-    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), by_tenant)
+    return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), by_tenant,
+                 tuple(node_used), usage.node_out)
 
 
 def fits(index: GridIndex, usage: Usage, job: JobSpec, policy: Policy, victims: Sequence[Running]) -> bool:

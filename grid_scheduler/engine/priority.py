@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -189,11 +189,14 @@ class Holds:
         if held is None:
             return usage
         pools, site_kw = held
-        return Usage(
-            np.where(pools, np.maximum(self.index.pool_healthy_gpus, usage.pool_used_gpus), usage.pool_used_gpus),
-            usage.site_used_kw + site_kw,
-            usage.pool_drained,
-            usage.tenant_pool_gpus,
+        # Node detail passes through unchanged: a held pool has no free GPUs at pool level, which
+        # the engine takes over what its nodes show.
+        return replace(
+            usage,
+            pool_used_gpus=np.where(
+                pools, np.maximum(self.index.pool_healthy_gpus, usage.pool_used_gpus), usage.pool_used_gpus
+            ),
+            site_used_kw=usage.site_used_kw + site_kw,
         )
 
     def same_for(self, other: Holds, spec: JobSpec) -> bool:

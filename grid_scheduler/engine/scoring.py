@@ -3,7 +3,9 @@
 Each term is scaled to [0, 1] before the policy's weight multiplies it, so weights
 compare like with like: carbon and price relative to the grid's worst site, latency
 relative to the SLO, packing as the share of the pool left idle, data movement as
-t / (t + 1) of the transfer time in hours.
+t / (t + 1) of the transfer time in hours. The packing term also carries fragmentation
+(weight ``fragmentation``): 1 where the job would leave a whole free interconnect domain
+partly used, known only when the ledger keeps node detail (engine/topology.py).
 """
 
 from __future__ import annotations
@@ -67,12 +69,17 @@ def pool_costs(index: GridIndex, checks: Checks, spec: JobSpec, policy: Policy) 
     site = checks.pool_site
     capacity = np.maximum(index.pool_healthy_gpus, 1)
     idle_after = np.clip((checks.pool_free_gpus - checks.need_gpus) / capacity, 0.0, 1.0)
+    packing = w.packing * idle_after
+    if checks.nodes is not None and w.fragmentation > 0:
+        pools = np.flatnonzero(checks.pool_eligible & (checks.pool_free_gpus > 0))
+        breaks = checks.nodes.pool_breaks_whole_domain(spec.topology, checks.need_gpus, pools)
+        packing = packing + w.fragmentation * breaks
     data_movement = site_data_movement(index, spec) if spec.datasets else None
     zeros = np.zeros(len(site), dtype=np.float64)
     return PoolCosts(
         latency=w.latency * site_latency(index, spec)[site] if spec.inference is not None else zeros,
         carbon=w.carbon * index.site_carbon_term[site],
         energy_price=w.energy_price * index.site_price_term[site],
-        packing=w.packing * idle_after,
+        packing=packing,
         data_movement=w.data_movement * data_movement[site] if data_movement is not None else zeros,
     )

@@ -13,7 +13,16 @@ from grid_scheduler.model.grid import (
     Tier,
     Workload,
 )
-from grid_scheduler.model.job import Demand, GpuRequest, InferenceSpec, JobKind, JobSpec, TrainingSpec
+from grid_scheduler.model.job import (
+    Demand,
+    GpuRequest,
+    GpuTopology,
+    InferenceSpec,
+    JobKind,
+    JobSpec,
+    TopologyMode,
+    TrainingSpec,
+)
 from grid_scheduler.model.placement import Assignment, Placement, Reason, ReasonCode, ScoreTerms
 from grid_scheduler.model.policy import (
     Cohort,
@@ -38,6 +47,7 @@ __all__ = [
     "EventType",
     "FairShare",
     "GpuRequest",
+    "GpuTopology",
     "GpuType",
     "Grid",
     "InferenceSpec",
@@ -61,6 +71,7 @@ __all__ = [
     "Site",
     "TenantQuota",
     "Tier",
+    "TopologyMode",
     "TrainingSpec",
     "WaitInfo",
     "Weights",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError, ValidationError
 
 from grid_scheduler.model import preference
 from grid_scheduler.model.grid import Grid, Id, ResidencyRule
@@ -43,6 +43,35 @@ class GpuRequest(BaseModel):
     count: int = Field(gt=0, le=MAX_GPUS, description="GPUs per job (training) or per replica (inference)")
     types: list[Name] = Field(default_factory=list, max_length=MAX_GPU_TYPES, description="empty = any type")
     min_memory_gib: float = Field(default=0.0, ge=0, le=MAX_MEMORY_GIB)
+
+
+class TopologyMode(StrEnum):
+    """How a job's GPUs must sit in a pool's interconnect domains (an NVL72 rack is one domain)."""
+
+    NONE = "none"  # anywhere in the pool
+    WHOLE_DOMAINS = "whole_domains"  # whole domains only: the GPUs are a multiple of the pool's domain size
+    SLICES = "slices"  # slices of slice_gpus GPUs, each inside one domain
+
+
+class GpuTopology(BaseModel):
+    """The shape a job's GPUs take inside a pool (engine/topology.py places them so)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    mode: TopologyMode = TopologyMode.NONE
+    slice_gpus: int = Field(
+        default=0, ge=0, le=MAX_GPUS, validate_default=True, description="GPUs per slice; slices mode only"
+    )
+
+    @field_validator("slice_gpus")
+    @classmethod
+    def _slice_matches_mode(cls, slice_gpus: int, info: ValidationInfo) -> int:
+        mode = info.data.get("mode")
+        if mode is TopologyMode.SLICES and slice_gpus == 0:
+            raise PydanticCustomError("slice_gpus", "slices mode needs slice_gpus > 0")
+        if mode is not TopologyMode.SLICES and slice_gpus:
+            raise PydanticCustomError("slice_gpus", "slice_gpus is for slices mode only")
+        return slice_gpus
 
 
 class Demand(BaseModel):
@@ -84,6 +113,10 @@ class JobSpec(BaseModel):
         default_factory=list,
         description="ordered sites to try first and overflow to (model/preference.py); empty: the tenant's, if any",
     )
+    topology: GpuTopology = Field(
+        default_factory=GpuTopology,
+        description="whole interconnect domains, or slices that each stay in one domain (per replica for inference)",
+    )
     max_run_hours: float | None = Field(
         default=None, gt=0, le=MAX_DURATION_HOURS,
         description="the longest it may run; past it the scheduler stops it (None: the tenant's policy limit)",
@@ -97,6 +130,13 @@ class JobSpec(BaseModel):
             raise PydanticCustomError("extra", "a training job has no inference section")
         if self.kind is JobKind.INFERENCE and self.training is not None:
             raise PydanticCustomError("extra", "an inference job has no training section")
+        n = self.topology.slice_gpus
+        if n and self.gpus.count % n:
+            message = "slice_gpus {n} does not divide gpus.count {c}"
+            raise ValidationError.from_exception_data("JobSpec", [{
+                "type": PydanticCustomError("topology", message, {"n": n, "c": self.gpus.count}),
+                "loc": ("topology", "slice_gpus"), "input": n,
+            }])
         return self
 
     @property

@@ -22,6 +22,9 @@ class Weights(BaseModel):
     energy_price: float = Field(default=0.5, ge=0)
     packing: float = Field(default=0.3, ge=0)
     data_movement: float = Field(default=1.0, ge=0)
+    # Leaving a whole free interconnect domain partly used (engine/topology.py); added to the
+    # packing term. Small: it breaks ties between pools, it does not outweigh carbon or price.
+    fragmentation: float = Field(default=0.1, ge=0)
 
 
 class FairShare(BaseModel):

@@ -12,8 +12,9 @@ import structlog
 
 from grid_scheduler.engine.batch import BatchResult, solve_batch
 from grid_scheduler.engine.fairshare import fair_order, weighted_shares
+from grid_scheduler.engine.online import with_nodes
 from grid_scheduler.engine.priority import Holds
-from grid_scheduler.model import JobRecord, Placement
+from grid_scheduler.model import JobRecord, Placement, TopologyMode
 from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.state import CapacityConflict, StaleRecord, Store, UnknownJob
 
@@ -63,9 +64,11 @@ def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool)
             running = s.store.running_jobs()
             pending = fair_order(pending, running, s.index, policy)
             shares = weighted_shares(s.index, policy, running)
+    # The solver plans pool-level GPUs; a job asking for whole domains or slices is left to the
+    # queue pass after the commit, which places it on nodes (engine/topology.py).
+    plannable = [(r.id, r.spec) for r in pending if r.spec.topology.mode is TopologyMode.NONE]
     result = solve_batch(
-        s.index, usage, [(r.id, r.spec) for r in pending], policy, time_limit_s=time_limit_s, workers=workers,
-        weighted_shares=shares,
+        s.index, usage, plannable, policy, time_limit_s=time_limit_s, workers=workers, weighted_shares=shares,
     )
     s.log.info(
         "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
@@ -116,6 +119,12 @@ def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placemen
 
 
 def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
+    nodes = s.usage().nodes(s.index)
+    if nodes is not None:  # the ledger keeps node detail: the plan's GPUs take nodes now
+        on_nodes = with_nodes(s.index, nodes, record.spec, placement)
+        if on_nodes is None:
+            return None  # the pool's nodes no longer hold it: the job stays as it is
+        placement = on_nodes
     transition = transitions.to_running(record, placement, s.now(), policy_version=s.policy_version)
     try:
         return observer.apply(s.observer, store or s.store, record.id, record.version, transition, s.quota,

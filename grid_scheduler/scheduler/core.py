@@ -176,7 +176,8 @@ class Scheduler:
                 # as a whole: its reason is HEALTH, not capacity.
                 used = used + snap.pool_down_gpus
                 drained = drained | ((snap.pool_down_gpus > 0) & (snap.pool_down_gpus >= self.limits.pool_gpus))
-            self._usage = (snap.version, Usage(used, snap.site_used_kw, drained, snap.tenant_pool_gpus))
+            self._usage = (snap.version, Usage(used, snap.site_used_kw, drained, snap.tenant_pool_gpus,
+                                               snap.node_used_gpus, snap.node_out))
         return self._usage[1]
 
     @property

@@ -24,7 +24,7 @@ import numpy as np
 from grid_scheduler.engine.index import FloatArray, IntArray, Usage
 from grid_scheduler.engine.online import could_ever_place as engine_could_ever_place
 from grid_scheduler.engine.priority import Holds, Shadow, queue_key, shadow
-from grid_scheduler.model import JobRecord, JobSpec, JobState
+from grid_scheduler.model import JobRecord, JobSpec, JobState, TopologyMode
 from grid_scheduler.state import MemoryStore
 
 if TYPE_CHECKING:
@@ -65,8 +65,14 @@ class JobClass:
         """Everything a member's decision reads that can change while it waits. A decision that
         comes to read more (a tenant's quota use: the class key holds the tenant) must add it
         here, or a release of it would not wake the class."""
-        return (usage.pool_used_gpus[self.pools].tobytes() + usage.site_used_kw[self.sites].tobytes()
-                + usage.pool_drained[self.pools].tobytes())
+        out = (usage.pool_used_gpus[self.pools].tobytes() + usage.site_used_kw[self.sites].tobytes()
+               + usage.pool_drained[self.pools].tobytes())
+        if usage.node_used_gpus and self.spec.topology.mode is not TopologyMode.NONE:
+            # Whole domains and slices depend on where the used GPUs sit, not only how many there
+            # are: a release in one rack and a take in another leave the pool counts as they were.
+            # (An unconstrained job's fit follows the pool counts, out-of-service nodes included.)
+            out += b"".join(usage.node_used_gpus[p].tobytes() + usage.node_out[p].tobytes() for p in self.pools)
+        return out
 
     def fails_on(self, usage: Usage) -> bool:
         """Proven: a member decided on ``usage`` (overlaid for its tier) gets no placement."""

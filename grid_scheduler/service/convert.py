@@ -20,6 +20,7 @@ from grid_scheduler.model import (
     Reason,
     ReasonCode,
     Tier,
+    TopologyMode,
     WaitInfo,
 )
 
@@ -33,6 +34,12 @@ STATE_TO_PB = {
     JobState.REJECTED: pb.JOB_STATE_REJECTED,
 }
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+TOPOLOGY_TO_PB: dict[TopologyMode, Any] = {
+    TopologyMode.NONE: pb.TOPOLOGY_MODE_NONE,
+    TopologyMode.WHOLE_DOMAINS: pb.TOPOLOGY_MODE_WHOLE_DOMAINS,
+    TopologyMode.SLICES: pb.TOPOLOGY_MODE_SLICES,
+}
+TOPOLOGY_FROM_PB = {v: k.value for k, v in TOPOLOGY_TO_PB.items()} | {pb.TOPOLOGY_MODE_UNSPECIFIED: "none"}
 TIER_TO_PB: dict[Tier, Any] = {
     Tier.AI_FACTORY: tpb.TIER_AI_FACTORY,
     Tier.REGIONAL_HUB: tpb.TIER_REGIONAL_HUB,
@@ -67,6 +74,12 @@ def spec_dict(message: pb.JobSpec) -> dict[str, Any]:
         data["gang"] = message.gang
     if message.HasField("max_run_hours"):
         data["max_run_hours"] = message.max_run_hours
+    if message.HasField("topology"):
+        data["topology"] = {
+            # An enum number this build does not know is refused by the model, naming topology.mode.
+            "mode": TOPOLOGY_FROM_PB.get(message.topology.mode, f"unknown ({message.topology.mode})"),
+            "slice_gpus": message.topology.slice_gpus,
+        }
     if message.HasField("training"):
         data["training"] = {
             "duration_hours": message.training.duration_hours or 1.0,
@@ -97,6 +110,10 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
     )
     if spec.max_run_hours is not None:
         message.max_run_hours = spec.max_run_hours
+    if spec.topology.mode is not TopologyMode.NONE:
+        message.topology.CopyFrom(
+            pb.GpuTopology(mode=TOPOLOGY_TO_PB[spec.topology.mode], slice_gpus=spec.topology.slice_gpus)
+        )
     if spec.training is not None:
         message.training.CopyFrom(
             pb.TrainingSpec(duration_hours=spec.training.duration_hours, datasets=spec.training.datasets)

@@ -166,7 +166,16 @@ class LedgerCollector(Collector):
             labels=["priority", "reason"])
         for (priority, reason), n in sorted(Counter((r.spec.priority, wait_reason(r)) for r in pending).items()):
             queue.add_metric([str(priority), reason], float(n))
-        return [gpus, power, envelope, queue]
+        fragmented = GaugeMetricFamily(
+            f"{PREFIX}_fragmented_gpus", "Free GPUs in partly used interconnect domains per pool: capacity a "
+            "whole-domain job cannot use (reported only when the ledger keeps per-node usage).",
+            labels=["site", "pool", "gpu_type"])
+        nodes = usage.nodes(s.index)
+        if nodes is not None:
+            for p, value in enumerate(nodes.pool_fragmented_gpus):
+                site_id = s.index.site_ids[int(s.index.pool_site[p])]
+                fragmented.add_metric([site_id, s.index.pool_ids[p], s.index.pool_gpu_type[p]], float(value))
+        return [gpus, power, envelope, queue, fragmented]
 
 
 def wait_reason(record: JobRecord) -> str:

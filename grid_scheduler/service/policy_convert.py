@@ -16,7 +16,7 @@ from grid_scheduler.model.policy import policy_violations_against_grid
 from grid_scheduler.scheduler import InvalidJob
 from grid_scheduler.service.convert import STATE_TO_PB, placement_to_pb, timestamp
 
-WEIGHTS = ("latency", "carbon", "energy_price", "packing", "data_movement")
+WEIGHTS = ("latency", "carbon", "energy_price", "packing", "data_movement", "fragmentation")
 
 
 def policy_from_document(document: pb.PolicyDocument, grid: Grid, field: str = "document") -> Policy:
@@ -100,7 +100,7 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
     w = policy.weights
     return pb.Policy(
         weights=pb.PolicyWeights(latency=w.latency, carbon=w.carbon, energy_price=w.energy_price, packing=w.packing,
-                                 data_movement=w.data_movement),
+                                 data_movement=w.data_movement, fragmentation=w.fragmentation),
         tenant_residency={t: ppb.ResidencyRule(allowed=r.allowed, denied=r.denied)
                           for t, r in policy.tenant_residency.items()},
         tenant_placement_preference={t: pb.PlacementPreference(entries=e)

@@ -31,6 +31,13 @@ class JobView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_VIEW_BASIC: _ClassVar[JobView]
     JOB_VIEW_FULL: _ClassVar[JobView]
 
+class TopologyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOPOLOGY_MODE_UNSPECIFIED: _ClassVar[TopologyMode]
+    TOPOLOGY_MODE_NONE: _ClassVar[TopologyMode]
+    TOPOLOGY_MODE_WHOLE_DOMAINS: _ClassVar[TopologyMode]
+    TOPOLOGY_MODE_SLICES: _ClassVar[TopologyMode]
+
 class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REASON_CODE_UNSPECIFIED: _ClassVar[ReasonCode]
@@ -67,6 +74,10 @@ JOB_STATE_REJECTED: JobState
 JOB_VIEW_UNSPECIFIED: JobView
 JOB_VIEW_BASIC: JobView
 JOB_VIEW_FULL: JobView
+TOPOLOGY_MODE_UNSPECIFIED: TopologyMode
+TOPOLOGY_MODE_NONE: TopologyMode
+TOPOLOGY_MODE_WHOLE_DOMAINS: TopologyMode
+TOPOLOGY_MODE_SLICES: TopologyMode
 REASON_CODE_UNSPECIFIED: ReasonCode
 REASON_CODE_RESIDENCY: ReasonCode
 REASON_CODE_CAPACITY: ReasonCode
@@ -132,7 +143,7 @@ class InferenceSpec(_message.Message):
     def __init__(self, replicas: _Optional[int] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., latency_slo_ms: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference", "placement_preference", "max_run_hours")
+    __slots__ = ("name", "tenant", "kind", "gpus", "gang", "priority", "preemptible", "residency", "training", "inference", "placement_preference", "max_run_hours", "topology")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +156,7 @@ class JobSpec(_message.Message):
     INFERENCE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_RUN_HOURS_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     kind: JobKind
@@ -157,7 +169,16 @@ class JobSpec(_message.Message):
     inference: InferenceSpec
     placement_preference: _containers.RepeatedScalarFieldContainer[str]
     max_run_hours: float
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ..., placement_preference: _Optional[_Iterable[str]] = ..., max_run_hours: _Optional[float] = ...) -> None: ...
+    topology: GpuTopology
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., gpus: _Optional[_Union[GpuRequest, _Mapping]] = ..., gang: _Optional[bool] = ..., priority: _Optional[int] = ..., preemptible: _Optional[bool] = ..., residency: _Optional[_Union[ResidencyRule, _Mapping]] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ..., placement_preference: _Optional[_Iterable[str]] = ..., max_run_hours: _Optional[float] = ..., topology: _Optional[_Union[GpuTopology, _Mapping]] = ...) -> None: ...
+
+class GpuTopology(_message.Message):
+    __slots__ = ("mode", "slice_gpus")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SLICE_GPUS_FIELD_NUMBER: _ClassVar[int]
+    mode: TopologyMode
+    slice_gpus: int
+    def __init__(self, mode: _Optional[_Union[TopologyMode, str]] = ..., slice_gpus: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("site_id", "pool_id", "gpu_type", "gpus", "power_kw")

@@ -11,18 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PolicyWeights(_message.Message):
-    __slots__ = ("latency", "carbon", "energy_price", "packing", "data_movement")
+    __slots__ = ("latency", "carbon", "energy_price", "packing", "data_movement", "fragmentation")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     CARBON_FIELD_NUMBER: _ClassVar[int]
     ENERGY_PRICE_FIELD_NUMBER: _ClassVar[int]
     PACKING_FIELD_NUMBER: _ClassVar[int]
     DATA_MOVEMENT_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTATION_FIELD_NUMBER: _ClassVar[int]
     latency: float
     carbon: float
     energy_price: float
     packing: float
     data_movement: float
-    def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ...) -> None: ...
+    fragmentation: float
+    def __init__(self, latency: _Optional[float] = ..., carbon: _Optional[float] = ..., energy_price: _Optional[float] = ..., packing: _Optional[float] = ..., data_movement: _Optional[float] = ..., fragmentation: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("weights", "tenant_residency", "inference_placement", "inference_time_limit_s", "label", "tenant_placement_preference", "fair_share", "quotas", "max_run_hours")

@@ -1,0 +1,342 @@
+"""Topology inside a pool: nodes, interconnect domains, and which nodes a reservation takes.
+
+A pool's node ``i`` is in domain ``i // nodes_per_domain`` (model.grid.Pool); an NVL72 rack
+is one domain of 18 nodes x 4 GPUs. A job may ask for whole domains, or for slices of N GPUs
+that each stay inside one domain (model.job.GpuTopology). Everything here is pure: the
+functions work on one pool's free GPUs per node, and ``NodeView`` holds every pool's for one
+ledger read, so the engine, the scheduler's commit paths and the tests share one definition
+of "fits" and one assignment.
+
+Fragmentation is the free GPUs in partly used domains: capacity a whole-domain job cannot
+use. ``assign_nodes`` keeps it low by putting unconstrained GPUs and slices into domains
+already broken (tightest fit first), so whole free domains stay whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from grid_scheduler.model import GpuTopology, Pool, TopologyMode
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+NodeGpus = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """What the assignment needs of a pool besides its free GPUs."""
+
+    gpus_per_node: int
+    nodes_per_domain: int
+
+    @classmethod
+    def of(cls, pool: Pool) -> PoolShape:
+        return cls(pool.gpus_per_node, pool.nodes_per_domain)
+
+    @property
+    def domain_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes_per_domain
+
+
+def node_free_gpus(shape: PoolShape, used_gpus: npt.ArrayLike, out: npt.ArrayLike) -> IntArray:
+    """Free GPUs per node: an out-of-service node has none, and usage never makes it negative."""
+    used = np.asarray(used_gpus, dtype=np.int64)
+    free = np.maximum(shape.gpus_per_node - used, 0)
+    return np.asarray(np.where(np.asarray(out, dtype=np.bool_), 0, free), dtype=np.int64)
+
+
+def packed_node_free_gpus(pool: Pool, used_gpus: int, capacity_gpus: int) -> IntArray:
+    """Free GPUs per node when the ledger keeps no node detail: the pool's in-service nodes are
+    its first ``capacity_gpus // gpus_per_node`` (the grid file drains the last ones) and its
+    used GPUs fill nodes from the first, as assign_nodes would on an empty pool. An optimistic
+    view: real usage may be more scattered."""
+    in_service = min(max(capacity_gpus, 0) // pool.gpus_per_node, pool.nodes)
+    free = np.zeros(pool.nodes, dtype=np.int64)
+    free[:in_service] = pool.gpus_per_node
+    used = min(max(used_gpus, 0), in_service * pool.gpus_per_node)
+    full, rest = divmod(used, pool.gpus_per_node)
+    free[:full] = 0
+    if rest and full < in_service:
+        free[full] -= rest
+    return free
+
+
+def packed_domain_free_gpus(pool: Pool, used_gpus: int, capacity_gpus: int) -> IntArray:
+    """domain_free_gpus of packed_node_free_gpus, computed per domain (a pool has 18x fewer)."""
+    gpn, per_domain = pool.gpus_per_node, pool.nodes_per_domain
+    in_service = min(max(capacity_gpus, 0) // gpn, pool.nodes)
+    first = np.arange(0, pool.nodes, per_domain, dtype=np.int64)
+    # (np.clip costs more than the arithmetic on arrays this small: minimum/maximum instead)
+    capacity = np.maximum(np.minimum(in_service - first, per_domain), 0) * gpn
+    used = np.minimum(np.maximum(min(max(used_gpus, 0), in_service * gpn) - first * gpn, 0), capacity)
+    return np.asarray(capacity - used, dtype=np.int64)
+
+
+def domain_free_gpus(shape: PoolShape, node_free: IntArray) -> IntArray:
+    """Free GPUs per domain (the last domain holds the remainder of nodes)."""
+    starts = np.arange(0, len(node_free), shape.nodes_per_domain)
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(np.add.reduceat(node_free, starts), dtype=np.int64)
+
+
+def whole_free_domains(shape: PoolShape, domain_free: IntArray) -> BoolArray:
+    """Domains every GPU of which is free and in service (a short last domain never is)."""
+    return np.asarray(domain_free == shape.domain_gpus)
+
+
+def largest_free_domain(shape: PoolShape, node_free: IntArray) -> int:
+    """The most free GPUs in any one domain."""
+    return int(domain_free_gpus(shape, node_free).max(initial=0))
+
+
+def fragmented_gpus(shape: PoolShape, node_free: IntArray, node_used: IntArray) -> int:
+    """Free GPUs in partly used domains (some GPU reserved, some free): what whole-domain jobs cannot use."""
+    free = domain_free_gpus(shape, node_free)
+    used = domain_free_gpus(shape, np.asarray(node_used, dtype=np.int64))
+    return int(free[(used > 0) & (free > 0)].sum())
+
+
+def unit_gpus(shape: PoolShape, topology: GpuTopology) -> int:
+    """The step a request in this pool comes in: one domain, one slice, or one GPU."""
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return shape.domain_gpus
+    if topology.mode is TopologyMode.SLICES:
+        return topology.slice_gpus
+    return 1
+
+
+def usable_gpus(
+    shape: PoolShape, node_free: IntArray, topology: GpuTopology, domain_free: IntArray | None = None
+) -> int:
+    """GPUs a request of this topology can use in the pool: whole free domains x domain size,
+    or the sum over domains of floor(free / N) x N, or every free GPU. ``domain_free``:
+    domain_free_gpus of ``node_free``, when the caller has it already."""
+    free = domain_free_gpus(shape, node_free) if domain_free is None else domain_free
+    if topology.mode is TopologyMode.NONE:
+        return int(free.sum())
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return int(whole_free_domains(shape, free).sum()) * shape.domain_gpus
+    n = topology.slice_gpus
+    return int((free // n).sum()) * n
+
+
+def feasible(shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology) -> bool:
+    """Whether ``gpus`` GPUs of this topology fit the pool now (assign_nodes succeeds iff so)."""
+    if gpus <= 0 or gpus % unit_gpus(shape, topology):
+        return False
+    return usable_gpus(shape, node_free, topology) >= gpus
+
+
+def breaks_whole_domain(shape: PoolShape, domain_free: IntArray, gpus: int, topology: GpuTopology) -> bool:
+    """Whether assign_nodes would leave a whole free domain partly used (the fragmentation cost).
+
+    Unconstrained GPUs and slices use broken domains first; only what they cannot hold opens
+    whole domains, and it breaks one unless it fills the domains it opens exactly."""
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        return False
+    broken = domain_free[~whole_free_domains(shape, domain_free)]
+    if topology.mode is TopologyMode.NONE:
+        rest = gpus - int(broken.sum())
+        return rest > 0 and rest % shape.domain_gpus != 0
+    n = topology.slice_gpus
+    rest = gpus // n - int((broken // n).sum())
+    per_domain = shape.domain_gpus // n
+    if rest <= 0 or per_domain == 0:
+        return False
+    opened = -(-rest // per_domain)
+    return opened * shape.domain_gpus > rest * n
+
+
+def assign_nodes(
+    shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology, domain_free: IntArray | None = None
+) -> NodeGpus | None:
+    """The nodes ``gpus`` GPUs take, as sorted (node, GPUs) pairs, or None when they do not fit.
+
+    Deterministic. Whole-domain requests take completely free domains, lowest index first.
+    Slices go to the domain with the least free GPUs that still holds one (best fit), as many
+    as it holds, then the next. Unconstrained GPUs go to the one domain that is not whole
+    free and holds them all with least to spare, else fill such domains tightest first, and
+    only then open whole free domains (lowest index first). Inside a domain, nodes are filled
+    tightest first too, keeping whole free nodes whole. ``domain_free``: domain_free_gpus of
+    ``node_free``, when the caller has it already (it is not changed).
+    """
+    if domain_free is None:
+        domain_free = domain_free_gpus(shape, node_free)
+    if gpus <= 0 or gpus % unit_gpus(shape, topology) or usable_gpus(shape, node_free, topology, domain_free) < gpus:
+        return None
+    free = np.asarray(node_free, dtype=np.int64).copy()
+    taken = np.zeros(len(free), dtype=np.int64)
+    domain_free = domain_free.copy()
+    whole = whole_free_domains(shape, domain_free)
+    if topology.mode is TopologyMode.WHOLE_DOMAINS:
+        for d in np.flatnonzero(whole)[: gpus // shape.domain_gpus]:
+            _fill_domain(shape, free, taken, int(d), shape.domain_gpus)
+    elif topology.mode is TopologyMode.SLICES:
+        n = topology.slice_gpus
+        slices = gpus // n
+        while slices:
+            holds = domain_free // n
+            d = int(np.argmin(np.where(holds > 0, domain_free, np.iinfo(np.int64).max)))
+            k = min(slices, int(holds[d]))
+            _fill_domain(shape, free, taken, d, k * n)
+            domain_free[d] -= k * n
+            slices -= k
+    else:
+        _assign_unconstrained(shape, free, taken, domain_free, whole, gpus)
+    nodes = np.flatnonzero(taken)
+    return tuple((int(i), int(taken[i])) for i in nodes)
+
+
+def _assign_unconstrained(
+    shape: PoolShape, free: IntArray, taken: IntArray, domain_free: IntArray, whole: BoolArray, gpus: int
+) -> None:
+    broken = np.flatnonzero(~whole & (domain_free > 0))
+    holding = broken[domain_free[broken] >= gpus]
+    if len(holding):  # best fit: one broken domain with least to spare
+        d = int(holding[np.argmin(domain_free[holding])])
+        _fill_domain(shape, free, taken, d, gpus)
+        return
+    remaining = gpus
+    order = [*broken[np.argsort(domain_free[broken], kind="stable")], *np.flatnonzero(whole)]
+    for d in order:
+        take = min(remaining, int(domain_free[d]))
+        _fill_domain(shape, free, taken, int(d), take)
+        remaining -= take
+        if remaining == 0:
+            return
+
+
+def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus: int) -> None:
+    """Take ``gpus`` GPUs from domain ``d``'s nodes, tightest node first (ties: lowest index)."""
+    start = d * shape.nodes_per_domain
+    stop = min(start + shape.nodes_per_domain, len(free))
+    local = free[start:stop]
+    remaining = gpus
+    for i in np.argsort(np.where(local > 0, local, shape.gpus_per_node + 1), kind="stable"):
+        if remaining == 0 or local[i] == 0:
+            break
+        take = min(remaining, int(local[i]))
+        free[start + i] -= take
+        taken[start + i] += take
+        remaining -= take
+    assert remaining == 0, "domain free count and node free counts disagree"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Every pool's free GPUs per node, with per-domain figures computed once per ledger read."""
+
+    shapes: tuple[PoolShape, ...]
+    node_free: tuple[IntArray, ...]
+    node_used: tuple[IntArray, ...]
+    pool_free_gpus: IntArray  # free GPUs per pool, summed over its nodes
+    # Free GPUs outside whole free domains, per pool: what an unconstrained job can take
+    # breaking no whole domain.
+    pool_broken_free_gpus: IntArray
+
+    @classmethod
+    def build(
+        cls,
+        shapes: tuple[PoolShape, ...],
+        node_used_gpus: tuple[npt.ArrayLike, ...],
+        node_out: tuple[npt.ArrayLike, ...],
+    ) -> NodeView:
+        """The view of a snapshot's node arrays. Every pool at once, on the nodes of all pools laid
+        end to end: it is built once per ledger version, before the first decision on it."""
+        used = np.concatenate(node_used_gpus).astype(np.int64)
+        out = np.concatenate(node_out).astype(np.bool_)
+        nodes = np.array([np.shape(u)[0] for u in node_used_gpus], dtype=np.int64)
+        free = np.repeat(np.array([s.gpus_per_node for s in shapes], dtype=np.int64), nodes)
+        free -= used
+        np.maximum(free, 0, out=free)
+        free[out] = 0
+        node_start = np.concatenate([[0], np.cumsum(nodes)])
+        domain_start = np.concatenate([
+            np.arange(node_start[p], node_start[p + 1], s.nodes_per_domain) for p, s in enumerate(shapes)
+        ]).astype(np.int64)
+        domains = np.array([-(-int(n) // s.nodes_per_domain) for n, s in zip(nodes, shapes, strict=True)])
+        domain_free = np.add.reduceat(free, domain_start) if len(domain_start) else np.zeros(0, dtype=np.int64)
+        whole = domain_free == np.repeat([s.domain_gpus for s in shapes], domains)
+        domain_pool = np.repeat(np.arange(len(shapes)), domains)
+        broken = np.bincount(domain_pool, weights=np.where(whole, 0, domain_free), minlength=len(shapes))
+        pool_free = np.add.reduceat(free, node_start[:-1])
+        # Slices, not np.split: its per-part overhead is most of the cost for 51 pools.
+        bounds = list(zip(node_start[:-1].tolist(), node_start[1:].tolist(), strict=True))
+        view = cls(
+            shapes,
+            tuple(free[a:b] for a, b in bounds),
+            tuple(used[a:b] for a, b in bounds),
+            np.asarray(pool_free, dtype=np.int64),
+            np.asarray(broken, dtype=np.int64),
+        )
+        domain_end = np.cumsum(domains).tolist()
+        view._domain_free.update((p, domain_free[b - int(domains[p]) : b]) for p, b in enumerate(domain_end))
+        return view
+
+    # Free GPUs per domain, per pool, computed when a pool is first asked about.
+    _domain_free: dict[int, IntArray] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def packed(
+        cls,
+        pools: tuple[Pool, ...],
+        shapes: tuple[PoolShape, ...],
+        used_gpus: IntArray,
+        capacity_gpus: IntArray,
+        only: BoolArray,
+    ) -> NodeView:
+        """The view of pool-level usage with no node detail (as packed_node_free_gpus lays it out),
+        at domain level only, for the pools in ``only`` (the rest have no domains in it). It
+        answers feasibility and explanations; it has no nodes to assign."""
+        none = np.zeros(0, dtype=np.int64)
+        zeros = np.zeros(len(pools), dtype=np.int64)  # (read only with node detail)
+        view = cls(shapes, tuple(none for _ in pools), tuple(none for _ in pools), zeros, zeros)
+        for p in np.flatnonzero(only).tolist():
+            view._domain_free[p] = packed_domain_free_gpus(pools[p], int(used_gpus[p]), int(capacity_gpus[p]))
+        return view
+
+    def domain_free(self, p: int) -> IntArray:
+        """Free GPUs per domain of pool ``p``."""
+        free = self._domain_free.get(p)
+        if free is None:
+            free = self._domain_free[p] = domain_free_gpus(self.shapes[p], self.node_free[p])
+        return free
+
+    @cached_property
+    def pool_domain_gpus(self) -> IntArray:
+        return np.array([s.domain_gpus for s in self.shapes], dtype=np.int64)
+
+    @cached_property
+    def pool_fragmented_gpus(self) -> IntArray:
+        """Free GPUs in partly used domains, per pool (the fragmentation metric)."""
+        return np.array(
+            [fragmented_gpus(s, f, u) for s, f, u in zip(self.shapes, self.node_free, self.node_used, strict=True)],
+            dtype=np.int64,
+        )
+
+    def pool_usable_gpus(self, topology: GpuTopology, pools: IntArray) -> IntArray:
+        """usable_gpus for each pool in ``pools`` (0 elsewhere)."""
+        out = np.zeros(len(self.shapes), dtype=np.int64)
+        for p in pools:
+            out[p] = usable_gpus(self.shapes[p], self.node_free[p], topology, self.domain_free(p))
+        return out
+
+    def pool_breaks_whole_domain(self, topology: GpuTopology, gpus: int, pools: IntArray) -> BoolArray:
+        """breaks_whole_domain for each pool in ``pools`` (False elsewhere)."""
+        out = np.zeros(len(self.shapes), dtype=np.bool_)
+        if topology.mode is TopologyMode.NONE:  # vectorised: the common case, on every decision
+            rest = gpus - self.pool_broken_free_gpus
+            out[pools] = ((rest > 0) & (rest % self.pool_domain_gpus != 0))[pools]
+            return out
+        for p in pools:
+            out[p] = breaks_whole_domain(self.shapes[p], self.domain_free(p), gpus, topology)
+        return out
+
+    def largest_free_domain(self, p: int) -> int:
+        return int(self.domain_free(p).max(initial=0))
