@@ -1,8 +1,8 @@
 """Topology inside a site, end to end through the Scheduler: submissions, the queue, preemption
 and the batch cycle all give reservations their nodes, and whole-domain jobs stay on whole racks.
 
-Until the stores keep per-node usage (branch nodeledger), the ledger here is the memory store
-with a snapshot that adds node arrays recomputed from the running jobs' Assignment.nodes.
+The ledger is the real memory store, which keeps per-node usage (tests/test_node_ledger.py
+checks both stores' node accounting).
 """
 
 from __future__ import annotations
@@ -22,30 +22,15 @@ from grid_scheduler.scheduler import Scheduler, transitions
 from grid_scheduler.scheduler.queue_index import _new_class
 from grid_scheduler.service.convert import spec_dict, spec_to_pb
 from grid_scheduler.service.metrics import LedgerCollector
-from grid_scheduler.state import LedgerSnapshot, Limits, MemoryStore
+from grid_scheduler.state import Limits, MemoryStore
 from tests.invariants import placement_violations
 from tests.strategies import training_specs
 from tests.test_service import bad_request_fields
 
 
-class NodeLedger(MemoryStore):
-    """The memory store, whose snapshots also carry GPUs per node and out-of-service nodes."""
-
-    def __init__(self, grid: Grid) -> None:
-        super().__init__(Limits.from_grid(grid))
-        self.pools = [p for s in grid.sites for p in s.pools]
-        self.pool_index = {p.id: i for i, p in enumerate(self.pools)}
-
-    def _snapshot_locked(self) -> LedgerSnapshot:
-        snap = super()._snapshot_locked()
-        used = [np.zeros(p.nodes, dtype=np.int32) for p in self.pools]
-        for job in self._jobs.values():
-            if job.state is JobState.RUNNING and job.placement is not None:
-                for a in job.placement.assignments:
-                    for node, gpus in a.nodes:
-                        used[self.pool_index[a.pool_id]][node] += gpus
-        out = [np.arange(p.nodes) >= p.nodes - p.drained_nodes for p in self.pools]
-        return replace(snap, node_used_gpus=tuple(used), node_out=tuple(out))
+def NodeLedger(grid: Grid) -> MemoryStore:
+    """The memory store: it keeps GPUs per node and out-of-service nodes (state/memory.py)."""
+    return MemoryStore(Limits.from_grid(grid))
 
 
 def _job(name: str, gpus: int, topology: dict[str, object] | None = None, priority: int = 0,
@@ -203,12 +188,6 @@ def test_fragmentation_gauge_counts_free_gpus_in_partly_used_racks(small_grid: G
                                                                          pool.nodes - pool.drained_nodes))]
     assert fragmented()[a.pool_id] == len(in_service) * pool.gpus_per_node - 8
     assert rack.state is JobState.RUNNING
-
-
-def test_no_fragmentation_gauge_without_node_detail(small_grid: Grid) -> None:
-    s = Scheduler(small_grid, quiet=True)
-    [family] = [f for f in LedgerCollector(s).collect() if f.name == "grid_scheduler_fragmented_gpus"]
-    assert family.samples == []
 
 
 @pytest.mark.parametrize("inference_placement", ["greedy", "optimal"])

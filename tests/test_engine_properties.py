@@ -98,7 +98,9 @@ def test_same_input_same_decision(small_grid: Grid, spec: JobSpec, history: list
     first = decide(scheduler.index, usage, spec, POLICY)
     # A fresh index over the same grid, the same usage arrays copied.
     again_index = GridIndex.build(small_grid)
-    again_usage = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy())
+    again_usage = Usage(usage.pool_used_gpus.copy(), usage.site_used_kw.copy(), usage.pool_drained.copy(),
+                        node_used_gpus=tuple(a.copy() for a in usage.node_used_gpus),
+                        node_out=tuple(a.copy() for a in usage.node_out))
     second = decide(again_index, again_usage, spec, POLICY)
     assert first.placement == second.placement
     assert first.uncovered_endpoints == second.uncovered_endpoints

@@ -122,7 +122,12 @@ def test_a_failed_node_fails_exactly_the_job_on_it_and_drains_exactly_that_node(
     # Exactly n3 is out; b's GPUs left nodes 2 and 3, a's and c's stayed.
     used, out = nodes_of(scheduler)
     assert out == [3]
-    assert used[:6] == [4, 4, 0, 0, 4, 4]
+    assert used[:2] == [4, 4] and used[4:6] == [4, 4] and used[3] == 0
+    # b, placed again at once, holds 8 GPUs on nodes in service (none on n3), and nothing else moved.
+    b = scheduler.store.get_job(ids["b"])
+    assert b is not None and b.placement is not None
+    b_nodes = [n for a in b.placement.assignments if a.pool_id == POOL for n, _ in a.nodes]
+    assert 3 not in b_nodes and sum(used) == 24
     snap = scheduler.store.snapshot()
     down = snap.pool_down_gpus
     assert down is not None and int(down[scheduler.limits.pool_index[POOL]]) == 4

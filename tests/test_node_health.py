@@ -40,23 +40,30 @@ def beat(client: Client, *failed: str, draining: tuple[str, ...] = ()) -> apb.He
     return response
 
 
-def test_a_failed_node_fails_exactly_the_job_that_no_longer_fits_and_its_return_restores_it(client: Client) -> None:
+def on_node(job: ppb.Job, node: int) -> bool:
+    return any(n.node_index == node for a in job.placement.assignments for n in a.nodes)
+
+
+def test_a_failed_node_fails_exactly_the_job_on_it_and_its_return_restores_it(client: Client) -> None:
     register(client)
-    low = client.submit(training(64, "low", priority=1)).job
-    high = client.submit(training(64, "high", priority=5)).job
-    assert low.state == high.state == ppb.JOB_STATE_RUNNING and free_gpus(client) == 0
+    first = client.submit(training(64, "low", priority=1)).job
+    second = client.submit(training(64, "high", priority=5)).job
+    assert first.state == second.state == ppb.JOB_STATE_RUNNING and free_gpus(client) == 0
+    # The ledger knows the nodes: exactly one of the two holds GPUs on n3 (node 3).
+    [hit] = [j for j in (first, second) if on_node(j, 3)]
+    [other] = [j for j in (first, second) if j.id != hit.id]
     beat(client, "n3")
-    # 124 GPUs left for 128 used: the lowest priority job goes back to the queue, the other stays.
-    assert client.get_job(high.id).state == ppb.JOB_STATE_RUNNING
-    lost = client.get_job(low.id)
+    # The job on n3 goes back to the queue (whatever its priority), the other stays.
+    assert client.get_job(other.id).state == ppb.JOB_STATE_RUNNING
+    lost = client.get_job(hit.id)
     assert lost.state == ppb.JOB_STATE_PENDING and lost.attempts == 1
     assert "n3 (XID 79)" in lost.waiting.summary[0]
     assert free_gpus(client) == POOL_GPUS - 4 - 64
     beat(client, "n3")  # the same report again changes nothing
-    assert client.get_job(high.id).state == ppb.JOB_STATE_RUNNING
-    assert client.get_job(low.id).update_time == lost.update_time
+    assert client.get_job(other.id).state == ppb.JOB_STATE_RUNNING
+    assert client.get_job(hit.id).update_time == lost.update_time
     beat(client)  # n3 healthy again: the capacity is back and the queue places the job at once
-    back = client.get_job(low.id)
+    back = client.get_job(hit.id)
     assert back.state == ppb.JOB_STATE_RUNNING and back.attempts == 1 and free_gpus(client) == 0
 
 

@@ -133,7 +133,8 @@ def placement_to_pb(placement: Placement) -> pb.Placement:
     s = placement.score
     return pb.Placement(
         assignments=[
-            pb.Assignment(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type, gpus=a.gpus, power_kw=a.power_kw)
+            pb.Assignment(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type, gpus=a.gpus, power_kw=a.power_kw,
+                          nodes=[pb.NodeGpus(node_index=n, gpus=g) for n, g in a.nodes])
             for a in placement.assignments
         ],
         score=pb.ScoreTerms(

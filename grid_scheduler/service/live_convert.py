@@ -57,7 +57,8 @@ def placement_from_pb(message: ppb.Placement) -> Placement:
     s = message.score
     return Placement(
         assignments=[Assignment(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type, gpus=a.gpus,
-                                power_kw=a.power_kw) for a in message.assignments],
+                                power_kw=a.power_kw, nodes=tuple((n.node_index, n.gpus) for n in a.nodes))
+                     for a in message.assignments],
         score=ScoreTerms(latency=s.latency, carbon=s.carbon, energy_price=s.energy_price, packing=s.packing,
                          data_movement=s.data_movement),
         endpoint_latencies=[EndpointLatency(endpoint_id=e.endpoint_id, site_id=e.site_id, latency_ms=e.latency_ms)

@@ -181,18 +181,28 @@ class GpuTopology(_message.Message):
     def __init__(self, mode: _Optional[_Union[TopologyMode, str]] = ..., slice_gpus: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("site_id", "pool_id", "gpu_type", "gpus", "power_kw")
+    __slots__ = ("site_id", "pool_id", "gpu_type", "gpus", "power_kw", "nodes")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     POWER_KW_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     pool_id: str
     gpu_type: str
     gpus: int
     power_kw: float
-    def __init__(self, site_id: _Optional[str] = ..., pool_id: _Optional[str] = ..., gpu_type: _Optional[str] = ..., gpus: _Optional[int] = ..., power_kw: _Optional[float] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeGpus]
+    def __init__(self, site_id: _Optional[str] = ..., pool_id: _Optional[str] = ..., gpu_type: _Optional[str] = ..., gpus: _Optional[int] = ..., power_kw: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeGpus, _Mapping]]] = ...) -> None: ...
+
+class NodeGpus(_message.Message):
+    __slots__ = ("node_index", "gpus")
+    NODE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    node_index: int
+    gpus: int
+    def __init__(self, node_index: _Optional[int] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class ScoreTerms(_message.Message):
     __slots__ = ("latency", "carbon", "energy_price", "packing", "data_movement", "total")
