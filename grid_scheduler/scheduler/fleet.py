@@ -18,6 +18,7 @@ from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
 from grid_scheduler.state.agents import (
+    AgentHealth,
     AgentReplaced,
     JobPhase,
     JobReport,
@@ -228,7 +229,7 @@ class SiteHealth(StrEnum):
     LOST = "lost"  # silent past the timeout and the grace period: its running jobs were re-queued
 
 
-def site_health(s: Scheduler, agent: SiteAgent | None, now_s: float) -> SiteHealth:
+def site_health(s: Scheduler, agent: SiteAgent | AgentHealth | None, now_s: float) -> SiteHealth:
     if agent is None:
         return SiteHealth.NO_AGENT
     timeout = s.heartbeat_timeout_s
@@ -307,8 +308,9 @@ def _fail_beyond_failed_nodes(s: Scheduler, site_id: str, pools: list[PoolHealth
 
 
 def check_sites(s: Scheduler) -> dict[str, SiteHealth]:
-    """One pass of the site monitor (every replica runs it; each step is idempotent): every site an
-    agent registered for gets the capacity its health allows, and a lost site's jobs are re-queued."""
+    """One full pass of the site monitor (each step is idempotent): every site an agent registered
+    for gets the capacity its health allows, and a lost site's jobs are re-queued. The server's
+    monitor (site_monitor.SiteMonitor) does the same, touching only the sites that need it."""
     out = {}
     for agent in s.store.site_agents():
         apply_node_health(s, agent.site_id)

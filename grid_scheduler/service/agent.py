@@ -128,26 +128,27 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         site_id = self._site(request.site_id, request.agent_id)
         nodes = self._nodes(site_id, request.nodes)
-        before = self.scheduler.store.site_agent(site_id)
-        silent = fleet.site_health(self.scheduler, before, self.scheduler.now()) in (
-            fleet.SiteHealth.UNHEALTHY, fleet.SiteHealth.LOST)
+        pool_ids = [pool.id for pool in self.scheduler.grid.site_by_id[site_id].pools]
+        now = self.scheduler.now()
         try:
-            agent, changed = self.scheduler.store.agent_heartbeat(site_id, request.agent_id, nodes,
-                                                                  self.scheduler.now())
+            # One store call (one round trip on Redis): the write, the previous heartbeat's time, the
+            # drains and the revision the reply carries. Every few seconds from every agent.
+            beat = self.scheduler.store.agent_beat(site_id, request.agent_id, nodes, now, pool_ids)
         except AgentError as e:
             context.abort_with_status(errors.failed_precondition("agent", str(e)))
-        if changed:
+        timeout = self.scheduler.heartbeat_timeout_s
+        silent = timeout is not None and now - beat.previous_heartbeat_at_s > timeout
+        if beat.changed:
             log.info("node_health_changed", site_id=site_id,
-                     unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in agent.nodes])
-        if changed or silent:  # a silent site heard from again gets its capacity back now
+                     unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in beat.nodes])
+        if beat.changed or silent:  # a silent site heard from again gets its capacity back now
             fleet.apply_node_health(self.scheduler, site_id)
         return pb.HeartbeatResponse(
-            acknowledged=[node_pb(n) for n in agent.nodes],
-            operator_drained=[pb.NodeStatus(pool_id=pool.id, node=node, health=pb.NODE_HEALTH_DRAINING,
+            acknowledged=[node_pb(n) for n in beat.nodes],
+            operator_drained=[pb.NodeStatus(pool_id=pool_id, node=node, health=pb.NODE_HEALTH_DRAINING,
                                             reason="drained by an operator")
-                              for pool in self.scheduler.grid.site_by_id[site_id].pools
-                              for node in self.scheduler.store.drained_nodes(pool.id)],
-            assignments_revision=self.scheduler.store.last_sequence(),
+                              for pool_id in pool_ids for node in beat.drained[pool_id]],
+            assignments_revision=beat.revision,
         )
 
     @handled
