@@ -181,6 +181,19 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queu
         return s.store.get_job(job_id)
 
 
+def site_lost_why(site_id: str, detail: str) -> str:
+    return f"site {site_id} lost: {detail}"
+
+
+def requeue_site(s: Scheduler, site_id: str, why: str) -> list[str]:
+    """The transition for a lost site, live (``apply_node_health``) and in the what-if simulator
+    (a ``site_failure`` change): every job running there fails with ``why`` and goes back to the
+    queue through ``requeue_failed`` (one more attempt, its priority and submit time kept). The
+    caller runs the queue pass once after, which re-places inference at once. Returns the ids."""
+    return [record.id for record in s.store.running_jobs()
+            if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False)]
+
+
 # --- node health drives capacity ---------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -265,10 +278,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
             changed |= s.store.set_pool_down(ph.pool_id, down)
         if health is SiteHealth.LOST:
             assert agent is not None
-            why = f"site {site_id} lost: {silent_since(agent)}"
-            for record in s.store.running_jobs():
-                if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False):
-                    failed_jobs.append(record.id)
+            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent)))
         elif health is SiteHealth.HEALTHY:
             failed_jobs = _fail_beyond_failed_nodes(s, site_id, pools)
         if changed or failed_jobs:
