@@ -16,8 +16,9 @@ rest change nothing). The submitters' process submits jobs one at a time (8 GPUs
 Phases, per store, on one server: submits alone, submits while the agents heartbeat (each phase
 at least ``--calls`` calls and 6 heartbeat intervals, 2 with --quick), and a burst (the agents'
 process sends heartbeats back to back, nothing else runs). Server CPU is this process's
-``time.process_time``: per heartbeat over the burst, and as a share of one core while idle with
-and without agents (what the site monitor and the steady heartbeats cost).
+``time.process_time``: per heartbeat over the burst, and as a share of one core while no job is
+submitted, for as long as a phase's minimum, with and without agents (the server's own loops, and
+then the site monitor and the steady heartbeats too).
 
     .venv/bin/python benchmarks/agent_heartbeats.py            # 2,000 submits per phase, 20 agents x 1,000 nodes
     .venv/bin/python benchmarks/agent_heartbeats.py --quick    # 300 submits per phase
@@ -52,7 +53,6 @@ from grid_scheduler.state import Limits
 from grid_scheduler.synthetic import synthetic_grid
 
 SPEC = JobSpec.model_validate({"name": "bench", "tenant": "acme", "kind": "training", "gpus": {"count": 8}})
-IDLE_S = 5.0  # each idle measurement of the server's CPU
 
 
 def fleet_grid(sites: int, nodes_per_site: int, seed: int = 0) -> Grid:
@@ -153,10 +153,10 @@ def ms(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs) * 1000.0, q)) if xs else float("nan")
 
 
-def idle_cpu_share() -> float:
-    """This process's CPU over IDLE_S of wall time, as a share of one core."""
+def idle_cpu_share(seconds: float) -> float:
+    """This process's CPU over ``seconds`` of wall time, as a share of one core."""
     cpu0, wall0 = time.process_time(), time.monotonic()
-    time.sleep(IDLE_S)
+    time.sleep(seconds)
     return (time.process_time() - cpu0) / (time.monotonic() - wall0)
 
 
@@ -187,14 +187,14 @@ def run_store(store: str, url: str, grid: Grid, args: argparse.Namespace, calls:
         start_q, sub_q, agent_q, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
         submitter = ctx.Process(target=play_submits, args=(address, calls, args.window, min_s, start_q, sub_q))
         submitter.start()
-        idle_alone = idle_cpu_share()
         start_q.put("alone")
         _, alone = sub_q.get(timeout=900)
+        idle_alone = idle_cpu_share(min_s)  # after the warm-up and the first phase: the steady server
         agents = ctx.Process(target=play_agents, args=(address, args.grid, args.agents, args.nodes, args.failed,
                                                        args.interval, stop, burst, agent_q))
         agents.start()
         _, (n_agents, n_nodes) = agent_q.get(timeout=600)
-        idle_agents = idle_cpu_share()
+        idle_agents = idle_cpu_share(min_s)
         start_q.put("with agents")
         _, with_agents = sub_q.get(timeout=900)
         submitter.join(timeout=120)

@@ -40,6 +40,8 @@ class SiteMonitor:
         """Every registered site's health; the sites that need it get ``fleet.apply_node_health``."""
         s = self.scheduler
         health_now = s.store.fleet_health(self._site_pools)
+        if not health_now.agents:
+            return {}
         snap = s.store.snapshot()
         now = s.now()
         out: dict[str, fleet.SiteHealth] = {}
