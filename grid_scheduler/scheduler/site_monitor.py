@@ -62,22 +62,22 @@ def _ledger_disagrees(
     s: Scheduler, agent: AgentHealth, health: fleet.SiteHealth, drained: Mapping[str, tuple[str, ...]],
     snap: LedgerSnapshot,
 ) -> bool:
-    """Whether ``apply_node_health`` would change the ledger at the site now: the same judgement,
-    from data already read."""
+    """Whether ``apply_node_health`` would change the ledger at the site now, judged from data
+    already read (fleet.PoolHealth's arithmetic; were it to differ, a site would only be applied
+    more often than needed, never less: any change of its nodes changes its signature too)."""
     silent = health in (fleet.SiteHealth.UNHEALTHY, fleet.SiteHealth.LOST)
     down_now = snap.pool_down_gpus if snap.pool_down_gpus is not None else np.zeros_like(snap.pool_used_gpus)
     for pool in s.grid.site_by_id[agent.site_id].pools:
-        mine = [n for n in agent.nodes if n.pool_id == pool.id]
-        ph = fleet.PoolHealth(pool.id, pool.gpus_per_node, pool.healthy_gpus,
-                              tuple(n for n in mine if n.health is NodeHealth.FAILED),
-                              tuple(n for n in mine if n.health is NodeHealth.DRAINING),
-                              drained.get(pool.id, ()))
+        failed = {n.node for n in agent.nodes if n.pool_id == pool.id and n.health is NodeHealth.FAILED}
+        out = {n.node for n in agent.nodes if n.pool_id == pool.id} | set(drained.get(pool.id, ()))
+        down = pool.healthy_gpus if silent else min(pool.healthy_gpus, len(out) * pool.gpus_per_node)
         i = s.limits.pool_index[pool.id]
-        if int(down_now[i]) != (ph.healthy_gpus if silent else ph.down_gpus):
+        if int(down_now[i]) != down:
             return True
         used = int(snap.pool_used_gpus[i])
         if health is fleet.SiteHealth.LOST and used > 0:
             return True
-        if health is fleet.SiteHealth.HEALTHY and ph.failed and used > ph.healthy_gpus - ph.failed_gpus:
+        room = pool.healthy_gpus - min(pool.healthy_gpus, len(failed) * pool.gpus_per_node)
+        if health is fleet.SiteHealth.HEALTHY and failed and used > room:
             return True
     return False
