@@ -20,6 +20,7 @@ from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
 from grid_scheduler.state.agents import (
+    AgentHealth,
     AgentReplaced,
     JobPhase,
     JobReport,
@@ -211,6 +212,19 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queu
         return s.store.get_job(job_id)
 
 
+def site_lost_why(site_id: str, detail: str) -> str:
+    return f"site {site_id} lost: {detail}"
+
+
+def requeue_site(s: Scheduler, site_id: str, why: str) -> list[str]:
+    """The transition for a lost site, live (``apply_node_health``) and in the what-if simulator
+    (a ``site_failure`` change): every job running there fails with ``why`` and goes back to the
+    queue through ``requeue_failed`` (one more attempt, its priority and submit time kept). The
+    caller runs the queue pass once after, which re-places inference at once. Returns the ids."""
+    return [record.id for record in s.store.running_jobs()
+            if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False)]
+
+
 # --- node health drives capacity ---------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -276,7 +290,7 @@ class SiteHealth(StrEnum):
     LOST = "lost"  # silent past the timeout and the grace period: its running jobs were re-queued
 
 
-def site_health(s: Scheduler, agent: SiteAgent | None, now_s: float) -> SiteHealth:
+def site_health(s: Scheduler, agent: SiteAgent | AgentHealth | None, now_s: float) -> SiteHealth:
     if agent is None:
         return SiteHealth.NO_AGENT
     timeout = s.heartbeat_timeout_s
@@ -314,10 +328,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
             changed |= s.store.set_nodes_out(ph.pool_id, ph.out_indices)
         if health is SiteHealth.LOST:
             assert agent is not None
-            why = f"site {site_id} lost: {silent_since(agent)}"
-            for record in s.store.running_jobs():
-                if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False):
-                    failed_jobs.append(record.id)
+            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent)))
         elif health is SiteHealth.HEALTHY:
             failed_jobs = _fail_on_failed_nodes(s, site_id, pools)
         if changed or failed_jobs:
@@ -399,8 +410,9 @@ def _fail_beyond_room(
 
 
 def check_sites(s: Scheduler) -> dict[str, SiteHealth]:
-    """One pass of the site monitor (every replica runs it; each step is idempotent): every site an
-    agent registered for gets the capacity its health allows, and a lost site's jobs are re-queued."""
+    """One full pass of the site monitor (each step is idempotent): every site an agent registered
+    for gets the capacity its health allows, and a lost site's jobs are re-queued. The server's
+    monitor (site_monitor.SiteMonitor) does the same, touching only the sites that need it."""
     out = {}
     for agent in s.store.site_agents():
         apply_node_health(s, agent.site_id)

@@ -130,34 +130,30 @@ class SiteAgentServicer(pb_grpc.SiteAgentServiceServicer):
         if request.sequence < 0:
             raise InvalidJob([("sequence", "must be >= 0 (0: unsequenced)")])
         nodes = self._nodes(site_id, request.nodes)
-        before = self.scheduler.store.site_agent(site_id)
-        silent = fleet.site_health(self.scheduler, before, self.scheduler.now()) in (
-            fleet.SiteHealth.UNHEALTHY, fleet.SiteHealth.LOST)
+        pool_ids = [pool.id for pool in self.scheduler.grid.site_by_id[site_id].pools]
+        now = self.scheduler.now()
         try:
-            now_s = self.scheduler.now()
-            agent, changed = self.scheduler.store.agent_heartbeat(site_id, request.agent_id, nodes, now_s,
-                                                                  request.sequence)
+            # One store call (one round trip on Redis): the write, the previous heartbeat's time, the
+            # drains and the revision the reply carries. Every few seconds from every agent.
+            beat = self.scheduler.store.agent_beat(site_id, request.agent_id, nodes, now, pool_ids,
+                                                   request.sequence)
         except AgentError as e:
             context.abort_with_status(errors.failed_precondition("agent", str(e)))
-        # A retried or overtaken heartbeat (its sequence not above the last applied) changes nothing;
-        # one applied is the one the store now holds, stamped with this call's time.
-        applied = request.sequence == 0 or (agent.heartbeat_sequence == request.sequence
-                                            and agent.heartbeat_at_s == now_s)
-        if not applied:
-            changed = silent = False
-        if changed:
+        # A retried or overtaken heartbeat (its sequence not above the last applied) changes nothing.
+        timeout = self.scheduler.heartbeat_timeout_s
+        silent = beat.applied and timeout is not None and now - beat.previous_heartbeat_at_s > timeout
+        if beat.changed:
             log.info("node_health_changed", site_id=site_id,
-                     unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in agent.nodes])
-        if changed or silent:  # a silent site heard from again gets its capacity back now
+                     unhealthy=[f"{n.pool_id}/{n.node}:{n.health.value}" for n in beat.nodes])
+        if beat.changed or silent:  # a silent site heard from again gets its capacity back now
             fleet.apply_node_health(self.scheduler, site_id)
         return pb.HeartbeatResponse(
-            acknowledged=[node_pb(n) for n in agent.nodes],
-            operator_drained=[pb.NodeStatus(pool_id=pool.id, node=node, health=pb.NODE_HEALTH_DRAINING,
+            acknowledged=[node_pb(n) for n in beat.nodes],
+            operator_drained=[pb.NodeStatus(pool_id=pool_id, node=node, health=pb.NODE_HEALTH_DRAINING,
                                             reason="drained by an operator")
-                              for pool in self.scheduler.grid.site_by_id[site_id].pools
-                              for node in self.scheduler.store.drained_nodes(pool.id)],
-            assignments_revision=self.scheduler.store.last_sequence(),
-            applied=applied,
+                              for pool_id in pool_ids for node in beat.drained[pool_id]],
+            assignments_revision=beat.revision,
+            applied=beat.applied,
         )
 
     @handled

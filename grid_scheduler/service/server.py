@@ -31,6 +31,7 @@ from grid_scheduler._proto.v1 import (
 )
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.scheduler.core import DEFAULT_RETENTION_S
+from grid_scheduler.scheduler.site_monitor import SiteMonitor
 from grid_scheduler.service import errors
 from grid_scheduler.service.agent import SiteAgentServicer
 from grid_scheduler.service.audit import AuditServicer
@@ -328,9 +329,10 @@ def _watch_sites(scheduler: Scheduler, stopping: threading.Event) -> None:
     timeout_s = scheduler.heartbeat_timeout_s or 1.0
     interval_s = min(SITE_CHECK_S, timeout_s / 4)
     seen: dict[str, fleet.SiteHealth] = {}
+    monitor = SiteMonitor(scheduler)
     while not stopping.wait(interval_s):
         try:
-            health = fleet.check_sites(scheduler)
+            health = monitor.check()
             for site_id, now in health.items():
                 if seen.get(site_id) is not now:
                     log.info("site_health", site_id=site_id, health=now.value)

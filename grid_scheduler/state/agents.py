@@ -107,6 +107,39 @@ class JobReport:
                    int(attempt) if attempt is not None else None)
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat wrote and what its reply needs, from one store call (one round trip on Redis)."""
+
+    previous_heartbeat_at_s: float  # the site's last heartbeat before this one
+    nodes: tuple[NodeCondition, ...]  # the site's unhealthy nodes now (canonical)
+    changed: bool  # whether any node's health changed
+    drained: Mapping[str, tuple[str, ...]]  # pool -> nodes an operator drained, for the pools asked
+    revision: int  # the ledger's event sequence (``last_sequence``)
+    # False: a retried or overtaken heartbeat (sequence not above the last applied); nothing was
+    # written and ``nodes`` are the ones kept.
+    applied: bool = True
+
+
+@dataclass(frozen=True)
+class AgentHealth:
+    """A site agent without its node inventory: what the site monitor judges a site by."""
+
+    site_id: str
+    agent_id: str
+    generation: int
+    heartbeat_at_s: float
+    nodes: tuple[NodeCondition, ...]  # the nodes not healthy, sorted by (pool, node)
+
+
+@dataclass(frozen=True)
+class FleetHealth:
+    """Every registered site's agent health and its pools' operator drains, read at once."""
+
+    agents: tuple[AgentHealth, ...]  # in site id order
+    drained: Mapping[str, tuple[str, ...]]  # pool -> drained nodes, for every pool of those sites
+
+
 class AgentError(Exception):
     """The caller is not the site's agent now; nothing was written."""
 
@@ -143,10 +176,24 @@ class AgentStore(Protocol):
         AgentReplaced when the caller is not the site's agent."""
         ...
 
+    def agent_beat(
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, pool_ids: Sequence[str],
+        sequence: int = 0,
+    ) -> Beat:
+        """``agent_heartbeat`` (with its ``sequence`` rule) plus what the reply needs (the previous
+        heartbeat time, the drains of ``pool_ids``, the event sequence) in one call. NoAgent /
+        AgentReplaced as agent_heartbeat."""
+        ...
+
     def site_agent(self, site_id: str) -> SiteAgent | None: ...
 
     def site_agents(self) -> list[SiteAgent]:
         """Every site an agent ever registered for, in site id order."""
+        ...
+
+    def fleet_health(self, site_pools: Mapping[str, Sequence[str]]) -> FleetHealth:
+        """Every registered site's agent (without its inventory) and the operator drains of its
+        pools (``site_pools``: site id -> pool ids), in one read (one or two round trips on Redis)."""
         ...
 
     def report_job(self, site_id: str, agent_id: str, report: JobReport) -> tuple[bool, JobReport]:
@@ -212,9 +259,36 @@ class MemoryAgents:
                 heartbeat_sequence=sequence if sequence > 0 else agent.heartbeat_sequence)
             return agent, changed
 
+    def agent_beat(
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, pool_ids: Sequence[str],
+        sequence: int = 0,
+    ) -> Beat:
+        unhealthy = canonical_nodes(nodes)
+        with self._agents_lock:
+            agent = self._current(site_id, agent_id)
+            drained = {p: tuple(sorted(self._node_drains.get(p, ()))) for p in pool_ids}
+            if 0 < sequence <= agent.heartbeat_sequence:
+                return Beat(agent.heartbeat_at_s, agent.nodes, False, drained, self.last_sequence(), applied=False)
+            changed = agent.nodes != unhealthy
+            self._agents[site_id] = replace(
+                agent, heartbeat_at_s=now_s, nodes=unhealthy,
+                heartbeat_sequence=sequence if sequence > 0 else agent.heartbeat_sequence)
+        return Beat(agent.heartbeat_at_s, unhealthy, changed, drained, self.last_sequence())
+
+    def last_sequence(self) -> int:  # MemoryStore's (the ledger's event sequence)
+        raise NotImplementedError
+
     def site_agent(self, site_id: str) -> SiteAgent | None:
         with self._agents_lock:
             return self._agents.get(site_id)
+
+    def fleet_health(self, site_pools: Mapping[str, Sequence[str]]) -> FleetHealth:
+        with self._agents_lock:
+            agents = tuple(AgentHealth(a.site_id, a.agent_id, a.generation, a.heartbeat_at_s, a.nodes)
+                           for a in (self._agents[s] for s in sorted(self._agents)))
+            drained = {p: tuple(sorted(self._node_drains.get(p, ())))
+                       for a in agents for p in site_pools.get(a.site_id, ())}
+        return FleetHealth(agents, drained)
 
     def site_agents(self) -> list[SiteAgent]:
         with self._agents_lock:

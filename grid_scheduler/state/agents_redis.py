@@ -20,7 +20,10 @@ import redis
 from redis.commands.core import Script
 
 from grid_scheduler.state.agents import (
+    AgentHealth,
     AgentReplaced,
+    Beat,
+    FleetHealth,
     JobReport,
     NoAgent,
     NodeCondition,
@@ -63,6 +66,33 @@ if redis.call('HGET', key, 'nodes') ~= ARGV[4] then changed = 1 end
 redis.call('HSET', key, 'heartbeat_at', ARGV[5], 'nodes', ARGV[4])
 local out = {'ok', changed}
 for _, v in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = v end
+return out
+"""
+
+# ARGV: prefix, site, agent id, nodes JSON (canonical), now, sequence, pool ids... The heartbeat and
+# everything its reply needs in one round trip: {status ('ok' or 'old': a sequence not above the last
+# applied, nothing written), changed, previous heartbeat_at, event sequence, the nodes kept, drains per pool...}.
+_LUA_BEAT = r"""
+local P = ARGV[1]
+local key = P .. 'agent:' .. ARGV[2]
+local current = redis.call('HGET', key, 'agent_id')
+if not current then return {'none', 0} end
+if current ~= ARGV[3] then return {'replaced', current} end
+local seq = tonumber(ARGV[6])
+local status = 'ok'
+local changed = 0
+local before = redis.call('HGET', key, 'heartbeat_at')
+if seq > 0 and seq <= (tonumber(redis.call('HGET', key, 'hb_seq')) or 0) then
+  status = 'old'
+else
+  if seq > 0 then redis.call('HSET', key, 'hb_seq', seq) end
+  if redis.call('HGET', key, 'nodes') ~= ARGV[4] then changed = 1 end
+  redis.call('HSET', key, 'heartbeat_at', ARGV[5], 'nodes', ARGV[4])
+end
+local out = {status, changed, before, redis.call('GET', P .. 'event_seq') or '0', redis.call('HGET', key, 'nodes')}
+for i = 7, #ARGV do
+  out[#out + 1] = redis.call('SMEMBERS', P .. 'node_drains:' .. ARGV[i])
+end
 return out
 """
 
@@ -111,6 +141,7 @@ class RedisAgents:
         self._register_lua = self._r.register_script(_LUA_REGISTER)
         self._heartbeat_lua = self._r.register_script(_LUA_HEARTBEAT)
         self._report_lua = self._r.register_script(_LUA_REPORT)
+        self._beat_lua = self._r.register_script(_LUA_BEAT)
 
     @guarded
     def register_agent(
@@ -132,6 +163,44 @@ class RedisAgents:
         if status == "replaced":
             raise AgentReplaced(site_id, _s(reply[1]))
         return _with_site(_agent(reply[2:]), site_id), int(reply[1]) == 1
+
+    @guarded
+    def agent_beat(
+        self, site_id: str, agent_id: str, nodes: Sequence[NodeCondition], now_s: float, pool_ids: Sequence[str],
+        sequence: int = 0,
+    ) -> Beat:
+        unhealthy = canonical_nodes(nodes)
+        reply = self._run(self._beat_lua, [self.prefix, site_id, agent_id, json.dumps(nodes_to_json(unhealthy)),
+                                           repr(now_s), int(sequence), *pool_ids])
+        status = _s(reply[0])
+        if status == "none":
+            raise NoAgent(f"no agent registered for site {site_id}")
+        if status == "replaced":
+            raise AgentReplaced(site_id, _s(reply[1]))
+        drained = {p: tuple(sorted(_s(n) for n in members)) for p, members in zip(pool_ids, reply[5:], strict=True)}
+        kept = nodes_from_json(json.loads(_s(reply[4])))
+        return Beat(float(_s(reply[2])), kept, int(reply[1]) == 1, drained, int(_s(reply[3])),
+                    applied=status == "ok")
+
+    @guarded
+    def fleet_health(self, site_pools: Mapping[str, Sequence[str]]) -> FleetHealth:
+        # Two round trips whatever the fleet's size; the node inventories (thousands of names per
+        # site) are not read: judging a site's health does not need them.
+        sites = sorted(_s(s) for s in self._r.smembers(self.prefix + "agents"))
+        pools = [p for site in sites for p in site_pools.get(site, ())]
+        pipe = self._r.pipeline(transaction=False)
+        for site in sites:
+            pipe.hmget(self.prefix + "agent:" + site, ["agent_id", "generation", "heartbeat_at", "nodes"])
+        for pool in pools:
+            pipe.smembers(self.prefix + "node_drains:" + pool)
+        replies = pipe.execute()
+        agents = tuple(
+            AgentHealth(site, _s(r[0]), int(r[1]), float(r[2]), nodes_from_json(json.loads(r[3])))
+            for site, r in zip(sites, replies[:len(sites)], strict=True) if r[0] is not None
+        )
+        drained = {p: tuple(sorted(_s(n) for n in members))
+                   for p, members in zip(pools, replies[len(sites):], strict=True)}
+        return FleetHealth(agents, drained)
 
     @guarded
     def site_agent(self, site_id: str) -> SiteAgent | None:

@@ -32,10 +32,10 @@ import numpy.typing as npt
 import structlog
 
 from grid_scheduler.model import EventType, JobRecord, JobState, Placement
-from grid_scheduler.scheduler import Scheduler
+from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.state import to_watts
-from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment
+from grid_scheduler.whatif.changes import DAY_S, DrainStep, Moment, SiteFailure, describe
 from grid_scheduler.whatif.fragmentation import fragmented_gpus
 from grid_scheduler.whatif.ledger import carry_over, new_scheduler
 from grid_scheduler.whatif.live import LIVE_SOURCE, LiveStart, seed_ledger
@@ -200,6 +200,9 @@ class Simulator:
         first = next(i for i, k in enumerate(self._grid_key) if k)  # blamed for all of them: they share an instant
         change = ChangeLog(0.0, first, "changes in force at time zero, applied to the live jobs")
         self.change_logs.append(change)
+        for i, in_force in enumerate(self._grid_key):
+            if in_force:
+                self._fail_site(i, change)
         carried = carry_over(self.scheduler, self.timeline.grid_at(0.0), self.clock, change.what)
         self._requeue_displaced(carried.displaced, change)
         self.scheduler = carried.scheduler
@@ -300,8 +303,11 @@ class Simulator:
         change = ChangeLog(moment.time_s, moment.change, moment.what)
         self.change_logs.append(change)
         if key != self._grid_key:
+            failing = bool(key[moment.change]) and not self._grid_key[moment.change]
             self._grid_key = key
             self._read_ledger()
+            if failing:
+                self._fail_site(moment.change, change)
             carried = carry_over(self.scheduler, self.timeline.grid_for(key, moment.change), self.clock, moment.what)
             self._requeue_displaced(carried.displaced, change)
             self._adopt(carried.scheduler)
@@ -309,6 +315,18 @@ class Simulator:
         # them could be displaced by the second, and blamed on it, for capacity it never had.
         if not (self._heap and self._heap[0][:2] == (moment.time_s, GRID)):
             self.scheduler.place_pending()
+
+    def _fail_site(self, index: int, change: ChangeLog) -> None:
+        """A site failure as the live server handles a lost site (``fleet.requeue_site``): its running
+        jobs fail and are re-queued with one more attempt, priority and submit time kept; the queue
+        pass after the change re-places them (inference at once). Other changes displace by re-commit."""
+        failure = self.timeline.changes[index]
+        if not isinstance(failure, SiteFailure):
+            return
+        why = fleet.site_lost_why(failure.site, describe(failure))
+        failed = fleet.requeue_site(self.scheduler, failure.site, why)
+        self._requeue_displaced([r for r in (self.scheduler.store.get_job(j) for j in failed) if r is not None],
+                                change)
 
     def _requeue_displaced(self, displaced: list[JobRecord], change: ChangeLog) -> None:
         for record in displaced:
