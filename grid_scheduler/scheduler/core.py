@@ -45,10 +45,12 @@ from grid_scheduler.model.job import violations_against_grid
 from grid_scheduler.scheduler import batch_commit, fleet, observer, policy_diff, queue, queue_index, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
+from grid_scheduler.scheduler.ledger_view import LedgerView
 from grid_scheduler.scheduler.observer import NullObserver, Observer
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
+    Committed,
     LedgerSnapshot,
     Limits,
     MemoryStore,
@@ -142,7 +144,8 @@ class Scheduler:
         self.observer: Observer = NullObserver()
         # Decisions in this process are serial: a decision and its commit see one snapshot.
         self.lock = threading.RLock()
-        self._usage: tuple[int, Usage] | None = None
+        # The ledger as of its last read, brought forward by this replica's own commits.
+        self.ledger = LedgerView(self.limits)
         self._shapes: dict[str, str] = {}  # job id -> shape key, for the queue pass
         self._shadows: dict[str, Shadow] = {}  # job id -> what it holds while it waits
         # What waiting jobs hold, as of the last queue pass plus this process's own submissions
@@ -165,19 +168,16 @@ class Scheduler:
         the cached usage while the ledger has not moved, else a fresh snapshot."""
         if versions.policy != self.policy_version:
             self._adopt_policy(versions.policy)
-        version = versions.ledger
-        if self._usage is None or self._usage[0] != version:
-            if snap is None or snap.version != version:
+        usage = self.ledger.at(versions.ledger)
+        if usage is None:
+            if snap is None or snap.version != versions.ledger:
                 snap = self.store.snapshot()
-            # GPUs on failed or drained nodes (scheduler/fleet.py) are taken for every decision.
-            used, drained = snap.pool_used_gpus, snap.pool_drained
-            if snap.pool_down_gpus is not None:
-                # A pool with every GPU out of service (a silent site, every node failed) is unhealthy
-                # as a whole: its reason is HEALTH, not capacity.
-                used = used + snap.pool_down_gpus
-                drained = drained | ((snap.pool_down_gpus > 0) & (snap.pool_down_gpus >= self.limits.pool_gpus))
-            self._usage = (snap.version, Usage(used, snap.site_used_kw, drained, snap.tenant_pool_gpus))
-        return self._usage[1]
+            usage = self.ledger.reset(snap)
+        return usage
+
+    def follow(self, done: Committed, moves: Sequence[Transition]) -> None:
+        """A commit this replica made: the ledger view follows it without reading (scheduler/ledger_view.py)."""
+        self.ledger.follow(done, moves)
 
     @property
     def quota(self) -> QuotaRules | None:
@@ -335,7 +335,7 @@ class Scheduler:
         with self.lock:
             # One read before deciding (two round trips per submission on Redis, with the commit):
             # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
-            probe = self.store.probe(spec.tenant, request_id, self._usage[0] if self._usage is not None else -1)
+            probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
             if probe.existing is not None:
                 return self._twin(probe.existing, spec)
             self.validate(spec)
@@ -347,7 +347,7 @@ class Scheduler:
                 usage = None  # a retry reads the ledger again
                 try:
                     record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
-                                                     self.policy_version)
+                                                     self.policy_version, follow=self.follow)
                 except (CapacityConflict, StaleRecord, UnknownJob):
                     continue  # the ledger or a victim moved: decide again on a fresh snapshot
                 assert record is not None
@@ -365,7 +365,7 @@ class Scheduler:
                 self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
                 "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
             )
-            record, created = observer.commit(self.observer, self.store, (), create, self.quota)
+            record, created = observer.commit(self.observer, self.store, (), create, self.quota, follow=self.follow)
             assert record is not None
             if not created:
                 return self._twin(record, spec)
@@ -483,7 +483,7 @@ class Scheduler:
                     raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
                 try:
                     done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
-                        record, state, event, message, self.now()))
+                        record, state, event, message, self.now()), follow=self.follow)
                 except StaleRecord:
                     continue
                 break
