@@ -97,3 +97,35 @@ def test_threads_submitting_at_once_never_double_book(store: Store, small_grid: 
         view = s.ledger.snapshot
         assert view is not None
     assert_same(view, fresh)
+
+
+def test_cancels_at_once_still_start_the_waiting_job(store: Store, small_grid: Grid) -> None:
+    """Cancels commit outside the lock and coalesce their queue passes (``Scheduler._retry_queue``):
+    however they interleave, the pass that runs last sees every release, so the job waiting for
+    the freed GPUs starts without any further call. (Which interleaving a run gets is up to the
+    threads: this checks the outcome, run after run, not one chosen schedule.)"""
+    s = Scheduler(small_grid, store=store, quiet=True)
+
+    def h100(name: str, gpus: int) -> JobSpec:  # only sines-h100 (256 GPUs) takes these
+        return JobSpec.model_validate({"name": name, "tenant": "acme", "kind": "training", "gang": True,
+                                       "gpus": {"count": gpus, "types": ["H100"]}, "training": {"duration_hours": 1}})
+
+    running = [s.submit(h100(f"fill{i}", 32)).record for i in range(8)]
+    assert all(r.state is JobState.RUNNING for r in running)
+    waiting = s.submit(h100("big", 128)).record
+    assert waiting.state is JobState.PENDING
+    errors: list[BaseException] = []
+
+    def cancel(job_id: str) -> None:
+        try:
+            s.cancel(job_id)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=cancel, args=(r.id,)) for r in running]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(JOIN_TIMEOUT_S)
+    assert not any(th.is_alive() for th in threads) and errors == []
+    assert s.get(waiting.id).state is JobState.RUNNING
