@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import structlog
 
 from grid_scheduler.engine import Decision, GridIndex, Usage, site_reasons
@@ -97,6 +98,22 @@ def new_job_id() -> str:
 
 
 @dataclass(frozen=True)
+class _Tried:
+    """What a lock-free attempt at placing read and decided (``Scheduler._place_now``)."""
+
+    ledger: int
+    policy_version: int
+    usage: Usage
+    held: Usage  # the usage with the holds against the job overlaid: what it was decided on
+    decision: Decision
+
+
+def _same_usage(a: Usage, b: Usage) -> bool:
+    return a is b or (np.array_equal(a.pool_used_gpus, b.pool_used_gpus)
+                      and np.array_equal(a.site_used_kw, b.site_used_kw))
+
+
+@dataclass(frozen=True)
 class Outcome:
     record: JobRecord
     created: bool
@@ -142,7 +159,9 @@ class Scheduler:
         self.site_grace_s: float = 0.0
         # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
         self.observer: Observer = NullObserver()
-        # Decisions in this process are serial: a decision and its commit see one snapshot.
+        # What must be serial in this process: the queue pass, preemption, waiting jobs and their
+        # holds, policy changes. A submission that fits takes it only to read (``_place_now``);
+        # its commit is checked by the store like any other replica's.
         self.lock = threading.RLock()
         # The ledger as of its last read, brought forward by this replica's own commits.
         self.ledger = LedgerView(self.limits)
@@ -355,22 +374,24 @@ class Scheduler:
             return self._twin(probe.existing, spec)
         self.validate(spec)
         job_id = self.job_ids()
-        placed, seen = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
+        placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
         if placed is not None:
             return placed
         with self.lock:
-            # The usage the lock-free attempt read, if nothing moved since (the view follows this
-            # process's commits; another replica's are the commit's to catch, as for any decision).
-            usage = self.ledger.at(seen.ledger) if seen is not None and seen.policy == self.policy_version else None
-            return self._submit_serial(job_id, spec, request_id, owner, usage)
+            # The lock-free attempt's usage and decision, if nothing moved since (the view follows
+            # this process's commits; another replica's are the commit's to catch, as for any decision).
+            if tried is not None and tried.policy_version == self.policy_version \
+                    and self.ledger.at(tried.ledger) is tried.usage:
+                return self._submit_serial(job_id, spec, request_id, owner, tried.usage, tried)
+            return self._submit_serial(job_id, spec, request_id, owner)
 
     def _place_now(
         self, job_id: str, spec: JobSpec, request_id: str, owner: str, versions: Versions | None,
         snap: LedgerSnapshot | None,
-    ) -> tuple[Outcome | None, Versions | None]:
+    ) -> tuple[Outcome | None, _Tried | None]:
         """Decide and commit a job that fits now, holding the lock only to read the view, the policy
         and the holds. No outcome when it does not fit as things stand (or kept losing races); then
-        the versions its last decision read."""
+        what its last decision read and decided."""
         for _ in range(COMMIT_ATTEMPTS):
             if versions is None:
                 versions = self.store.versions()
@@ -388,7 +409,7 @@ class Scheduler:
             finally:
                 self.observer.decided(time.perf_counter() - start)
             if decision.placement is None:
-                return None, Versions(usage_version, policy_version)
+                return None, _Tried(usage_version, policy_version, usage, held, decision)
             create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
                                             policy_version=policy_version)
             try:
@@ -406,13 +427,16 @@ class Scheduler:
         return None, None
 
     def _submit_serial(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
+        tried: _Tried | None = None,
     ) -> Outcome:
-        """Submission under the lock: placement with preemption, or the queue with reasons
-        (on ``usage`` first, when the caller read it and nothing moved since)."""
+        """Submission under the lock: placement with preemption, or the queue with reasons (on
+        ``usage`` first, when the caller read it and nothing moved since; ``tried``: the decision the
+        caller made on it, kept if the holds it decided under are still the same)."""
         decision = None
         for _ in range(COMMIT_ATTEMPTS):
-            decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage)
+            decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage, tried)
+            tried = None
             try:
                 record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
                                                   self.policy_version, follow=self.follow)
@@ -443,12 +467,15 @@ class Scheduler:
         return Outcome(record, True, decision)
 
     def _first_commit(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
+        tried: _Tried | None = None,
     ) -> tuple[Decision, Transition, list[Update]]:
         usage = self.usage() if usage is None else usage
         holds = self.holds()
         held = holds.overlay(usage, spec)
-        decision = self.decide(spec, held)
+        # A decision is a function of what it read: the same usage and holds decide the same again.
+        same = tried is not None and tried.usage is usage and _same_usage(tried.held, held)
+        decision = tried.decision if tried is not None and same else self.decide(spec, held)
         now = self.now()
         if decision.placement is not None:
             return decision, transitions.new_placed(
