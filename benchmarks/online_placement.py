@@ -16,6 +16,7 @@ that what is measured is the placement path, not log rendering.
 
     .venv/bin/python benchmarks/online_placement.py            # full run (~1-2 min)
     .venv/bin/python benchmarks/online_placement.py --quick    # smoke run (seconds)
+    .venv/bin/python benchmarks/online_placement.py --client-process   # the gRPC client in its own process
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -32,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -148,19 +151,50 @@ STATE_FROM_PB = {ppb.JOB_STATE_RUNNING: JobState.RUNNING, ppb.JOB_STATE_PENDING:
 
 
 def over_grpc(
-    grid: Grid, jobs: Sequence[JobSpec], window: int, threads: int
+    grid: Grid, jobs: Sequence[JobSpec], window: int, threads: int, client_process: bool = False
 ) -> tuple[list[Series], Counter[str], dict[str, list[int]]]:
-    """SubmitJob and the health Check, interleaved on one channel; then from ``threads`` threads."""
+    """SubmitJob and the health Check, interleaved on one channel; then from ``threads`` threads.
+
+    ``client_process``: the client runs in a process of its own (spawned), so that it shares
+    neither the server's interpreter nor its GIL; by default it runs in this process."""
     scheduler = Scheduler(grid)
     warm(scheduler, jobs)
     specs = [spec_to_pb(s) for s in jobs]
     server = start_server(scheduler, "127.0.0.1:0")
-    client = Client(f"127.0.0.1:{server.port}")
+    address = f"127.0.0.1:{server.port}"
+    try:
+        if not client_process:
+            return client_run(address, specs, window, threads)
+        ctx = mp.get_context("spawn")
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_client_process, args=(theirs, address, [x.SerializeToString() for x in specs],
+                                                         window, threads))
+        proc.start()
+        try:
+            result: tuple[list[Series], Counter[str], dict[str, list[int]]] = mine.recv()
+        finally:
+            proc.join(30)
+        return result
+    finally:
+        server.stop(1.0)
+
+
+def _client_process(out: Connection, address: str, specs: list[bytes], window: int, threads: int) -> None:
+    configure("warning")
+    out.send(client_run(address, [ppb.JobSpec.FromString(b) for b in specs], window, threads))
+
+
+def client_run(
+    address: str, specs: Sequence[ppb.JobSpec], window: int, threads: int
+) -> tuple[list[Series], Counter[str], dict[str, list[int]]]:
+    """The client side of ``over_grpc``: the timed calls against the server at ``address``."""
+    client = Client(address)
     outcomes: Counter[str] = Counter()
     by_outcome: dict[str, list[int]] = {}
     try:
         for _ in range(50):  # channel up, handlers and the pools' threads warm
             client.check_health()
+        gc.collect()
         live = Window(window)
         submit, empty = Series("SubmitJob (gRPC)"), Series("Health Check (gRPC, empty)")
         for n, spec in enumerate(specs):
@@ -181,7 +215,6 @@ def over_grpc(
             series += concurrent(client, specs, window, threads)
     finally:
         client.close()
-        server.stop(1.0)
     return series, outcomes, by_outcome
 
 
@@ -212,15 +245,18 @@ def ratios(submit: dict[str, Any], empty: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def run_grid(label: str, grid: Grid, calls: int, window: int, threads: int, seed: int) -> dict[str, Any]:
+def run_grid(
+    label: str, grid: Grid, calls: int, window: int, threads: int, seed: int, client_process: bool = False
+) -> dict[str, Any]:
     jobs = job_stream(grid, calls, seed=seed)
     t0 = time.perf_counter()
     engine, submit_local = in_process(grid, jobs, window)
-    grpc_series, outcomes, by_outcome = over_grpc(grid, jobs, window, threads)
+    grpc_series, outcomes, by_outcome = over_grpc(grid, jobs, window, threads, client_process)
     rows = [s.row() for s in [engine, submit_local, *grpc_series]]
     sequential = ratios(rows[2], rows[3])
     result: dict[str, Any] = {
         "grid": label,
+        "client": "separate process" if client_process else "in the server's process",
         "sites": len(grid.sites),
         "pools": sum(len(s.pools) for s in grid.sites),
         "gpus": sum(p.total_gpus for s in grid.sites for p in s.pools),
@@ -274,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4, help="client threads for the concurrent run; 0 = skip")
     parser.add_argument("--window", type=int, default=32, help="live jobs kept before cancelling the oldest")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--client-process", action="store_true",
+                        help="run the gRPC client in a separate process (default: in the server's process)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     calls = 200 if args.quick else args.calls
@@ -285,10 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         grids.append(("synthetic-200", synthetic_grid(200, 800, 106_000, seed=args.seed)))
     else:
         grids.append(("synthetic-500", synthetic_grid(500, 2000, 266_000, seed=args.seed)))
-    results = [run_grid(label, grid, calls, args.window, args.threads, args.seed) for label, grid in grids]
+    results = [run_grid(label, grid, calls, args.window, args.threads, args.seed, args.client_process)
+               for label, grid in grids]
 
     print(f"workload: {WORKLOAD.replace('WINDOW', str(args.window))}")
-    print("logging: structlog at WARNING for the run; server and client in this process on 127.0.0.1.\n")
+    where = "the client in a separate process" if args.client_process else "server and client in this process"
+    print(f"logging: structlog at WARNING for the run; {where}, on 127.0.0.1.\n")
     print_table(results)
     report = {
         "benchmark": "online_placement",
@@ -303,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "grpcio": grpc.__version__,
         },
         "config": {"calls": calls, "threads": args.threads, "window": args.window, "seed": args.seed,
-                   "log_level": "warning"},
+                   "log_level": "warning", "client_process": args.client_process},
         "workload": WORKLOAD.replace("WINDOW", str(args.window)),
         "targets": {"p99_ratio_max": TARGET_P99_RATIO, "throughput_ratio_min": TARGET_THROUGHPUT_RATIO},
         "results": results,

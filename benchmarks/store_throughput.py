@@ -64,6 +64,7 @@ from grid_scheduler.state.redis_store import RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store_throughput.json"
 TARGET_RATIO = 0.3  # Redis ops/s >= 0.3 x in-memory, one replica each
+TARGET_SCHEDULE_RATIO = 0.7  # issue 13: Redis Scheduler.submit placements/s >= 0.7 x in-memory
 POOLS = 4
 WINDOW = 16  # live jobs per scheduler loop before the oldest is cancelled
 
@@ -200,6 +201,9 @@ def run_row(row: Row, url: str, seconds: float) -> dict[str, Any]:
         "threads_per_replica": row.threads,
         "appendfsync": row.fsync or None, "commits": int(lat.size), "seconds": round(wall, 3),
         "per_s": round(lat.size / wall, 1),
+        # Calls per second of the call's own time, per thread: for the schedule rows, submits alone
+        # (the cancels that keep the ledger from filling are left out).
+        "per_s_of_call_time": round(lat.size / (float(lat.sum()) / 1e6) * row.processes * row.threads, 1),
         "p50_us": round(float(np.percentile(lat, 50)), 1), "p99_us": round(float(np.percentile(lat, 99)), 1),
         "max_us": round(float(lat.max()), 1),
     }
@@ -305,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for part, ratio in ratios.items():
         print(f"{part}: redis 1x1 / memory 1x1 = {ratio:.3f} "
               f"(target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    submit_only = (by["schedule redis 1x1"]["per_s_of_call_time"] / by["schedule memory 1x1"]["per_s_of_call_time"])
+    print(f"schedule (issue 13, target >= {TARGET_SCHEDULE_RATIO}): {ratios['schedule']:.3f} over wall time "
+          f"(submits and the cancels between them); {submit_only:.3f} over the submits' own time")
     report = {
         "benchmark": "store_throughput",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -321,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "schedule_window": WINDOW, "schedule_grid": "examples/grids/nscale.yaml"},
         "target": {"redis_over_memory_min": TARGET_RATIO,
                    "ratios": {k: round(v, 3) for k, v in ratios.items()},
-                   "met": {k: v >= TARGET_RATIO for k, v in ratios.items()}},
+                   "met": {k: v >= TARGET_RATIO for k, v in ratios.items()},
+                   "schedule_issue13_min": TARGET_SCHEDULE_RATIO,
+                   "schedule_submit_time_ratio": round(submit_only, 3)},
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -128,6 +128,6 @@ def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store 
     transition = transitions.to_running(record, placement, s.now(), policy_version=s.policy_version)
     try:
         return observer.apply(s.observer, store or s.store, record.id, record.version, transition, s.quota,
-                             s.policy_version)
+                             s.policy_version, follow=s.follow)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None

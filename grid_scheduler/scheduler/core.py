@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import structlog
 
 from grid_scheduler.engine import Decision, GridIndex, Usage, site_reasons
@@ -45,10 +46,12 @@ from grid_scheduler.model.job import violations_against_grid
 from grid_scheduler.scheduler import batch_commit, fleet, observer, policy_diff, queue, queue_index, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
+from grid_scheduler.scheduler.ledger_view import MAX_AHEAD, LedgerView
 from grid_scheduler.scheduler.observer import NullObserver, Observer
 from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
+    Committed,
     LedgerSnapshot,
     Limits,
     MemoryStore,
@@ -92,6 +95,22 @@ _ID_COUNTER = itertools.count()
 def new_job_id() -> str:
     """Time-ordered, so listing by id lists by submission."""
     return f"job-{time.time_ns():x}-{_ID_TAIL}{next(_ID_COUNTER) % 4096:03x}"
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """What a lock-free attempt at placing read and decided (``Scheduler._place_now``)."""
+
+    ledger: int
+    policy_version: int
+    usage: Usage
+    held: Usage  # the usage with the holds against the job overlaid: what it was decided on
+    decision: Decision
+
+
+def _same_usage(a: Usage, b: Usage) -> bool:
+    return a is b or (np.array_equal(a.pool_used_gpus, b.pool_used_gpus)
+                      and np.array_equal(a.site_used_kw, b.site_used_kw))
 
 
 @dataclass(frozen=True)
@@ -140,9 +159,15 @@ class Scheduler:
         self.site_grace_s: float = 0.0
         # Told of every decision, commit, submission and batch cycle (serve --metrics-address listens).
         self.observer: Observer = NullObserver()
-        # Decisions in this process are serial: a decision and its commit see one snapshot.
+        # What must be serial in this process: the queue pass, preemption, waiting jobs and their
+        # holds, policy changes. A submission that fits takes it only to read (``_place_now``);
+        # its commit is checked by the store like any other replica's.
         self.lock = threading.RLock()
-        self._usage: tuple[int, Usage] | None = None
+        # The ledger as of its last read, brought forward by this replica's own commits.
+        self.ledger = LedgerView(self.limits)
+        # Whether a queue pass is waiting for the lock and has not started (``_retry_queue``).
+        self._pass_gate = threading.Lock()
+        self._pass_queued = False
         self._shapes: dict[str, str] = {}  # job id -> shape key, for the queue pass
         self._shadows: dict[str, Shadow] = {}  # job id -> what it holds while it waits
         # What waiting jobs hold, as of the last queue pass plus this process's own submissions
@@ -165,20 +190,23 @@ class Scheduler:
         the cached usage while the ledger has not moved, else a fresh snapshot."""
         if versions.policy != self.policy_version:
             self._adopt_policy(versions.policy)
-        version = versions.ledger
-        if self._usage is None or self._usage[0] != version:
-            if snap is None or snap.version != version:
-                snap = self.store.snapshot()
-            # GPUs on failed or drained nodes (scheduler/fleet.py) are taken for every decision.
-            used, drained = snap.pool_used_gpus, snap.pool_drained
-            if snap.pool_down_gpus is not None:
-                # A pool with every GPU out of service (a silent site, every node failed) is unhealthy
-                # as a whole: its reason is HEALTH, not capacity.
-                used = used + snap.pool_down_gpus
-                drained = drained | ((snap.pool_down_gpus > 0) & (snap.pool_down_gpus >= self.limits.pool_gpus))
-            self._usage = (snap.version, Usage(used, snap.site_used_kw, drained, snap.tenant_pool_gpus,
-                                               snap.node_used_gpus, snap.node_out))
-        return self._usage[1]
+        usage = self.ledger.at(versions.ledger)
+        if usage is not None:
+            return usage
+        if snap is None or snap.version != versions.ledger:
+            # Threads of this process commit concurrently: the view may have followed a commit
+            # made after ``versions`` was read. It is then newer than the read, not wrong. (Far
+            # ahead means the ledger went back: a Redis that lost writes; read it again.)
+            ahead = self.ledger.version - versions.ledger
+            view = self.ledger.at(self.ledger.version)
+            if 0 < ahead <= MAX_AHEAD and view is not None:
+                return view
+            snap = self.store.snapshot()
+        return self.ledger.reset(snap)
+
+    def follow(self, done: Committed, moves: Sequence[Transition]) -> None:
+        """A commit this replica made: the ledger view follows it without reading (scheduler/ledger_view.py)."""
+        self.ledger.follow(done, moves)
 
     @property
     def quota(self) -> QuotaRules | None:
@@ -332,55 +360,122 @@ class Scheduler:
         even if the grid changed since; the same id with a different spec is AlreadyExists.
         The twin check is repeated inside the commit, so two racing twins create one job and
         evict nothing for the loser. ``owner`` is the principal that submits (kept on the record).
+
+        A job that fits now is decided and committed outside the scheduler lock (``_place_now``):
+        the store re-checks capacity, quotas and the policy version at commit, as it does for
+        another replica's decisions, so concurrent submissions proceed together. Everything else
+        (waiting, rejection, preemption, which read and change the queue's holds) is decided
+        again under the lock, one at a time.
         """
+        # One read before deciding (two round trips per submission on Redis, with the commit):
+        # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
+        probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
+        if probe.existing is not None:
+            return self._twin(probe.existing, spec)
+        self.validate(spec)
+        job_id = self.job_ids()
+        placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
+        if placed is not None:
+            return placed
         with self.lock:
-            # One read before deciding (two round trips per submission on Redis, with the commit):
-            # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
-            probe = self.store.probe(spec.tenant, request_id, self._usage[0] if self._usage is not None else -1)
-            if probe.existing is not None:
-                return self._twin(probe.existing, spec)
-            self.validate(spec)
-            usage: Usage | None = self._read(probe.versions, probe.snapshot)
-            job_id = self.job_ids()
-            decision = None
-            for _ in range(COMMIT_ATTEMPTS):
-                decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage)
-                usage = None  # a retry reads the ledger again
-                try:
-                    record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
-                                                     self.policy_version)
-                except (CapacityConflict, StaleRecord, UnknownJob):
-                    continue  # the ledger or a victim moved: decide again on a fresh snapshot
-                assert record is not None
-                if not created:
-                    return self._twin(record, spec)
-                self._after_create(record, decision, updates)
-                self.observer.submitted(record, True)
-                if updates:
-                    # The victims may have freed more than this job took: offer the rest to the
-                    # queue now, as any other release does (not at the next completion).
-                    self.place_pending()
-                return Outcome(record, True, decision)
-            assert decision is not None
-            create = transitions.new_waiting(
-                self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
-                "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
-            )
-            record, created = observer.commit(self.observer, self.store, (), create, self.quota)
+            # The lock-free attempt's usage and decision, if nothing moved since (the view follows
+            # this process's commits; another replica's are the commit's to catch, as for any decision).
+            if tried is not None and tried.policy_version == self.policy_version \
+                    and self.ledger.at(tried.ledger) is tried.usage:
+                return self._submit_serial(job_id, spec, request_id, owner, tried.usage, tried)
+            return self._submit_serial(job_id, spec, request_id, owner)
+
+    def _place_now(
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, versions: Versions | None,
+        snap: LedgerSnapshot | None,
+    ) -> tuple[Outcome | None, _Tried | None]:
+        """Decide and commit a job that fits now, holding the lock only to read the view, the policy
+        and the holds. No outcome when it does not fit as things stand (or kept losing races); then
+        what its last decision read and decided."""
+        for _ in range(COMMIT_ATTEMPTS):
+            if versions is None:
+                versions = self.store.versions()
+            if snap is None and self.ledger.at(versions.ledger) is None:
+                snap = self.store.snapshot()  # read outside the lock; it may be newer than ``versions``
+                versions = Versions(snap.version, versions.policy)
+            with self.lock:  # what other threads change: the view, the policy, the holds
+                usage = self._read(versions, snap)
+                policy, policy_version, quota = self.policy, self.policy_version, self.quota
+                usage_version = self.ledger.version
+                held = self.holds().overlay(usage, spec)
+            start = time.perf_counter()
+            try:
+                decision = self.decider(self.index, held, spec, policy)
+            finally:
+                self.observer.decided(time.perf_counter() - start)
+            if decision.placement is None:
+                return None, _Tried(usage_version, policy_version, usage, held, decision)
+            create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
+                                            policy_version=policy_version)
+            try:
+                record, created = observer.commit(self.observer, self.store, (), create, quota, policy_version,
+                                                  follow=self.follow)
+            except observer.CONFLICTS:
+                versions, snap = None, None  # another decision got there first: read again
+                continue
+            assert record is not None
+            if not created:
+                return self._twin(record, spec), None
+            self.log_decision(record, decision)
+            self.observer.submitted(record, True)
+            return Outcome(record, True, decision), None
+        return None, None
+
+    def _submit_serial(
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
+        tried: _Tried | None = None,
+    ) -> Outcome:
+        """Submission under the lock: placement with preemption, or the queue with reasons (on
+        ``usage`` first, when the caller read it and nothing moved since; ``tried``: the decision the
+        caller made on it, kept if the holds it decided under are still the same)."""
+        decision = None
+        for _ in range(COMMIT_ATTEMPTS):
+            decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage, tried)
+            tried = None
+            try:
+                record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
+                                                  self.policy_version, follow=self.follow)
+            except (CapacityConflict, StaleRecord, UnknownJob):
+                usage = None
+                continue  # the ledger or a victim moved: decide again on a fresh snapshot
             assert record is not None
             if not created:
                 return self._twin(record, spec)
-            self._after_create(record, decision, ())
+            self._after_create(record, decision, updates)
             self.observer.submitted(record, True)
+            if updates:
+                # The victims may have freed more than this job took: offer the rest to the
+                # queue now, as any other release does (not at the next completion).
+                self.place_pending()
             return Outcome(record, True, decision)
+        assert decision is not None
+        create = transitions.new_waiting(
+            self.index, self.policy, job_id, spec, request_id, decision, JobState.PENDING,
+            "lost the race for capacity", self.now(), owner=owner, policy_version=self.policy_version,
+        )
+        record, created = observer.commit(self.observer, self.store, (), create, self.quota, follow=self.follow)
+        assert record is not None
+        if not created:
+            return self._twin(record, spec)
+        self._after_create(record, decision, ())
+        self.observer.submitted(record, True)
+        return Outcome(record, True, decision)
 
     def _first_commit(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
+        tried: _Tried | None = None,
     ) -> tuple[Decision, Transition, list[Update]]:
         usage = self.usage() if usage is None else usage
         holds = self.holds()
         held = holds.overlay(usage, spec)
-        decision = self.decide(spec, held)
+        # A decision is a function of what it read: the same usage and holds decide the same again.
+        same = tried is not None and tried.usage is usage and _same_usage(tried.held, held)
+        decision = tried.decision if tried is not None and same else self.decide(spec, held)
         now = self.now()
         if decision.placement is not None:
             return decision, transitions.new_placed(
@@ -473,26 +568,40 @@ class Scheduler:
         return self._finish(job_id, JobState.COMPLETED, EventType.COMPLETED, "completed")
 
     def _finish(self, job_id: str, state: JobState, event: EventType, message: str) -> JobRecord:
+        # Outside the lock: the commit is refused (StaleRecord) if the job moved since it was read.
+        while True:
+            record = self.get(job_id)
+            if record.state is state and state is JobState.CANCELLED:
+                return record
+            if record.state.is_final:
+                raise WrongState(f"job {job_id} is already {record.state.value}")
+            if state is JobState.COMPLETED and record.state is not JobState.RUNNING:
+                raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
+            try:
+                done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
+                    record, state, event, message, self.now()), follow=self.follow)
+            except StaleRecord:
+                continue
+            break
+        self.log.info("job_finished", job_id=job_id, state=state.value)
+        # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
+        if record.state is JobState.RUNNING or record.spec.priority > 0:
+            self._retry_queue()
+        return done
+
+    def _retry_queue(self) -> None:
+        """A queue pass after this thread's change, unless a pass that has not started yet is
+        already waiting for the lock: that one reads the ledger after the change and offers it
+        to the queue, so a second would only wait its turn to find nothing new. (Many cancels
+        at once then cost one pass, not one each, all queued on the lock.)"""
+        with self._pass_gate:
+            if self._pass_queued:
+                return
+            self._pass_queued = True
         with self.lock:
-            while True:
-                record = self.get(job_id)
-                if record.state is state and state is JobState.CANCELLED:
-                    return record
-                if record.state.is_final:
-                    raise WrongState(f"job {job_id} is already {record.state.value}")
-                if state is JobState.COMPLETED and record.state is not JobState.RUNNING:
-                    raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
-                try:
-                    done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
-                        record, state, event, message, self.now()))
-                except StaleRecord:
-                    continue
-                break
-            self.log.info("job_finished", job_id=job_id, state=state.value)
-            # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
-            if record.state is JobState.RUNNING or record.spec.priority > 0:
-                self.place_pending()
-            return done
+            with self._pass_gate:
+                self._pass_queued = False
+            self.place_pending()
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         if pool_id not in self.index.pool_index:

@@ -181,7 +181,8 @@ def _complete(s: Scheduler, job_id: str, site_id: str, attempt: int | None = Non
                 return
             try:
                 observer.apply(s.observer, s.store, job_id, record.version, transitions.finished(
-                    record, JobState.COMPLETED, EventType.COMPLETED, f"succeeded at {site_id}", s.now()))
+                    record, JobState.COMPLETED, EventType.COMPLETED, f"succeeded at {site_id}", s.now()),
+                    follow=s.follow)
             except StaleRecord:
                 continue
             break
@@ -202,7 +203,7 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queu
                 return None
             try:
                 queued = observer.apply(s.observer, s.store, job_id, record.version, transitions.failed_requeued(
-                    record, why, s.now(), policy_version=s.policy_version))
+                    record, why, s.now(), policy_version=s.policy_version), follow=s.follow)
             except StaleRecord:
                 continue
             break
@@ -520,7 +521,7 @@ def stop_runaways(s: Scheduler) -> list[str]:
             why = f"{TIME_LIMIT}: ran past {limit:g} h"
             try:
                 observer.apply(s.observer, s.store, record.id, record.version,
-                               transitions.stopped_by_scheduler(record, why, now))
+                               transitions.stopped_by_scheduler(record, why, now), follow=s.follow)
             except StaleRecord:
                 continue  # it changed meanwhile: judged again at the next pass
             s.log.warning("job_stopped", job_id=record.id, why=why)

@@ -9,17 +9,20 @@ reported once, whichever path made it (submit, queue pass, batch cycle, finish).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from grid_scheduler.engine.quota import QuotaRules
 from grid_scheduler.model import JobRecord
-from grid_scheduler.state import CapacityConflict, StaleRecord, Store, Transition, UnknownJob, Update
+from grid_scheduler.state import CapacityConflict, Committed, StaleRecord, Store, Transition, UnknownJob, Update
 
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.batch_commit import OptimizeOutcome
 
-__all__ = ["CONFLICTS", "NullObserver", "Observer", "apply", "commit"]
+__all__ = ["CONFLICTS", "Follow", "NullObserver", "Observer", "apply", "commit"]
+
+# Told of each commit a scheduler made (Scheduler.follow): its ledger view follows it.
+Follow = Callable[[Committed, Sequence[Transition]], None]
 
 # The refusals that mean "another decision got there first": the caller decides again or waits.
 CONFLICTS = (CapacityConflict, StaleRecord, UnknownJob)
@@ -57,30 +60,27 @@ class NullObserver:
 
 def commit(
     observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
-    quota: QuotaRules | None = None, policy_version: int | None = None,
+    quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
 ) -> tuple[JobRecord | None, bool]:
-    """``store.commit``, reported to ``observer``."""
+    """``store.commit``, reported to ``observer``, and to ``follow`` (the committing scheduler's
+    ledger view) with what it changed."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
-        result = store.commit(updates, create, quota, policy_version)
+        done = store.commit_delta(updates, create, quota, policy_version)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, moves, type(e).__name__)
         raise
     observer.committed(time.perf_counter() - start, moves, None)
-    return result
+    if follow is not None:
+        follow(done, moves)
+    return done.record, done.created
 
 
 def apply(
     observer: Observer, store: Store, job_id: str, expected_version: int, transition: Transition,
-    quota: QuotaRules | None = None, policy_version: int | None = None,
+    quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
 ) -> JobRecord:
-    """``store.apply``, reported to ``observer``."""
-    start = time.perf_counter()
-    try:
-        record = store.apply(job_id, expected_version, transition, quota, policy_version)
-    except CONFLICTS as e:
-        observer.committed(time.perf_counter() - start, [transition], type(e).__name__)
-        raise
-    observer.committed(time.perf_counter() - start, [transition], None)
-    return record
+    """``store.apply`` (as ``commit`` of one update), reported to ``observer`` and ``follow``."""
+    commit(observer, store, (Update(job_id, expected_version, transition),), None, quota, policy_version, follow)
+    return transition.record

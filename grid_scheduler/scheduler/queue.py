@@ -149,7 +149,7 @@ def _commit(s: Scheduler, record: JobRecord, decision: Decision) -> JobRecord | 
     start = transitions.to_running(record, decision.placement, s.now(), policy_version=s.policy_version)
     try:
         observer.commit(s.observer, s.store, [Update(record.id, record.version, start)], quota=s.quota,
-                        policy_version=s.policy_version)
+                        policy_version=s.policy_version, follow=s.follow)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [])
@@ -220,7 +220,7 @@ def try_start(
     start = transitions.to_running(record, decision.placement, now, policy_version=s.policy_version)
     updates.append(Update(record.id, record.version, start))
     try:
-        observer.commit(s.observer, s.store, updates, quota=s.quota, policy_version=s.policy_version)
+        observer.commit(s.observer, s.store, updates, quota=s.quota, policy_version=s.policy_version, follow=s.follow)
     except (CapacityConflict, StaleRecord, UnknownJob):
         return None
     s.log_decision(start.record, decision, [v.id for v in victims])

@@ -4,6 +4,7 @@ from grid_scheduler.state.factory import open_store
 from grid_scheduler.state.memory import MemoryStore
 from grid_scheduler.state.store import (
     CapacityConflict,
+    Committed,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -24,7 +25,7 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "Probe", "QuotaConflict",
+    "CapacityConflict", "Committed", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "Probe", "QuotaConflict",
     "StalePolicy", "StaleRecord",
     "Store",
     "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",

@@ -17,6 +17,7 @@ from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, J
 from grid_scheduler.state.agents import MemoryAgents
 from grid_scheduler.state.store import (
     CapacityConflict,
+    Committed,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -99,10 +100,18 @@ class MemoryStore(MemoryAgents):
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
+        done = self.commit_delta(updates, create, quota, policy_version)
+        return done.record, done.created
+
+    def commit_delta(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
+    ) -> Committed:
         for t in [u.transition for u in updates] + ([create] if create is not None else []):
             for a in t.reserve:
                 self._limits.check_nodes(a)
         with self._lock:
+            version_before = self._version
             if policy_version is not None and policy_version != len(self._policies):
                 raise PolicyMoved(f"decided under policy v{policy_version}; v{len(self._policies)} is active")
             if create is not None:
@@ -110,7 +119,7 @@ class MemoryStore(MemoryAgents):
                 key = request_key(new.spec.tenant, new.request_id) if new.request_id else ""
                 existing = self._by_request.get(key) if key else None
                 if existing is not None:
-                    return self._jobs[existing], False
+                    return Committed(self._jobs[existing], False, -1, -1)
                 if new.id in self._jobs:
                     raise StaleRecord(f"job {new.id} exists")
             for u in updates:
@@ -138,13 +147,16 @@ class MemoryStore(MemoryAgents):
                 if u.transition.release:
                     self._reservations.pop(u.job_id, None)
                 self._store(u.transition)
+            gave_back = tuple((tenant, a) for tenant, assignments in released.values() for a in assignments)
+            if gave_back or reserve:
+                self._version += 1  # once per commit that moved capacity; a refused one moves nothing
             if create is not None:
                 insort(self._job_ids, create.record.id)
                 if key:
                     self._by_request[key] = create.record.id
                 self._store(create)
-                return create.record, True
-            return None, True
+                return Committed(create.record, True, version_before, self._version, gave_back)
+            return Committed(None, True, version_before, self._version, gave_back)
 
     def _store(self, transition: Transition) -> None:
         record = transition.record
@@ -242,8 +254,6 @@ class MemoryStore(MemoryAgents):
             if self._node_used:
                 for node, gpus in a.nodes:
                     self._node_used[pool][node] += sign * gpus
-        if assignments:
-            self._version += 1
 
     def _emit(self, record: JobRecord, transition: Transition) -> None:
         self._sequence += 1

@@ -80,6 +80,7 @@ from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
 from grid_scheduler.state.store import (
     CapacityConflict,
+    Committed,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -174,6 +175,7 @@ local function bitfield(key, head, words)
   end
   return out
 end
+local released = {}  -- tenant, reservation JSON, ...: returned, so the caller follows its own commit
 local function tadd(tn, pool, n)
   local t = tenant_delta[tn]
   if not t then t = {}; tenant_delta[tn] = t end
@@ -181,6 +183,8 @@ local function tadd(tn, pool, n)
 end
 for i, op in ipairs(m.ops) do
   if op.rel and cur[i][3] then
+    released[#released + 1] = op.tn
+    released[#released + 1] = cur[i][3]
     for _, a in ipairs(cjson.decode(cur[i][3])) do
       pool_delta[a.pool_id] = (pool_delta[a.pool_id] or 0) - a.gpus
       site_delta[a.site_id] = (site_delta[a.site_id] or 0) - a.watts
@@ -277,6 +281,7 @@ for tn, d in pairs(tenant_delta) do
     if n ~= 0 then
       redis.call('SADD', P .. 'tenants', tn)
       redis.call('HINCRBY', P .. 'tq:' .. tn, pool, n)
+      changed = true  -- quota usage is in the snapshot too: a replica caching it must see the move
     end
   end
 end
@@ -300,7 +305,9 @@ for pool, t in pairs(node_delta) do
     changed = true
   end
 end
-if changed then redis.call('INCR', P .. 'ledger_version') end
+local lv_before = tonumber(redis.call('GET', P .. 'ledger_version') or '0')
+local lv_after = lv_before
+if changed then lv_after = redis.call('INCR', P .. 'ledger_version') end
 for i, op in ipairs(m.ops) do
   local jkey = P .. 'job:' .. op.id
   local res = ARGV[2 + 2 * i]
@@ -327,7 +334,7 @@ for i, op in ipairs(m.ops) do
              'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg,
              'tenant', op.tn, 'pv', op.pv)
 end
-return {'ok'}
+return {'ok', lv_before, lv_after, released}
 """
 
 # ARGV: prefix, finished before (time), limit. Forgets finished jobs and their request ids.
@@ -679,11 +686,18 @@ class RedisStore(RedisAgents):
             raise LeaseLost(message)
         raise RuntimeError(f"unexpected reply from the ledger script: {reply!r}")
 
-    @guarded
     def commit(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None,
     ) -> tuple[JobRecord | None, bool]:
+        done = self.commit_delta(updates, create, quota, policy_version)
+        return done.record, done.created
+
+    @guarded
+    def commit_delta(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
+    ) -> Committed:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
         if create is not None:
@@ -704,8 +718,11 @@ class RedisStore(RedisAgents):
             args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
         reply = self._check(self._run(self._commit, args))
         if reply[0] == "dup":
-            return JobRecord.model_validate_json(reply[1]), False
-        return (create.record if create is not None else None), True
+            return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
+        _, before, after, flat = reply
+        gave_back = tuple((tenant, Assignment.model_validate(a))
+                          for tenant, res in zip(flat[::2], flat[1::2], strict=True) for a in json.loads(res))
+        return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back)
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
         record, created = self.commit((), transition)

@@ -202,6 +202,21 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What one commit did (``Store.commit_delta``): its result as ``commit`` returns it, the ledger
+    version the commit found and the one it left, and what it gave back. A caller whose snapshot is
+    at ``ledger_before`` can bring it to ``ledger_after`` by itself (state/ledger_delta.py): the
+    reservations are in the transitions it sent, the releases here. Versions are -1 when the
+    commit applied nothing (a known request id): there is nothing to follow."""
+
+    record: JobRecord | None
+    created: bool
+    ledger_before: int
+    ledger_after: int
+    released: tuple[tuple[str, Assignment], ...] = ()  # (tenant, assignment) given back
+
+
+@dataclass(frozen=True)
 class Update:
     """A transition of an existing job, refused unless the job is still at ``expected_version``."""
 
@@ -236,6 +251,15 @@ class Store(AgentStore, Protocol):
         tenant's growth against live usage, PolicyMoved when ``policy_version`` (the version the
         decision was made under) is no longer the active policy, leaving nothing behind in every case.
         """
+        ...
+
+    def commit_delta(
+        self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
+        policy_version: int | None = None,
+    ) -> Committed:
+        """``commit``, also telling the ledger versions around it and what it released (one step:
+        on Redis the same script), so the committing replica follows its own change without a
+        snapshot."""
         ...
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:

@@ -1,0 +1,268 @@
+"""SubmitJob from 1 and from 8 client processes against one real server: does throughput scale?
+
+One server (``start_server``, the real one, defaults but for logging at WARNING) runs in its own
+process on 127.0.0.1, over the in-memory store and then over Redis (a private ``redis-server``
+started here, as ``store_throughput.py`` does, unless ``--redis-url``). Clients are separate
+processes (spawned once, reused for every row), each with its own channel, started together at
+one agreed instant; each runs for ``--seconds`` and times every call with ``perf_counter``.
+
+Rows, per store: SubmitJob from 1 client and from 8 clients, then the standard health Check (an
+empty RPC) from 1 and from 8, on the same server. Jobs come from ``synthetic.job_stream`` on the
+example grid (client ``i`` of ``k`` takes jobs ``i, i + k, ...``), each with a unique request id;
+a client cancels its oldest live job (untimed, but inside the row's wall time) once it holds more
+than ``--window / k``, so the ledger holds about the same number of jobs in every row.
+
+Throughput = calls of the row / its wall time (first start to last end); percentiles over every
+call of the row. Targets (issue 13): 8 clients >= 1.5 x the single client's throughput, and their
+p99 <= 5 x the single client's p99, on both stores.
+
+    .venv/bin/python benchmarks/concurrent_clients.py            # 4 s per row, ~1.5 min
+    .venv/bin/python benchmarks/concurrent_clients.py --quick    # 1.5 s per row
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from store_throughput import _given, private_redis  # the same private redis-server
+
+RESULTS = Path(__file__).resolve().parent / "results" / "concurrent_clients.json"
+TARGET_THROUGHPUT_RATIO = 1.5  # 8 clients' SubmitJob calls/s >= 1.5 x one client's
+TARGET_P99_RATIO = 5.0  # 8 clients' SubmitJob p99 <= 5 x one client's
+JOBS = 4_000
+GRID_NAME = "bench-concurrent"
+
+
+def serve(store: str, url: str, out: Connection) -> None:
+    """The server process: the example grid, the given store, the real server; runs until told to stop."""
+    from grid_scheduler.config import DEFAULT_GRID, load_grid
+    from grid_scheduler.logging import configure
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.server import start_server
+    from grid_scheduler.state import Limits
+    from grid_scheduler.state.redis_store import RedisStore
+
+    configure("warning")  # what is measured is the call, not log rendering
+    grid = load_grid(DEFAULT_GRID)
+    ledger = RedisStore(Limits.from_grid(grid), url, GRID_NAME) if store == "redis" else None
+    server = start_server(Scheduler(grid, store=ledger), "127.0.0.1:0")
+    out.send(server.port)
+    out.recv()  # stop
+    server.stop(1.0)
+    out.send("stopped")
+
+
+def client(commands: Connection, specs: list[bytes]) -> None:
+    """A client process: runs the rows it is sent, returns each row's latencies."""
+    from grid_scheduler._proto.v1 import placement_pb2 as ppb
+    from grid_scheduler.client import Client
+
+    live_states = (ppb.JOB_STATE_RUNNING, ppb.JOB_STATE_PENDING)
+    jobs = [ppb.JobSpec.FromString(b) for b in specs]
+    while True:
+        command = commands.recv()
+        if command is None:
+            return
+        address, rpc, me, of, start_at, seconds, window, tag = command
+        with Client(address, timeout_s=60) as c:
+            for _ in range(20):  # channel up, both sides' threads warm
+                c.check_health()
+            mine = jobs[me::of]
+            live: deque[str] = deque()
+            ns: list[int] = []
+            n = 0
+            time.sleep(max(0.0, start_at - time.time()))
+            began = time.time()
+            first = time.perf_counter()
+            stop_at = first + seconds
+            while True:
+                t0 = time.perf_counter_ns()
+                if rpc == "submit":
+                    response = c.submit(mine[n % len(mine)], request_id=f"{tag}-{me}-{n}")
+                else:
+                    c.check_health()
+                ns.append(time.perf_counter_ns() - t0)
+                n += 1
+                if rpc == "submit" and response.job.state in live_states:
+                    live.append(response.job.id)
+                    while len(live) > window:
+                        _cancel(c, live.popleft())
+                if time.perf_counter() >= stop_at:
+                    break
+            last = time.perf_counter()
+            for job_id in live:  # leave the ledger as the row found it
+                _cancel(c, job_id)
+        commands.send((ns, began, last - first))
+
+
+def _cancel(c: Any, job_id: str) -> None:
+    try:
+        c.cancel(job_id)
+    except grpc.RpcError as e:  # finished meanwhile: nothing to free
+        if e.code() is not grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+
+
+def run_row(pipes: list[Connection], address: str, rpc: str, clients: int, seconds: float, window: int,
+            tag: str) -> dict[str, Any]:
+    start_at = time.time() + 1.0 + 0.1 * clients  # every client connected and warm by then
+    for i, pipe in enumerate(pipes[:clients]):
+        pipe.send((address, rpc, i, clients, start_at, seconds, max(1, window // clients), tag))
+    replies = [pipe.recv() for pipe in pipes[:clients]]
+    starts = [s for _, s, _ in replies]
+    ends = [s + d for _, s, d in replies]
+    wall = max(ends) - min(starts)
+    us = np.array([x for ns, _, _ in replies for x in ns], dtype=np.float64) / 1000.0
+    return {
+        "rpc": "SubmitJob" if rpc == "submit" else "Health Check (empty)", "clients": clients,
+        "calls": int(us.size), "seconds": round(wall, 3), "calls_per_s": round(us.size / wall, 1),
+        "p50_us": round(float(np.percentile(us, 50)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
+        "mean_us": round(float(us.mean()), 1),
+    }
+
+
+def run_store(store: str, url: str, pipes: list[Connection], seconds: float, window: int,
+              many: int) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    server = ctx.Process(target=serve, args=(store, url, theirs))
+    server.start()
+    try:
+        address = f"127.0.0.1:{mine.recv()}"
+        rows = []
+        for rpc in ("submit", "health"):
+            for clients in (1, many):
+                row = run_row(pipes, address, rpc, clients, seconds, window, f"{store}-{rpc}-{clients}")
+                rows.append({"store": store, **row})
+                print(f"  {store} {row['rpc']} x{clients}: {row['calls_per_s']:,.0f}/s, p99 {row['p99_us']:,.0f} µs",
+                      file=sys.stderr)
+        mine.send("stop")
+        mine.recv()
+    finally:
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]], store: str, many: int) -> dict[str, Any]:
+    by = {(r["rpc"], r["clients"]): r for r in rows if r["store"] == store}
+    one, more = by[("SubmitJob", 1)], by[("SubmitJob", many)]
+    e1, em = by[("Health Check (empty)", 1)], by[("Health Check (empty)", many)]
+    throughput = more["calls_per_s"] / one["calls_per_s"]
+    p99 = more["p99_us"] / one["p99_us"]
+    return {
+        "throughput_ratio": round(throughput, 3), "p99_ratio": round(p99, 2),
+        "met": throughput >= TARGET_THROUGHPUT_RATIO and p99 <= TARGET_P99_RATIO,
+        "empty_throughput_ratio": round(em["calls_per_s"] / e1["calls_per_s"], 3),
+        "submit_over_empty_calls_per_s": {"1": round(one["calls_per_s"] / e1["calls_per_s"], 3),
+                                          str(many): round(more["calls_per_s"] / em["calls_per_s"], 3)},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per row")
+    parser.add_argument("--quick", action="store_true", help="1.5 s per row")
+    parser.add_argument("--clients", type=int, default=8, help="client processes of the concurrent rows")
+    parser.add_argument("--window", type=int, default=32, help="live jobs kept (over all clients)")
+    parser.add_argument("--stores", default="memory,redis", help="comma-separated: memory, redis")
+    parser.add_argument("--redis-url", default="", help="use this Redis (its database is FLUSHED)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    seconds = 1.5 if args.quick else args.seconds
+    stores = [s for s in args.stores.split(",") if s]
+
+    from grid_scheduler.config import DEFAULT_GRID, load_grid
+    from grid_scheduler.service.convert import spec_to_pb
+    from grid_scheduler.synthetic import job_stream
+
+    started, load_at_start = time.perf_counter(), os.getloadavg()
+    grid = load_grid(DEFAULT_GRID)
+    specs = [spec_to_pb(s).SerializeToString() for s in job_stream(grid, JOBS, seed=args.seed)]
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for _ in range(args.clients):
+        mine, theirs = ctx.Pipe()
+        p = ctx.Process(target=client, args=(theirs, specs), daemon=True)
+        p.start()
+        pipes.append(mine)
+        procs.append(p)
+    rows: list[dict[str, Any]] = []
+    redis_version = ""
+    try:
+        if "memory" in stores:
+            rows += run_store("memory", "", pipes, seconds, args.window, args.clients)
+        if "redis" in stores:
+            with (private_redis() if not args.redis_url else _given(args.redis_url)) as url:
+                admin = redis.Redis.from_url(url)
+                admin.flushdb()
+                redis_version = admin.info("server")["redis_version"]
+                rows += run_store("redis", url, pipes, seconds, args.window, args.clients)
+                admin.flushdb()
+    finally:
+        for pipe in pipes:
+            pipe.send(None)
+        for p in procs:
+            p.join(5)
+    by_store = {s: ratios(rows, s, args.clients) for s in stores}
+
+    print(f"\n{seconds:g} s per row, {os.cpu_count()} cores, load average {load_at_start[0]:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at end; server and each client in its own process on 127.0.0.1\n")
+    print("| store | RPC | clients | calls | calls/s | p50 µs | p99 µs | mean µs |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        print(f"| {r['store']} | {r['rpc']} | {r['clients']} | {r['calls']:,} | {r['calls_per_s']:,.0f} "
+              f"| {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {r['mean_us']:,.0f} |")
+    print(f"\n| store | SubmitJob calls/s, {args.clients} / 1 (target ≥ {TARGET_THROUGHPUT_RATIO}) "
+          f"| SubmitJob p99, {args.clients} / 1 (target ≤ {TARGET_P99_RATIO:g}) | met "
+          f"| empty RPC calls/s, {args.clients} / 1 | SubmitJob / empty calls/s (1; {args.clients}) |")
+    print("|---|--:|--:|---|--:|--:|")
+    for store, r in by_store.items():
+        over = r["submit_over_empty_calls_per_s"]
+        print(f"| {store} | {r['throughput_ratio']:.2f} | {r['p99_ratio']:.2f} | {'yes' if r['met'] else 'NO'} "
+              f"| {r['empty_throughput_ratio']:.2f} | {over['1']:.2f}; {over[str(args.clients)]:.2f} |")
+    report = {
+        "benchmark": "concurrent_clients",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+            "platform": platform.platform(), "python": platform.python_version(), "grpcio": grpc.__version__,
+            "redis_server": redis_version,
+        },
+        "config": {"seconds_per_row": seconds, "clients": args.clients, "window": args.window, "seed": args.seed,
+                   "grid": "examples/grids/nscale.yaml", "jobs": f"synthetic.job_stream(grid, {JOBS}, seed)"},
+        "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
+        "ratios": by_store,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out} ({report['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
