@@ -278,6 +278,7 @@ def _without_priority(key: Hashable) -> Hashable:
 
 
 MIN_TIER_S = 0.05  # the least solver time a tier gets
+PARTITION_JOBS = 300_000  # from this many jobs, solve_batch partitions (batch_partition.py)
 BY_CLASS_JOBS = 2_000  # from this many jobs in a tier, the warm start places classes, not jobs (batch_greedy.py)
 
 
@@ -293,6 +294,9 @@ def solve_batch(
     top_k: int = 8,
     weighted_shares: Mapping[str, float] | None = None,
     by_class: bool | None = None,
+    partition: bool | None = None,
+    parts: int = 4,
+    processes: int | None = None,
 ) -> BatchResult:
     """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
     priority first), each tier maximising GPU-hours and then minimising the policy's cost.
@@ -303,7 +307,18 @@ def solve_batch(
 
     The time limit is shared out between tiers by their number of jobs, re-shared after each.
     Returns every tier's result and their union; never worse, tier by tier, than the greedy.
+
+    ``by_class``: the warm start places classes, not jobs (None: from ``BY_CLASS_JOBS`` jobs in a
+    tier). ``partition``: solve POP-style in ``parts`` parts on ``processes`` worker processes
+    (engine/batch_partition.py; None: from ``PARTITION_JOBS`` jobs, never with fair share on).
     """
+    if partition is None:
+        partition = len(jobs) >= PARTITION_JOBS and not policy.fair_share.enabled
+    if partition:
+        from grid_scheduler.engine.batch_partition import solve_partitioned  # it imports this module
+
+        return solve_partitioned(index, usage, jobs, policy, parts=parts, processes=processes,
+                                 time_limit_s=time_limit_s, seed=seed, top_k=top_k)
     started = time.perf_counter()
     by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
     for job_id, spec in jobs:
