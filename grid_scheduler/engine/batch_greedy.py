@@ -1,8 +1,8 @@
 """The batch's warm start at scale: the online decision per class, placing counts, not jobs.
 
 The exact warm start (``batch._greedy``) calls ``decide`` once per job (39k calls at 100k jobs,
-~10 s). Here a class's jobs are placed together, class after class in queue order (a class takes
-the queue position of its first job):
+~10 s). Here a class's jobs are placed together, class after class, the most valuable per GPU
+first (W is GPU-hours: the longest jobs first; queue order among equals):
 
 - a gang class (training, single-replica inference) fills its cheapest feasible pool with as many
   jobs as its free GPUs and its site's power headroom take, then the next cheapest, ... The pool a
@@ -13,8 +13,8 @@ the queue position of its first job):
   and repeats that deployment as many times as its pools and sites still take it, then asks again.
 
 Every placement is checked against the running usage (holds included, ``Holds.overlay``), so
-the answer is feasible; it is not the per-job queue order (classes do not interleave), so it may
-differ from the exact warm start, in either direction. Policies with quotas or with several
+the answer is feasible; it is not the queue order, so it differs from the exact warm start (at
+100k jobs x 2,000 pools its W is higher: benchmarks/README.md). Policies with quotas or with several
 preference levels keep the exact warm start (``batch._greedy`` chooses).
 """
 
@@ -40,12 +40,16 @@ if TYPE_CHECKING:
 def greedy_by_class(
     index: GridIndex, usage: Usage, policy: Policy, units: list[_Unit], holds: Holds
 ) -> None:
-    """Fill ``unit.greedy`` (job -> [(pool, gpus)]) for every unit, in the units' order."""
+    """Fill ``unit.greedy`` (job -> [(pool, gpus)]) for every unit."""
     used = usage.pool_used_gpus.copy()
     site_kw = usage.site_used_kw.copy()
     running = Usage(used, site_kw, usage.pool_drained, usage.tenant_pool_gpus)
     need_w_of: dict[int, IntArray] = {}
-    for unit in units:
+    # Most valuable per GPU first (W counts GPU-hours, so the longest jobs), larger first among
+    # equals (they fit in fewer places), then queue order: a warm start near the W optimum.
+    order = sorted(range(len(units)), key=lambda u: (-units[u].value / (units[u].gpus * units[u].replicas),
+                                                      -units[u].gpus * units[u].replicas, u))
+    for unit in (units[u] for u in order):
         view = holds.overlay(running, unit.spec)  # a fresh Usage when something is held, else ``running``
         if unit.gang:
             _fill_gang(index, policy, unit, view, used, site_kw, need_w_of)
