@@ -128,19 +128,28 @@ class ClassArrays:
             return pool_costs(self.index, checks, spec, self.policy)
         index, w = self.index, self.policy.weights
         site = checks.pool_site
-        latency = self.zeros
+        latency_key: Hashable = None
         if spec.inference is not None:
-            demand = tuple((d.endpoint, d.weight) for d in spec.inference.demand)
-            latency = self._get(("latency", demand, spec.inference.latency_slo_ms),
-                                lambda: w.latency * site_latency(index, spec)[site])
-        data_movement = self.zeros
-        if spec.datasets:
-            data_movement = self._get(("data", tuple(spec.datasets)),
-                                      lambda: w.data_movement * site_data_movement(index, spec)[site])
-        packing = self._get(("packing", id(checks.pool_free_gpus), checks.need_gpus),
-                            lambda: packing_term(index, self.policy, checks.pool_free_gpus, checks.need_gpus))
-        return PoolCosts(latency=latency, carbon=self.carbon, energy_price=self.energy_price, packing=packing,
-                         data_movement=data_movement)
+            latency_key = (tuple((d.endpoint, d.weight) for d in spec.inference.demand),
+                           spec.inference.latency_slo_ms)
+        data_key = tuple(spec.datasets)
+        packing_key = (id(checks.pool_free_gpus), checks.need_gpus)
+
+        def build() -> PoolCosts:
+            latency = self.zeros
+            if latency_key is not None:
+                latency = self._get(("latency", latency_key), lambda: w.latency * site_latency(index, spec)[site])
+            data_movement = self.zeros
+            if data_key:
+                data_movement = self._get(("data", data_key),
+                                          lambda: w.data_movement * site_data_movement(index, spec)[site])
+            packing = self._get(("packing", packing_key),
+                                lambda: packing_term(index, self.policy, checks.pool_free_gpus, checks.need_gpus))
+            return PoolCosts(latency=latency, carbon=self.carbon, energy_price=self.energy_price, packing=packing,
+                             data_movement=data_movement)
+
+        # One PoolCosts (and so one ``total`` array) per distinct set of terms: classes share them.
+        return self._get(("costs", latency_key, data_key, packing_key), build)  # type: ignore[no-any-return]
 
     def shadow(self, spec: JobSpec) -> Shadow:
         """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
