@@ -15,8 +15,9 @@ once W is proven optimal (nan otherwise).
 From ``--partition-from`` jobs (default 300k, as ``solve_batch``) the batch is solved POP-style
 (engine/batch_partition.py): ``--parts`` parts on ``--processes`` worker processes (default: the
 machine's cores); "gap" is then W's gap against a bound over every pool of the whole problem
-(engine/batch_bound.py), the cost not bounded. "bound" says which bound is reported: lp, knapsack,
-cp-sat or all-placed (single solve), price (partitioned). "CPU s" is user + system time of this
+(engine/batch_bound.py), the cost not bounded. "bound" says which bound is reported: price (engine/batch_bound.py,
+over every pool: always in a partitioned solve, and in a single one when it is the smallest), knapsack,
+lp, cp-sat or all-placed. "CPU s" is user + system time of this
 process and its worker processes over the call (the machine is shared: wall time depends on load).
 
     .venv/bin/python benchmarks/batch_scaling.py --jobs 1000000 --pools 5000   # partitioned, ~10 min with set-up
@@ -115,7 +116,8 @@ def _bound_source(extra: dict[str, float], partition: bool) -> str:
     bound = extra.get("weighted_gpus_bound")
     if bound is None:
         return "-"
-    for name, key in (("knapsack", "knapsack_weighted_gpus_bound"), ("lp", "lp_weighted_gpus_bound")):
+    for name, key in (("price", "price_weighted_gpus_bound"), ("knapsack", "knapsack_weighted_gpus_bound"),
+                      ("lp", "lp_weighted_gpus_bound")):
         if extra.get(key) == bound:
             return name
     return "cp-sat/all-placed"

@@ -122,6 +122,8 @@ def test_solve_batch_with_the_class_warm_start_is_valid(
     assert set(result.placements).isdisjoint(result.unplaced)
     assert set(result.placements) | set(result.unplaced) == set(spec_of)
     assert all(t.value >= t.greedy_value for t in result.tiers)
+    # The price bound (every pool) joins the single solve's bounds; summed over tiers, as W is.
+    assert result.extra.get("price_weighted_gpus_bound", result.weighted_gpus) >= result.weighted_gpus
 
 
 # --- partitioned (POP-style) solve ----------------------------------------------------------------

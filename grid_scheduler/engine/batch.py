@@ -98,6 +98,7 @@ from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
 from grid_scheduler.engine.batch_arrays import ClassArrays
+from grid_scheduler.engine.batch_bound import price_bound
 from grid_scheduler.engine.batch_greedy import greedy_by_class
 from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
 from grid_scheduler.engine.feasibility import Checks, latency_coverage
@@ -452,7 +453,9 @@ def _solve_tier(
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
-    outcome = model.solve(time_limit_s, workers, seed, greedy_answer)
+    greedy_placed = {job_id for unit in units for job_id in unit.greedy}
+    price = price_bound(index, usage, units, greedy_placed).bound if model.has_vars else None
+    outcome = model.solve(time_limit_s, workers, seed, greedy_answer, price)
     t3 = time.perf_counter()
     build_time = (t_units - t0) + (t2 - t1)
     use_solver = outcome.answer is not None and model.evaluate(outcome.answer) >= greedy_obj
@@ -745,19 +748,27 @@ class _Model:
         fair_text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[n_rows:])
         self._fair_text = "".join(fair_text)
 
-    def solve(self, time_limit_s: float, workers: int, seed: int, greedy: Answer) -> _Outcome:
+    def solve(
+        self, time_limit_s: float, workers: int, seed: int, greedy: Answer, price_bound: int | None = None
+    ) -> _Outcome:
         """Bound W with the LP; maximise W (hinted with the greedy answer) unless the greedy
-        answer already meets the bound; then hold W and minimise C."""
+        answer already meets the bound; then hold W and minimise C. ``price_bound``: a valid bound
+        on W over every pool (``batch_bound``, so also on this candidate model); when the greedy
+        answer meets it on a large model, the LP is skipped."""
         if not self.has_vars:
             return _Outcome("OPTIMAL", [(0, {}) for _ in self.units], 0.0, {})
         started = time.perf_counter()
         hint = self.vector(greedy)
         w_greedy = int(self.w_coeffs @ hint[self.w_vars])
-        lp_bound, knapsack_bound = self.lp_bound(time_limit_s * LP_SHARE)
-        w_bound = min(self.w_trivial, lp_bound, knapsack_bound)
-        extra: dict[str, float] = {"lp_weighted_gpus_bound": float(lp_bound), "pool_gpus_cut": float(self.gpus_cut),
-                                   "knapsack_weighted_gpus_bound": float(knapsack_bound),
-                                   "lp_time_s": time.perf_counter() - started}
+        w_bound = self.w_trivial if price_bound is None else min(self.w_trivial, price_bound)
+        extra: dict[str, float] = {"pool_gpus_cut": float(self.gpus_cut)}
+        if price_bound is not None:
+            extra["price_weighted_gpus_bound"] = float(price_bound)
+        if w_greedy < w_bound or self.n_vars <= LARGE_MODEL_VARS:
+            lp_bound, knapsack_bound = self.lp_bound(time_limit_s * LP_SHARE)
+            w_bound = min(w_bound, lp_bound, knapsack_bound)
+            extra.update(lp_weighted_gpus_bound=float(lp_bound), knapsack_weighted_gpus_bound=float(knapsack_bound))
+        extra["lp_time_s"] = time.perf_counter() - started
         values, w_found, proven_w = hint, w_greedy, w_greedy >= w_bound
         answer: Answer | None = None
         if not proven_w:

@@ -22,7 +22,7 @@ by a few factors, and zero prices ("every job placed"); the smallest bound is re
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,7 @@ class PriceBound:
     scale: float  # of the market-clearing prices that gave it (0.0: zero prices)
 
 
-def price_bound(index: GridIndex, usage: Usage, units: list[_Unit], placed: Mapping[str, object]) -> PriceBound:
+def price_bound(index: GridIndex, usage: Usage, units: list[_Unit], placed: Container[str]) -> PriceBound:
     """The smallest of the bounds above over the candidate prices, for a tier's ``units`` (built
     on ``usage``, the tier's starting usage) and the jobs of the answer ``placed``."""
     free: IntArray = np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0).astype(np.int64)
@@ -75,7 +75,7 @@ def price_bound(index: GridIndex, usage: Usage, units: list[_Unit], placed: Mapp
 
 def _market_prices(
     n_pools: int, units: list[_Unit], rows: list[IntArray], unit_row: IntArray, density: FloatArray,
-    placed: Mapping[str, object],
+    placed: Container[str],
 ) -> FloatArray:
     """Per pool, the highest value per GPU among the classes with a job left waiting that may use it."""
     prices = np.zeros(n_pools, dtype=np.float64)
