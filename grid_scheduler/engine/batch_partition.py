@@ -93,7 +93,10 @@ def split_jobs(
         if cum is None:
             weights = np.where(unit.mask, unit.checks.pool_free_gpus, 0)
             cap = np.bincount(pool_part, weights=weights, minlength=parts)
-            cum = share_of[key] = np.cumsum(cap / cap.sum()) if cap.sum() > 0 else None
+            if cap.sum() > 0:
+                cum = np.cumsum(cap / cap.sum())
+                cum[-1] = 1.0  # exactly: no point past the end, so a part with no capacity is never drawn
+            share_of[key] = cum
         if cum is None:
             nowhere.extend(unit.job_ids)
             continue
