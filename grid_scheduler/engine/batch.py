@@ -97,7 +97,7 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
-from grid_scheduler.engine.batch_arrays import ClassArrays
+from grid_scheduler.engine.batch_arrays import ClassArrays, node_detail, plain
 from grid_scheduler.engine.batch_bound import price_bound
 from grid_scheduler.engine.batch_greedy import greedy_by_class
 from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
@@ -560,11 +560,12 @@ def _greedy(
 ) -> None:
     """The warm start: the online decision, job by job, in queue order, on a running copy of usage;
     or (``by_class``; None: from ``BY_CLASS_JOBS`` jobs up) class by class, placing counts
-    (engine/batch_greedy.py), which the policies with quotas or several preference levels never take."""
+    (engine/batch_greedy.py), which quotas, several preference levels, a ledger with node detail or
+    a job asking for a topology inside pools (issue 11) never take."""
     if by_class is None:
         by_class = len(jobs) >= BY_CLASS_JOBS
-    if by_class and policy_rules(index, policy) is None and not any(
-            len(preference_levels(index, u.spec, policy)) > 1 for u in units):
+    if by_class and policy_rules(index, policy) is None and not node_detail(index, usage) and not any(
+            len(preference_levels(index, u.spec, policy)) > 1 or not plain(u.spec) for u in units):
         greedy_by_class(index, usage, policy, units, holds)
         return
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}

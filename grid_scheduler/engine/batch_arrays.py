@@ -8,7 +8,9 @@ is assembled from them (a few us). The result is field for field what ``compute_
 ``pool_costs`` return (tests/test_batch_scale.py compares them on generated jobs), so every
 consumer downstream (masks, candidates, ``build_placement``) is unchanged.
 
-Policies with quotas take the exact functions: quota state is per tenant and rare enough.
+Policies with quotas take the exact functions: quota state is per tenant and rare enough. So do
+a ledger with node detail and a job asking for a topology inside pools (issue 11: node-level free
+GPUs, whole domains or slices, the fragmentation term), whose parts are not shared: ``plain``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class ClassArrays:
 
     def __init__(self, index: GridIndex, usage: Usage, policy: Policy, holds: Holds) -> None:
         self.index, self.usage, self.policy, self.holds = index, usage, policy, holds
-        self.exact = policy_rules(index, policy) is not None  # quotas: per-tenant state, use the exact path
+        # Quotas (per-tenant state) or node detail (issue 11): the exact functions for every class.
+        self.exact = policy_rules(index, policy) is not None or node_detail(index, usage)
         site = index.pool_site
         w = policy.weights
         self.zeros: FloatArray = np.zeros(len(site), dtype=np.float64)
@@ -70,7 +73,7 @@ class ClassArrays:
         )
 
     def checks(self, spec: JobSpec) -> Checks:
-        if self.exact:
+        if self.exact or not plain(spec):
             return compute_checks(self.index, self.view(spec)[1], spec, self.policy)
         return self._get(("checks", self.check_key(spec)), lambda: self._checks(spec))  # type: ignore[no-any-return]
 
@@ -124,7 +127,7 @@ class ClassArrays:
 
     def costs(self, spec: JobSpec, checks: Checks) -> PoolCosts:
         """``pool_costs(index, checks, spec, policy)``, its terms shared between classes."""
-        if self.exact:
+        if self.exact or not plain(spec):
             return pool_costs(self.index, checks, spec, self.policy)
         index, w = self.index, self.policy.weights
         site = checks.pool_site
@@ -155,6 +158,18 @@ class ClassArrays:
         """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
         checks = self.checks(spec)
         return self._get(("shadow", id(checks)), lambda: _shadow(self.index, checks))  # type: ignore[no-any-return]
+
+
+def node_detail(index: GridIndex, usage: Usage) -> bool:
+    """Whether the ledger keeps per-node usage (``Usage.nodes``, issue 11; absent before it)."""
+    nodes = getattr(usage, "nodes", None)
+    return callable(nodes) and nodes(index) is not None
+
+
+def plain(spec: JobSpec) -> bool:
+    """A job that asks for no topology inside pools (``JobSpec.topology`` at its default, issue 11)."""
+    topology = getattr(spec, "topology", None)
+    return topology is None or topology == type(topology)()
 
 
 class _Boxed:
