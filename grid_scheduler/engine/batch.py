@@ -97,15 +97,18 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
+from grid_scheduler.engine.batch_arrays import ClassArrays, node_detail, plain
+from grid_scheduler.engine.batch_bound import price_bound
+from grid_scheduler.engine.batch_greedy import greedy_by_class
 from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
-from grid_scheduler.engine.feasibility import Checks, compute_checks, latency_coverage
+from grid_scheduler.engine.feasibility import Checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import build_placement, decide
 from grid_scheduler.engine.preference import entries as preference_entries
-from grid_scheduler.engine.preference import pool_rank
+from grid_scheduler.engine.preference import pool_rank, preference_levels
 from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
 from grid_scheduler.engine.quota import QuotaRules, policy_rules
-from grid_scheduler.engine.scoring import PoolCosts, pool_costs
+from grid_scheduler.engine.scoring import PoolCosts
 from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
 
 COST_SCALE = 1000  # cost terms x1000 -> integer (see module doc)
@@ -276,6 +279,8 @@ def _without_priority(key: Hashable) -> Hashable:
 
 
 MIN_TIER_S = 0.05  # the least solver time a tier gets
+PARTITION_JOBS = 300_000  # from this many jobs, solve_batch partitions (batch_partition.py)
+BY_CLASS_JOBS = 2_000  # from this many jobs in a tier, the warm start places classes, not jobs (batch_greedy.py)
 
 
 def solve_batch(
@@ -289,6 +294,10 @@ def solve_batch(
     seed: int = 0,
     top_k: int = 8,
     weighted_shares: Mapping[str, float] | None = None,
+    by_class: bool | None = None,
+    partition: bool | None = None,
+    parts: int = 4,
+    processes: int | None = None,
 ) -> BatchResult:
     """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
     priority first), each tier maximising GPU-hours and then minimising the policy's cost.
@@ -299,7 +308,18 @@ def solve_batch(
 
     The time limit is shared out between tiers by their number of jobs, re-shared after each.
     Returns every tier's result and their union; never worse, tier by tier, than the greedy.
+
+    ``by_class``: the warm start places classes, not jobs (None: from ``BY_CLASS_JOBS`` jobs in a
+    tier). ``partition``: solve POP-style in ``parts`` parts on ``processes`` worker processes
+    (engine/batch_partition.py; None: from ``PARTITION_JOBS`` jobs, never with fair share on).
     """
+    if partition is None:
+        partition = len(jobs) >= PARTITION_JOBS and not policy.fair_share.enabled
+    if partition:
+        from grid_scheduler.engine.batch_partition import solve_partitioned  # it imports this module
+
+        return solve_partitioned(index, usage, jobs, policy, parts=parts, processes=processes,
+                                 time_limit_s=time_limit_s, seed=seed, top_k=top_k)
     started = time.perf_counter()
     by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
     for job_id, spec in jobs:
@@ -315,17 +335,37 @@ def solve_batch(
         limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
         left_jobs -= len(tier_jobs)
         tier_fair = _Fair(dict(fair), policy, share_per_gpu(index)) if fair is not None else None
-        result = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
-                             seed=seed, top_k=top_k, fair=tier_fair)
+        arrays = ClassArrays(index, running, policy, holds)
+        result, units = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
+                             seed=seed, top_k=top_k, fair=tier_fair, by_class=by_class, arrays=arrays)
         results.append((priority, result))
         spec_of = dict(tier_jobs)
         for job_id, placement in result.placements.items():
             if fair is not None:  # lower tiers see what this one took, as the queue order does
                 charge(fair, index, policy, spec_of[job_id].tenant, placement.gpus, placement.power_kw)
             _take(index, running, spec_of[job_id].tenant, placement)
-        for job_id in result.unplaced:
-            holds.hold_for(spec_of[job_id], policy)
+        hold_unplaced(holds, arrays, policy, units, result.placements)
     return _combine(jobs, results)
+
+
+def hold_unplaced(
+    holds: Holds, arrays: ClassArrays, policy: Policy, units: list[_Unit], placements: Mapping[str, Placement]
+) -> None:
+    """``holds.hold_for`` every unplaced job, one call per distinct shadow: the pools held are the
+    same, the power held is the shadow's times the number of jobs (rounded once, not per job).
+    A class's modelled spec has its jobs' shadow (``as_modelled`` changes only ``gang``, which
+    no static check and no power need reads)."""
+    count: dict[int, int] = defaultdict(int)
+    first: dict[int, tuple[JobSpec, tuple[BoolArray, FloatArray]]] = {}
+    for unit in units:
+        waiting = sum(1 for job_id in unit.job_ids if job_id not in placements)
+        if not waiting or unit.spec.priority == 0:
+            continue  # priority 0: nothing is below, hold_for holds nothing
+        pools, site_kw = arrays.shadow(unit.spec)
+        count[id(pools)] += waiting
+        first.setdefault(id(pools), (unit.spec, (pools, site_kw)))
+    for key, (spec, (pools, site_kw)) in first.items():
+        holds.hold_for(spec, policy, (pools, site_kw * count[key]))
 
 
 def _combine(jobs: Sequence[tuple[str, JobSpec]], results: list[tuple[int, BatchResult]]) -> BatchResult:
@@ -395,13 +435,15 @@ def _solve_tier(
     seed: int,
     top_k: int,
     fair: _Fair | None = None,
-) -> BatchResult:
+    by_class: bool | None = None,
+    arrays: ClassArrays | None = None,
+) -> tuple[BatchResult, list[_Unit]]:
     """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
-    ``fair``: the fair-share term when fair share is on."""
+    ``fair``: the fair-share term when fair share is on; ``by_class``: the warm start's (``_greedy``)."""
     t0 = time.perf_counter()
-    units = _build_units(index, usage, jobs, policy, holds)
+    units = _build_units(index, usage, jobs, policy, holds, arrays)
     t_units = time.perf_counter()
-    _greedy(index, usage, policy, jobs, units, holds)
+    _greedy(index, usage, policy, jobs, units, holds, by_class)
     greedy_time = time.perf_counter() - t_units
     t1 = time.perf_counter()
     for unit in units:
@@ -411,7 +453,9 @@ def _solve_tier(
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
-    outcome = model.solve(time_limit_s, workers, seed, greedy_answer)
+    greedy_placed = {job_id for unit in units for job_id in unit.greedy}
+    price = price_bound(index, usage, units, greedy_placed).bound if model.has_vars else None
+    outcome = model.solve(time_limit_s, workers, seed, greedy_answer, price)
     t3 = time.perf_counter()
     build_time = (t_units - t0) + (t2 - t1)
     use_solver = outcome.answer is not None and model.evaluate(outcome.answer) >= greedy_obj
@@ -432,7 +476,7 @@ def _solve_tier(
         if "cost_bound" in extra and w >= w_bound:
             cost = model.big * w - objective
             extra["cost_gap"] = max(cost - extra["cost_bound"], 0.0) / max(1.0, cost)
-    return BatchResult(
+    result = BatchResult(
         placements=placements,
         unplaced=unplaced,
         status=outcome.status if model.has_vars else "OPTIMAL",
@@ -451,6 +495,7 @@ def _solve_tier(
         extra=extra,
         greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
     )
+    return result, units
 
 
 FAIR_STEPS = 8  # slices of each tenant's convex fair-share cost in one tier's model
@@ -467,8 +512,12 @@ class _Fair:
 
 # --- classes -------------------------------------------------------------------------
 def _build_units(
-    index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], policy: Policy, holds: Holds
+    index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], policy: Policy, holds: Holds,
+    arrays: ClassArrays | None = None,
 ) -> list[_Unit]:
+    """Jobs grouped into classes, each with its checks (against ``holds.overlay(usage, spec)``),
+    costs and candidate mask, assembled from shared parts (``batch_arrays.ClassArrays``)."""
+    arrays = arrays if arrays is not None else ClassArrays(index, usage, policy, holds)
     by_key: dict[Hashable, _Unit] = {}
     # Checks, costs and masks read no priority: classes that differ only in it share them.
     shared: dict[Hashable, tuple[Checks, PoolCosts, FloatArray, BoolArray]] = {}
@@ -485,13 +534,14 @@ def _build_units(
             skey = _without_priority(ckey)
             if skey not in shared:
                 # A non-preemptible job sees the capacity that higher tiers hold as taken.
-                checks = compute_checks(index, holds.overlay(usage, spec), spec, policy)
+                checks = arrays.checks(spec)
                 mask: BoolArray = checks.pool_feasible
                 if spec.inference is not None and replicas == 1:
                     # One replica must serve every demand endpoint by itself.
-                    serves_all = np.asarray(latency_coverage(index, spec).all(axis=0), dtype=np.bool_)
+                    cover = checks.demand_cover if checks.demand_cover is not None else latency_coverage(index, spec)
+                    serves_all = np.asarray(cover.all(axis=0), dtype=np.bool_)
                     mask = mask & serves_all[index.pool_site]
-                costs = pool_costs(index, checks, spec, policy)
+                costs = arrays.costs(spec, checks)
                 shared[skey] = (checks, costs, _ranked_cost(index, spec, policy, costs), np.asarray(mask))
             checks, costs, total, mask = shared[skey]
             unit = _Unit(
@@ -506,9 +556,18 @@ def _build_units(
 
 def _greedy(
     index: GridIndex, usage: Usage, policy: Policy, jobs: Sequence[tuple[str, JobSpec]], units: list[_Unit],
-    holds: Holds,
+    holds: Holds, by_class: bool | None = None,
 ) -> None:
-    """The online decision, job by job, in queue order, on a running copy of usage."""
+    """The warm start: the online decision, job by job, in queue order, on a running copy of usage;
+    or (``by_class``; None: from ``BY_CLASS_JOBS`` jobs up) class by class, placing counts
+    (engine/batch_greedy.py), which quotas, several preference levels, a ledger with node detail or
+    a job asking for a topology inside pools (issue 11) never take."""
+    if by_class is None:
+        by_class = len(jobs) >= BY_CLASS_JOBS
+    if by_class and policy_rules(index, policy) is None and not node_detail(index, usage) and not any(
+            len(preference_levels(index, u.spec, policy)) > 1 or not plain(u.spec) for u in units):
+        greedy_by_class(index, usage, policy, units, holds)
+        return
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
     running = _copy_usage(usage)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].priority)
@@ -690,19 +749,27 @@ class _Model:
         fair_text.extend(_linear_text(r.vars, r.coeffs, r.lo, r.hi) for r in rows[n_rows:])
         self._fair_text = "".join(fair_text)
 
-    def solve(self, time_limit_s: float, workers: int, seed: int, greedy: Answer) -> _Outcome:
+    def solve(
+        self, time_limit_s: float, workers: int, seed: int, greedy: Answer, price_bound: int | None = None
+    ) -> _Outcome:
         """Bound W with the LP; maximise W (hinted with the greedy answer) unless the greedy
-        answer already meets the bound; then hold W and minimise C."""
+        answer already meets the bound; then hold W and minimise C. ``price_bound``: a valid bound
+        on W over every pool (``batch_bound``, so also on this candidate model); when the greedy
+        answer meets it on a large model, the LP is skipped."""
         if not self.has_vars:
             return _Outcome("OPTIMAL", [(0, {}) for _ in self.units], 0.0, {})
         started = time.perf_counter()
         hint = self.vector(greedy)
         w_greedy = int(self.w_coeffs @ hint[self.w_vars])
-        lp_bound, knapsack_bound = self.lp_bound(time_limit_s * LP_SHARE)
-        w_bound = min(self.w_trivial, lp_bound, knapsack_bound)
-        extra: dict[str, float] = {"lp_weighted_gpus_bound": float(lp_bound), "pool_gpus_cut": float(self.gpus_cut),
-                                   "knapsack_weighted_gpus_bound": float(knapsack_bound),
-                                   "lp_time_s": time.perf_counter() - started}
+        w_bound = self.w_trivial if price_bound is None else min(self.w_trivial, price_bound)
+        extra: dict[str, float] = {"pool_gpus_cut": float(self.gpus_cut)}
+        if price_bound is not None:
+            extra["price_weighted_gpus_bound"] = float(price_bound)
+        if w_greedy < w_bound or self.n_vars <= LARGE_MODEL_VARS:
+            lp_bound, knapsack_bound = self.lp_bound(time_limit_s * LP_SHARE)
+            w_bound = min(w_bound, lp_bound, knapsack_bound)
+            extra.update(lp_weighted_gpus_bound=float(lp_bound), knapsack_weighted_gpus_bound=float(knapsack_bound))
+        extra["lp_time_s"] = time.perf_counter() - started
         values, w_found, proven_w = hint, w_greedy, w_greedy >= w_bound
         answer: Answer | None = None
         if not proven_w:
