@@ -157,7 +157,13 @@ class ClassArrays:
     def shadow(self, spec: JobSpec) -> Shadow:
         """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
         checks = self.checks(spec)
-        return self._get(("shadow", id(checks)), lambda: _shadow(self.index, checks))  # type: ignore[no-any-return]
+        # Keyed by the checks object, kept in the entry: an id alone could be reused by a later
+        # object once a checks that was not memoised (a topology job's) is freed.
+        entry = self._get(("shadow", id(checks)), lambda: (checks, _shadow(self.index, checks)))
+        if entry[0] is not checks:
+            entry = (checks, _shadow(self.index, checks))
+            self._memo[("shadow", id(checks))] = entry
+        return entry[1]  # type: ignore[no-any-return]
 
 
 def node_detail(index: GridIndex, usage: Usage) -> bool:

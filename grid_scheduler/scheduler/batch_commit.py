@@ -67,8 +67,11 @@ def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool)
     # The solver plans pool-level GPUs; a job asking for whole domains or slices is left to the
     # queue pass after the commit, which places it on nodes (engine/topology.py).
     plannable = [(r.id, r.spec) for r in pending if r.spec.topology.mode is TopologyMode.NONE]
+    # partition=False: the partitioned solve forks worker processes, and a gRPC server's process
+    # (threads, open channels) must not fork; the single solve handles the sizes a live queue holds.
     result = solve_batch(
         s.index, usage, plannable, policy, time_limit_s=time_limit_s, workers=workers, weighted_shares=shares,
+        partition=False,
     )
     s.log.info(
         "batch_solved", pending=len(pending), placed=len(result.placements), status=result.status,
