@@ -1,4 +1,4 @@
-"""A corpus of hostile requests for every RPC of the three services, and a runner for it.
+"""A corpus of hostile requests for every RPC of the six services, and a runner for it.
 
 ``hostile_corpus(seed)`` is deterministic (a seeded ``random.Random``): the same seed gives
 the same ``(method, bytes)`` list. It is built from the services' descriptors, so a new RPC
