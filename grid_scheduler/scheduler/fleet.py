@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from grid_scheduler.engine.priority import duration_hours
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.model.node_names import node_indices, node_names
-from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.scheduler import observer, replicas, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
 from grid_scheduler.state.agents import (
@@ -370,15 +370,24 @@ def _why(ph: PoolHealth, nodes: list[NodeCondition]) -> str:
 def _fail_jobs_on_nodes(
     s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
 ) -> list[str]:
-    """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes."""
+    """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes. An
+    inference deployment with replicas elsewhere re-places only the lost ones (scheduler/replicas.py);
+    the rest, and a deployment that cannot keep every endpoint within its SLO so, are re-queued."""
     failed_at = ph.failed_indices
+
+    def lost(a: Assignment) -> bool:
+        return a.pool_id == ph.pool_id and any(i in failed_at for i, _ in a.nodes)
+
     out: list[str] = []
     for record in running:
         assert record.placement is not None
         hit = sorted({i for a in record.placement.assignments if a.pool_id == ph.pool_id
                       for i, _ in a.nodes if i in failed_at})
-        if hit and record.id not in done and \
-                requeue_failed(s, record.id, site_id, _why(ph, [failed_at[i] for i in hit]), retry_queue=False):
+        if not hit or record.id in done:
+            continue
+        why = _why(ph, [failed_at[i] for i in hit])
+        if (record.spec.inference is not None and replicas.replace_replicas(s, record, lost, why) is not None) \
+                or requeue_failed(s, record.id, site_id, why, retry_queue=False):
             out.append(record.id)
     return out
 

@@ -1,0 +1,143 @@
+"""An inference deployment that lost replicas on failed nodes re-places only those (issue 11).
+
+Re-queuing the whole deployment would restart its healthy replicas and leave its users unserved
+until the queue pass places it again. Instead the kept assignments stay exactly as they are
+(same pools, same nodes) and only the lost ones are decided again, on the ledger as it is with
+the lost GPUs released, and committed in one version-checked net-change commit (release the
+job's reservation, reserve the kept set plus the new one). The job stays RUNNING on the same
+attempt. When no placement keeps every demand endpoint within its SLO the caller re-queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from grid_scheduler.engine import GridIndex
+from grid_scheduler.engine.feasibility import latency_coverage
+from grid_scheduler.engine.index import Usage
+from grid_scheduler.model import Assignment, Demand, EventType, JobRecord, JobSpec, Placement
+from grid_scheduler.model.placement import EndpointLatency
+from grid_scheduler.scheduler import observer
+from grid_scheduler.state import CapacityConflict, StaleRecord, Transition, UnknownJob, Update
+
+if TYPE_CHECKING:
+    from grid_scheduler.scheduler.core import Scheduler
+
+# A commit can lose a race with another change to the job; the caller re-queues after these.
+MAX_TRIES = 3
+
+Lost = Callable[[Assignment], bool]
+
+
+def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str) -> JobRecord | None:
+    """Re-place the assignments of running inference job ``record`` that ``lost`` picks, keeping
+    the others byte-identical. Returns the job as committed, or None when nothing was changed:
+    not an inference job, nothing lost or nothing kept, no placement keeps every endpoint within
+    its SLO, or the ledger refused (the caller then re-queues the whole job)."""
+    with s.lock:
+        for _ in range(MAX_TRIES):
+            current = s.store.get_job(record.id)
+            if current is None or current.placement is None or current.spec.inference is None \
+                    or current.state is not record.state:
+                return None
+            gone = [a for a in current.placement.assignments if lost(a)]
+            kept = [a for a in current.placement.assignments if not lost(a)]
+            if not gone or not kept:
+                return None
+            placement = _placement(s, current.spec, kept, gone)
+            if placement is None:
+                return None
+            moved = ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in placement.assignments[len(kept):])
+            message = f"replica re-placed after {why}: {moved}"
+            new = current.model_copy(update={
+                "placement": placement, "updated_at": s.now(), "version": current.version + 1,
+                "policy_version": s.policy_version,
+            })
+            try:
+                observer.commit(s.observer, s.store, [Update(current.id, current.version, Transition(
+                    new, EventType.PLACED, message, reserve=placement.assignments, release=True))],
+                    quota=s.quota, policy_version=s.policy_version)
+            except StaleRecord:
+                continue  # changed meanwhile: judged again on the new version
+            except (CapacityConflict, UnknownJob):
+                return None
+            s.log.warning("replicas_replaced", job_id=current.id, why=why, kept=len(kept), moved=moved)
+            return new
+    return None
+
+
+def _placement(s: Scheduler, spec: JobSpec, kept: list[Assignment], gone: list[Assignment]) -> Placement | None:
+    """The kept assignments plus new ones for the lost replicas, every endpoint within the SLO."""
+    assert spec.inference is not None
+    index = s.index
+    replicas = sum(a.gpus for a in gone) // spec.gpus.count
+    usage = released(s.usage(), index, spec.tenant, gone)
+    cover = latency_coverage(index, spec)
+    kept_sites = [index.site_index[a.site_id] for a in kept]
+    demand = spec.inference.demand
+    uncovered = [d for e, d in enumerate(demand) if not cover[e, kept_sites].any()]
+    for wanted in _demand_tries(uncovered, demand):
+        sub = spec.model_copy(update={"inference": spec.inference.model_copy(
+            update={"replicas": replicas, "demand": wanted})})
+        decision = s.decide(sub, usage)
+        if decision.placement is None:
+            continue
+        merged = _merged(index, spec, kept, decision.placement)
+        if all(e.latency_ms <= spec.inference.latency_slo_ms for e in merged.endpoint_latencies):
+            return merged
+    return None
+
+
+def _demand_tries(uncovered: list[Demand], demand: Sequence[Demand]) -> list[list[Demand]]:
+    """The endpoints the new replicas must serve: those the kept ones leave out of the SLO. When
+    the kept ones serve every endpoint, the new replicas still go where they serve demand: all of
+    it if they can, else the heaviest endpoint (the greedy needs some demand to aim at)."""
+    if uncovered:
+        return [uncovered]
+    heaviest = max(demand, key=lambda d: d.weight)
+    return [list(demand), [heaviest]]
+
+
+def released(usage: Usage, index: GridIndex, tenant: str, gone: Sequence[Assignment]) -> Usage:
+    """``usage`` without the GPUs and power of ``gone`` (the job's own lost reservations): what the
+    net-change commit will see. A failed node stays out of service, so nothing lands there again."""
+    pool_used = usage.pool_used_gpus.copy()
+    site_kw = usage.site_used_kw.copy()
+    tenants = dict(usage.tenant_pool_gpus)
+    row = tenants[tenant].copy() if tenant in tenants else None
+    node_used = [n.copy() for n in usage.node_used_gpus]
+    for a in gone:
+        p = index.pool_index[a.pool_id]
+        pool_used[p] -= a.gpus
+        site_kw[index.site_index[a.site_id]] -= a.power_kw
+        if row is not None:
+            row[p] -= a.gpus
+        if node_used:
+            for i, g in a.nodes:
+                node_used[p][i] -= g
+    if row is not None:
+        tenants[tenant] = row
+    return replace(usage, pool_used_gpus=np.maximum(pool_used, 0), site_used_kw=site_kw, tenant_pool_gpus=tenants,
+                   node_used_gpus=tuple(node_used), node_view_cache=[])
+
+
+def _merged(index: GridIndex, spec: JobSpec, kept: list[Assignment], new: Placement) -> Placement:
+    """Kept assignments first, then the new ones; endpoint latencies for the whole set (each
+    endpoint to its nearest replica); the score terms as the new decision weighs them."""
+    assert spec.inference is not None
+    assignments = [*kept, *new.assignments]
+    sites = sorted({index.site_index[a.site_id] for a in assignments})
+    rows = [index.endpoint_index[d.endpoint] for d in spec.inference.demand]
+    latency = index.topology.endpoint_site_latency_ms[np.ix_(rows, sites)]
+    nearest = latency.argmin(axis=1)
+    endpoints = [EndpointLatency(endpoint_id=d.endpoint, site_id=index.site_ids[sites[int(nearest[e])]],
+                                 latency_ms=float(latency[e, nearest[e]]))
+                 for e, d in enumerate(spec.inference.demand)]
+    carbon = sum(a.power_kw * index.grid.site_by_id[a.site_id].carbon_g_per_kwh / 1000.0 for a in assignments)
+    cost = sum(a.power_kw / 1000.0 * index.grid.site_by_id[a.site_id].energy_price_per_mwh for a in assignments)
+    return Placement(assignments=assignments, score=new.score, endpoint_latencies=endpoints,
+                     carbon_kg_per_hour=carbon, energy_cost_per_hour=cost)
