@@ -315,7 +315,8 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
     pool's capacity without the failed nodes, lowest priority first (then the newest, then by id).
     Drained and draining nodes take no new work but keep what runs; so does a silent site until its
     grace period ends, when every job running there is re-queued. Idempotent: a node already out
-    holds no job any more, so the same health again fails nothing. Returns the ids of the jobs failed."""
+    holds no job any more, so the same health again fails nothing. Returns the ids of the jobs failed
+    (with a deployment that lost a replica and had it re-placed, scheduler/replicas.py)."""
     failed_jobs: list[str] = []
     with s.lock:
         agent = s.store.site_agent(site_id)
@@ -386,8 +387,10 @@ def _fail_jobs_on_nodes(
         if not hit or record.id in done:
             continue
         why = _why(ph, [failed_at[i] for i in hit])
-        if (record.spec.inference is not None and replicas.replace_replicas(s, record, lost, why) is not None) \
-                or requeue_failed(s, record.id, site_id, why, retry_queue=False):
+        outcome = replicas.replace_replicas(s, record, lost, why) if record.spec.inference is not None \
+            else replicas.Outcome.REQUEUE
+        if outcome is replicas.Outcome.REPLACED or (
+                outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False)):
             out.append(record.id)
     return out
 

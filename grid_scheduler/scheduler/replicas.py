@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from grid_scheduler.engine import GridIndex
 from grid_scheduler.engine.feasibility import latency_coverage
 from grid_scheduler.engine.index import Usage
-from grid_scheduler.model import Assignment, Demand, EventType, JobRecord, JobSpec, Placement
+from grid_scheduler.model import Assignment, Demand, EventType, JobRecord, JobSpec, JobState, Placement
 from grid_scheduler.model.placement import EndpointLatency
 from grid_scheduler.scheduler import observer
 from grid_scheduler.state import CapacityConflict, StaleRecord, Transition, UnknownJob, Update
@@ -33,24 +34,29 @@ MAX_TRIES = 3
 Lost = Callable[[Assignment], bool]
 
 
-def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str) -> JobRecord | None:
+class Outcome(StrEnum):
+    REPLACED = "replaced"  # the lost replicas run elsewhere now, the rest where they were
+    UNCHANGED = "unchanged"  # the job no longer runs or holds nothing lost (another replica saw to it)
+    REQUEUE = "requeue"  # nothing kept, no placement within the SLO, or the ledger refused: re-queue it
+
+
+def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str) -> Outcome:
     """Re-place the assignments of running inference job ``record`` that ``lost`` picks, keeping
-    the others byte-identical. Returns the job as committed, or None when nothing was changed:
-    not an inference job, nothing lost or nothing kept, no placement keeps every endpoint within
-    its SLO, or the ledger refused (the caller then re-queues the whole job)."""
+    the others byte-identical, in one version-checked commit."""
     with s.lock:
         for _ in range(MAX_TRIES):
             current = s.store.get_job(record.id)
-            if current is None or current.placement is None or current.spec.inference is None \
-                    or current.state is not record.state:
-                return None
+            if current is None or current.placement is None or current.state is not JobState.RUNNING:
+                return Outcome.UNCHANGED
             gone = [a for a in current.placement.assignments if lost(a)]
             kept = [a for a in current.placement.assignments if not lost(a)]
-            if not gone or not kept:
-                return None
+            if not gone:
+                return Outcome.UNCHANGED
+            if not kept or current.spec.inference is None:
+                return Outcome.REQUEUE
             placement = _placement(s, current.spec, kept, gone)
             if placement is None:
-                return None
+                return Outcome.REQUEUE
             moved = ", ".join(f"{a.gpus} {a.gpu_type} in {a.pool_id}" for a in placement.assignments[len(kept):])
             message = f"replica re-placed after {why}: {moved}"
             new = current.model_copy(update={
@@ -63,11 +69,13 @@ def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str) -> J
                     quota=s.quota, policy_version=s.policy_version)
             except StaleRecord:
                 continue  # changed meanwhile: judged again on the new version
-            except (CapacityConflict, UnknownJob):
-                return None
+            except UnknownJob:
+                return Outcome.UNCHANGED
+            except CapacityConflict:  # e.g. a kept share on a node drained since: the whole job moves
+                return Outcome.REQUEUE
             s.log.warning("replicas_replaced", job_id=current.id, why=why, kept=len(kept), moved=moved)
-            return new
-    return None
+            return Outcome.REPLACED
+    return Outcome.REQUEUE
 
 
 def _placement(s: Scheduler, spec: JobSpec, kept: list[Assignment], gone: list[Assignment]) -> Placement | None:
