@@ -22,7 +22,7 @@ from grid_scheduler.model.node_names import default_node_name
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.service.server import RunningServer, start_server
 from grid_scheduler.state import Limits, MemoryStore
-from grid_scheduler.state.agents import NodeCondition, NodeHealth
+from grid_scheduler.state.agents import JobPhase, JobReport, NodeCondition, NodeHealth
 
 UK_DE = ["london", "frankfurt", "manchester"]
 
@@ -212,3 +212,23 @@ def test_a_heartbeat_reporting_the_node_failed_moves_only_its_replica(client: Cl
     assert got.state == ppb.JOB_STATE_RUNNING and got.attempts == 0
     assert len(got.placement.assignments) == 3
     assert_ledger_is_the_running_reservations(scheduler)
+
+
+def test_a_failed_report_from_one_site_moves_only_the_replicas_there(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, quiet=True)
+    before = s.submit(serve(3, 12.0, UK_DE)).record
+    assert before.placement is not None
+    [edge] = [a for a in before.placement.assignments if a.site_id == "manchester-edge"]
+    s.store.register_agent("manchester-edge", "a1", {}, s.now())
+    # A report about an earlier run ends nothing; one about this run moves only this site's replica.
+    fleet.apply_report(s, "manchester-edge", "a1", JobReport(before.id, JobPhase.FAILED, 1, "exit code 1", attempt=7))
+    assert s.store.get_job(before.id) == before
+    fleet.apply_report(s, "manchester-edge", "a1", JobReport(before.id, JobPhase.FAILED, 2, "exit code 1", attempt=0))
+    after = s.store.get_job(before.id)
+    assert after is not None and after.placement is not None
+    assert after.state is JobState.RUNNING and after.attempts == 0 and after.version == before.version + 1
+    kept = [a for a in before.placement.assignments if a != edge]
+    assert after.placement.assignments[:2] == kept
+    assert sum(a.gpus for a in after.placement.assignments[2:]) == edge.gpus
+    assert_within_slo(after)
+    assert_ledger_is_the_running_reservations(s)

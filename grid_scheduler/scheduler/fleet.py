@@ -150,7 +150,8 @@ def _sites(record: JobRecord) -> list[str]:
 
 def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -> tuple[bool, JobReport]:
     """Apply one job report at most once: a sequence not above the last kept one is acknowledged and
-    ignored. SUCCEEDED completes the job and FAILED re-queues it, but only while the ledger has it
+    ignored. SUCCEEDED completes the job and FAILED re-queues it (an inference deployment with
+    replicas elsewhere re-places just those at this site), but only while the ledger has it
     running at this site (a job moved away meanwhile is not the site's to finish)."""
     agent = s.store.site_agent(site_id)
     if agent is None:
@@ -168,9 +169,22 @@ def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -
     if report.phase is JobPhase.SUCCEEDED:
         _complete(s, report.job_id, site_id, report.attempt)
     elif report.phase is JobPhase.FAILED:
-        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}",
-                       attempt=report.attempt)
+        _fail_at_site(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}",
+                      report.attempt)
     return s.store.report_job(site_id, agent_id, report)
+
+
+def _fail_at_site(s: Scheduler, job_id: str, site_id: str, why: str, attempt: int | None) -> None:
+    """A run that failed at one site: an inference deployment re-places just its replicas there
+    (scheduler/replicas.py), keeping those at other sites; anything else is re-queued."""
+    record = s.store.get_job(job_id)
+    outcome = replicas.Outcome.REQUEUE
+    if record is not None and record.spec.inference is not None:
+        outcome = replicas.replace_replicas(s, record, lambda a: a.site_id == site_id, why, attempt)
+    if outcome is replicas.Outcome.REQUEUE:
+        requeue_failed(s, job_id, site_id, why, attempt=attempt)
+    elif outcome is replicas.Outcome.REPLACED:
+        s.place_pending()  # the shares it left at the site are free for the queue
 
 
 def _complete(s: Scheduler, job_id: str, site_id: str, attempt: int | None = None) -> None:

@@ -40,13 +40,15 @@ class Outcome(StrEnum):
     REQUEUE = "requeue"  # nothing kept, no placement within the SLO, or the ledger refused: re-queue it
 
 
-def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str) -> Outcome:
+def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str, attempt: int | None = None) -> Outcome:
     """Re-place the assignments of running inference job ``record`` that ``lost`` picks, keeping
-    the others byte-identical, in one version-checked commit."""
+    the others byte-identical, in one version-checked commit. With ``attempt``, only while the
+    job's run is still that one."""
     with s.lock:
         for _ in range(MAX_TRIES):
             current = s.store.get_job(record.id)
-            if current is None or current.placement is None or current.state is not JobState.RUNNING:
+            if current is None or current.placement is None or current.state is not JobState.RUNNING \
+                    or (attempt is not None and current.attempts != attempt):
                 return Outcome.UNCHANGED
             gone = [a for a in current.placement.assignments if lost(a)]
             kept = [a for a in current.placement.assignments if not lost(a)]
