@@ -21,6 +21,7 @@ from grid_scheduler.model import Assignment, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.model.node_names import default_node_name
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.service.server import RunningServer, start_server
+from grid_scheduler.site_agent import AgentConfig, SiteAgent
 from grid_scheduler.state import Limits, MemoryStore
 from grid_scheduler.state.agents import JobPhase, JobReport, NodeCondition, NodeHealth
 
@@ -232,3 +233,46 @@ def test_a_failed_report_from_one_site_moves_only_the_replicas_there(small_grid:
     assert sum(a.gpus for a in after.placement.assignments[2:]) == edge.gpus
     assert_within_slo(after)
     assert_ledger_is_the_running_reservations(s)
+
+
+def site_desired(client: Client, agent: SiteAgent) -> apb.WatchAssignmentsResponse:
+    stream = client.agents.WatchAssignments(apb.WatchAssignmentsRequest(
+        site_id=agent.config.site_id, agent_id=agent.config.agent_id), timeout=10)
+    try:
+        response: apb.WatchAssignmentsResponse = next(iter(stream))
+        return response
+    finally:
+        stream.cancel()
+
+
+@pytest.mark.parametrize("site", ["manchester-edge", "london-hub"])
+def test_the_reference_agent_losing_a_node_keeps_the_other_sites_replicas(
+    client: Client, scheduler: Scheduler, site: str
+) -> None:
+    """The reference agent's own order: the node's health in a heartbeat, then FAILED for the job
+    that ran on it. Whether the lost replica lands back at the site (london-hub has room in the
+    same pool) or elsewhere, the other sites' replicas stay and the job stays on its attempt."""
+    job = client.submit(serve(3, 12.0, UK_DE)).job
+    before = scheduler.store.get_job(job.id)
+    assert before is not None and before.placement is not None
+    [lost] = [a for a in before.placement.assignments if a.site_id == site]
+    agent = SiteAgent(client, AgentConfig(site_id=site, agent_id="sim", simulate=True, seed=1))
+    agent.register()
+    agent.apply(site_desired(client, agent))
+    assert job.id in agent.running
+    failed = agent._fail_node(lost.pool_id, default_node_name(lost.pool_id, lost.nodes[0][0]))
+    assert [job_id for job_id, _ in failed] == [job.id]
+    agent.heartbeat()
+    for job_id, why in failed:
+        agent._report(job_id, apb.JOB_PHASE_FAILED, why)
+    after = scheduler.store.get_job(job.id)
+    assert after is not None and after.placement is not None
+    assert after.state is JobState.RUNNING and after.attempts == 0
+    assert [a for a in after.placement.assignments if a.site_id != site and a in before.placement.assignments] == \
+        [a for a in before.placement.assignments if a.site_id != site]
+    assert_within_slo(after)
+    assert_ledger_is_the_running_reservations(scheduler)
+    assert scheduler.store.snapshot().node_used_gpus[scheduler.limits.pool_index[lost.pool_id]][lost.nodes[0][0]] == 0
+    # The agent then runs what the desired state says: the job again if a share is still here.
+    agent.apply(site_desired(client, agent))
+    assert (job.id in agent.running) == any(a.site_id == site for a in after.placement.assignments)
