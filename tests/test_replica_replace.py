@@ -89,7 +89,7 @@ def assert_only_the_lost_replica_moved(s: Scheduler, before: JobRecord, lost: As
     return after
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     replicas=st.integers(2, 4),
     gpus=st.sampled_from([1, 4, 8]),

@@ -20,8 +20,9 @@ import numpy as np
 from grid_scheduler.engine import GridIndex
 from grid_scheduler.engine.feasibility import latency_coverage
 from grid_scheduler.engine.index import Usage
+from grid_scheduler.engine.online import build_placement
+from grid_scheduler.engine.scoring import pool_costs
 from grid_scheduler.model import Assignment, Demand, EventType, JobRecord, JobSpec, JobState, Placement
-from grid_scheduler.model.placement import EndpointLatency
 from grid_scheduler.scheduler import observer
 from grid_scheduler.state import CapacityConflict, StaleRecord, Transition, UnknownJob, Update
 
@@ -96,7 +97,12 @@ def _placement(s: Scheduler, spec: JobSpec, kept: list[Assignment], gone: list[A
         decision = s.decide(sub, usage)
         if decision.placement is None:
             continue
-        merged = _merged(index, spec, kept, decision.placement)
+        # The whole set as the engine would report it (score, endpoint latencies, carbon, cost);
+        # its assignments are the kept ones, untouched, then the new ones with their nodes.
+        new = decision.placement.assignments
+        pools_gpus = [(index.pool_index[a.pool_id], a.gpus) for a in [*kept, *new]]
+        whole = build_placement(index, spec, s.policy, pool_costs(index, decision.checks, spec, s.policy), pools_gpus)
+        merged = whole.model_copy(update={"assignments": [*kept, *new]})
         if all(e.latency_ms <= spec.inference.latency_slo_ms for e in merged.endpoint_latencies):
             return merged
     return None
@@ -133,21 +139,3 @@ def released(usage: Usage, index: GridIndex, tenant: str, gone: Sequence[Assignm
         tenants[tenant] = row
     return replace(usage, pool_used_gpus=np.maximum(pool_used, 0), site_used_kw=site_kw, tenant_pool_gpus=tenants,
                    node_used_gpus=tuple(node_used), node_view_cache=[])
-
-
-def _merged(index: GridIndex, spec: JobSpec, kept: list[Assignment], new: Placement) -> Placement:
-    """Kept assignments first, then the new ones; endpoint latencies for the whole set (each
-    endpoint to its nearest replica); the score terms as the new decision weighs them."""
-    assert spec.inference is not None
-    assignments = [*kept, *new.assignments]
-    sites = sorted({index.site_index[a.site_id] for a in assignments})
-    rows = [index.endpoint_index[d.endpoint] for d in spec.inference.demand]
-    latency = index.topology.endpoint_site_latency_ms[np.ix_(rows, sites)]
-    nearest = latency.argmin(axis=1)
-    endpoints = [EndpointLatency(endpoint_id=d.endpoint, site_id=index.site_ids[sites[int(nearest[e])]],
-                                 latency_ms=float(latency[e, nearest[e]]))
-                 for e, d in enumerate(spec.inference.demand)]
-    carbon = sum(a.power_kw * index.grid.site_by_id[a.site_id].carbon_g_per_kwh / 1000.0 for a in assignments)
-    cost = sum(a.power_kw / 1000.0 * index.grid.site_by_id[a.site_id].energy_price_per_mwh for a in assignments)
-    return Placement(assignments=assignments, score=new.score, endpoint_latencies=endpoints,
-                     carbon_kg_per_hour=carbon, energy_cost_per_hour=cost)
