@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from grid_scheduler.engine.priority import duration_hours
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.model.node_names import node_indices, node_names
-from grid_scheduler.scheduler import observer, transitions
+from grid_scheduler.scheduler import observer, replicas, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
 from grid_scheduler.state import StaleRecord
 from grid_scheduler.state.agents import (
@@ -150,7 +150,8 @@ def _sites(record: JobRecord) -> list[str]:
 
 def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -> tuple[bool, JobReport]:
     """Apply one job report at most once: a sequence not above the last kept one is acknowledged and
-    ignored. SUCCEEDED completes the job and FAILED re-queues it, but only while the ledger has it
+    ignored. SUCCEEDED completes the job and FAILED re-queues it (an inference deployment with
+    replicas elsewhere re-places just those at this site), but only while the ledger has it
     running at this site (a job moved away meanwhile is not the site's to finish)."""
     agent = s.store.site_agent(site_id)
     if agent is None:
@@ -168,9 +169,22 @@ def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -
     if report.phase is JobPhase.SUCCEEDED:
         _complete(s, report.job_id, site_id, report.attempt)
     elif report.phase is JobPhase.FAILED:
-        requeue_failed(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}",
-                       attempt=report.attempt)
+        _fail_at_site(s, report.job_id, site_id, f"failed at {site_id}: {report.exit_reason or 'no reason given'}",
+                      report.attempt)
     return s.store.report_job(site_id, agent_id, report)
+
+
+def _fail_at_site(s: Scheduler, job_id: str, site_id: str, why: str, attempt: int | None) -> None:
+    """A run that failed at one site: an inference deployment re-places just its replicas there
+    (scheduler/replicas.py), keeping those at other sites; anything else is re-queued."""
+    record = s.store.get_job(job_id)
+    outcome = replicas.Outcome.REQUEUE
+    if record is not None and record.spec.inference is not None:
+        outcome = replicas.replace_replicas(s, record, lambda a: a.site_id == site_id, why, attempt)
+    if outcome is replicas.Outcome.REQUEUE:
+        requeue_failed(s, job_id, site_id, why, attempt=attempt)
+    elif outcome is replicas.Outcome.REPLACED:
+        s.place_pending()  # the shares it left at the site are free for the queue
 
 
 def _complete(s: Scheduler, job_id: str, site_id: str, attempt: int | None = None) -> None:
@@ -316,7 +330,8 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
     pool's capacity without the failed nodes, lowest priority first (then the newest, then by id).
     Drained and draining nodes take no new work but keep what runs; so does a silent site until its
     grace period ends, when every job running there is re-queued. Idempotent: a node already out
-    holds no job any more, so the same health again fails nothing. Returns the ids of the jobs failed."""
+    holds no job any more, so the same health again fails nothing. Returns the ids of the jobs failed
+    (with a deployment that lost a replica and had it re-placed, scheduler/replicas.py)."""
     failed_jobs: list[str] = []
     with s.lock:
         agent = s.store.site_agent(site_id)
@@ -371,15 +386,26 @@ def _why(ph: PoolHealth, nodes: list[NodeCondition]) -> str:
 def _fail_jobs_on_nodes(
     s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
 ) -> list[str]:
-    """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes."""
+    """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes. An
+    inference deployment with replicas elsewhere re-places only the lost ones (scheduler/replicas.py);
+    the rest, and a deployment that cannot keep every endpoint within its SLO so, are re-queued."""
     failed_at = ph.failed_indices
+
+    def lost(a: Assignment) -> bool:
+        return a.pool_id == ph.pool_id and any(i in failed_at for i, _ in a.nodes)
+
     out: list[str] = []
     for record in running:
         assert record.placement is not None
         hit = sorted({i for a in record.placement.assignments if a.pool_id == ph.pool_id
                       for i, _ in a.nodes if i in failed_at})
-        if hit and record.id not in done and \
-                requeue_failed(s, record.id, site_id, _why(ph, [failed_at[i] for i in hit]), retry_queue=False):
+        if not hit or record.id in done:
+            continue
+        why = _why(ph, [failed_at[i] for i in hit])
+        outcome = replicas.replace_replicas(s, record, lost, why) if record.spec.inference is not None \
+            else replicas.Outcome.REQUEUE
+        if outcome is replicas.Outcome.REPLACED or (
+                outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False)):
             out.append(record.id)
     return out
 
