@@ -69,7 +69,7 @@ def replace_replicas(s: Scheduler, record: JobRecord, lost: Lost, why: str, atte
             try:
                 observer.commit(s.observer, s.store, [Update(current.id, current.version, Transition(
                     new, EventType.PLACED, message, reserve=placement.assignments, release=True))],
-                    quota=s.quota, policy_version=s.policy_version)
+                    quota=s.quota, policy_version=s.policy_version, follow=s.follow)
             except StaleRecord:
                 continue  # changed meanwhile: judged again on the new version
             except UnknownJob:
