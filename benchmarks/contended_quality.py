@@ -42,8 +42,32 @@ SLO attainment (inference: share of wanted demand-hours served within the SLO; w
 against it), and per method the fragmentation (mean over samples of the free GPUs no waiting
 job could start on, whatif/fragmentation.py). Then a verdict against the issue-13 targets.
 
+With ``--topology`` (issue 13 with topology inside pools, issue 11): the training pools are
+NVL72 racks (GB300, 4 GPUs per node, 72-GPU domains): sines-gb300 2 racks and glomfjord-gb300
+7 racks (648 GPUs; the small grid otherwise unchanged, written to a temporary file), and the
+same arrivals are mapped (deterministically, by the arrival's place in the window) to shapes:
+
+- tier-1: LS inference, as above (inference pools: no NVL72 domains there);
+- tier-2 (priority 100): Guaranteed/Burstable, and 1 in 8 BE tasks (chosen by a seeded hash),
+  as rack-sized gangs on GB300 asking for whole domains: 144 GPUs for an 8-GPU trace task,
+  else 72;
+- tier-3 (priority 0, preemptible): the other BE tasks on GB300: 1 in 4 as 2 slices of 8
+  GPUs (each inside one domain), the rest 4 GPUs per trace GPU, unconstrained;
+  ``--no-preemption`` makes them not preemptible (FGD's setting: nothing is evicted to make
+  room, so a rack gang waits for a whole free rack). Inference replicas are 4 GPUs per trace
+  GPU (not 16), so that at the same offered load the training demand reaches the racks.
+
+This is the FGD situation: small jobs spread over racks leave no whole rack for a rack-sized
+gang. Every baseline then also chooses nodes (engine/baselines.py: LeastAllocated spreads and
+MostAllocated packs nodes, domain-unaware, ties at random as Kubernetes; FGD-like scores domain
+choices by the fragmentation they cause); the engine uses engine/topology.py's assign_nodes.
+Fragmentation is reported twice: "frag" = free GPUs no waiting job can use, counting domain
+constraints (whatif/fragmentation.py), and "dom frag" = free GPUs in partly used domains (the
+engine's metric), both means over samples.
+
     .venv/bin/python benchmarks/contended_quality.py --quick    # a few minutes
     .venv/bin/python benchmarks/contended_quality.py            # longer window (see README)
+    .venv/bin/python benchmarks/contended_quality.py --topology --quick --out benchmarks/results/contended_topology.json
 """
 
 from __future__ import annotations
@@ -53,26 +77,41 @@ import datetime as dt
 import json
 import os
 import platform
+import re
+import tempfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grid_scheduler.engine.baselines import Rule, fgd, least_allocated, most_allocated, rule_decider
+from grid_scheduler.engine.baselines import (
+    NodeRule,
+    Rule,
+    fgd,
+    fgd_nodes,
+    least_allocated,
+    least_allocated_nodes,
+    most_allocated,
+    most_allocated_nodes,
+    rule_decider,
+)
 from grid_scheduler.engine.index import GridIndex
-from grid_scheduler.model import JobKind
+from grid_scheduler.model import GpuTopology, JobKind, JobSpec, TopologyMode
 from grid_scheduler.scheduler.core import Decider
+from grid_scheduler.whatif.fragmentation import domain_fragmented_gpus
 from grid_scheduler.whatif.metrics import HOUR_S, JobLog, run_parts
 from grid_scheduler.whatif.scenario import load_scenario_data
 from grid_scheduler.whatif.simulator import RunResult, Simulator, quiet_logs
-from grid_scheduler.whatif.workload import DAY_S, build_arrivals
+from grid_scheduler.whatif.workload import DAY_S, Arrival, build_arrivals
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "examples" / "data" / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"  # copy of ../shared/data
 GRID = ROOT / "examples" / "grids" / "small.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "contended_quality.json"
+RACK_TIER = "tier-2"  # with --topology: the rack-sized gangs
 LOADS = (0.9, 1.0, 1.2)
 METHODS = ("online", "online+batch", "least-allocated", "most-allocated", "fgd")
 BASELINE_METHODS = ("least-allocated", "most-allocated", "fgd")
@@ -84,10 +123,13 @@ CUT_P95 = 0.30
 CUT_FRAGMENTATION = 0.30
 
 
-def rules() -> list[dict[str, Any]]:
+def rules(topology: bool = False) -> list[dict[str, Any]]:
+    # With --topology the inference replicas are 4 GPUs per trace GPU, not 16: the same offered load
+    # then puts the training demand (on the racks) near the racks' capacity.
     return [
         {"name": "tier-1-ls", "match": {"qos": ["LS"]}, "kind": "inference", "tenants": {"acme-ai": 2, "globex": 1},
-         "gpu_scale": 16, "replicas": 1, "endpoints": {"london": 3, "frankfurt": 2, "manchester": 1, "lisbon": 1},
+         "gpu_scale": 4 if topology else 16, "replicas": 1,
+         "endpoints": {"london": 3, "frankfurt": 2, "manchester": 1, "lisbon": 1},
          "latency_slo_ms": 20, "priority": 200},
         {"name": "tier-2-guaranteed", "match": {"qos": ["Guaranteed", "Burstable"]}, "kind": "training",
          "tenants": {"acme-ai": 1, "research-lab": 1}, "gpu_scale": 32, "priority": 100},
@@ -100,18 +142,98 @@ def scenario(args: argparse.Namespace, time_scale: float, batch: bool) -> dict[s
     horizon_days = args.days * time_scale
     data: dict[str, Any] = {
         "name": "contended-quality",
-        "grid": str(GRID),
+        "grid": str(args.grid),
         "seed": args.seed,
         "horizon_days": horizon_days,
         "sample_every_hours": max(horizon_days * 24 / args.samples, 1e-3),
         "workload": {"trace": {
             "path": str(TRACE), "origin_days": args.origin_day, "time_scale": time_scale,
-            "max_duration_days": args.max_hours / 24, "rules": rules(),
+            "max_duration_days": args.max_hours / 24, "rules": rules(args.topology),
         }},
     }
     if batch:
         data["batch"] = {"every_minutes": args.batch_every_min, "time_limit_s": args.batch_limit_s}
     return data
+
+
+def topology_grid(directory: Path) -> Path:
+    """The small grid with whole NVL72 racks: sines-gb300 2 racks (252 kW of sines' 350), glomfjord-gb300
+    7 racks (882 kW of 1,000), none drained."""
+    text = GRID.read_text()
+    sines = "{id: sines-gb300, gpu_type: GB300, nodes: "
+    text = text.replace(sines + "32,", sines + "36,")
+    text = re.sub(r"\{id: glomfjord-gb300, gpu_type: GB300, nodes: 128,(.*), drained_nodes: 8\}",
+                  r"{id: glomfjord-gb300, gpu_type: GB300, nodes: 126,\1}", text)
+    assert "nodes: 36," in text and "nodes: 126," in text, "examples/grids/small.yaml changed: update topology_grid"
+    path = directory / "small-nvl72.yaml"
+    path.write_text(text)
+    return path
+
+
+WHOLE = GpuTopology(mode=TopologyMode.WHOLE_DOMAINS)
+SLICES_8 = GpuTopology(mode=TopologyMode.SLICES, slice_gpus=8)
+
+
+class TopologyMapping:
+    """Arrivals -> the --topology shapes (see the module doc), the same for every method. Equal
+    inputs map to one shared spec object, as workload.py shares them (fragmentation dedupes by it)."""
+
+    def __init__(self, seed: int, preemptible: bool = True) -> None:
+        self.seed = seed
+        self.preemptible = preemptible
+        self._specs: dict[tuple[int, str], JobSpec] = {}
+
+    def _spec(self, spec: JobSpec, shape: str, gpus: int, topology: GpuTopology, priority: int,
+              preemptible: bool) -> JobSpec:
+        key = (id(spec), shape)
+        out = self._specs.get(key)
+        if out is None:
+            out = self._specs[key] = spec.model_copy(update={
+                "gpus": spec.gpus.model_copy(update={"count": gpus, "types": ["GB300"]}),
+                "topology": topology, "gang": True, "priority": priority, "preemptible": preemptible,
+            })
+        return out
+
+    def __call__(self, arrivals: list[Arrival]) -> list[Arrival]:
+        out = []
+        for i, a in enumerate(arrivals):
+            spec = a.spec
+            if spec.kind is JobKind.INFERENCE:
+                out.append(a)
+                continue
+            trace_gpus = max(1, round(spec.gpus.count / 32))  # the rules' gpu_scale
+            draw = zlib.crc32(f"{self.seed}:{i}".encode()) % 32
+            if spec.priority == 100 or draw < 4:  # Guaranteed/Burstable, and 1 in 8 BE
+                gpus = 144 if trace_gpus >= 8 else 72
+                new = self._spec(spec, f"whole{gpus}", gpus, WHOLE, 100, False)
+            elif draw < 11:  # 1 in 4 of the other BE tasks (7 of 28)
+                new = self._spec(spec, "slices", 16, SLICES_8, 0, self.preemptible)
+            else:
+                new = self._spec(spec, f"free{trace_gpus}", 4 * trace_gpus, GpuTopology(), 0, self.preemptible)
+            out.append(Arrival(a.time_s, new, a.duration_s, a.source))
+        return out
+
+
+class DomainSampler:
+    """The engine's domain fragmentation (free GPUs in partly used domains) every ``every_s`` of
+    simulated time, read after events (Simulator on_event): no change to the simulator."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.next_s = 0.0
+        self.values: list[int] = []
+        self.while_waiting: list[int] = []
+
+    def __call__(self, sim: Simulator) -> None:
+        if sim.now < self.next_s:
+            return
+        while self.next_s <= sim.now:
+            self.next_s += self.every_s
+        s = sim.scheduler
+        value = domain_fragmented_gpus(s.index, s.usage())
+        self.values.append(value)
+        if sim.pending:
+            self.while_waiting.append(value)
 
 
 class Offered:
@@ -121,6 +243,8 @@ class Offered:
     def __init__(self, args: argparse.Namespace) -> None:
         loaded = load_scenario_data(scenario(args, 1.0, False), "contended_quality", ROOT)
         arrivals, _ = build_arrivals(loaded.scenario.workload, loaded.grid, args.seed, loaded.scenario.horizon_s, ROOT)
+        if args.topology:
+            arrivals = TopologyMapping(args.seed, not args.no_preemption)(arrivals)
         self.arrival_s = np.array([a.time_s for a in arrivals], dtype=np.float64)
         self.duration_s = np.array([a.duration_s for a in arrivals], dtype=np.float64)
         self.gpus = np.array([a.spec.total_gpus for a in arrivals], dtype=np.float64)
@@ -130,6 +254,17 @@ class Offered:
         self.top = np.array([TIERS[a.spec.priority] == TOP for a in arrivals], dtype=np.bool_)
         self.inference_gpus = int(index.pool_healthy_gpus[index.inference_pools].sum())
         self.sizes = Counter(a.spec.gpus.count for a in arrivals)
+        # GPU-demand per topology shape of the training jobs: the FGD-like node rule's workload.
+        self.shapes: dict[GpuTopology, float] = {}
+        for a in arrivals:
+            if a.spec.kind is JobKind.TRAINING:
+                t = a.spec.topology
+                self.shapes[t] = self.shapes.get(t, 0.0) + a.spec.total_gpus * a.duration_s
+        rack = np.array([a.spec.topology.mode is TopologyMode.WHOLE_DOMAINS for a in arrivals], dtype=np.bool_)
+        self.rack = rack
+        training = np.array([a.spec.kind is JobKind.TRAINING for a in arrivals], dtype=np.bool_)
+        self.training = training
+        self.training_gpus = int(index.pool_healthy_gpus[index.training_pools].sum())
 
     def load(self, time_scale: float) -> float:
         """GPU-hours the window's tasks demand (whole capped durations) per hour of the simulated
@@ -140,6 +275,11 @@ class Offered:
         """The top tier's (inference) demand alone over the GPUs it may use (inference pools)."""
         demand = (self.gpus * self.duration_s)[self.top].sum()
         return float(demand / (self.window_s * time_scale * self.inference_gpus))
+
+    def training_load(self, time_scale: float) -> float:
+        """The training demand alone over the GPUs it may use (training pools)."""
+        demand = (self.gpus * self.duration_s)[self.training].sum()
+        return float(demand / (self.window_s * time_scale * max(self.training_gpus, 1)))
 
     def time_scale_for(self, load: float) -> float:
         return self.load(1.0) / load
@@ -189,12 +329,22 @@ def _slo(jobs: list[JobLog], horizon_s: float) -> float | None:
     return served / wanted if wanted > 0 else None
 
 
-def run_one(args: argparse.Namespace, time_scale: float, method: str, sizes: Counter[int]) -> dict[str, Any]:
-    deciders: dict[str, Rule] = {"least-allocated": least_allocated, "most-allocated": most_allocated,
-                                 "fgd": fgd(dict(sizes))}
-    decider: Decider | None = rule_decider(deciders[method]) if method in deciders else None
+def run_one(args: argparse.Namespace, time_scale: float, method: str, offered: Offered) -> dict[str, Any]:
+    deciders: dict[str, tuple[Rule, NodeRule | None]] = {
+        "least-allocated": (least_allocated, least_allocated_nodes),
+        "most-allocated": (most_allocated, most_allocated_nodes),
+        "fgd": (fgd(dict(offered.sizes)), fgd_nodes(dict(offered.shapes)) if offered.shapes else None),
+    }
+    decider: Decider | None = None
+    if method in deciders:
+        rule, nodes = deciders[method]
+        decider = rule_decider(rule, nodes, seed=args.seed)
     loaded = load_scenario_data(scenario(args, time_scale, method == "online+batch"), "contended_quality", ROOT)
-    sim = Simulator(loaded, decider=decider)
+    sampler = DomainSampler(loaded.scenario.sample_every_hours * HOUR_S)
+    sim = Simulator(loaded, decider=decider, on_event=sampler)
+    if args.topology:
+        # Same length: the job ids are unchanged.
+        sim.arrivals = TopologyMapping(args.seed, not args.no_preemption)(sim.arrivals)
     t0 = time.perf_counter()
     result = sim.run()
     wall = time.perf_counter() - t0
@@ -204,6 +354,9 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, sizes: Cou
         "utilisation": s["utilisation"]["fleet"]["utilisation"],
         "fragmentation_gpus": s["fragmentation"]["mean_gpus"],
         "fragmentation_gpus_while_waiting": s["fragmentation"]["mean_gpus_while_waiting"],
+        "domain_fragmentation_gpus": float(np.mean(sampler.values)) if sampler.values else 0.0,
+        "domain_fragmentation_gpus_while_waiting": (float(np.mean(sampler.while_waiting))
+                                                    if sampler.while_waiting else 0.0),
         "samples_with_waiting_jobs": s["fragmentation"]["samples_with_waiting_jobs"],
         "samples": s["fragmentation"]["samples"],
         "residency_violations": s["residency"]["violations"],
@@ -245,7 +398,21 @@ def verdict(level: dict[str, Any]) -> dict[str, Any]:
                    f"pools): {best} places it as well as the engine does")
     if la is not None and la["fragmentation_gpus"] == 0:
         why.append("LeastAllocated leaves no fragmented GPUs (nothing to cut)")
+    dom_cut = (1 - ours["domain_fragmentation_gpus"] / la["domain_fragmentation_gpus"]
+               if la is not None and la.get("domain_fragmentation_gpus", 0) > 0 else None)
+    rack: dict[str, Any] = {}
+    if level.get("topology"):
+        mine = ours["tiers"][RACK_TIER]
+        rack_gh = max(b["tiers"][RACK_TIER]["gpu_hours_served"] for b in bases)
+        rack_p95 = min(b["tiers"][RACK_TIER]["delay_p95_h"] for b in bases)
+        rack = {"gpu_hours_gain": mine["gpu_hours_served"] / rack_gh - 1 if rack_gh > 0 else 0.0,
+                "p95_cut": 1 - mine["delay_p95_h"] / rack_p95 if rack_p95 > 0 else 0.0}
+        why.append("with --topology the top tier (inference) runs on inference pools, which have no NVL72 "
+                   "domains: rack fragmentation cannot touch it; the rack gangs are " + RACK_TIER)
     return {
+        "domain_fragmentation_cut_vs_least_allocated": dom_cut,
+        "domain_fragmentation_met": dom_cut is not None and dom_cut >= CUT_FRAGMENTATION,
+        "rack_tier": rack,
         "top_gpu_hours_gain": gh_gain, "top_p95_cut": p95_cut, "fragmentation_cut_vs_least_allocated": frag_cut,
         "quality_met": gh_gain >= GAIN_GPU_HOURS or p95_cut >= CUT_P95,
         "fragmentation_met": frag_cut is not None and frag_cut >= CUT_FRAGMENTATION,
@@ -257,18 +424,20 @@ def verdict(level: dict[str, Any]) -> dict[str, Any]:
 def print_level(level: dict[str, Any]) -> None:
     print(f"\noffered load {level['load']:.2f} (time scale {level['time_scale']:.4f}, "
           f"{level['horizon_h']:.1f} simulated h, {level['jobs']} jobs; the top tier alone offers "
-          f"{level['top_tier_load_on_its_pools']:.2f} of the inference pools' GPUs)")
+          f"{level['top_tier_load_on_its_pools']:.2f} of the inference pools' GPUs, training "
+          f"{level.get('training_load_on_its_pools', 0.0):.2f} of the training pools')")
     head = (f"{'method':<16}{'tier':<8}{'jobs':>6}{'waited':>7}{'never':>6}{'GPU-h want':>11}{'GPU-h srv':>10}"
-            f"{'p50 h':>8}{'p95 h':>8}{'SLO':>7}{'frag GPUs':>10}{'util':>6}{'wall s':>8}")
+            f"{'p50 h':>8}{'p95 h':>8}{'SLO':>7}{'preempt':>8}{'frag':>8}{'dom frag':>9}{'util':>6}{'wall s':>8}")
     print(head)
     print("-" * len(head))
     for r in level["runs"]:
         for i, (tier, t) in enumerate(r["tiers"].items()):
             slo = "-" if t["slo_attainment"] is None else f"{t['slo_attainment']:.3f}"
-            tail = (f"{r['fragmentation_gpus']:>10.1f}{r['utilisation']:>6.2f}{r['wall_s']:>8.1f}" if i == 0 else "")
+            tail = (f"{r['fragmentation_gpus']:>8.1f}{r.get('domain_fragmentation_gpus', 0.0):>9.1f}"
+                    f"{r['utilisation']:>6.2f}{r['wall_s']:>8.1f}" if i == 0 else "")
             print(f"{r['method'] if i == 0 else '':<16}{tier:<8}{t['jobs']:>6}{t['waited']:>7}{t['never_started']:>6}"
                   f"{t['gpu_hours_wanted']:>11.1f}{t['gpu_hours_served']:>10.1f}{t['delay_p50_h']:>8.3f}"
-                  f"{t['delay_p95_h']:>8.3f}{slo:>7}{tail}")
+                  f"{t['delay_p95_h']:>8.3f}{slo:>7}{t['preemptions']:>8}{tail}")
     v = level.get("verdict") or {}
     if v and level["load"] >= 1.0:
         frag = v["fragmentation_cut_vs_least_allocated"]
@@ -277,6 +446,14 @@ def print_level(level: dict[str, Any]) -> None:
               f"{'MET' if v['quality_met'] else 'NOT met'}; fragmentation "
               f"{'n/a' if frag is None else f'{frag:+.1%}'} below LeastAllocated (target 30 %): "
               f"{'MET' if v['fragmentation_met'] else 'NOT met'}")
+        dom = v.get("domain_fragmentation_cut_vs_least_allocated")
+        if dom is not None:
+            print(f"  domain fragmentation (free GPUs in partly used domains) {dom:+.1%} below LeastAllocated: "
+                  f"{'MET' if v['domain_fragmentation_met'] else 'NOT met'}")
+        if v.get("rack_tier"):
+            rt = v["rack_tier"]
+            print(f"  rack tier ({RACK_TIER}): GPU-hours {rt['gpu_hours_gain']:+.1%} vs best baseline, "
+                  f"p95 delay cut {rt['p95_cut']:+.1%}")
         for w in v["why"]:
             print(f"  why: {w}")
 
@@ -284,7 +461,8 @@ def print_level(level: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short window (a few minutes in all)")
-    parser.add_argument("--days", type=float, default=None, help="trace days replayed (default 8, quick 4)")
+    parser.add_argument("--days", type=float, default=None,
+                        help="trace days replayed (default 8, quick 4)")
     parser.add_argument("--origin-day", type=float, default=119.0, help="trace day the window starts")
     parser.add_argument("--max-hours", type=float, default=None, help="task duration cap (h; default 6, quick 4)")
     parser.add_argument("--loads", type=float, nargs="+", default=list(LOADS))
@@ -294,7 +472,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="time-series samples per run (fragmentation)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--topology", action="store_true",
+                        help="NVL72 racks in the training pools; rack gangs, slices and small jobs (module doc)")
+    parser.add_argument("--no-preemption", action="store_true",
+                        help="with --topology: tier-3 is not preemptible (as in FGD's setting, nothing is evicted "
+                             "to make room: fragmentation makes rack gangs wait)")
     args = parser.parse_args()
+    args.grid = topology_grid(Path(tempfile.mkdtemp(prefix="contended-"))) if args.topology else GRID
     if args.days is None:
         args.days = 4.0 if args.quick else 8.0
     if args.max_hours is None:
@@ -310,9 +494,11 @@ def main() -> None:
     for load in args.loads:
         time_scale = offered.time_scale_for(load)
         level: dict[str, Any] = {"load": load, "time_scale": time_scale, "horizon_h": args.days * 24 * time_scale,
-                                 "top_tier_load_on_its_pools": offered.top_load(time_scale), "runs": []}
+                                 "top_tier_load_on_its_pools": offered.top_load(time_scale),
+                                 "training_load_on_its_pools": offered.training_load(time_scale),
+                                 "topology": args.topology, "runs": []}
         for method in args.methods:
-            row = run_one(args, time_scale, method, sizes)
+            row = run_one(args, time_scale, method, offered)
             level["runs"].append(row)
             level["jobs"] = row["jobs"]
         level["verdict"] = verdict(level)

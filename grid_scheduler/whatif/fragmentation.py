@@ -7,6 +7,12 @@ headroom at the site (the engine's own ``pool_feasible`` for that job). A job th
 across pools (non-gang training) can use any free GPU of a pool it is eligible for. With no
 job waiting nothing is fragmented: idle capacity nobody asks for is not lost to anyone.
 
+Domain constraints count (topology inside pools, issue 11): in a pool where a waiting job asking
+for whole interconnect domains or slices could start, only the GPUs its mode can use there are
+usable by it (whole free domains; whole slices per domain); the free GPUs of broken domains no
+waiting job can use stay fragmented. ``domain_fragmented_gpus`` is the engine's own metric
+(engine/topology.py): free GPUs in partly used domains, whether or not anything waits.
+
 The raw ledger usage is checked, not the holds a queue pass builds: a GPU that is free but
 held for a higher tier is still usable by that tier's waiting job.
 """
@@ -20,34 +26,59 @@ import numpy.typing as npt
 
 from grid_scheduler.engine.feasibility import Unit, compute_checks
 from grid_scheduler.engine.index import GridIndex, Usage
-from grid_scheduler.model import JobSpec, Policy
+from grid_scheduler.model import JobSpec, Policy, TopologyMode
 
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
-def usable_pools(index: GridIndex, usage: Usage, policy: Policy, waiting: Iterable[JobSpec]) -> BoolArray:
-    """Pools where at least one of the ``waiting`` jobs could start now."""
-    usable = np.zeros(len(index.pool_ids), dtype=np.bool_)
+def usable_gpus(index: GridIndex, usage: Usage, policy: Policy, waiting: Iterable[JobSpec]) -> IntArray:
+    """Per pool, the most free GPUs one of the ``waiting`` jobs could use there now (0 where none could start)."""
+    free = _free(index, usage)
+    usable = np.zeros(len(index.pool_ids), dtype=np.int64)
     seen: set[int] = set()
     for spec in waiting:
         if id(spec) in seen:  # a queue of equal jobs shares one spec object (workload.py)
             continue
         seen.add(id(spec))
         checks = compute_checks(index, usage, spec, policy)
-        if checks.unit is Unit.SPLIT:
-            usable |= checks.pool_eligible & (checks.pool_free_gpus > 0)
-        else:
-            usable |= checks.pool_feasible
-        if usable.all():
+        starts = (checks.pool_eligible & (checks.pool_free_gpus > 0) if checks.unit is Unit.SPLIT
+                  else checks.pool_feasible)
+        if spec.topology.mode is TopologyMode.NONE:
+            can_use = free
+        else:  # compute_checks counted only the GPUs its mode can use (whole domains, whole slices)
+            view = checks.domain_view
+            can_use = checks.pool_free_gpus if view is None else view.pool_usable_gpus(
+                spec.topology, np.flatnonzero(starts))
+        np.maximum(usable, np.where(starts, np.minimum(can_use, free), 0), out=usable)
+        if np.array_equal(usable, free):
             break
     return usable
 
 
+def usable_pools(index: GridIndex, usage: Usage, policy: Policy, waiting: Iterable[JobSpec]) -> BoolArray:
+    """Pools where at least one of the ``waiting`` jobs could start now."""
+    return np.asarray(usable_gpus(index, usage, policy, waiting) > 0)
+
+
+def _free(index: GridIndex, usage: Usage) -> IntArray:
+    free = np.where(usage.pool_drained, 0, np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0))
+    nodes = usage.nodes(index)
+    if nodes is not None:  # a node out of service has no free GPUs
+        free = np.minimum(free, nodes.pool_free_gpus)
+    return np.asarray(free, dtype=np.int64)
+
+
 def fragmented_gpus(index: GridIndex, usage: Usage, policy: Policy, waiting: Iterable[JobSpec]) -> int:
-    """Free GPUs in pools where none of the ``waiting`` jobs could start (0 when none wait)."""
+    """Free GPUs no waiting job could use (0 when none wait): in pools where none could start,
+    and, in a pool where only whole-domain or slice jobs could, the free GPUs their modes cannot use."""
     specs = list(waiting)
     if not specs:
         return 0
-    free = np.where(usage.pool_drained, 0, np.maximum(index.pool_healthy_gpus - usage.pool_used_gpus, 0))
-    usable = usable_pools(index, usage, policy, specs)
-    return int(free[~usable].sum())
+    return int((_free(index, usage) - usable_gpus(index, usage, policy, specs)).sum())
+
+
+def domain_fragmented_gpus(index: GridIndex, usage: Usage) -> int:
+    """Free GPUs in partly used interconnect domains (the engine's metric; 0 without node detail)."""
+    nodes = usage.nodes(index)
+    return 0 if nodes is None else int(nodes.pool_fragmented_gpus.sum())
