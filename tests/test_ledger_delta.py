@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grid_scheduler.engine.topology import NodeView
 from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.scheduler.ledger_view import LedgerView
@@ -185,6 +186,17 @@ def test_the_schedulers_view_equals_a_fresh_snapshot_after_every_call(
         assert view is not None
         assert view.version == fresh.version, "every commit of the only replica is followed"
         assert_same(view, fresh)
+        # The node view the decisions read, brought forward commit by commit (NodeView.updated),
+        # equals one built afresh from the store's snapshot.
+        carried = s.usage().nodes(s.index)
+        if fresh.node_used_gpus:
+            assert carried is not None
+            built = NodeView.build(s.index.pool_shapes, fresh.node_used_gpus, fresh.node_out)
+            assert [a.tolist() for a in carried.node_free] == [a.tolist() for a in built.node_free]
+            assert carried.pool_free_gpus.tolist() == built.pool_free_gpus.tolist()
+            assert carried.pool_broken_free_gpus.tolist() == built.pool_broken_free_gpus.tolist()
+            assert [carried.domain_free(p).tolist() for p in range(len(built.shapes))] == \
+                [built.domain_free(p).tolist() for p in range(len(built.shapes))]
 
 
 # --- the delta itself: per-node usage, when the snapshot carries it --------------------

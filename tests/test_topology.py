@@ -337,6 +337,36 @@ def test_node_view_of_all_pools_agrees_with_each_pool(
         assert int(view.pool_fragmented_gpus[p]) == fragmented_gpus(shape, free, used)
 
 
+@settings(max_examples=150, deadline=None)
+@given(cases=st.lists(pools_and_requests(), min_size=1, max_size=5), data=st.data())
+def test_a_node_view_brought_forward_equals_one_built_afresh(
+    cases: list[tuple[PoolShape, np.ndarray, np.ndarray, int, GpuTopology]], data: st.DataObject,
+) -> None:
+    """NodeView.updated (a replica following its own commit) recomputes only the pools that moved:
+    it must give what build gives on the new arrays, for every pool."""
+    shapes = tuple(c[0] for c in cases)
+    used = tuple(c[1].astype(np.int32) for c in cases)
+    out = tuple(c[2] for c in cases)
+    before = NodeView.build(shapes, used, out)
+    for p in data.draw(st.lists(st.integers(0, len(cases) - 1), max_size=3)):
+        before.domain_free(p)  # some pools' domain figures already asked for, as decisions do
+    moved = sorted(set(data.draw(st.lists(st.integers(0, len(cases) - 1), max_size=len(cases)))))
+    new_used = list(used)
+    for p in moved:
+        gpn = shapes[p].gpus_per_node
+        new_used[p] = np.array(data.draw(st.lists(st.integers(0, gpn), min_size=len(used[p]), max_size=len(used[p]))),
+                               dtype=np.int32)
+    after = before.updated(tuple(new_used), out, moved)
+    fresh = NodeView.build(shapes, tuple(new_used), out)
+    for p in range(len(cases)):
+        assert after.node_free[p].tolist() == fresh.node_free[p].tolist()
+        assert after.node_used[p].tolist() == fresh.node_used[p].tolist()
+        assert after.domain_free(p).tolist() == fresh.domain_free(p).tolist()
+    assert after.pool_free_gpus.tolist() == fresh.pool_free_gpus.tolist()
+    assert after.pool_broken_free_gpus.tolist() == fresh.pool_broken_free_gpus.tolist()
+    assert after.pool_fragmented_gpus.tolist() == fresh.pool_fragmented_gpus.tolist()
+
+
 def test_a_split_job_takes_whole_domains_from_each_pool(nscale_index: GridIndex) -> None:
     def split(gpus: int) -> JobSpec:
         return JobSpec.model_validate({

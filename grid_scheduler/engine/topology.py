@@ -282,6 +282,28 @@ class NodeView:
     # Free GPUs per domain, per pool, computed when a pool is first asked about.
     _domain_free: dict[int, IntArray] = field(default_factory=dict, repr=False, compare=False)
 
+    def updated(
+        self, node_used_gpus: tuple[npt.ArrayLike, ...], node_out: tuple[npt.ArrayLike, ...], pools: list[int],
+    ) -> NodeView:
+        """What ``build`` gives for node arrays that differ from this view's only in ``pools``: those
+        pools recomputed, the others shared. A replica following its own commit changes one or two
+        pools; rebuilding every pool (72,754 nodes on nscale) was a third of a submission's time."""
+        free, used = list(self.node_free), list(self.node_used)
+        pool_free, broken = self.pool_free_gpus.copy(), self.pool_broken_free_gpus.copy()
+        domains = {p: d for p, d in self._domain_free.items() if p not in pools}
+        for p in pools:
+            shape = self.shapes[p]
+            u = np.asarray(node_used_gpus[p], dtype=np.int64)
+            f = np.maximum(shape.gpus_per_node - u, 0)
+            f[np.asarray(node_out[p], dtype=np.bool_)] = 0
+            d = domain_free_gpus(shape, f)
+            free[p], used[p], domains[p] = f, u, d
+            pool_free[p] = int(f.sum())
+            broken[p] = int(d[d != shape.domain_gpus].sum())
+        view = NodeView(self.shapes, tuple(free), tuple(used), pool_free, broken)
+        view._domain_free.update(domains)
+        return view
+
     @classmethod
     def packed(
         cls,

@@ -96,5 +96,22 @@ class LedgerView:
         while self._snap is not None and self._snap.version in self._ahead:
             before = self._snap.version
             after, (reserved, released) = self._ahead.pop(before)
+            previous = self._usage
             self._snap = apply_commit(self._snap, self._limits, after, reserved, released)
             self._usage = usage_of(self._snap, self._limits)
+            if previous is not None:
+                _carry_node_view(previous, self._usage)
+
+
+def _carry_node_view(previous: Usage, usage: Usage) -> None:
+    """Give ``usage`` the node view of ``previous`` brought forward (``NodeView.updated``), when
+    one was built: a commit copies only the node arrays of the pools it touched (ledger_delta),
+    so those are the pools to recompute."""
+    cache = previous.node_view_cache
+    if not cache or cache[0][0] is not previous.node_used_gpus or not usage.node_used_gpus \
+            or usage.node_out is not previous.node_out:
+        return
+    changed = [p for p, (new, old) in enumerate(zip(usage.node_used_gpus, previous.node_used_gpus, strict=True))
+               if new is not old]
+    view = cache[0][1]
+    usage.node_view_cache[:] = [(usage.node_used_gpus, view.updated(usage.node_used_gpus, usage.node_out, changed))]
