@@ -43,6 +43,8 @@ def add_agent_parser(sub: Any, register: Register) -> None:
     p.add_argument("--start", default="",
                    help="command per job start, e.g. 'sbatch --wait ... {job_id} {gpus} {nodes}'")
     p.add_argument("--stop", default="", help="command per job stop, e.g. 'scancel --name {job_id}'")
+    p.add_argument("--update", default="",
+                   help="command when a running job's GPUs here change (a replica re-placed); fields as --start")
     p.add_argument("--simulate", action="store_true", help="run each job for its duration / --speedup")
     p.add_argument("--speedup", type=float, default=3600.0, help="simulated hours per real hour (default: 3600)")
     p.add_argument("--fail-rate", type=float, default=0.0, metavar="PER_NODE_HOUR",
@@ -55,6 +57,7 @@ def _agent(args: argparse.Namespace, client: Client) -> int:
     from grid_scheduler.site_agent import AgentConfig, SiteAgent
 
     config = AgentConfig(site_id=args.site, heartbeat_s=args.heartbeat, start=args.start, stop=args.stop,
+                         update=args.update,
                          simulate=args.simulate, speedup=args.speedup, fail_rate_per_node_hour=args.fail_rate,
                          seed=args.seed, state_file=Path(args.state_file) if args.state_file else None)
     if args.agent_id:

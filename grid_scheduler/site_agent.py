@@ -2,7 +2,8 @@
 
 It registers for one site, heartbeats its nodes' health, holds the WatchAssignments stream and
 makes the site match it: a job in ``run`` that it does not run is started, a job in ``stop`` is
-stopped, and every transition is reported with a per-job sequence. Two ways to run a job:
+stopped, a running job whose shares here changed (a replica re-placed) keeps running with its new
+GPUs (``--update``), and every transition is reported with a per-job sequence. Two ways to run a job:
 
 - ``--start``/``--stop`` command templates (``{job_id} {gpus} {nodes} {pools} {name} {tenant}
   {attempt}``): the start command lives as long as the job (``sbatch --wait``, ``srun``,
@@ -67,6 +68,15 @@ class AgentConfig:
     fail_rate_per_node_hour: float = 0.0
     seed: int = 0
     state_file: Path | None = None
+    update: str = ""  # command when a running job's shares here change (same fields as start)
+
+
+def _shares(job: pb.StartJob) -> tuple[dict[str, int], frozenset[tuple[str, str]]]:
+    """GPUs per pool and the (pool, node) pairs a StartJob gives this site."""
+    pools: dict[str, int] = {}
+    for share in job.shares:
+        pools[share.pool_id] = pools.get(share.pool_id, 0) + share.gpus
+    return pools, frozenset((s.pool_id, n) for s in job.shares for n in s.nodes)
 
 
 class SiteAgent:
@@ -154,14 +164,22 @@ class SiteAgent:
                 if stop.job_id in self.running or self.sequence.get(stop.job_id):
                     self._stop(stop.job_id, pb.StopReason.Name(stop.reason))
             for job in desired.run:
-                if job.job_id not in self.running:
+                run = self.running.get(job.job_id)
+                if run is None:
                     self._start(job)
+                elif job.attempt != self.attempts.get(job.job_id, job.attempt):
+                    # The scheduler restarted the job (a stop this agent missed, then placed here
+                    # again): the old run goes, quietly, since its reports name the old attempt.
+                    self._stop(job.job_id, "restarted by the scheduler")
+                    self._start(job)
+                elif _shares(job) != (run.pools, run.nodes):
+                    self._reshape(run, job)
 
     def _start(self, job: pb.StartJob) -> None:
-        pools = {s.pool_id: s.gpus for s in job.shares}
+        pools, nodes = _shares(job)
         now = time.time()
         self.attempts[job.job_id] = job.attempt
-        run = Running(job.job_id, pools, now, nodes=frozenset((s.pool_id, n) for s in job.shares for n in s.nodes))
+        run = Running(job.job_id, pools, now, nodes=nodes)
         self._report(job.job_id, pb.JOB_PHASE_STARTING)
         if self.config.simulate:
             hours = job.duration_hours or 1.0
@@ -171,6 +189,15 @@ class SiteAgent:
         self.running[job.job_id] = run
         self._report(job.job_id, pb.JOB_PHASE_RUNNING)
         log.info("job_started", job_id=job.job_id, pools=pools)
+
+    def _reshape(self, run: Running, job: pb.StartJob) -> None:
+        """A running job whose shares here changed (a lost replica re-placed in the same pool or
+        moved here from another site): it keeps running on its attempt, with the new GPUs."""
+        run.pools, run.nodes = _shares(job)
+        self._save()
+        if self.config.update and not self.config.simulate:
+            subprocess.run(shlex.split(self._fill(self.config.update, job)), check=False, timeout=60)
+        log.info("job_reshaped", job_id=job.job_id, pools=run.pools)
 
     def _fill(self, template: str, job: pb.StartJob) -> str:
         nodes = ",".join(n for s in job.shares for n in s.nodes)
