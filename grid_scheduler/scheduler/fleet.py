@@ -387,12 +387,11 @@ def _fail_jobs_on_nodes(
     s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
 ) -> list[str]:
     """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes. An
-    inference deployment with replicas elsewhere re-places only the lost ones (scheduler/replicas.py);
-    the rest, and a deployment that cannot keep every endpoint within its SLO so, are re-queued."""
+    inference deployment re-places only the replicas on those nodes (scheduler/replicas.py), its
+    others, in this pool too, staying where they are; the rest, and a deployment that cannot keep
+    every endpoint within its SLO so (or had every replica there), are re-queued."""
     failed_at = ph.failed_indices
-
-    def lost(a: Assignment) -> bool:
-        return a.pool_id == ph.pool_id and any(i in failed_at for i, _ in a.nodes)
+    failed_nodes = {ph.pool_id: frozenset(failed_at)}
 
     out: list[str] = []
     for record in running:
@@ -402,8 +401,8 @@ def _fail_jobs_on_nodes(
         if not hit or record.id in done:
             continue
         why = _why(ph, [failed_at[i] for i in hit])
-        outcome = replicas.replace_replicas(s, record, lost, why) if record.spec.inference is not None \
-            else replicas.Outcome.REQUEUE
+        outcome = replicas.replace_replicas(s, record, lambda a: False, why, failed_nodes=failed_nodes) \
+            if record.spec.inference is not None else replicas.Outcome.REQUEUE
         if outcome is replicas.Outcome.REPLACED or (
                 outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False)):
             out.append(record.id)
