@@ -231,13 +231,39 @@ def site_lost_why(site_id: str, detail: str) -> str:
     return f"site {site_id} lost: {detail}"
 
 
-def requeue_site(s: Scheduler, site_id: str, why: str) -> list[str]:
+@dataclass(frozen=True)
+class SiteLoss:
+    """What a lost site's transition did to the jobs that ran there."""
+
+    replaced: tuple[str, ...]  # inference deployments that run on, only their replicas there re-placed
+    requeued: tuple[str, ...]  # back in the queue with one more attempt
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [*self.replaced, *self.requeued]
+
+
+def requeue_site(s: Scheduler, site_id: str, why: str) -> SiteLoss:
     """The transition for a lost site, live (``apply_node_health``) and in the what-if simulator
-    (a ``site_failure`` change): every job running there fails with ``why`` and goes back to the
-    queue through ``requeue_failed`` (one more attempt, its priority and submit time kept). The
-    caller runs the queue pass once after, which re-places inference at once. Returns the ids."""
-    return [record.id for record in s.store.running_jobs()
-            if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False)]
+    (a ``site_failure`` change), one code path for both. An inference deployment with replicas at
+    other sites re-places only those at the lost site, never onto it (scheduler/replicas.py), and
+    keeps its run; every other job running there, and a deployment with no placement keeping every
+    endpoint within its SLO, fails with ``why`` and goes back to the queue through
+    ``requeue_failed`` (one more attempt, its priority and submit time kept). The caller runs the
+    queue pass once after, which re-places re-queued inference at once."""
+    replaced: list[str] = []
+    requeued: list[str] = []
+    for record in s.store.running_jobs():
+        if not runs_at(record, site_id):
+            continue
+        outcome = replicas.Outcome.REQUEUE
+        if record.spec.inference is not None:
+            outcome = replicas.replace_replicas(s, record, lambda a: a.site_id == site_id, why, avoid_site=site_id)
+        if outcome is replicas.Outcome.REPLACED:
+            replaced.append(record.id)
+        elif outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False):
+            requeued.append(record.id)
+    return SiteLoss(tuple(replaced), tuple(requeued))
 
 
 # --- node health drives capacity ---------------------------------------------------------------
@@ -344,7 +370,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
             changed |= s.store.set_nodes_out(ph.pool_id, ph.out_indices)
         if health is SiteHealth.LOST:
             assert agent is not None
-            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent)))
+            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent))).job_ids
         elif health is SiteHealth.HEALTHY:
             failed_jobs = _fail_on_failed_nodes(s, site_id, pools)
         if changed or failed_jobs:
