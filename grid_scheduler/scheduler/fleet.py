@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from grid_scheduler.engine.priority import duration_hours
+from grid_scheduler.engine.topology import PoolShape, fragmented_gpus, largest_free_domain, node_free_gpus
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.model.node_names import node_indices, node_names
 from grid_scheduler.scheduler import observer, replicas, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
-from grid_scheduler.state import StaleRecord
+from grid_scheduler.state import LedgerSnapshot, StaleRecord
 from grid_scheduler.state.agents import (
     AgentHealth,
     AgentReplaced,
@@ -499,6 +502,20 @@ def drain_nodes(s: Scheduler, site_id: str, pool_id: str, nodes: list[str], drai
 
 
 @dataclass(frozen=True)
+class PoolUsage:
+    """One pool's line in the fleet view: where its GPUs are, and how scattered the free ones are."""
+
+    pool_id: str
+    gpus_total: int
+    gpus_used: int  # reserved by running jobs
+    gpus_out: int  # out of service: failed or drained nodes, the grid file's drained ones, a silent site's all
+    gpus_free: int
+    nodes_used: int = 0  # nodes holding some reserved GPU (node detail only)
+    fragmented_gpus: int = 0  # free GPUs in partly used domains (node detail only)
+    largest_free_domain_gpus: int = 0  # (node detail only)
+
+
+@dataclass(frozen=True)
 class SiteView:
     """One row of the fleet view (``grid-scheduler fleet``)."""
 
@@ -511,31 +528,54 @@ class SiteView:
     gpus_up: int
     gpus_down: int
     unhealthy: tuple[tuple[str, str, str, str], ...]  # (pool, node, failed|draining|drained, reason)
+    pools: tuple[PoolUsage, ...] = ()
 
     @property
     def nodes_healthy(self) -> int:
         return self.nodes_total - self.nodes_failed - self.nodes_draining
 
 
+def pool_usage(s: Scheduler, snap: LedgerSnapshot, pool_id: str, out_gpus: int, silent: bool) -> PoolUsage:
+    """``pool_id``'s usage in ``snap``, ``out_gpus`` of it out of service. With node detail the free
+    GPUs are those on in-service nodes (a job on a draining node holds GPUs that are also out);
+    at a silent site none are free."""
+    p = s.limits.pool_index[pool_id]
+    pool = s.grid.pool_by_id[pool_id][1]
+    used = int(snap.pool_used_gpus[p])
+    if not snap.node_used_gpus or silent:
+        free = 0 if silent else max(pool.total_gpus - used - out_gpus, 0)
+        nodes_used = int(np.count_nonzero(snap.node_used_gpus[p])) if snap.node_used_gpus else 0
+        return PoolUsage(pool_id, pool.total_gpus, used, out_gpus, free, nodes_used)
+    shape = PoolShape.of(pool)
+    node_used = np.asarray(snap.node_used_gpus[p], dtype=np.int64)
+    node_free = node_free_gpus(shape, node_used, snap.node_out[p])
+    return PoolUsage(pool_id, pool.total_gpus, used, out_gpus, int(node_free.sum()), int(np.count_nonzero(node_used)),
+                     fragmented_gpus(shape, node_free, node_used), largest_free_domain(shape, node_free))
+
+
 def fleet_view(s: Scheduler) -> list[SiteView]:
     now = s.now()
+    snap = s.store.snapshot()
     out = []
     for site in s.grid.sites:
         agent = s.store.site_agent(site.id)
         health = site_health(s, agent, now)
         total = failed = draining = up = down = 0
         unhealthy: list[tuple[str, str, str, str]] = []
+        pools: list[PoolUsage] = []
+        silent = health in (SiteHealth.UNHEALTHY, SiteHealth.LOST)
         for ph, pool in zip(pool_health(s, site.id), site.pools, strict=True):
             total += pool.nodes
             failed_names = {n.node for n in ph.failed}
             failed += len(failed_names)
             draining += len(ph.out_nodes - failed_names) + pool.drained_nodes
-            lost = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            lost = ph.healthy_gpus if silent else ph.down_gpus
             down += lost + (pool.total_gpus - pool.healthy_gpus)
             up += ph.healthy_gpus - lost
+            pools.append(pool_usage(s, snap, pool.id, lost + (pool.total_gpus - pool.healthy_gpus), silent))
             unhealthy += [(n.pool_id, n.node, n.health.value, n.reason) for n in ph.failed + ph.draining]
             unhealthy += [(pool.id, n, "drained", "by an operator") for n in ph.drained]
-        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy)))
+        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy), tuple(pools)))
     return out
 
 
