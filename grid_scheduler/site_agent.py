@@ -53,6 +53,7 @@ class Running:
     ends_at_s: float | None = None  # simulated end
     nodes: frozenset[tuple[str, str]] = frozenset()  # (pool, node) it holds GPUs on, when named
     process: subprocess.Popen[bytes] | None = None
+    kind: str = ""  # "training" or "inference" (StartJob.kind); unknown after a restart from the state file
 
 
 @dataclass
@@ -156,12 +157,26 @@ class SiteAgent:
             for job in desired.run:
                 if job.job_id not in self.running:
                     self._start(job)
+                else:
+                    self._follow_shares(self.running[job.job_id], job)
+
+    def _follow_shares(self, run: Running, job: pb.StartJob) -> None:
+        """A deployment the scheduler resized here (replicas re-placed after a failed node, or moved
+        in from a lost site) runs on: its pools and nodes follow the desired state. (A runtime would
+        scale the deployment to the new nodes; the command templates have no resize, so it is logged.)"""
+        pools = {s.pool_id: s.gpus for s in job.shares}
+        nodes = frozenset((s.pool_id, n) for s in job.shares for n in s.nodes)
+        if (pools, nodes) != (run.pools, run.nodes):
+            run.pools, run.nodes = pools, nodes
+            self._save()
+            log.info("job_resized", job_id=job.job_id, pools=pools, nodes=sorted(n for _, n in nodes))
 
     def _start(self, job: pb.StartJob) -> None:
         pools = {s.pool_id: s.gpus for s in job.shares}
         now = time.time()
         self.attempts[job.job_id] = job.attempt
-        run = Running(job.job_id, pools, now, nodes=frozenset((s.pool_id, n) for s in job.shares for n in s.nodes))
+        run = Running(job.job_id, pools, now, nodes=frozenset((s.pool_id, n) for s in job.shares for n in s.nodes),
+                      kind=job.kind)
         self._report(job.job_id, pb.JOB_PHASE_STARTING)
         if self.config.simulate:
             hours = job.duration_hours or 1.0
@@ -204,13 +219,14 @@ class SiteAgent:
             if self.config.simulate and self.config.fail_rate_per_node_hour > 0:
                 node_hours = dt_s * self.config.speedup / 3600.0
                 failed: list[tuple[str, str]] = []
+                known = len(self.failed_nodes)
                 for pool_id, nodes in self.pools.items():
                     for node in nodes:
                         if (pool_id, node) in self.failed_nodes:
                             continue
                         if self.random.random() < self.config.fail_rate_per_node_hour * node_hours:
                             failed += self._fail_node(pool_id, node)
-                if failed:
+                if len(self.failed_nodes) > known:
                     # Node health first, then the jobs it killed: the scheduler has taken the nodes
                     # out of capacity before it re-queues the jobs, so none lands on them again.
                     try:
@@ -230,6 +246,12 @@ class SiteAgent:
         named = any(p == pool_id for r in in_pool for p, _ in r.nodes)
         victim = min(on_node or ([] if named else in_pool), key=lambda r: r.started_at_s, default=None)
         if victim is None:
+            return []
+        if victim.kind == "inference" and victim.nodes - {(pool_id, node)}:
+            # Only the replicas on that node died; the deployment runs on on its other nodes. No
+            # FAILED report (it would move every replica here): the node's health in the heartbeat
+            # makes the scheduler re-place exactly those replicas (scheduler/replicas.py).
+            victim.nodes = victim.nodes - {(pool_id, node)}
             return []
         del self.running[victim.job_id]
         return [(victim.job_id, f"node {node} failed: {reason}")]

@@ -27,13 +27,16 @@ from grid_scheduler.model import Assignment, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.model.node_names import default_node_name
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.server import RunningServer, start_server
+from grid_scheduler.site_agent import AgentConfig, SiteAgent
 from grid_scheduler.state import Limits, MemoryStore
+from grid_scheduler.state.agents import JobPhase
 from tests.test_replica_replace import (
     assert_ledger_is_the_running_reservations,
     assert_within_slo,
     expected_kept,
     fail_node,
     serve,
+    site_desired,
 )
 
 POOL = "frankfurt-h100"  # 16 nodes x 8 GPUs; within 2 ms of frankfurt, and nothing else is
@@ -219,3 +222,36 @@ def test_a_heartbeat_with_a_failed_node_moves_only_the_replica_on_it(client: Cli
     assert [(n.node_index, n.gpus) for n in kept.nodes] == [(i, g) for i, g in a.nodes if i != node]
     assert sum(x.gpus for x in new) == 8
     assert_ledger_is_the_running_reservations(scheduler)
+
+
+def test_the_reference_agent_losing_a_node_keeps_the_deployment_on_its_other_nodes(
+    client: Client, scheduler: Scheduler
+) -> None:
+    """The reference agent's own order: the replicas on the failed node die with it, the deployment
+    runs on (no FAILED report, which would move every replica at the site); its heartbeat makes
+    the scheduler re-place exactly those; the next desired state resizes the agent's run."""
+    job = client.submit(frankfurt(4, 8)).job
+    before = scheduler.store.get_job(job.id)
+    assert before is not None and before.placement is not None
+    [a] = before.placement.assignments
+    agent = SiteAgent(client, AgentConfig(site_id="frankfurt-hub", agent_id="sim", simulate=True, seed=1))
+    agent.register()
+    agent.apply(site_desired(client, agent))
+    assert job.id in agent.running
+    node = default_node_name(POOL, a.nodes[1][0])
+    assert agent._fail_node(POOL, node) == []  # nothing to report as FAILED
+    assert job.id in agent.running and (POOL, node) not in agent.running[job.id].nodes
+    agent.heartbeat()
+    after = scheduler.store.get_job(job.id)
+    assert after is not None and after.placement is not None
+    assert after.state is JobState.RUNNING and after.attempts == 0
+    assert after.placement.assignments[0].nodes == tuple(x for x in a.nodes if x != a.nodes[1])
+    assert sum(x.gpus for x in after.placement.assignments) == 32
+    assert_within_slo(after)
+    assert_ledger_is_the_running_reservations(scheduler)
+    report = scheduler.store.job_report("frankfurt-hub", job.id)
+    assert report is not None and report.phase is JobPhase.RUNNING
+    agent.apply(site_desired(client, agent))  # the run follows its new shares: three old nodes, one new
+    run = agent.running[job.id]
+    want = {(x.pool_id, default_node_name(x.pool_id, i)) for x in after.placement.assignments for i, _ in x.nodes}
+    assert run.nodes == frozenset(want) and (POOL, node) not in run.nodes
