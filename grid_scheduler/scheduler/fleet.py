@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from grid_scheduler.engine.priority import duration_hours
+from grid_scheduler.engine.priority import duration_hours, queue_key
 from grid_scheduler.engine.topology import PoolShape, fragmented_gpus, largest_free_domain, node_free_gpus
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.model.node_names import node_indices, node_names
@@ -256,9 +256,9 @@ def requeue_site(s: Scheduler, site_id: str, why: str) -> SiteLoss:
     queue pass once after, which re-places re-queued inference at once."""
     replaced: list[str] = []
     requeued: list[str] = []
-    for record in s.store.running_jobs():
-        if not runs_at(record, site_id):
-            continue
+    # In queue order (engine/priority.py): a re-placement takes capacity at once, so a low tier
+    # handled first could take the room a higher tier's replicas need within its SLO.
+    for record in sorted((r for r in s.store.running_jobs() if runs_at(r, site_id)), key=queue_key):
         outcome = replicas.Outcome.REQUEUE
         if record.spec.inference is not None:
             outcome = replicas.replace_replicas(s, record, lambda a: a.site_id == site_id, why, avoid_site=site_id)
