@@ -68,12 +68,10 @@ def replace_replicas(
             if current is None or current.placement is None or current.state is not JobState.RUNNING \
                     or (attempt is not None and current.attempts != attempt):
                 return Outcome.UNCHANGED
-            if current.spec.inference is None:
-                return Outcome.REQUEUE
             kept, gone = split(s.index, current.spec.gpus.count, current.placement.assignments, lost, failed_nodes)
             if not gone:
                 return Outcome.UNCHANGED
-            if not kept:
+            if not kept or current.spec.inference is None:
                 return Outcome.REQUEUE
             placement = _placement(s, current.spec, kept, gone, avoid_site)
             if placement is None:
