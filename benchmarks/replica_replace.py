@@ -22,7 +22,9 @@ one to ``Scheduler`` on the memory ledger.
   each site's loss starts again from the same ledger, so both modes hit the same jobs.
 
 Reported per event and mode: jobs hit, jobs running after, with every endpoint within the SLO after,
-the replicas lost (on the failed node, or at the lost site), replicas restarted (GPUs no longer on
+the replicas in the assignments hit (what moved before node-level re-placement: an assignment
+holds all of a deployment's replicas in one pool), the replicas lost (on the failed node, or at
+the lost site), replicas restarted (GPUs no longer on
 the same node of the same pool, over GPUs per replica; every replica when the job was re-queued,
 since its new run restarts them all), attempts added, and the time to handle one event.
 
@@ -94,8 +96,9 @@ def _restarted(before: JobRecord, after: JobRecord) -> int:
     return -(-(before.placement.gpus - kept_gpus) // per_replica)
 
 
-def _tally(stats: Counter[str], before: JobRecord, after: JobRecord, lost: int) -> None:
+def _tally(stats: Counter[str], before: JobRecord, after: JobRecord, lost: int, in_hit: int) -> None:
     stats["jobs hit"] += 1
+    stats["replicas in hit assignments"] += in_hit
     if after.state is JobState.RUNNING and after.placement is not None:
         stats["running after"] += 1
         stats["within SLO after"] += _within_slo(after)
@@ -130,7 +133,7 @@ def run_node_failures(grid: Grid, mode: str, count: int, seed: int) -> tuple[Cou
         after = s.store.get_job(before.id)
         assert after is not None
         lost = sum(1 for r in replica_nodes(a, spec.gpus.count) if any(n == node for n, _ in r))
-        _tally(stats, before, after, lost)
+        _tally(stats, before, after, lost, a.gpus // spec.gpus.count)
     return stats, times_ms
 
 
@@ -167,7 +170,7 @@ def run_site_losses(grid: Grid, mode: str, count: int, seed: int, losses: int) -
             after = s.store.get_job(before.id)
             assert after is not None and before.placement is not None
             lost = sum(a.gpus for a in before.placement.assignments if a.site_id == site_id) // before.spec.gpus.count
-            _tally(stats, before, after, lost)
+            _tally(stats, before, after, lost, lost)
     return stats, times_ms
 
 
@@ -195,8 +198,8 @@ def main() -> None:
     grids = [("nscale", load_grid(DEFAULT_GRID))]
     if not args.quick:
         grids.append(("synthetic-200", synthetic_grid(sites=200, pools=800, gpus_target=100_000, seed=args.seed)))
-    cols = ["events", "jobs hit", "running after", "within SLO after", "replicas lost", "replicas restarted",
-            "attempts added", "handle p50 ms", "handle p99 ms"]
+    cols = ["events", "jobs hit", "running after", "within SLO after", "replicas in hit assignments", "replicas lost",
+            "replicas restarted", "attempts added", "handle p50 ms", "handle p99 ms"]
     rows = []
     print("| grid | event | mode | " + " | ".join(cols) + " |")
     print("|---|---|---|" + "--:|" * len(cols))
