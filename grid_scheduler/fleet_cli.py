@@ -31,7 +31,8 @@ def add_parser(sub: Any, register: Register) -> None:
 
 def add_fleet_parser(sub: Any, register: Register) -> None:
     register(sub, "fleet", _fleet,
-             "per site: agent, health, last heartbeat, nodes healthy/failed/draining, GPUs up/down")
+             "per site: agent, health, last heartbeat, nodes healthy/failed/draining, GPUs up/down; "
+             "per pool: GPUs used/out/free, nodes in use, fragmentation")
 
 
 def add_agent_parser(sub: Any, register: Register) -> None:
@@ -90,6 +91,10 @@ def _fleet(args: argparse.Namespace, client: Client) -> int:
     for s in sites:
         for n in s.nodes:
             print(f"  {s.site_id} {n.pool_id} {n.node}: {n.health}" + (f" ({n.reason})" if n.reason else ""))
+    print()
+    print_table([[s.site_id, u.pool_id, u.gpus_total, u.gpus_used, u.gpus_out, u.gpus_free, u.nodes_used,
+                  u.fragmented_gpus, u.largest_free_domain_gpus] for s in sites for u in s.pools],
+                ["site", "pool", "gpus", "used", "out", "free", "nodes used", "fragmented", "largest free domain"])
     return 0
 
 

@@ -54,6 +54,7 @@ class Running:
     ends_at_s: float | None = None  # simulated end
     nodes: frozenset[tuple[str, str]] = frozenset()  # (pool, node) it holds GPUs on, when named
     process: subprocess.Popen[bytes] | None = None
+    kind: str = ""  # "training" or "inference" (StartJob.kind); unknown after a restart from the state file
 
 
 @dataclass
@@ -179,7 +180,7 @@ class SiteAgent:
         pools, nodes = _shares(job)
         now = time.time()
         self.attempts[job.job_id] = job.attempt
-        run = Running(job.job_id, pools, now, nodes=nodes)
+        run = Running(job.job_id, pools, now, nodes=nodes, kind=job.kind)
         self._report(job.job_id, pb.JOB_PHASE_STARTING)
         if self.config.simulate:
             hours = job.duration_hours or 1.0
@@ -197,7 +198,7 @@ class SiteAgent:
         self._save()
         if self.config.update and not self.config.simulate:
             subprocess.run(shlex.split(self._fill(self.config.update, job)), check=False, timeout=60)
-        log.info("job_reshaped", job_id=job.job_id, pools=run.pools)
+        log.info("job_resized", job_id=job.job_id, pools=run.pools)
 
     def _fill(self, template: str, job: pb.StartJob) -> str:
         nodes = ",".join(n for s in job.shares for n in s.nodes)
@@ -231,13 +232,14 @@ class SiteAgent:
             if self.config.simulate and self.config.fail_rate_per_node_hour > 0:
                 node_hours = dt_s * self.config.speedup / 3600.0
                 failed: list[tuple[str, str]] = []
+                known = len(self.failed_nodes)
                 for pool_id, nodes in self.pools.items():
                     for node in nodes:
                         if (pool_id, node) in self.failed_nodes:
                             continue
                         if self.random.random() < self.config.fail_rate_per_node_hour * node_hours:
                             failed += self._fail_node(pool_id, node)
-                if failed:
+                if len(self.failed_nodes) > known:
                     # Node health first, then the jobs it killed: the scheduler has taken the nodes
                     # out of capacity before it re-queues the jobs, so none lands on them again.
                     try:
@@ -257,6 +259,12 @@ class SiteAgent:
         named = any(p == pool_id for r in in_pool for p, _ in r.nodes)
         victim = min(on_node or ([] if named else in_pool), key=lambda r: r.started_at_s, default=None)
         if victim is None:
+            return []
+        if victim.kind == "inference" and victim.nodes - {(pool_id, node)}:
+            # Only the replicas on that node died; the deployment runs on on its other nodes. No
+            # FAILED report (it would move every replica here): the node's health in the heartbeat
+            # makes the scheduler re-place exactly those replicas (scheduler/replicas.py).
+            victim.nodes = victim.nodes - {(pool_id, node)}
             return []
         del self.running[victim.job_id]
         return [(victim.job_id, f"node {node} failed: {reason}")]

@@ -1,7 +1,8 @@
 """Real processes: `grid-scheduler serve` and `grid-scheduler agent --simulate`, killed with -9.
 
 Its site turns UNHEALTHY, then (after the grace) its inference job is re-placed within its SLO
-elsewhere and its training job re-queued; nothing is double-booked (checked from the jobs and the
+elsewhere, a deployment with replicas at other sites too re-places only its replica there (same
+run), and its training job is re-queued; nothing is double-booked (checked from the jobs and the
 ledger's pools). The agent comes back with its state file: reconciliation stops what moved and
 keeps what did not. Small timeouts (1 s); every wait polls with a generous bound, never a timing."""
 
@@ -103,8 +104,14 @@ def test_kill_9_an_agent_then_bring_it_back(served: ServeProcess, tmp_path: Path
                 "name": "train", "tenant": "acme", "kind": "training", "priority": 7,
                 "gpus": {"count": 16, "types": ["B200"]}, "residency": {"allowed": ["UK"]},
                 "training": {"duration_hours": 1000}})).job
+            # A deployment with a replica at each of three hubs: only the one at this site moves.
+            spread = client.submit(JobSpec.model_validate({
+                "name": "spread", "tenant": "acme", "kind": "inference", "priority": 5, "gpus": {"count": 8},
+                "inference": {"replicas": 3, "latency_slo_ms": 12,
+                              "demand": [{"endpoint": e} for e in ("london", "frankfurt", "manchester")]}})).job
             assert sites_of(chat) == sites_of(train) == {SITE}
-            until("the agent runs both", lambda: running_here(state) == {chat.id, train.id})
+            assert sites_of(spread) == {SITE, "frankfurt-hub", "manchester-edge"}
+            until("the agent runs all three", lambda: running_here(state) == {chat.id, train.id, spread.id})
 
             agent.send_signal(signal.SIGKILL)
             agent.wait(timeout=30)
@@ -118,6 +125,12 @@ def test_kill_9_an_agent_then_bring_it_back(served: ServeProcess, tmp_path: Path
             waiting = client.get_job(train.id)  # no other site has B200 in the UK
             assert waiting.state == ppb.JOB_STATE_PENDING and waiting.attempts == 1
             assert waiting.create_time == train.create_time
+            kept = [a for a in spread.placement.assignments if a.site_id != SITE]
+            spread_now = until("the deployment's replica there is re-placed", lambda: (
+                j if SITE not in sites_of(j := client.get_job(spread.id)) else None))
+            assert spread_now.state == ppb.JOB_STATE_RUNNING and spread_now.attempts == 0
+            assert list(spread_now.placement.assignments[:2]) == kept
+            assert all(e.latency_ms <= 12 for e in spread_now.placement.endpoint_latencies)
             check_no_double_booking(client)
 
             agent = start_agent(served.address, state, tmp_path / "agent.log")
@@ -128,6 +141,7 @@ def test_kill_9_an_agent_then_bring_it_back(served: ServeProcess, tmp_path: Path
                 j if (j := client.get_job(train.id)).state == ppb.JOB_STATE_RUNNING else None))
             assert sites_of(back) == {SITE}
             assert SITE not in sites_of(client.get_job(chat.id))
+            assert client.get_job(spread.id).placement == spread_now.placement  # its other replicas ran on
             check_no_double_booking(client)
     finally:
         if agent.poll() is None:

@@ -70,17 +70,35 @@ def assert_within_slo(record: JobRecord) -> None:
         assert e.site_id in sites and e.latency_ms <= record.spec.inference.latency_slo_ms
 
 
+def expected_kept(a: Assignment, replica_gpus: int, node: int) -> tuple[tuple[int, int], ...]:
+    """The (node, GPUs) ``a`` keeps when ``node`` fails: the GPUs of every replica not touching it,
+    its replicas being its GPUs one by one in node order, ``replica_gpus`` at a time."""
+    slots = [n for n, gpus in a.nodes for _ in range(gpus)]
+    kept: dict[int, int] = {}
+    for k in range(0, len(slots), replica_gpus):
+        replica = slots[k:k + replica_gpus]
+        if node not in replica:
+            for n in replica:
+                kept[n] = kept.get(n, 0) + 1
+    return tuple(sorted(kept.items()))
+
+
 def assert_only_the_lost_replica_moved(s: Scheduler, before: JobRecord, lost: Assignment, node: int) -> JobRecord:
     after = s.store.get_job(before.id)
     assert after is not None and after.placement is not None and before.placement is not None
     assert after.state is JobState.RUNNING and after.attempts == before.attempts
     assert after.started_at == before.started_at
-    kept = [a for a in before.placement.assignments if a != lost]
-    # The kept assignments come first, byte-identical (nodes included); the rest replace the lost one.
-    assert [a.model_dump_json() for a in after.placement.assignments[:len(kept)]] == \
-        [a.model_dump_json() for a in kept]
+    # The lost assignment keeps the replicas not on the node (tests/test_replica_nodes.py), in its place.
+    rest = expected_kept(lost, before.spec.gpus.count, node)
+    kept = [a for a in before.placement.assignments if a != lost or rest]
+    # The kept assignments come first, byte-identical (nodes included); the rest replace the lost replicas.
+    for a, b in zip(after.placement.assignments[:len(kept)], kept, strict=True):
+        if b == lost:
+            assert (a.pool_id, a.nodes, a.gpus) == (lost.pool_id, rest, sum(g for _, g in rest))
+        else:
+            assert a.model_dump_json() == b.model_dump_json()
     new = after.placement.assignments[len(kept):]
-    assert sum(a.gpus for a in new) == lost.gpus
+    assert sum(a.gpus for a in new) == lost.gpus - sum(g for _, g in rest)
     assert not any(a.pool_id == lost.pool_id and any(i == node for i, _ in a.nodes) for a in new)
     assert_within_slo(after)
     snap = s.store.snapshot()

@@ -149,3 +149,53 @@ def test_training_on_a_lost_site_is_requeued_keeping_its_place_and_an_early_retu
     assert s.get(job.id).state is JobState.RUNNING and where(s, job.id) == {site}
     views = {v.site_id: v for v in fleet.fleet_view(s)}
     assert views[site].health is fleet.SiteHealth.HEALTHY and views["sines"].health is fleet.SiteHealth.NO_AGENT
+
+
+def spread() -> JobSpec:
+    """Three replicas, one near each of three metros: london-hub, frankfurt-hub and manchester-edge."""
+    return JobSpec.model_validate({
+        "name": "spread", "tenant": "acme", "kind": "inference", "priority": 5, "gpus": {"count": 8},
+        "inference": {"replicas": 3, "latency_slo_ms": 12,
+                      "demand": [{"endpoint": e} for e in ("london", "frankfurt", "manchester")]},
+    })
+
+
+def test_a_lost_site_moves_only_the_deployments_replica_there_and_the_returning_agent_stops_it(
+    setup: tuple[Scheduler, Clock],
+) -> None:
+    s, clock = setup
+    site = "london-hub"
+    s.store.register_agent(site, "a1", {}, clock())
+    job = s.submit(spread()).record
+    assert job.placement is not None and where(s, job.id) == {site, "frankfurt-hub", "manchester-edge"}
+    fleet.apply_report(s, site, "a1", JobReport(job.id, JobPhase.RUNNING, 1))
+    kept = [a for a in job.placement.assignments if a.site_id != site]
+
+    clock.now_s += TIMEOUT_S + GRACE_S + 1
+    assert fleet.check_sites(s)[site] is fleet.SiteHealth.LOST
+    after = s.get(job.id)
+    assert after.placement is not None and after.spec.inference is not None
+    # The same run (no new attempt, same start); the other sites' replicas byte-identical, first.
+    assert after.state is JobState.RUNNING and after.attempts == 0 and after.started_at == job.started_at
+    assert after.placement.assignments[:2] == kept and site not in where(s, job.id)
+    assert sum(a.gpus for a in after.placement.assignments[2:]) == 8
+    assert all(e.latency_ms <= after.spec.inference.latency_slo_ms for e in after.placement.endpoint_latencies)
+    for a in kept:  # what the kept sites' agents are told to run still holds their share, as it was
+        [run] = [r for r in fleet.desired_state(s, a.site_id).run if r.job_id == job.id]
+        assert (a.pool_id, a.gpus) in [(sh.pool_id, sh.gpus) for sh in run.shares]
+    check_ledger(s)
+    fleet.check_sites(s)  # judged again: nothing more happens
+    assert s.get(job.id) == after
+
+    # The agent is back and says it still runs the job: its replica there is to stop; the rest run on.
+    s.store.register_agent(site, "a2", {}, clock())
+    fleet.apply_node_health(s, site)
+    fleet.apply_report(s, site, "a2", JobReport(job.id, JobPhase.RUNNING, 2))
+    desired = fleet.desired_state(s, site)
+    assert [(x.job_id, x.reason) for x in desired.stop] == [(job.id, fleet.StopReason.MOVED)]
+    assert job.id not in {r.job_id for r in desired.run}
+    # Its late FAILED for the stopped replica (the same run) moves nothing more; nor does a SUCCEEDED.
+    fleet.apply_report(s, site, "a2", JobReport(job.id, JobPhase.FAILED, 3, "stopped", attempt=0))
+    fleet.apply_report(s, site, "a2", JobReport(job.id, JobPhase.SUCCEEDED, 4, attempt=0))
+    assert s.get(job.id) == after
+    check_ledger(s)

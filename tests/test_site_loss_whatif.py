@@ -62,8 +62,17 @@ def training(name: str, gpus: int, types: list[str], priority: int) -> JobSpec:
                                    "gpus": {"count": gpus, "types": types}, "training": {"duration_hours": 48}})
 
 
-def both_ways(grid: Grid, specs: list[JobSpec], site: str) -> tuple[Scheduler, Scheduler, float]:
-    """The live scheduler after the loss, the simulation's after the failure, and the snapshot's time."""
+def spread(name: str) -> JobSpec:
+    """Three replicas, one near each of three metros: london-hub, frankfurt-hub and manchester-edge."""
+    return JobSpec.model_validate({
+        "name": name, "tenant": "acme", "kind": "inference", "priority": 5, "gpus": {"count": 8},
+        "inference": {"replicas": 3, "latency_slo_ms": 12,
+                      "demand": [{"endpoint": e} for e in ("london", "frankfurt", "manchester")]},
+    })
+
+
+def both_ways(grid: Grid, specs: list[JobSpec], site: str) -> tuple[Scheduler, Simulator, float]:
+    """The live scheduler after the loss, the simulation after the failure, and the snapshot's time."""
     clock = Clock()
     live = Scheduler(grid, clock=clock)
     live.heartbeat_timeout_s, live.site_grace_s = TIMEOUT_S, GRACE_S
@@ -83,7 +92,7 @@ def both_ways(grid: Grid, specs: list[JobSpec], site: str) -> tuple[Scheduler, S
     sim = Simulator(start_from_live(loaded, LiveStart("test", state)))
     sim.run()
     assert all(log.source == "live" for log in sim.jobs.values())  # no arrivals of its own
-    return live, sim.scheduler, state.read_at
+    return live, sim, state.read_at
 
 
 def job_view(record: JobRecord, t0: float, site: str) -> tuple[Any, ...]:
@@ -119,8 +128,8 @@ def test_a_site_failure_in_the_simulator_is_the_live_lost_site(small_grid: Grid)
         inference("near"),  # london-hub too
         training("big", 480, ["GB300"], 3),  # glomfjord: untouched
     ]
-    live, simulated, t0 = both_ways(small_grid, specs, site)
-    jobs = {r.spec.name: r for r in assert_same(live, simulated, t0, site)}
+    live, sim, t0 = both_ways(small_grid, specs, site)
+    jobs = {r.spec.name: r for r in assert_same(live, sim.scheduler, t0, site)}
     chat, b200 = jobs["chat"], jobs["b200"]
     assert chat.state is JobState.RUNNING and chat.attempts == 1 and chat.placement is not None
     assert site not in chat.placement.site_ids
@@ -132,7 +141,37 @@ def test_a_site_failure_in_the_simulator_is_the_live_lost_site(small_grid: Grid)
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=st.lists(job_specs(), min_size=1, max_size=12),
-       site=st.sampled_from(["london-hub", "sines", "glomfjord", "frankfurt-hub"]))
-def test_any_site_loss_is_the_same_live_and_simulated(small_grid: Grid, specs: list[JobSpec], site: str) -> None:
-    live, simulated, t0 = both_ways(small_grid, specs, site)
-    assert_same(live, simulated, t0, site)
+       site=st.sampled_from(["london-hub", "sines", "glomfjord", "frankfurt-hub"]), spread_first=st.booleans())
+def test_any_site_loss_is_the_same_live_and_simulated(
+    small_grid: Grid, specs: list[JobSpec], site: str, spread_first: bool
+) -> None:
+    # (spread_first: a deployment with a replica at each hub, so some replica moves alone)
+    live, sim, t0 = both_ways(small_grid, [spread("spread"), *specs] if spread_first else specs, site)
+    assert_same(live, sim.scheduler, t0, site)
+
+
+def test_a_deployment_with_replicas_elsewhere_moves_only_those_at_the_lost_site(small_grid: Grid) -> None:
+    """Live and simulated alike: the replica at the lost site is re-placed within the SLO, the
+    others stay byte-identical and the deployment keeps its run (no new attempt); a training job
+    there is re-queued as before; a one-replica deployment there moves whole (a new attempt)."""
+    site = "london-hub"
+    specs = [spread("spread"), training("b200", 8, ["B200"], 7), inference("chat")]
+    before = Scheduler(small_grid, quiet=True)
+    placed = {spec.name: before.submit(spec).record for spec in specs}
+    live, sim, t0 = both_ways(small_grid, specs, site)
+    jobs = {r.spec.name: r for r in assert_same(live, sim.scheduler, t0, site)}
+    was, now = placed["spread"].placement, jobs["spread"]
+    assert was is not None and now.placement is not None and site in was.site_ids
+    assert now.state is JobState.RUNNING and now.attempts == 0 and site not in now.placement.site_ids
+    kept = [a for a in was.assignments if a.site_id != site]
+    assert now.placement.assignments[:len(kept)] == kept
+    assert sum(a.gpus for a in now.placement.assignments[len(kept):]) == 8
+    slo = now.spec.inference.latency_slo_ms if now.spec.inference else 0.0
+    assert all(e.latency_ms <= slo for e in now.placement.endpoint_latencies)
+    assert jobs["b200"].state is JobState.PENDING and jobs["b200"].attempts == 1
+    assert jobs["chat"].attempts == 1 and jobs["chat"].state is JobState.RUNNING
+    # The simulation's run of the deployment splits where its replica moved; its GPU-hours follow.
+    runs = sim.jobs[now.id].runs
+    assert [r.ended for r in runs] == ["replicas moved", "running"]
+    assert runs[0].assignments == tuple(was.assignments) and runs[1].assignments == tuple(now.placement.assignments)
+    assert runs[0].end_s == runs[1].start_s and runs[0].displaced_by is not None

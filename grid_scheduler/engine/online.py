@@ -16,7 +16,7 @@ from grid_scheduler.engine.feasibility import Checks, Unit, compute_checks, dema
 from grid_scheduler.engine.index import GridIndex, IntArray, Usage
 from grid_scheduler.engine.preference import Level, preference_levels
 from grid_scheduler.engine.scoring import PoolCosts, pool_costs
-from grid_scheduler.engine.topology import NodeGpus, NodeView, assign_nodes
+from grid_scheduler.engine.topology import NodeGpus, NodeView, assign_job_nodes
 from grid_scheduler.model import Assignment, JobSpec, Placement, Policy
 from grid_scheduler.model.placement import EndpointLatency
 
@@ -188,11 +188,16 @@ def _place_replicas(
     return Decision(spec, checks, costs, build_placement(index, spec, policy, costs, pools_gpus, checks.nodes))
 
 
+def replica_gpus(spec: JobSpec) -> int | None:
+    """GPUs per replica of an inference deployment (None for training): the unit a node failure costs."""
+    return spec.gpus.count if spec.inference is not None else None
+
+
 def _nodes(index: GridIndex, spec: JobSpec, nodes: NodeView | None, pool: int, gpus: int) -> NodeGpus:
     if nodes is None:
         return ()
     shape, free = index.pool_shapes[pool], nodes.node_free[pool]
-    assigned = assign_nodes(shape, free, gpus, spec.topology, nodes.domain_free(pool))
+    assigned = assign_job_nodes(shape, free, gpus, spec.topology, replica_gpus(spec), nodes.domain_free(pool))
     # The checks counted these GPUs free on these nodes, so this holds; if the ledger disagreed,
     # a reservation without node detail is still counted at pool level.
     return assigned if assigned is not None else ()
@@ -204,7 +209,8 @@ def with_nodes(index: GridIndex, nodes: NodeView, spec: JobSpec, placement: Plac
     assignments = []
     for a in placement.assignments:
         p = index.pool_index[a.pool_id]
-        assigned = assign_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology, nodes.domain_free(p))
+        assigned = assign_job_nodes(index.pool_shapes[p], nodes.node_free[p], a.gpus, spec.topology,
+                                    replica_gpus(spec), nodes.domain_free(p))
         if assigned is None:
             return None
         assignments.append(a.model_copy(update={"nodes": assigned}))

@@ -193,6 +193,65 @@ def assign_nodes(
     return tuple((int(i), int(taken[i])) for i in nodes)
 
 
+def assign_replica_nodes(
+    shape: PoolShape, node_free: IntArray, replicas: int, replica_gpus: int, domain_free: IntArray | None = None
+) -> NodeGpus | None:
+    """The nodes ``replicas`` inference replicas of ``replica_gpus`` GPUs take with each replica on one
+    node, as sorted (node, GPUs) pairs, or None when they do not fit so (a replica bigger than a
+    node never does). A failed node then takes exactly the replicas on it, its GPUs over
+    ``replica_gpus`` (scheduler/replicas.py), not every replica of the pool. Domains in the order
+    unconstrained GPUs use them (one broken domain that holds them all with least to spare, else
+    broken domains tightest first, then whole free domains), tightest nodes first inside each.
+    """
+    if replicas <= 0 or replica_gpus <= 0 or replica_gpus > shape.gpus_per_node:
+        return None
+    free = np.asarray(node_free, dtype=np.int64)
+    holds = free // replica_gpus  # replicas each node can take whole
+    if int(holds.sum()) < replicas:
+        return None
+    if domain_free is None:
+        domain_free = domain_free_gpus(shape, free)
+    per_domain = shape.nodes_per_domain
+    domain_holds = np.add.reduceat(holds, np.arange(0, len(free), per_domain))
+    whole = whole_free_domains(shape, domain_free)
+    broken = np.flatnonzero(~whole & (domain_holds > 0))
+    holding = broken[domain_holds[broken] >= replicas]
+    if len(holding):
+        order = [int(holding[np.argmin(domain_free[holding])])]
+    else:
+        order = [*broken[np.argsort(domain_free[broken], kind="stable")].tolist(),
+                 *np.flatnonzero(whole & (domain_holds > 0)).tolist()]
+    taken = np.zeros(len(free), dtype=np.int64)
+    remaining = replicas
+    for d in order:
+        start = d * per_domain
+        local, local_holds = free[start : start + per_domain], holds[start : start + per_domain]
+        for i in np.argsort(np.where(local_holds > 0, local, shape.gpus_per_node + 1), kind="stable"):
+            if remaining == 0 or local_holds[i] == 0:
+                break
+            k = min(remaining, int(local_holds[i]))
+            taken[start + i] = k * replica_gpus
+            remaining -= k
+        if remaining == 0:
+            break
+    return tuple((int(i), int(taken[i])) for i in np.flatnonzero(taken))
+
+
+def assign_job_nodes(
+    shape: PoolShape, node_free: IntArray, gpus: int, topology: GpuTopology, replica_gpus: int | None,
+    domain_free: IntArray | None = None,
+) -> NodeGpus | None:
+    """assign_nodes, except that an inference deployment with no topology request (``replica_gpus``
+    GPUs per replica) puts each replica on one node when its replicas fit so. When they do not
+    (free GPUs scattered in smaller pieces than a replica) the GPUs go where assign_nodes puts them
+    and a replica may straddle nodes: a failed node then costs every replica touching it."""
+    if replica_gpus and topology.mode is TopologyMode.NONE and gpus % replica_gpus == 0:
+        aligned = assign_replica_nodes(shape, node_free, gpus // replica_gpus, replica_gpus, domain_free)
+        if aligned is not None:
+            return aligned
+    return assign_nodes(shape, node_free, gpus, topology, domain_free)
+
+
 def _assign_unconstrained(
     shape: PoolShape, free: IntArray, taken: IntArray, domain_free: IntArray, whole: BoolArray, gpus: int
 ) -> None:

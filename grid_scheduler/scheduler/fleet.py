@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from grid_scheduler.engine.priority import duration_hours
+import numpy as np
+
+from grid_scheduler.engine.priority import duration_hours, queue_key
+from grid_scheduler.engine.topology import PoolShape, fragmented_gpus, largest_free_domain, node_free_gpus
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Reason, ReasonCode
 from grid_scheduler.model.node_names import node_indices, node_names
 from grid_scheduler.scheduler import observer, replicas, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
-from grid_scheduler.state import StaleRecord
+from grid_scheduler.state import LedgerSnapshot, StaleRecord
 from grid_scheduler.state.agents import (
     AgentHealth,
     AgentReplaced,
@@ -231,13 +234,39 @@ def site_lost_why(site_id: str, detail: str) -> str:
     return f"site {site_id} lost: {detail}"
 
 
-def requeue_site(s: Scheduler, site_id: str, why: str) -> list[str]:
+@dataclass(frozen=True)
+class SiteLoss:
+    """What a lost site's transition did to the jobs that ran there."""
+
+    replaced: tuple[str, ...]  # inference deployments that run on, only their replicas there re-placed
+    requeued: tuple[str, ...]  # back in the queue with one more attempt
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [*self.replaced, *self.requeued]
+
+
+def requeue_site(s: Scheduler, site_id: str, why: str) -> SiteLoss:
     """The transition for a lost site, live (``apply_node_health``) and in the what-if simulator
-    (a ``site_failure`` change): every job running there fails with ``why`` and goes back to the
-    queue through ``requeue_failed`` (one more attempt, its priority and submit time kept). The
-    caller runs the queue pass once after, which re-places inference at once. Returns the ids."""
-    return [record.id for record in s.store.running_jobs()
-            if runs_at(record, site_id) and requeue_failed(s, record.id, site_id, why, retry_queue=False)]
+    (a ``site_failure`` change), one code path for both. An inference deployment with replicas at
+    other sites re-places only those at the lost site, never onto it (scheduler/replicas.py), and
+    keeps its run; every other job running there, and a deployment with no placement keeping every
+    endpoint within its SLO, fails with ``why`` and goes back to the queue through
+    ``requeue_failed`` (one more attempt, its priority and submit time kept). The caller runs the
+    queue pass once after, which re-places re-queued inference at once."""
+    replaced: list[str] = []
+    requeued: list[str] = []
+    # In queue order (engine/priority.py): a re-placement takes capacity at once, so a low tier
+    # handled first could take the room a higher tier's replicas need within its SLO.
+    for record in sorted((r for r in s.store.running_jobs() if runs_at(r, site_id)), key=queue_key):
+        outcome = replicas.Outcome.REQUEUE
+        if record.spec.inference is not None:
+            outcome = replicas.replace_replicas(s, record, lambda a: a.site_id == site_id, why, avoid_site=site_id)
+        if outcome is replicas.Outcome.REPLACED:
+            replaced.append(record.id)
+        elif outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False):
+            requeued.append(record.id)
+    return SiteLoss(tuple(replaced), tuple(requeued))
 
 
 # --- node health drives capacity ---------------------------------------------------------------
@@ -344,7 +373,7 @@ def apply_node_health(s: Scheduler, site_id: str) -> list[str]:
             changed |= s.store.set_nodes_out(ph.pool_id, ph.out_indices)
         if health is SiteHealth.LOST:
             assert agent is not None
-            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent)))
+            failed_jobs = requeue_site(s, site_id, site_lost_why(site_id, silent_since(agent))).job_ids
         elif health is SiteHealth.HEALTHY:
             failed_jobs = _fail_on_failed_nodes(s, site_id, pools)
         if changed or failed_jobs:
@@ -387,12 +416,11 @@ def _fail_jobs_on_nodes(
     s: Scheduler, site_id: str, ph: PoolHealth, running: list[JobRecord], done: list[str]
 ) -> list[str]:
     """Exactly the jobs whose reservation in the pool holds GPUs on one of its failed nodes. An
-    inference deployment with replicas elsewhere re-places only the lost ones (scheduler/replicas.py);
-    the rest, and a deployment that cannot keep every endpoint within its SLO so, are re-queued."""
+    inference deployment re-places only the replicas on those nodes (scheduler/replicas.py), its
+    others, in this pool too, staying where they are; the rest, and a deployment that cannot keep
+    every endpoint within its SLO so (or had every replica there), are re-queued."""
     failed_at = ph.failed_indices
-
-    def lost(a: Assignment) -> bool:
-        return a.pool_id == ph.pool_id and any(i in failed_at for i, _ in a.nodes)
+    failed_nodes = {ph.pool_id: frozenset(failed_at)}
 
     out: list[str] = []
     for record in running:
@@ -402,8 +430,8 @@ def _fail_jobs_on_nodes(
         if not hit or record.id in done:
             continue
         why = _why(ph, [failed_at[i] for i in hit])
-        outcome = replicas.replace_replicas(s, record, lost, why) if record.spec.inference is not None \
-            else replicas.Outcome.REQUEUE
+        outcome = replicas.replace_replicas(s, record, lambda a: False, why, failed_nodes=failed_nodes) \
+            if record.spec.inference is not None else replicas.Outcome.REQUEUE
         if outcome is replicas.Outcome.REPLACED or (
                 outcome is replicas.Outcome.REQUEUE and requeue_failed(s, record.id, site_id, why, retry_queue=False)):
             out.append(record.id)
@@ -474,6 +502,20 @@ def drain_nodes(s: Scheduler, site_id: str, pool_id: str, nodes: list[str], drai
 
 
 @dataclass(frozen=True)
+class PoolUsage:
+    """One pool's line in the fleet view: where its GPUs are, and how scattered the free ones are."""
+
+    pool_id: str
+    gpus_total: int
+    gpus_used: int  # reserved by running jobs
+    gpus_out: int  # out of service: failed or drained nodes, the grid file's drained ones, a silent site's all
+    gpus_free: int
+    nodes_used: int = 0  # nodes holding some reserved GPU (node detail only)
+    fragmented_gpus: int = 0  # free GPUs in partly used domains (node detail only)
+    largest_free_domain_gpus: int = 0  # (node detail only)
+
+
+@dataclass(frozen=True)
 class SiteView:
     """One row of the fleet view (``grid-scheduler fleet``)."""
 
@@ -486,31 +528,54 @@ class SiteView:
     gpus_up: int
     gpus_down: int
     unhealthy: tuple[tuple[str, str, str, str], ...]  # (pool, node, failed|draining|drained, reason)
+    pools: tuple[PoolUsage, ...] = ()
 
     @property
     def nodes_healthy(self) -> int:
         return self.nodes_total - self.nodes_failed - self.nodes_draining
 
 
+def pool_usage(s: Scheduler, snap: LedgerSnapshot, pool_id: str, out_gpus: int, silent: bool) -> PoolUsage:
+    """``pool_id``'s usage in ``snap``, ``out_gpus`` of it out of service. With node detail the free
+    GPUs are those on in-service nodes (a job on a draining node holds GPUs that are also out);
+    at a silent site none are free."""
+    p = s.limits.pool_index[pool_id]
+    pool = s.grid.pool_by_id[pool_id][1]
+    used = int(snap.pool_used_gpus[p])
+    if not snap.node_used_gpus or silent:
+        free = 0 if silent else max(pool.total_gpus - used - out_gpus, 0)
+        nodes_used = int(np.count_nonzero(snap.node_used_gpus[p])) if snap.node_used_gpus else 0
+        return PoolUsage(pool_id, pool.total_gpus, used, out_gpus, free, nodes_used)
+    shape = PoolShape.of(pool)
+    node_used = np.asarray(snap.node_used_gpus[p], dtype=np.int64)
+    node_free = node_free_gpus(shape, node_used, snap.node_out[p])
+    return PoolUsage(pool_id, pool.total_gpus, used, out_gpus, int(node_free.sum()), int(np.count_nonzero(node_used)),
+                     fragmented_gpus(shape, node_free, node_used), largest_free_domain(shape, node_free))
+
+
 def fleet_view(s: Scheduler) -> list[SiteView]:
     now = s.now()
+    snap = s.store.snapshot()
     out = []
     for site in s.grid.sites:
         agent = s.store.site_agent(site.id)
         health = site_health(s, agent, now)
         total = failed = draining = up = down = 0
         unhealthy: list[tuple[str, str, str, str]] = []
+        pools: list[PoolUsage] = []
+        silent = health in (SiteHealth.UNHEALTHY, SiteHealth.LOST)
         for ph, pool in zip(pool_health(s, site.id), site.pools, strict=True):
             total += pool.nodes
             failed_names = {n.node for n in ph.failed}
             failed += len(failed_names)
             draining += len(ph.out_nodes - failed_names) + pool.drained_nodes
-            lost = ph.healthy_gpus if health in (SiteHealth.UNHEALTHY, SiteHealth.LOST) else ph.down_gpus
+            lost = ph.healthy_gpus if silent else ph.down_gpus
             down += lost + (pool.total_gpus - pool.healthy_gpus)
             up += ph.healthy_gpus - lost
+            pools.append(pool_usage(s, snap, pool.id, lost + (pool.total_gpus - pool.healthy_gpus), silent))
             unhealthy += [(n.pool_id, n.node, n.health.value, n.reason) for n in ph.failed + ph.draining]
             unhealthy += [(pool.id, n, "drained", "by an operator") for n in ph.drained]
-        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy)))
+        out.append(SiteView(site.id, agent, health, total, failed, draining, up, down, tuple(unhealthy), tuple(pools)))
     return out
 
 

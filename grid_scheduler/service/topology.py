@@ -123,6 +123,10 @@ class TopologyServicer(pb_grpc.TopologyServiceServicer):
                 nodes_healthy=v.nodes_healthy, nodes_failed=v.nodes_failed, nodes_draining=v.nodes_draining,
                 gpus_up=v.gpus_up, gpus_down=v.gpus_down,
                 nodes=[pb.FleetNode(pool_id=p, node=n, health=h, reason=r) for p, n, h, r in v.unhealthy],
+                pools=[pb.FleetPoolUsage(
+                    pool_id=u.pool_id, gpus_total=u.gpus_total, gpus_used=u.gpus_used, gpus_out=u.gpus_out,
+                    gpus_free=u.gpus_free, nodes_used=u.nodes_used, fragmented_gpus=u.fragmented_gpus,
+                    largest_free_domain_gpus=u.largest_free_domain_gpus) for u in v.pools],
             )
             if v.agent is not None:
                 site.last_heartbeat.FromNanoseconds(int(v.agent.heartbeat_at_s * 1e9))

@@ -317,16 +317,31 @@ class Simulator:
             self.scheduler.place_pending()
 
     def _fail_site(self, index: int, change: ChangeLog) -> None:
-        """A site failure as the live server handles a lost site (``fleet.requeue_site``): its running
-        jobs fail and are re-queued with one more attempt, priority and submit time kept; the queue
-        pass after the change re-places them (inference at once). Other changes displace by re-commit."""
+        """A site failure as the live server handles a lost site (``fleet.requeue_site``): an inference
+        deployment with replicas elsewhere re-places only those at the site and runs on; the other
+        jobs there fail and are re-queued with one more attempt, priority and submit time kept; the
+        queue pass after the change re-places them (inference at once). Other changes displace by
+        re-commit."""
         failure = self.timeline.changes[index]
         if not isinstance(failure, SiteFailure):
             return
         why = fleet.site_lost_why(failure.site, describe(failure))
-        failed = fleet.requeue_site(self.scheduler, failure.site, why)
-        self._requeue_displaced([r for r in (self.scheduler.store.get_job(j) for j in failed) if r is not None],
-                                change)
+        loss = fleet.requeue_site(self.scheduler, failure.site, why)
+        store = self.scheduler.store
+        for record in (store.get_job(j) for j in loss.replaced):
+            if record is not None and record.placement is not None:
+                self._replicas_moved(record, record.placement, change)
+        self._requeue_displaced([r for r in (store.get_job(j) for j in loss.requeued) if r is not None], change)
+
+    def _replicas_moved(self, record: JobRecord, placement: Placement, change: ChangeLog) -> None:
+        """A deployment that runs on with some replicas re-placed: its run splits at the change, so
+        energy and GPU-hours follow the replicas; its completion stays due as it was."""
+        log = self.jobs[record.id]
+        run = log.runs[-1]
+        run.end_s, run.ended, run.displaced_by = self.now, "replicas moved", change
+        log.runs.append(Run(self.now, None, {e.endpoint_id: e.latency_ms for e in placement.endpoint_latencies},
+                            tuple(placement.site_ids), tuple(placement.assignments)))
+        self.running[record.id] = placement
 
     def _requeue_displaced(self, displaced: list[JobRecord], change: ChangeLog) -> None:
         for record in displaced:

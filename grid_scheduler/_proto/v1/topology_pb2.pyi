@@ -257,7 +257,7 @@ class FleetNode(_message.Message):
     def __init__(self, pool_id: _Optional[str] = ..., node: _Optional[str] = ..., health: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class FleetSite(_message.Message):
-    __slots__ = ("site_id", "agent_id", "health", "last_heartbeat", "generation", "nodes_total", "nodes_healthy", "nodes_failed", "nodes_draining", "gpus_up", "gpus_down", "nodes")
+    __slots__ = ("site_id", "agent_id", "health", "last_heartbeat", "generation", "nodes_total", "nodes_healthy", "nodes_failed", "nodes_draining", "gpus_up", "gpus_down", "nodes", "pools")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,7 @@ class FleetSite(_message.Message):
     GPUS_UP_FIELD_NUMBER: _ClassVar[int]
     GPUS_DOWN_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     agent_id: str
     health: SiteHealth
@@ -282,7 +283,28 @@ class FleetSite(_message.Message):
     gpus_up: int
     gpus_down: int
     nodes: _containers.RepeatedCompositeFieldContainer[FleetNode]
-    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., health: _Optional[_Union[SiteHealth, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., nodes_total: _Optional[int] = ..., nodes_healthy: _Optional[int] = ..., nodes_failed: _Optional[int] = ..., nodes_draining: _Optional[int] = ..., gpus_up: _Optional[int] = ..., gpus_down: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[FleetNode, _Mapping]]] = ...) -> None: ...
+    pools: _containers.RepeatedCompositeFieldContainer[FleetPoolUsage]
+    def __init__(self, site_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., health: _Optional[_Union[SiteHealth, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., generation: _Optional[int] = ..., nodes_total: _Optional[int] = ..., nodes_healthy: _Optional[int] = ..., nodes_failed: _Optional[int] = ..., nodes_draining: _Optional[int] = ..., gpus_up: _Optional[int] = ..., gpus_down: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[FleetNode, _Mapping]]] = ..., pools: _Optional[_Iterable[_Union[FleetPoolUsage, _Mapping]]] = ...) -> None: ...
+
+class FleetPoolUsage(_message.Message):
+    __slots__ = ("pool_id", "gpus_total", "gpus_used", "gpus_out", "gpus_free", "nodes_used", "fragmented_gpus", "largest_free_domain_gpus")
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    GPUS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    GPUS_USED_FIELD_NUMBER: _ClassVar[int]
+    GPUS_OUT_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FREE_FIELD_NUMBER: _ClassVar[int]
+    NODES_USED_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTED_GPUS_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FREE_DOMAIN_GPUS_FIELD_NUMBER: _ClassVar[int]
+    pool_id: str
+    gpus_total: int
+    gpus_used: int
+    gpus_out: int
+    gpus_free: int
+    nodes_used: int
+    fragmented_gpus: int
+    largest_free_domain_gpus: int
+    def __init__(self, pool_id: _Optional[str] = ..., gpus_total: _Optional[int] = ..., gpus_used: _Optional[int] = ..., gpus_out: _Optional[int] = ..., gpus_free: _Optional[int] = ..., nodes_used: _Optional[int] = ..., fragmented_gpus: _Optional[int] = ..., largest_free_domain_gpus: _Optional[int] = ...) -> None: ...
 
 class GetFleetRequest(_message.Message):
     __slots__ = ()
