@@ -65,6 +65,14 @@ Fragmentation is reported twice: "frag" = free GPUs no waiting job can use, coun
 constraints (whatif/fragmentation.py), and "dom frag" = free GPUs in partly used domains (the
 engine's metric), both means over samples.
 
+Two probes explain the figures (JSON fields added per run; the placements are unchanged):
+``runs[].racks`` (``--topology``, ``RackProbe``): how long racks stay partly used, rack-gang-
+hours waiting (and of those, while some rack had at most 16 GPUs used), lower-tier starts while
+a rack gang waits and whether into a partly used rack; ``runs[].top_tier_waits`` (without
+``--topology``, ``TopTierProbe``): while the top tier waits, the GPU-hours in the pools it could
+use that are free or held by each tier (preemptible work there is all a batch cycle that moves
+or evicts running jobs could give it).
+
     .venv/bin/python benchmarks/contended_quality.py --quick    # a few minutes
     .venv/bin/python benchmarks/contended_quality.py            # longer window (see README)
     .venv/bin/python benchmarks/contended_quality.py --topology --quick --out benchmarks/results/contended_topology.json
@@ -98,7 +106,8 @@ from grid_scheduler.engine.baselines import (
     most_allocated_nodes,
     rule_decider,
 )
-from grid_scheduler.engine.index import GridIndex, IntArray
+from grid_scheduler.engine.index import BoolArray, GridIndex, IntArray
+from grid_scheduler.engine.priority import shadow
 from grid_scheduler.model import GpuTopology, JobKind, JobSpec, TopologyMode
 from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.whatif.fragmentation import domain_fragmented_gpus
@@ -353,6 +362,56 @@ class RackProbe:
         }
 
 
+class TopTierProbe:
+    """Without --topology: what occupies the pools the top tier could use while it waits
+    (Simulator on_event), time-weighted: GPUs there held by each tier, and free. A batch cycle
+    that may move or evict running work can only give the top tier what preemptible lower-tier
+    work holds there (the online path already evicts it when a top-tier job arrives or retries)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.index = sim.scheduler.index
+        self.last_s = 0.0
+        self.wait_h = 0.0  # top-tier job-hours waiting
+        self.gpu_h: dict[str, float] = {"free": 0.0, **{t: 0.0 for t in TIERS.values()}, "tier-3 preemptible": 0.0}
+        self._shadows: dict[int, BoolArray] = {}
+        self._state: tuple[int, dict[str, float]] = (0, {})
+
+    def _pools(self, spec: JobSpec, sim: Simulator) -> BoolArray:
+        pools = self._shadows.get(id(spec))
+        if pools is None:
+            pools = self._shadows[id(spec)] = shadow(self.index, spec, sim.scheduler.policy)[0]
+        return pools
+
+    def __call__(self, sim: Simulator) -> None:
+        dt_h = (sim.now - self.last_s) / HOUR_S
+        waiting, held = self._state
+        self.wait_h += waiting * dt_h
+        for k, v in held.items():
+            self.gpu_h[k] += v * dt_h
+        self.last_s = sim.now
+        top = [j for j in sim.jobs.values() if j.state == "pending" and TIERS[j.spec.priority] == TOP]
+        if not top:
+            self._state = (0, {})
+            return
+        pools = np.zeros(len(self.index.pool_ids), dtype=np.bool_)
+        for j in top:
+            pools |= self._pools(j.spec, sim)
+        now: dict[str, float] = {k: 0.0 for k in self.gpu_h}
+        usage = sim.scheduler.usage()
+        now["free"] = float(np.maximum(self.index.pool_healthy_gpus - usage.pool_used_gpus, 0)[pools].sum())
+        for job_id, placement in sim.running.items():
+            spec = sim.jobs[job_id].spec
+            gpus = sum(a.gpus for a in placement.assignments if pools[self.index.pool_index[a.pool_id]])
+            now[TIERS[spec.priority]] += gpus
+            if spec.preemptible and spec.priority < 200:
+                now["tier-3 preemptible"] += gpus
+        self._state = (len(top), now)
+
+    def result(self) -> dict[str, Any]:
+        return {"top_tier_wait_h": self.wait_h,
+                "gpu_hours_while_top_waits": dict(self.gpu_h)}
+
+
 class Offered:
     """The window's tasks (arrival in trace s from the origin, capped duration in s, GPUs) and the
     grid's healthy GPUs: offered load as a function of the arrival time scale."""
@@ -460,6 +519,15 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, offered: O
     sampler = DomainSampler(loaded.scenario.sample_every_hours * HOUR_S)
     sim = Simulator(loaded, decider=decider, on_event=sampler)
     probe: RackProbe | None = None
+    top_probe: TopTierProbe | None = None
+    if not args.topology:
+        top_probe = TopTierProbe(sim)
+
+        def on_plain_event(sim: Simulator, probe: TopTierProbe = top_probe) -> None:
+            sampler(sim)
+            probe(sim)
+
+        sim.on_event = on_plain_event
     if args.topology:
         # Same length: the job ids are unchanged.
         sim.arrivals = TopologyMapping(args.seed, not args.no_preemption)(sim.arrivals)
@@ -488,6 +556,7 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, offered: O
         "batch": {"cycles": sim.batch_cycles, "waiting_seen": sim.batch_pending_seen, "placed": sim.batch_committed},
         "tiers": tier_rows(result),
         "racks": probe.result(result.horizon_s) if probe is not None else None,
+        "top_tier_waits": top_probe.result() if top_probe is not None else None,
     }
 
 
@@ -575,6 +644,14 @@ def print_level(level: dict[str, Any]) -> None:
                   f"{p['gang_wait_h']:>15.1f}{p['gang_wait_with_rack_almost_free_h']:>19.1f}"
                   f"{p['lower_tier_starts']:>13}{p['lower_tier_starts_while_gang_waits']:>19}"
                   f"{p['into_partly_used_rack']:>19}")
+    tops = [(r["method"], r["top_tier_waits"]) for r in level["runs"] if r.get("top_tier_waits")]
+    if tops:
+        print(f"while {TOP} waits (GPU-h in the pools it could use): {'method':<16}{'wait job-h':>11}{'free':>8}"
+              + "".join(f"{t:>9}" for t in TIERS.values()) + f"{'preemptible':>12}")
+        for method, t in tops:
+            g = t["gpu_hours_while_top_waits"]
+            print(f"{'':<50}{method:<16}{t['top_tier_wait_h']:>11.1f}{g['free']:>8.0f}"
+                  + "".join(f"{g[k]:>9.0f}" for k in TIERS.values()) + f"{g['tier-3 preemptible']:>12.0f}")
     v = level.get("verdict") or {}
     if v and level["load"] >= 1.0:
         frag = v["fragmentation_cut_vs_least_allocated"]

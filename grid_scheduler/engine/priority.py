@@ -157,9 +157,11 @@ class Holds:
     """Capacity held for waiting jobs against lower-tier jobs that are not preemptible (rule 1).
 
     Built in queue order as jobs are found unable to start (``hold_for``); ``overlay`` gives the
-    usage a candidate must fit in. What a waiting job holds does not depend on current usage
-    (the pools it could ever use, and its power need at their sites), so holds stay correct
-    while usage moves and are only rebuilt when the queue changes.
+    usage a candidate must fit in. What is recorded for a waiting job does not depend on current
+    usage (the pools it could ever use, its power need at their sites, and for a whole-domain
+    gang its size), so holds stay correct while usage moves and are only rebuilt when the queue
+    changes. Which domains a gang holds is read off the usage at each ``overlay``: the ones
+    closest to draining then.
     """
 
     index: GridIndex
