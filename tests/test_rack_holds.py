@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grid_scheduler.engine import Usage, decide
+from grid_scheduler.engine.batch import solve_batch
 from grid_scheduler.engine.index import GridIndex
-from grid_scheduler.engine.priority import Holds
+from grid_scheduler.engine.priority import Holds, shadow
 from grid_scheduler.model import Grid, JobSpec, JobState, Policy
 from grid_scheduler.scheduler import Scheduler
 
@@ -208,3 +209,34 @@ def test_without_node_detail_a_gang_holds_its_pools_whole(racks_index: GridIndex
     holds.unhold_for(gb300("gang", 72, 5, {"mode": "whole_domains"}, ["EU"]), POLICY)
     assert holds.held_pools(low) is None
     assert decide(index, holds.overlay(usage, low), low, POLICY).placement is not None
+
+
+def test_holding_for_n_gangs_at_once_is_n_holds(racks_index: GridIndex) -> None:
+    """The batch solver holds a class of waiting gangs in one call (``jobs``): one rack each."""
+    index = racks_index
+    usage = usage_of(index, {"glomfjord-gb300": [24, 60, 64], "sines-gb300": [4, 4]})
+    gang = gb300("gang", 72, 2, {"mode": "whole_domains"}, ["NO"])
+    low = gb300("low", 8, 0, allowed=["NO"])
+    one_by_one, at_once = Holds(index), Holds(index)
+    for _ in range(2):
+        one_by_one.hold_for(gang, POLICY)
+    pools, site_kw = shadow(index, gang, POLICY)
+    at_once.hold_for(gang, POLICY, (pools, site_kw * 2), jobs=2)
+    held = one_by_one.held_domains(usage, low)
+    assert {p: d.tolist() for p, d in held.items()} == {index.pool_index["glomfjord-gb300"]: [0, 1]}
+    assert {p: d.tolist() for p, d in at_once.held_domains(usage, low).items()} == {
+        p: d.tolist() for p, d in held.items()}
+    assert np.allclose(at_once.overlay(usage, low).site_used_kw, one_by_one.overlay(usage, low).site_used_kw)
+
+
+@pytest.mark.parametrize("by_class", [True, False])
+def test_the_batch_solver_holds_the_pools_of_waiting_gangs_whole(racks_index: GridIndex, by_class: bool) -> None:
+    """The batch solver plans at pool level (no node detail): a waiting gang's pools are held whole
+    there, stricter than the online path, never looser; its commit takes nodes on the held view."""
+    index = racks_index
+    # glomfjord's 3 racks: 48, 12 and 8 GPUs free; no gang fits, not even at pool level (68 free).
+    usage = usage_of(index, {"glomfjord-gb300": [24, 60, 64]})
+    gang = ("gang", gb300("gang", 72, 2, {"mode": "whole_domains"}, ["NO"]))
+    lows = [(f"low-{i}", gb300(f"low-{i}", 8, 0, allowed=["NO"])) for i in range(4)]
+    result = solve_batch(index, usage, [gang, *lows], POLICY, time_limit_s=2.0, workers=1, by_class=by_class)
+    assert not result.placements

@@ -169,14 +169,16 @@ class Holds:
     # Per priority: (pools held whole, pools with domain holds, site power held) above it.
     _cache: dict[int, tuple[BoolArray, BoolArray, FloatArray]] = field(default_factory=dict)
 
-    def hold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None) -> None:
+    def hold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None, jobs: int = 1) -> None:
         """Hold, for the waiting ``spec``, every pool it could ever use and its power there (a
         whole-domain gang: domains in those pools, rule 1).
 
-        ``shadow_of`` is ``shadow(index, spec, policy)`` when the caller has it cached."""
+        ``shadow_of`` is ``shadow(index, spec, policy)`` when the caller has it cached. ``jobs``:
+        how many waiting jobs of this spec the call stands for (the power in ``shadow_of`` is
+        then theirs together); whole-domain gangs hold domains for each."""
         if spec.priority == 0:
             return  # no tier is lower: nothing to hold against
-        self._add(spec, policy, shadow_of, 1)
+        self._add(spec, policy, shadow_of, jobs)
 
     def unhold_for(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None = None) -> None:
         """Undo one ``hold_for`` of the same spec (the job started or left the queue)."""
@@ -185,6 +187,7 @@ class Holds:
         self._add(spec, policy, shadow_of, -1)
 
     def _add(self, spec: JobSpec, policy: Policy, shadow_of: Shadow | None, sign: int) -> None:
+        """``sign``: jobs added (> 0) or removed (< 0)."""
         pools, site_kw = shadow_of if shadow_of is not None else shadow(self.index, spec, policy)
         tier = self._tiers.get(spec.priority)
         if tier is None:
@@ -200,7 +203,7 @@ class Holds:
                 del tier.racks[key]
         else:
             tier.pool_jobs += sign * pools.astype(np.int64)
-        tier.site_uw += sign * _to_uw(site_kw)
+        tier.site_uw += (1 if sign > 0 else -1) * _to_uw(site_kw)
         if sign < 0 and tier.holds_nothing():
             del self._tiers[spec.priority]  # no job of this tier waits: it holds nothing
         self._cache.clear()
