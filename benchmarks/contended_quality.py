@@ -65,6 +65,14 @@ Fragmentation is reported twice: "frag" = free GPUs no waiting job can use, coun
 constraints (whatif/fragmentation.py), and "dom frag" = free GPUs in partly used domains (the
 engine's metric), both means over samples.
 
+Two probes explain the figures (JSON fields added per run; the placements are unchanged):
+``runs[].racks`` (``--topology``, ``RackProbe``): how long racks stay partly used, rack-gang-
+hours waiting (and of those, while some rack had at most 16 GPUs used), lower-tier starts while
+a rack gang waits and whether into a partly used rack; ``runs[].top_tier_waits`` (without
+``--topology``, ``TopTierProbe``): while the top tier waits, the GPU-hours in the pools it could
+use that are free or held by each tier (preemptible work there is all a batch cycle that moves
+or evicts running jobs could give it).
+
     .venv/bin/python benchmarks/contended_quality.py --quick    # a few minutes
     .venv/bin/python benchmarks/contended_quality.py            # longer window (see README)
     .venv/bin/python benchmarks/contended_quality.py --topology --quick --out benchmarks/results/contended_topology.json
@@ -98,7 +106,8 @@ from grid_scheduler.engine.baselines import (
     most_allocated_nodes,
     rule_decider,
 )
-from grid_scheduler.engine.index import GridIndex
+from grid_scheduler.engine.index import BoolArray, GridIndex, IntArray
+from grid_scheduler.engine.priority import shadow
 from grid_scheduler.model import GpuTopology, JobKind, JobSpec, TopologyMode
 from grid_scheduler.scheduler.core import Decider
 from grid_scheduler.whatif.fragmentation import domain_fragmented_gpus
@@ -236,6 +245,173 @@ class DomainSampler:
             self.while_waiting.append(value)
 
 
+class RackProbe:
+    """What the racks do while rack gangs wait (--topology; Simulator on_event, no change to the
+    simulator): the experiment behind the rack-level holds (benchmarks/README). Time-weighted between
+    events over the racks (whole domains) of the pools with domains:
+
+    - how long racks stay partly used (episodes of 0 < used < rack size) and how many are at once;
+    - rack-gang-hours waiting while some rack is 'almost free' (at most ``almost_gpus`` used);
+    - lower-tier starts while a rack gang waits, into a rack already partly used or a whole free one.
+    """
+
+    def __init__(self, sim: Simulator, almost_gpus: int = 16) -> None:
+        index = sim.scheduler.index
+        self.almost_gpus = almost_gpus
+        self.pools = [p for p, s in enumerate(index.pool_shapes) if s.nodes_per_domain > 1]
+        self.pool_ids = {index.pool_ids[p]: p for p in self.pools}
+        self.last_s = 0.0
+        self.prev: dict[int, IntArray] = {}
+        self.partial_since: dict[tuple[int, int], float] = {}
+        self.episodes_h: list[float] = []
+        self.partial_rack_h = 0.0
+        self.gang_wait_h = 0.0
+        self.gang_wait_almost_free_h = 0.0
+        self.lower_starts_while_gang_waits = 0
+        self.into_partial = 0
+        self.into_whole = 0
+        self.lower_starts = 0
+        self._seen = 0
+        self._logs: list[JobLog] = []
+        self._runs: dict[str, int] = {}
+
+    def _domain_used(self, sim: Simulator) -> dict[int, IntArray]:
+        s = sim.scheduler
+        usage = s.usage()
+        out = {}
+        for p in self.pools:
+            shape = s.index.pool_shapes[p]
+            used = np.asarray(usage.node_used_gpus[p], dtype=np.int64)
+            out[p] = np.add.reduceat(used, np.arange(0, len(used), shape.nodes_per_domain))
+        return out
+
+    def __call__(self, sim: Simulator) -> None:
+        logs = list(sim.jobs.values())
+        self._logs.extend(logs[self._seen:])
+        self._seen = len(logs)
+        now = sim.now
+        dt_h = (now - self.last_s) / HOUR_S
+        shapes = sim.scheduler.index.pool_shapes
+        # The state that held since the last event.
+        waiting_gangs = sum(1 for j in self._logs if j.state == "pending"
+                            and j.spec.topology.mode is TopologyMode.WHOLE_DOMAINS)
+        if self.prev:
+            partial = sum(int(((u > 0) & (u < shapes[p].domain_gpus)).sum()) for p, u in self.prev.items())
+            almost = any(((u > 0) & (u <= self.almost_gpus)).any() for u in self.prev.values())
+            self.partial_rack_h += partial * dt_h
+        else:
+            almost = False
+        now_used = self._domain_used(sim)
+        started = []
+        for j in self._logs:
+            n = len(j.runs)
+            if n != self._runs.get(j.job_id, 0):
+                self._runs[j.job_id] = n
+                if j.state == "running" and j.runs[-1].start_s == now:
+                    started.append(j)
+        gangs_after = sum(1 for j in self._logs if j.state == "pending"
+                          and j.spec.topology.mode is TopologyMode.WHOLE_DOMAINS)
+        self.gang_wait_h += waiting_gangs * dt_h
+        if almost:
+            self.gang_wait_almost_free_h += waiting_gangs * dt_h
+        for j in started:
+            if j.spec.topology.mode is TopologyMode.WHOLE_DOMAINS or j.spec.kind is not JobKind.TRAINING:
+                continue
+            self.lower_starts += 1
+            if not gangs_after:
+                continue
+            self.lower_starts_while_gang_waits += 1
+            for a in j.runs[-1].assignments:
+                p = self.pool_ids.get(a.pool_id)
+                if p is None or not a.nodes or p not in self.prev:
+                    continue
+                d = a.nodes[0][0] // shapes[p].nodes_per_domain
+                if self.prev[p][d] > 0:
+                    self.into_partial += 1
+                else:
+                    self.into_whole += 1
+                break
+        for p, u in now_used.items():
+            size = shapes[p].domain_gpus
+            for d, used in enumerate(u.tolist()):
+                key = (p, d)
+                is_partial = 0 < used < size
+                if is_partial and key not in self.partial_since:
+                    self.partial_since[key] = now
+                elif not is_partial and key in self.partial_since:
+                    self.episodes_h.append((now - self.partial_since.pop(key)) / HOUR_S)
+        self.prev = now_used
+        self.last_s = now
+
+    def result(self, horizon_s: float) -> dict[str, Any]:
+        open_h = [(horizon_s - t) / HOUR_S for t in self.partial_since.values()]
+        episodes = self.episodes_h + open_h
+        return {
+            "racks": sum(len(u) for u in self.prev.values()),
+            "partial_racks_mean": self.partial_rack_h / (horizon_s / HOUR_S) if horizon_s > 0 else 0.0,
+            "partial_episodes": len(episodes),
+            "partial_episode_mean_h": float(np.mean(episodes)) if episodes else 0.0,
+            "partial_episode_p95_h": float(np.percentile(episodes, 95)) if episodes else 0.0,
+            "gang_wait_h": self.gang_wait_h,
+            "gang_wait_with_rack_almost_free_h": self.gang_wait_almost_free_h,
+            "almost_free_gpus": self.almost_gpus,
+            "lower_tier_starts": self.lower_starts,
+            "lower_tier_starts_while_gang_waits": self.lower_starts_while_gang_waits,
+            "into_partly_used_rack": self.into_partial,
+            "into_whole_free_rack": self.into_whole,
+        }
+
+
+class TopTierProbe:
+    """Without --topology: what occupies the pools the top tier could use while it waits
+    (Simulator on_event), time-weighted: GPUs there held by each tier, and free. A batch cycle
+    that may move or evict running work can only give the top tier what preemptible lower-tier
+    work holds there (the online path already evicts it when a top-tier job arrives or retries)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.index = sim.scheduler.index
+        self.last_s = 0.0
+        self.wait_h = 0.0  # top-tier job-hours waiting
+        self.gpu_h: dict[str, float] = {"free": 0.0, **{t: 0.0 for t in TIERS.values()}, "tier-3 preemptible": 0.0}
+        self._shadows: dict[int, BoolArray] = {}
+        self._state: tuple[int, dict[str, float]] = (0, {})
+
+    def _pools(self, spec: JobSpec, sim: Simulator) -> BoolArray:
+        pools = self._shadows.get(id(spec))
+        if pools is None:
+            pools = self._shadows[id(spec)] = shadow(self.index, spec, sim.scheduler.policy)[0]
+        return pools
+
+    def __call__(self, sim: Simulator) -> None:
+        dt_h = (sim.now - self.last_s) / HOUR_S
+        waiting, held = self._state
+        self.wait_h += waiting * dt_h
+        for k, v in held.items():
+            self.gpu_h[k] += v * dt_h
+        self.last_s = sim.now
+        top = [j for j in sim.jobs.values() if j.state == "pending" and TIERS[j.spec.priority] == TOP]
+        if not top:
+            self._state = (0, {})
+            return
+        pools = np.zeros(len(self.index.pool_ids), dtype=np.bool_)
+        for j in top:
+            pools |= self._pools(j.spec, sim)
+        now: dict[str, float] = {k: 0.0 for k in self.gpu_h}
+        usage = sim.scheduler.usage()
+        now["free"] = float(np.maximum(self.index.pool_healthy_gpus - usage.pool_used_gpus, 0)[pools].sum())
+        for job_id, placement in sim.running.items():
+            spec = sim.jobs[job_id].spec
+            gpus = sum(a.gpus for a in placement.assignments if pools[self.index.pool_index[a.pool_id]])
+            now[TIERS[spec.priority]] += gpus
+            if spec.preemptible and spec.priority < 200:
+                now["tier-3 preemptible"] += gpus
+        self._state = (len(top), now)
+
+    def result(self) -> dict[str, Any]:
+        return {"top_tier_wait_h": self.wait_h,
+                "gpu_hours_while_top_waits": dict(self.gpu_h)}
+
+
 class Offered:
     """The window's tasks (arrival in trace s from the origin, capped duration in s, GPUs) and the
     grid's healthy GPUs: offered load as a function of the arrival time scale."""
@@ -342,9 +518,26 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, offered: O
     loaded = load_scenario_data(scenario(args, time_scale, method == "online+batch"), "contended_quality", ROOT)
     sampler = DomainSampler(loaded.scenario.sample_every_hours * HOUR_S)
     sim = Simulator(loaded, decider=decider, on_event=sampler)
+    probe: RackProbe | None = None
+    top_probe: TopTierProbe | None = None
+    if not args.topology:
+        top_probe = TopTierProbe(sim)
+
+        def on_plain_event(sim: Simulator, probe: TopTierProbe = top_probe) -> None:
+            sampler(sim)
+            probe(sim)
+
+        sim.on_event = on_plain_event
     if args.topology:
         # Same length: the job ids are unchanged.
         sim.arrivals = TopologyMapping(args.seed, not args.no_preemption)(sim.arrivals)
+        probe = RackProbe(sim)
+
+        def on_event(sim: Simulator, probe: RackProbe = probe) -> None:
+            sampler(sim)
+            probe(sim)
+
+        sim.on_event = on_event
     t0 = time.perf_counter()
     result = sim.run()
     wall = time.perf_counter() - t0
@@ -362,6 +555,8 @@ def run_one(args: argparse.Namespace, time_scale: float, method: str, offered: O
         "residency_violations": s["residency"]["violations"],
         "batch": {"cycles": sim.batch_cycles, "waiting_seen": sim.batch_pending_seen, "placed": sim.batch_committed},
         "tiers": tier_rows(result),
+        "racks": probe.result(result.horizon_s) if probe is not None else None,
+        "top_tier_waits": top_probe.result() if top_probe is not None else None,
     }
 
 
@@ -438,6 +633,25 @@ def print_level(level: dict[str, Any]) -> None:
             print(f"{r['method'] if i == 0 else '':<16}{tier:<8}{t['jobs']:>6}{t['waited']:>7}{t['never_started']:>6}"
                   f"{t['gpu_hours_wanted']:>11.1f}{t['gpu_hours_served']:>10.1f}{t['delay_p50_h']:>8.3f}"
                   f"{t['delay_p95_h']:>8.3f}{slo:>7}{t['preemptions']:>8}{tail}")
+    probes = [(r["method"], r["racks"]) for r in level["runs"] if r.get("racks")]
+    if probes:
+        print(f"racks (time-weighted): {'method':<16}{'partly used':>12}{'episode mean/p95 h':>20}"
+              f"{'gang-h waiting':>15}{'..rack almost free':>19}{'lower starts':>13}{'..while gang waits':>19}"
+              f"{'..into partly used':>19}")
+        for method, p in probes:
+            print(f"{'':<23}{method:<16}{p['partial_racks_mean']:>12.2f}"
+                  f"{p['partial_episode_mean_h']:>12.2f} / {p['partial_episode_p95_h']:<5.2f}"
+                  f"{p['gang_wait_h']:>15.1f}{p['gang_wait_with_rack_almost_free_h']:>19.1f}"
+                  f"{p['lower_tier_starts']:>13}{p['lower_tier_starts_while_gang_waits']:>19}"
+                  f"{p['into_partly_used_rack']:>19}")
+    tops = [(r["method"], r["top_tier_waits"]) for r in level["runs"] if r.get("top_tier_waits")]
+    if tops:
+        print(f"while {TOP} waits (GPU-h in the pools it could use): {'method':<16}{'wait job-h':>11}{'free':>8}"
+              + "".join(f"{t:>9}" for t in TIERS.values()) + f"{'preemptible':>12}")
+        for method, t in tops:
+            g = t["gpu_hours_while_top_waits"]
+            print(f"{'':<50}{method:<16}{t['top_tier_wait_h']:>11.1f}{g['free']:>8.0f}"
+                  + "".join(f"{g[k]:>9.0f}" for k in TIERS.values()) + f"{g['tier-3 preemptible']:>12.0f}")
     v = level.get("verdict") or {}
     if v and level["load"] >= 1.0:
         frag = v["fragmentation_cut_vs_least_allocated"]

@@ -1,11 +1,11 @@
 """The incremental queue pass equals the full pass, job for job, on random histories.
 
 Two real schedulers on the small grid get the same history: submissions of every kind (gang and
-split training, inference deployments of one to three replicas, priorities 0-2, sometimes
-preemptible, two tenants, durations that vary within a class), completions, cancels, drains and
-undrains, explicit passes and policy changes. One retries its queue with the incremental pass
-(``place_pending``), the other with the full pass (``queue_index.force_full_pass``). After every
-step both ledgers and every job's state and placement must be identical.
+split training, rack gangs of whole NVL72 domains, inference deployments of one to three
+replicas, priorities 0-2, sometimes preemptible, two tenants, durations that vary within a class),
+completions, cancels, drains and undrains, explicit passes and policy changes. One retries its
+queue with the incremental pass (``place_pending``), the other with the full pass
+(``queue_index.force_full_pass``). After every step both ledgers and every job's state and placement must be identical.
 
 The same on Redis (the live server's ledger), fewer examples. Examples: ``QUEUE_EXAMPLES`` (500 by
 default), ``QUEUE_REDIS_EXAMPLES`` (100).
@@ -52,8 +52,11 @@ inference = st.tuples(
     st.integers(1, 3), st.lists(st.sampled_from(ENDPOINTS), min_size=1, max_size=2, unique=True),
     st.sampled_from([5.0, 15.0, 40.0]), st.sampled_from(["acme", "globex"]),
 )
+# Rack gangs (whole NVL72 domains of GB300, rule 1's rack-level holds): 72 or 144 GPUs.
+rack = st.tuples(st.just("rack"), st.sampled_from([72, 72, 144]), st.integers(0, 2),
+                 st.sampled_from(["acme", "globex"]))
 step = st.one_of(
-    training, training, training, inference, inference,
+    training, training, training, inference, inference, rack,
     st.tuples(st.sampled_from(["complete", "complete", "complete", "cancel"]), st.integers(0, 12)),
     st.tuples(st.sampled_from(["complete", "complete", "complete", "cancel"]), st.integers(0, 60)),
     st.tuples(st.sampled_from(["drain", "undrain"]), st.sampled_from(POOLS)),
@@ -63,6 +66,12 @@ step = st.one_of(
 
 
 def spec_of(op: Sequence[Any], n: int) -> JobSpec:
+    if op[0] == "rack":
+        _, gpus, priority, tenant = op
+        return JobSpec.model_validate({
+            "name": f"r{n}", "tenant": tenant, "kind": "training", "priority": priority, "gang": True,
+            "gpus": {"count": gpus, "types": ["GB300"]}, "topology": {"mode": "whole_domains"},
+        })
     if op[0] == "train":
         _, gpus, priority, preemptible, shape, gang, tenant, hours = op
         types, allowed = TRAINING_SHAPES[shape]
@@ -100,7 +109,7 @@ def state_of(s: Scheduler) -> tuple[object, ...]:
 def apply(s: Scheduler, op: Sequence[Any], n: int, ids: list[str]) -> list[str]:
     """One step; returns the ids of jobs the step's queue pass placed (in order), if it ran one."""
     kind = op[0]
-    if kind in ("train", "infer"):
+    if kind in ("train", "infer", "rack"):
         s.submit(spec_of(op, n))
     elif kind in ("complete", "cancel") and ids:
         record = s.get(ids[op[1] % len(ids)])

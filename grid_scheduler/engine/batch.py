@@ -109,7 +109,7 @@ from grid_scheduler.engine.preference import pool_rank, preference_levels
 from grid_scheduler.engine.priority import Holds, job_value, tiers_descending
 from grid_scheduler.engine.quota import QuotaRules, policy_rules
 from grid_scheduler.engine.scoring import PoolCosts
-from grid_scheduler.model import JobKind, JobSpec, Placement, Policy
+from grid_scheduler.model import JobKind, JobSpec, Placement, Policy, TopologyMode
 
 COST_SCALE = 1000  # cost terms x1000 -> integer (see module doc)
 POWER_SCALE = 1_000_000  # kW -> mW
@@ -355,17 +355,19 @@ def hold_unplaced(
     same, the power held is the shadow's times the number of jobs (rounded once, not per job).
     A class's modelled spec has its jobs' shadow (``as_modelled`` changes only ``gang``, which
     no static check and no power need reads)."""
-    count: dict[int, int] = defaultdict(int)
-    first: dict[int, tuple[JobSpec, tuple[BoolArray, FloatArray]]] = {}
+    count: dict[tuple[int, int], int] = defaultdict(int)
+    first: dict[tuple[int, int], tuple[JobSpec, tuple[BoolArray, FloatArray]]] = {}
     for unit in units:
         waiting = sum(1 for job_id in unit.job_ids if job_id not in placements)
         if not waiting or unit.spec.priority == 0:
             continue  # priority 0: nothing is below, hold_for holds nothing
         pools, site_kw = arrays.shadow(unit.spec)
-        count[id(pools)] += waiting
-        first.setdefault(id(pools), (unit.spec, (pools, site_kw)))
+        # Whole-domain gangs hold domains, per gang and by size (rule 1): apart from the rest.
+        key = (id(pools), unit.spec.total_gpus if unit.spec.topology.mode is TopologyMode.WHOLE_DOMAINS else -1)
+        count[key] += waiting
+        first.setdefault(key, (unit.spec, (pools, site_kw)))
     for key, (spec, (pools, site_kw)) in first.items():
-        holds.hold_for(spec, policy, (pools, site_kw * count[key]))
+        holds.hold_for(spec, policy, (pools, site_kw * count[key]), jobs=count[key])
 
 
 def _combine(jobs: Sequence[tuple[str, JobSpec]], results: list[tuple[int, BatchResult]]) -> BatchResult:

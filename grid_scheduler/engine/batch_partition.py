@@ -122,12 +122,12 @@ class _PartAnswer:
     variables: int
 
 
-def _solve_part(task: tuple[list[int], Usage, dict[int, tuple[IntArray, IntArray]], float, int, int]) -> _PartAnswer:
+def _solve_part(task: tuple[list[int], Usage, dict[int, _TierHold], float, int, int]) -> _PartAnswer:
     index: GridIndex = _SHARED["index"]
     policy: Policy = _SHARED["policy"]
     jobs: Sequence[tuple[str, JobSpec]] = _SHARED["jobs"]
     positions, usage, held, limit_s, seed, top_k = task
-    holds = Holds(index, {p: _TierHold(pool_jobs.copy(), site_uw.copy()) for p, (pool_jobs, site_uw) in held.items()})
+    holds = Holds(index, {p: t.copy() for p, t in held.items()})
     part_jobs = [jobs[i] for i in positions]
     result, _ = _solve_tier(index, usage, part_jobs, policy, holds, time_limit_s=limit_s, workers=1, seed=seed,
                             top_k=top_k)
@@ -186,7 +186,7 @@ def solve_partitioned(
             left_jobs -= len(tier_jobs)
             # Parts run ``processes`` at a time: each gets its share of the tier's wall time.
             part_s = max(tier_s * min(processes, parts) / parts, 0.05)
-            held = {p: (t.pool_jobs, t.site_uw) for p, t in holds._tiers.items()}
+            held = {p: t.copy() for p, t in holds._tiers.items()}
             tasks = []
             for i, ids in enumerate(split):
                 if not ids:

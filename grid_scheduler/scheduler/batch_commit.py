@@ -98,7 +98,7 @@ def commit_plan(s: Scheduler, plan: BatchPlan, commit_to: Store | None = None) -
         for record in plan.pending:
             placement = plan.result.placements.get(record.id)
             if placement is not None and _respects(s, holds, record, placement):
-                running = _commit(s, record, placement, commit_to)
+                running = _commit(s, holds, record, placement, commit_to)
                 if running is not None:
                     committed.append(running)
                     continue
@@ -109,20 +109,25 @@ def commit_plan(s: Scheduler, plan: BatchPlan, commit_to: Store | None = None) -
 
 
 def _respects(s: Scheduler, holds: Holds, record: JobRecord, placement: Placement) -> bool:
+    """Whether ``placement`` keeps clear of what jobs before ``record`` in the queue hold: pools
+    held whole, and power (held domains are checked when ``_commit`` takes nodes)."""
     held = holds.held_pools(record.spec)
     if held is None:
         return True
-    if any(held[s.index.pool_index[a.pool_id]] for a in placement.assignments):
-        return False
     usage = holds.overlay(s.usage(), record.spec)
+    full = usage.pool_used_gpus >= s.index.pool_healthy_gpus
+    if any(full[s.index.pool_index[a.pool_id]] for a in placement.assignments):
+        return False
     need = np.zeros(len(s.index.site_ids))
     for a in placement.assignments:
         need[s.index.site_index[a.site_id]] += a.power_kw
     return bool(np.all(usage.site_used_kw + need <= s.index.site_envelope_kw + 1e-6))
 
 
-def _commit(s: Scheduler, record: JobRecord, placement: Placement, store: Store | None) -> JobRecord | None:
-    nodes = s.usage().nodes(s.index)
+def _commit(s: Scheduler, holds: Holds, record: JobRecord, placement: Placement,
+            store: Store | None) -> JobRecord | None:
+    # Nodes from the usage the holds leave this job: a held domain is full there.
+    nodes = holds.overlay(s.usage(), record.spec).nodes(s.index)
     if nodes is not None:  # the ledger keeps node detail: the plan's GPUs take nodes now
         on_nodes = with_nodes(s.index, nodes, record.spec, placement)
         if on_nodes is None:
