@@ -262,7 +262,8 @@ class NodeView:
         ]).astype(np.int64)
         domains = np.array([-(-int(n) // s.nodes_per_domain) for n, s in zip(nodes, shapes, strict=True)])
         domain_free = np.add.reduceat(free, domain_start) if len(domain_start) else np.zeros(0, dtype=np.int64)
-        whole = domain_free == np.repeat([s.domain_gpus for s in shapes], domains)
+        domain_gpus = np.array([s.domain_gpus for s in shapes], dtype=np.int64)
+        whole = domain_free == np.repeat(domain_gpus, domains)
         domain_pool = np.repeat(np.arange(len(shapes)), domains)
         broken = np.bincount(domain_pool, weights=np.where(whole, 0, domain_free), minlength=len(shapes))
         pool_free = np.add.reduceat(free, node_start[:-1])
@@ -277,6 +278,7 @@ class NodeView:
         )
         domain_end = np.cumsum(domains).tolist()
         view._domain_free.update((p, domain_free[b - int(domains[p]) : b]) for p, b in enumerate(domain_end))
+        view.__dict__["pool_domain_gpus"] = domain_gpus
         return view
 
     # Free GPUs per domain, per pool, computed when a pool is first asked about.
@@ -290,7 +292,9 @@ class NodeView:
         pools; rebuilding every pool (72,754 nodes on nscale) was a third of a submission's time."""
         free, used = list(self.node_free), list(self.node_used)
         pool_free, broken = self.pool_free_gpus.copy(), self.pool_broken_free_gpus.copy()
-        domains = {p: d for p, d in self._domain_free.items() if p not in pools}
+        # A dict copy then overwriting the changed pools: a comprehension filtering 2,000 pools
+        # cost ~0.3 ms per commit at 500 sites.
+        domains = dict(self._domain_free)
         for p in pools:
             shape = self.shapes[p]
             u = np.asarray(node_used_gpus[p], dtype=np.int64)
@@ -302,6 +306,8 @@ class NodeView:
             broken[p] = int(d[d != shape.domain_gpus].sum())
         view = NodeView(self.shapes, tuple(free), tuple(used), pool_free, broken)
         view._domain_free.update(domains)
+        if "pool_domain_gpus" in self.__dict__:  # depends on the shapes alone: carried, not rebuilt
+            view.__dict__["pool_domain_gpus"] = self.__dict__["pool_domain_gpus"]
         return view
 
     @classmethod
