@@ -172,7 +172,8 @@ def _place_replicas(
         best_gain = gain.max(initial=0.0)
         if best_gain <= 0:
             break
-        c = int(np.argmin(np.where(gain >= best_gain - _EPS, total_cost, np.inf)))
+        # slot_ok again: with a best gain under _EPS, a candidate without a slot (gain 0) would tie.
+        c = int(np.argmin(np.where(slot_ok & (gain >= best_gain - _EPS), total_cost, np.inf)))
         chosen[int(candidates[c])] += 1
         replicas_at_site[site[c]] += 1
         free[c] -= per_replica
