@@ -190,7 +190,7 @@ def assign_nodes(
     else:
         _assign_unconstrained(shape, free, taken, domain_free, whole, gpus)
     nodes = np.flatnonzero(taken)
-    return tuple((int(i), int(taken[i])) for i in nodes)
+    return tuple(zip(nodes.tolist(), taken[nodes].tolist(), strict=True))
 
 
 def _assign_unconstrained(
@@ -217,6 +217,17 @@ def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus
     start = d * shape.nodes_per_domain
     stop = min(start + shape.nodes_per_domain, len(free))
     local = free[start:stop]
+    gpn = shape.gpus_per_node
+    if stop - start == shape.nodes_per_domain and gpus <= len(local) * gpn and (local == gpn).all():
+        # A whole free domain (what big gangs open, one after another): every node ties, so the
+        # order below is the nodes' own; filled by slices, not one argsort per domain.
+        full, rest = divmod(gpus, gpn)
+        free[start : start + full] = 0
+        taken[start : start + full] += gpn
+        if rest:
+            free[start + full] -= rest
+            taken[start + full] += rest
+        return
     remaining = gpus
     for i in np.argsort(np.where(local > 0, local, shape.gpus_per_node + 1), kind="stable"):
         if remaining == 0 or local[i] == 0:
