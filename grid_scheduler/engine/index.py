@@ -31,6 +31,8 @@ class GridIndex:
     _type_cache: dict[tuple[tuple[str, ...], float], BoolArray] = field(default_factory=dict)
     _transfer_cache: dict[str, FloatArray] = field(default_factory=dict)
     _preference_cache: dict[str, BoolArray] = field(default_factory=dict)
+    # Cost terms per pool that depend on the policy's weights alone (engine/scoring.py), per weights.
+    _policy_terms_cache: dict[tuple[float, ...], tuple[FloatArray, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, grid: Grid) -> GridIndex:
