@@ -226,13 +226,14 @@ def build_placement(
     assignments = []
     carbon_kg_per_hour = 0.0
     cost_per_hour = 0.0
-    # Engine outputs are validated as built: for these small models pydantic-core's validation
-    # is cheaper than model_construct's Python loop (pydantic 2.14, benchmarks/README.md).
+    # Engine outputs are validated as built, cheaper with pydantic 2.14 than model_construct's Python
+    # loop for these small models (benchmarks/README.md), except an Assignment: validating its
+    # node list costs ~0.4 us a node (a 4,096-GPU gang holds 1,024), so it is constructed.
     for pool, gpus in pools_gpus:
         site = grid.sites[int(index.pool_site[pool])]
         power_kw = gpus * float(index.pool_kw_per_gpu[pool])
         assignments.append(
-            Assignment(
+            Assignment.model_construct(
                 site_id=site.id,
                 pool_id=index.pool_ids[pool],
                 gpu_type=index.pool_gpu_type[pool],
