@@ -315,8 +315,7 @@ class NodeView:
             free[p], used[p], domains[p] = f, u, d
             pool_free[p] = int(f.sum())
             broken[p] = int(d[d != shape.domain_gpus].sum())
-        view = NodeView(self.shapes, tuple(free), tuple(used), pool_free, broken)
-        view._domain_free.update(domains)
+        view = NodeView(self.shapes, tuple(free), tuple(used), pool_free, broken, domains)  # domains: not copied again
         if "pool_domain_gpus" in self.__dict__:  # depends on the shapes alone: carried, not rebuilt
             view.__dict__["pool_domain_gpus"] = self.__dict__["pool_domain_gpus"]
         return view
