@@ -97,6 +97,11 @@ class GridIndex:
         return np.array([p.healthy_gpus for s in self.grid.sites for p in s.pools], dtype=np.int64)
 
     @cached_property
+    def pool_capacity_at_least_1(self) -> IntArray:
+        """Healthy GPUs per pool, at least 1: the divisor of the packing term (engine/scoring.py)."""
+        return np.maximum(self.pool_healthy_gpus, 1)
+
+    @cached_property
     def pools(self) -> tuple[Pool, ...]:
         return tuple(p for s in self.grid.sites for p in s.pools)
 
