@@ -31,6 +31,8 @@ class GridIndex:
     _type_cache: dict[tuple[tuple[str, ...], float], BoolArray] = field(default_factory=dict)
     _transfer_cache: dict[str, FloatArray] = field(default_factory=dict)
     _preference_cache: dict[str, BoolArray] = field(default_factory=dict)
+    # Cost terms per pool that depend on the policy's weights alone (engine/scoring.py), per weights.
+    _policy_terms_cache: dict[tuple[float, ...], tuple[FloatArray, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, grid: Grid) -> GridIndex:
@@ -93,6 +95,11 @@ class GridIndex:
     def pool_healthy_gpus(self) -> IntArray:
         """GPUs on nodes the grid file does not mark drained."""
         return np.array([p.healthy_gpus for s in self.grid.sites for p in s.pools], dtype=np.int64)
+
+    @cached_property
+    def pool_capacity_at_least_1(self) -> IntArray:
+        """Healthy GPUs per pool, at least 1: the divisor of the packing term (engine/scoring.py)."""
+        return np.maximum(self.pool_healthy_gpus, 1)
 
     @cached_property
     def pools(self) -> tuple[Pool, ...]:

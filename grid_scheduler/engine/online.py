@@ -172,7 +172,8 @@ def _place_replicas(
         best_gain = gain.max(initial=0.0)
         if best_gain <= 0:
             break
-        c = int(np.argmin(np.where(gain >= best_gain - _EPS, total_cost, np.inf)))
+        # slot_ok again: with a best gain under _EPS, a candidate without a slot (gain 0) would tie.
+        c = int(np.argmin(np.where(slot_ok & (gain >= best_gain - _EPS), total_cost, np.inf)))
         chosen[int(candidates[c])] += 1
         replicas_at_site[site[c]] += 1
         free[c] -= per_replica
@@ -231,10 +232,12 @@ def build_placement(
     assignments = []
     carbon_kg_per_hour = 0.0
     cost_per_hour = 0.0
+    # Engine outputs are validated as built, cheaper with pydantic 2.14 than model_construct's Python
+    # loop for these small models (benchmarks/README.md), except an Assignment: validating its
+    # node list costs ~0.4 us a node (a 4,096-GPU gang holds 1,024), so it is constructed.
     for pool, gpus in pools_gpus:
         site = grid.sites[int(index.pool_site[pool])]
         power_kw = gpus * float(index.pool_kw_per_gpu[pool])
-        # Engine outputs are built from validated parts: construct without re-validating (hot path).
         assignments.append(
             Assignment.model_construct(
                 site_id=site.id,
@@ -247,16 +250,16 @@ def build_placement(
         )
         carbon_kg_per_hour += power_kw * site.carbon_g_per_kwh / 1000.0
         cost_per_hour += power_kw / 1000.0 * site.energy_price_per_mwh
-    terms = costs.terms_at([p for p, _ in pools_gpus], [g for _, g in pools_gpus])
     endpoint_latencies: list[EndpointLatency] = []
+    latency_term = None
     if spec.inference is not None:
         rows, weights = demand_rows(index, spec)
         sites = np.array(sorted({int(index.pool_site[p]) for p, _ in pools_gpus}), dtype=np.int64)
-        latency = index.topology.endpoint_site_latency_ms[np.ix_(rows, sites)]
+        latency = index.topology.endpoint_site_latency_ms[rows][:, sites]
         nearest = latency.argmin(axis=1)
         for d, demand in enumerate(spec.inference.demand):
             endpoint_latencies.append(
-                EndpointLatency.model_construct(
+                EndpointLatency(
                     endpoint_id=demand.endpoint,
                     site_id=index.site_ids[sites[nearest[d]]],
                     latency_ms=float(latency[d, nearest[d]]),
@@ -265,10 +268,9 @@ def build_placement(
         # The latency term of a deployment is what its users see: each endpoint to its nearest replica.
         served = np.minimum(latency.min(axis=1) / spec.inference.latency_slo_ms, 1.0)
         latency_term = policy.weights.latency * float(weights @ served / weights.sum())
-        terms = terms.model_copy(update={"latency": latency_term})
-    return Placement.model_construct(
+    return Placement(
         assignments=assignments,
-        score=terms,
+        score=costs.terms_at([p for p, _ in pools_gpus], [g for _, g in pools_gpus], latency_term),
         endpoint_latencies=endpoint_latencies,
         carbon_kg_per_hour=carbon_kg_per_hour,
         energy_cost_per_hour=cost_per_hour,

@@ -129,26 +129,28 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
     return message
 
 
-def placement_to_pb(placement: Placement) -> pb.Placement:
+def placement_to_pb(placement: Placement, out: pb.Placement | None = None) -> pb.Placement:
+    """The placement as a message; into ``out`` (a field of a message being built) when given,
+    which saves copying it there. Repeated fields are filled with ``add``: building each
+    NodeGpus on its own and passing the list costs ~4x as much with upb (a 1,024-GPU gang
+    has hundreds of nodes)."""
+    message = pb.Placement() if out is None else out
     s = placement.score
-    return pb.Placement(
-        assignments=[
-            pb.Assignment(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type, gpus=a.gpus, power_kw=a.power_kw,
-                          nodes=[pb.NodeGpus(node_index=n, gpus=g) for n, g in a.nodes])
-            for a in placement.assignments
-        ],
-        score=pb.ScoreTerms(
-            latency=s.latency, carbon=s.carbon, energy_price=s.energy_price, packing=s.packing,
-            data_movement=s.data_movement, total=s.total,
-        ),
-        endpoint_latencies=[
-            pb.EndpointLatency(endpoint_id=e.endpoint_id, site_id=e.site_id, latency_ms=e.latency_ms)
-            for e in placement.endpoint_latencies
-        ],
-        power_kw=placement.power_kw,
-        carbon_kg_per_hour=placement.carbon_kg_per_hour,
-        energy_cost_per_hour=placement.energy_cost_per_hour,
-    )
+    message.score.latency, message.score.carbon = s.latency, s.carbon
+    message.score.energy_price, message.score.packing = s.energy_price, s.packing
+    message.score.data_movement, message.score.total = s.data_movement, s.total
+    for a in placement.assignments:
+        assignment = message.assignments.add(site_id=a.site_id, pool_id=a.pool_id, gpu_type=a.gpu_type,
+                                             gpus=a.gpus, power_kw=a.power_kw)
+        add_node = assignment.nodes.add
+        for n, g in a.nodes:
+            add_node(node_index=n, gpus=g)
+    for e in placement.endpoint_latencies:
+        message.endpoint_latencies.add(endpoint_id=e.endpoint_id, site_id=e.site_id, latency_ms=e.latency_ms)
+    message.power_kw = placement.power_kw
+    message.carbon_kg_per_hour = placement.carbon_kg_per_hour
+    message.energy_cost_per_hour = placement.energy_cost_per_hour
+    return message
 
 
 def reason_to_pb(reason: Reason) -> pb.Reason:
@@ -194,7 +196,7 @@ def job_to_pb(
     if estimated_start is not None:
         job.estimated_start_time.CopyFrom(timestamp(estimated_start))
     if record.placement is not None:
-        job.placement.CopyFrom(placement_to_pb(record.placement))
+        placement_to_pb(record.placement, job.placement)
     if record.waiting is not None:
         job.waiting.CopyFrom(wait_to_pb(record.waiting))
     return job
