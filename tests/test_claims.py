@@ -149,7 +149,10 @@ def test_threads_deciding_at_once_take_disjoint_nodes(
     s.observer = refusals
     ids = run_threads(s, [spec(n, j, preemption=False) for n, j in enumerate(jobs)])
     check_ledger(store, small_grid, ids)
-    assert refusals.refused == [], "two deciders of one process chose the same capacity"
+    # LedgerMoved is not a collision: an unread view's commit found the ledger moved (by a concurrent
+    # commit of this process that started meanwhile) and was decided again on the snapshot it brought.
+    collisions = [r for r in refusals.refused if r != "LedgerMoved"]
+    assert collisions == [], "two deciders of one process chose the same capacity"
     assert s.claims.in_flight() == 0  # every claim ended with its commit
 
 

@@ -234,3 +234,42 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
     sent.clear()
     twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
     assert not twin.created and len(sent) == 1  # a retried request: the probe finds it
+
+
+def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13, one replica: with nothing else moving the ledger, a submission decides on its view and
+    sends only the commit (which also finds a retried request's twin). When another replica moved the
+    ledger, that commit is refused with the snapshot, and the decision made again on it commits: two.
+    Counted as commands a real server receives; placed and waiting jobs."""
+    from grid_scheduler.scheduler import Scheduler
+
+    mine, other = replicas(2)
+    scheduler = Scheduler(small_grid, store=mine)
+    scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    other_scheduler = Scheduler(small_grid, store=other)
+    states: set[JobState] = set()
+    for n in range(12):
+        moved = n % 4 == 1
+        if moved:  # another replica moves the ledger: this replica's view is behind
+            other_scheduler.submit(SPEC.model_copy(update={"name": f"o{n}"}))
+        sent.clear()
+        big = n % 3 == 2  # 480 GB300: only the whole of glomfjord's healthy GPUs, so the second one waits
+        gpus = SPEC.gpus.model_copy(update={"count": 480, "types": ["GB300"]}) if big else SPEC.gpus
+        outcome = scheduler.submit(SPEC.model_copy(update={"name": f"j{n}", "gpus": gpus}),
+                                   request_id=f"r{n}" if n % 2 else "")
+        states.add(outcome.record.state)
+        assert sent == ["EVALSHA"] * (2 if moved else 1), (n, sent)
+    assert states == {JobState.RUNNING, JobState.PENDING}
+    sent.clear()
+    twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
+    assert not twin.created and sent == ["EVALSHA"]  # a retried request: the commit finds it

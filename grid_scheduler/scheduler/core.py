@@ -53,6 +53,7 @@ from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
     Committed,
+    LedgerMoved,
     LedgerSnapshot,
     Limits,
     MemoryStore,
@@ -110,6 +111,7 @@ class _Tried:
     usage: Usage  # the ledger view at ``ledger``
     held: Usage  # with in-flight claims and the holds against the job overlaid: what it was decided on
     decision: Decision
+    unchecked: bool = False  # the view was not re-read before deciding: commit with expect_ledger
 
 
 def _same_usage(a: Usage, b: Usage) -> bool:
@@ -396,14 +398,25 @@ class Scheduler:
         preemption, which read and change the queue's holds) is decided again under the lock,
         one at a time.
         """
-        # One read before deciding (two round trips per submission on Redis, with the commit):
-        # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
-        probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
-        if probe.existing is not None:
-            return self._twin(probe.existing, spec)
-        self.validate(spec)
-        job_id = self.job_ids()
-        placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
+        if self._view_is_own():
+            # No read before deciding: the view is decided on as it is, and the commit is refused
+            # (LedgerMoved, with the snapshot) if anything moved the ledger since; it also finds the
+            # twin of a retried request. One round trip per submission on Redis while the view is
+            # current, two when it was not.
+            twin = self._validate(spec, request_id)
+            if twin is not None:
+                return twin
+            job_id = self.job_ids()
+            placed, tried = self._place_now(job_id, spec, request_id, owner, None, None, unchecked=True)
+        else:
+            # One read before deciding (two round trips with the commit): the twin of a retried
+            # request, the versions, and the snapshot only if the ledger moved.
+            probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
+            if probe.existing is not None:
+                return self._twin(probe.existing, spec)
+            self.validate(spec)
+            job_id = self.job_ids()
+            placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
         if placed is not None:
             return placed
         with self.lock:
@@ -411,20 +424,39 @@ class Scheduler:
             # this process's commits; another replica's are the commit's to catch, as for any decision).
             if tried is not None and tried.policy_version == self.policy_version \
                     and self.ledger.at(tried.ledger) is tried.usage:
-                return self._submit_serial(job_id, spec, request_id, owner, (tried.ledger, tried.usage), tried)
+                return self._submit_serial(job_id, spec, request_id, owner, (tried.ledger, tried.usage), tried,
+                                           unchecked=tried.unchecked)
             return self._submit_serial(job_id, spec, request_id, owner)
+
+    def _view_is_own(self) -> bool:
+        """Whether a submission may decide on the view without reading first: there is one, and no other
+        decision of this process is committing (their commits would move the ledger under this one's
+        expected version). Concurrent submissions probe first, as their commits cannot expect a version."""
+        return self.ledger.version >= 0 and self.claims.in_flight() == 0
+
+    def _validate(self, spec: JobSpec, request_id: str) -> Outcome | None:
+        """``validate``; but a retried request returns its twin even if the grid changed since (as the probe does)."""
+        try:
+            self.validate(spec)
+        except InvalidJob:
+            existing = self.store.job_by_request(spec.tenant, request_id) if request_id else None
+            if existing is None:
+                raise
+            return self._twin(existing, spec)
+        return None
 
     def _place_now(
         self, job_id: str, spec: JobSpec, request_id: str, owner: str, versions: Versions | None,
-        snap: LedgerSnapshot | None,
+        snap: LedgerSnapshot | None, unchecked: bool = False,
     ) -> tuple[Outcome | None, _Tried | None]:
         """Decide and commit a job that fits now, holding the lock only to read the view, the policy
         and the holds. No outcome when it does not fit as things stand (or kept losing races); then
-        what its last decision read and decided."""
+        what its last decision read and decided. ``unchecked``: decide on the view without reading
+        the versions; the commit expects the view's version."""
         attempts = claim_attempts = 0
         while attempts < COMMIT_ATTEMPTS:
             if versions is None:
-                versions = self.store.versions()
+                versions = Versions(self.ledger.version, self.policy_version) if unchecked else self.store.versions()
             if snap is None and not self._covers(versions.ledger):
                 snap = self.store.snapshot()  # read outside the lock; it may be newer than ``versions``
                 versions = Versions(snap.version, versions.policy)
@@ -441,7 +473,7 @@ class Scheduler:
             finally:
                 self.observer.decided(time.perf_counter() - start)
             if decision.placement is None:
-                return None, _Tried(read.version, policy_version, read.usage, held, decision)
+                return None, _Tried(read.version, policy_version, read.usage, held, decision, unchecked)
             create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
                                             policy_version=policy_version)
             claim = self.claims.register(read, spec.tenant, create.reserve)
@@ -453,7 +485,12 @@ class Scheduler:
                 continue
             try:
                 record, created = observer.commit(self.observer, self.store, (), create, quota, policy_version,
-                                                  follow=self._follow_claim(claim))
+                                                  follow=self._follow_claim(claim),
+                                                  expect_ledger=read.version if unchecked else None)
+            except LedgerMoved as moved:  # decide again on what the refusal brought: no read
+                versions, snap, unchecked = moved.versions, moved.snapshot, False
+                attempts += 1
+                continue
             except observer.CONFLICTS:
                 versions, snap = None, None  # another replica's decision got there first: read again
                 attempts += 1
@@ -470,18 +507,25 @@ class Scheduler:
 
     def _submit_serial(
         self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None = None,
-        tried: _Tried | None = None,
+        tried: _Tried | None = None, unchecked: bool = False,
     ) -> Outcome:
         """Submission under the lock: placement with preemption, or the queue with reasons (on
         ``usage``, the view at a version, first, when the caller read it and nothing moved since;
-        ``tried``: the decision the caller made on it, kept if what it decided on is still the same)."""
+        ``tried``: the decision the caller made on it, kept if what it decided on is still the same;
+        ``unchecked``: ``usage`` was not re-read, the first commit expects its version)."""
         decision = None
         for _ in range(COMMIT_ATTEMPTS):
             decision, create, updates, claim = self._first_commit(job_id, spec, request_id, owner, usage, tried)
             tried = None
             try:
-                record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
-                                                  self.policy_version, follow=self._follow_claim(claim))
+                record, created = observer.commit(
+                    self.observer, self.store, updates, create, self.quota, self.policy_version,
+                    follow=self._follow_claim(claim),
+                    expect_ledger=usage[0] if unchecked and usage is not None else None)
+            except LedgerMoved as moved:  # decide again on what the refusal brought: no read
+                self._read(moved.versions, moved.snapshot)
+                usage, unchecked = self.ledger.latest(), False
+                continue
             except (CapacityConflict, StaleRecord, UnknownJob):
                 usage = None
                 continue  # the ledger or a victim moved: decide again on a fresh snapshot
