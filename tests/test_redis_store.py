@@ -273,3 +273,40 @@ def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas,
     sent.clear()
     twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
     assert not twin.created and sent == ["EVALSHA"]  # a retried request: the commit finds it
+
+
+def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13: the waiting jobs are read first, outside the scheduler lock, and the pass (its own two
+    reads under the lock) runs only if some wait. A waiting job that is cancelled stops holding capacity
+    against lower tiers even so."""
+    from grid_scheduler.scheduler import Scheduler
+
+    (mine,) = replicas(1)
+    s = Scheduler(small_grid, store=mine)
+
+    def h100(name: str, gpus: int, priority: int = 0) -> JobSpec:  # only sines-h100 (256 GPUs) takes these
+        return JobSpec.model_validate({"name": name, "tenant": "acme", "kind": "training", "gang": True,
+                                       "priority": priority, "gpus": {"count": gpus, "types": ["H100"]}})
+
+    fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(7)]
+    assert all(r.state is JobState.RUNNING for r in fill)
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    s.cancel(fill[0].id)
+    assert len(sent) == 3, sent  # read the job, commit, read the waiting jobs: no pass
+    big = s.submit(h100("big", 96, priority=2)).record  # 64 free: it waits, holding them against tier 0
+    assert big.state is JobState.PENDING
+    assert s.explain(h100("small", 8))[0].placement is None  # held (explain commits nothing)
+    sent.clear()
+    s.cancel(big.id)
+    assert len(sent) == 3, sent  # nothing else waits: no pass
+    placed = s.submit(h100("small2", 8)).record
+    assert placed.state is JobState.RUNNING  # the cancelled job holds nothing any more

@@ -177,6 +177,8 @@ class Scheduler:
         # Whether a queue pass is waiting for the lock and has not started (``_retry_queue``).
         self._pass_gate = threading.Lock()
         self._pass_queued = False
+        # Submissions decided under the lock so far (``_retry_queue`` tells whether one ran meanwhile).
+        self._serial_done = 0
         self._shapes: dict[str, str] = {}  # job id -> shape key, for the queue pass
         self._shadows: dict[str, Shadow] = {}  # job id -> what it holds while it waits
         # What waiting jobs hold, as of the last queue pass plus this process's own submissions
@@ -513,6 +515,15 @@ class Scheduler:
         ``usage``, the view at a version, first, when the caller read it and nothing moved since;
         ``tried``: the decision the caller made on it, kept if what it decided on is still the same;
         ``unchecked``: ``usage`` was not re-read, the first commit expects its version)."""
+        try:
+            return self._submit_serial_once(job_id, spec, request_id, owner, usage, tried, unchecked)
+        finally:
+            self._serial_done += 1  # under the lock
+
+    def _submit_serial_once(
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None,
+        tried: _Tried | None, unchecked: bool,
+    ) -> Outcome:
         decision = None
         for _ in range(COMMIT_ATTEMPTS):
             decision, create, updates, claim = self._first_commit(job_id, spec, request_id, owner, usage, tried)
@@ -699,6 +710,8 @@ class Scheduler:
         already waiting for the lock: that one reads the ledger after the change and offers it
         to the queue, so a second would only wait its turn to find nothing new. (Many cancels
         at once then cost one pass, not one each, all queued on the lock.)"""
+        if self._nothing_waits():
+            return
         with self._pass_gate:
             if self._pass_queued:
                 return
@@ -707,6 +720,26 @@ class Scheduler:
             with self._pass_gate:
                 self._pass_queued = False
             self.place_pending()
+
+    def _nothing_waits(self) -> bool:
+        """Whether no job waits, so a queue pass would place nothing: read outside the lock (on Redis
+        the pass's own reads are two round trips under it). A submission this process decides under
+        the lock meanwhile may be committing a job that waits, decided before this thread's release:
+        then, or while one is being decided, the pass runs as before."""
+        if isinstance(self.store, MemoryStore):
+            return False  # its pass reads what changed since the last, in process: nothing to save
+        serial_done = self._serial_done
+        if self.store.pending_jobs() or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self._serial_done != serial_done:
+                return False
+            holds = self._holds
+            if holds is not None and not holds.empty:
+                self._holds = None  # held for jobs that no longer wait (a pass would drop them too)
+            return True
+        finally:
+            self.lock.release()
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         if pool_id not in self.index.pool_index:
