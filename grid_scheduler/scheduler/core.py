@@ -431,10 +431,12 @@ class Scheduler:
             return self._submit_serial(job_id, spec, request_id, owner)
 
     def _view_is_own(self) -> bool:
-        """Whether a submission may decide on the view without reading first: there is one, and no other
-        decision of this process is committing (their commits would move the ledger under this one's
-        expected version). Concurrent submissions probe first, as their commits cannot expect a version."""
-        return self.ledger.version >= 0 and self.claims.in_flight() == 0
+        """Whether a submission may decide on the view without reading first: the read costs a round
+        trip (not the in-process store's, whose refusals would cost more than its probe), there is a
+        view, and no other decision of this process is committing (their commits would move the
+        ledger under this one's expected version: concurrent submissions probe first)."""
+        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0 \
+            and self.claims.in_flight() == 0
 
     def _validate(self, spec: JobSpec, request_id: str) -> Outcome | None:
         """``validate``; but a retried request returns its twin even if the grid changed since (as the probe does)."""
