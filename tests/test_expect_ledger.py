@@ -68,3 +68,18 @@ def test_a_retried_request_finds_its_twin_before_the_version_check(store: Store,
     Scheduler(small_grid, store=store, quiet=True).submit(SPEC)  # the ledger moves
     done = store.commit_delta((), placed(s, "retry", request_id="again"), expect_ledger=seen)
     assert not done.created and done.record is not None and done.record.id == first.id
+
+
+def test_slack_accepts_the_callers_own_commits_in_flight_and_no_more(store: Store, small_grid: Grid) -> None:
+    """A decision that took its process's in-flight claims as taken may find the ledger that many
+    steps further (their commits landed first); one step more is someone else's change: refused."""
+    s = Scheduler(small_grid, store=store, quiet=True)
+    s.submit(SPEC)
+    seen = store.versions().ledger
+    other = Scheduler(small_grid, store=store, quiet=True)
+    other.submit(SPEC.model_copy(update={"name": "o1"}))
+    other.submit(SPEC.model_copy(update={"name": "o2"}))  # the ledger is 2 past ``seen``
+    with pytest.raises(LedgerMoved):
+        store.commit_delta((), placed(s, "one"), expect_ledger=seen, expect_slack=1)
+    done = store.commit_delta((), placed(s, "two"), expect_ledger=seen, expect_slack=2)
+    assert done.created and done.ledger_before == seen + 2

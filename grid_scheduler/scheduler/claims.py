@@ -112,6 +112,13 @@ class Claims:
                 del self._claims[k]
                 self._forgotten = max(self._forgotten, k)
 
+    def uncounted(self, version: int, besides: int = 0) -> int:
+        """Claims other than ``besides`` that a view at ``version`` does not count: the most the ledger
+        can have moved past ``version`` by this process's own placements."""
+        with self._lock:
+            return sum(k != besides and (c.committed_at is None or c.committed_at > version)
+                       for k, c in self._claims.items())
+
     def committed(self, claim: int, ledger_after: int) -> None:
         """The claim's commit took the ledger to ``ledger_after``: views from that version count it."""
         with self._lock:

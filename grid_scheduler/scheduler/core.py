@@ -400,11 +400,11 @@ class Scheduler:
         preemption, which read and change the queue's holds) is decided again under the lock,
         one at a time.
         """
-        if self._view_is_own():
-            # No read before deciding: the view is decided on as it is, and the commit is refused
-            # (LedgerMoved, with the snapshot) if anything moved the ledger since; it also finds the
-            # twin of a retried request. One round trip per submission on Redis while the view is
-            # current, two when it was not.
+        if self._decides_unread():
+            # No read before deciding: the view is decided on as it is (with this process's claims),
+            # and the commit is refused (LedgerMoved, with the snapshot) if anything but those claims'
+            # commits moved the ledger since; it also finds the twin of a retried request. One round
+            # trip per submission on Redis while the view is current, two when it was not.
             twin = self._validate(spec, request_id)
             if twin is not None:
                 return twin
@@ -430,13 +430,17 @@ class Scheduler:
                                            unchecked=tried.unchecked)
             return self._submit_serial(job_id, spec, request_id, owner)
 
-    def _view_is_own(self) -> bool:
-        """Whether a submission may decide on the view without reading first: the read costs a round
-        trip (not the in-process store's, whose refusals would cost more than its probe), there is a
-        view, and no other decision of this process is committing (their commits would move the
-        ledger under this one's expected version: concurrent submissions probe first)."""
-        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0 \
-            and self.claims.in_flight() == 0
+    def _decides_unread(self) -> bool:
+        """Whether a submission decides on the view without reading first: when the read costs a round
+        trip (not on the in-process store, whose refusals would cost more than its probe) and there
+        is a view."""
+        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0
+
+    def _slack(self, version: int, claim: int) -> int:
+        """How far past ``version`` an unread decision's commit accepts the ledger: one step per other
+        claim of this process that the view at ``version`` does not count (the decision took each
+        as taken; its commit may land first)."""
+        return self.claims.uncounted(version, besides=claim)
 
     def _validate(self, spec: JobSpec, request_id: str) -> Outcome | None:
         """``validate``; but a retried request returns its twin even if the grid changed since (as the probe does)."""
@@ -490,7 +494,8 @@ class Scheduler:
             try:
                 record, created = observer.commit(self.observer, self.store, (), create, quota, policy_version,
                                                   follow=self._follow_claim(claim),
-                                                  expect_ledger=read.version if unchecked else None)
+                                                  expect_ledger=read.version if unchecked else None,
+                                                  expect_slack=self._slack(read.version, claim) if unchecked else 0)
             except LedgerMoved as moved:  # decide again on what the refusal brought: no read
                 versions, snap, unchecked = moved.versions, moved.snapshot, False
                 attempts += 1
@@ -534,7 +539,8 @@ class Scheduler:
                 record, created = observer.commit(
                     self.observer, self.store, updates, create, self.quota, self.policy_version,
                     follow=self._follow_claim(claim),
-                    expect_ledger=usage[0] if unchecked and usage is not None else None)
+                    expect_ledger=usage[0] if unchecked and usage is not None else None,
+                    expect_slack=self._slack(usage[0], claim) if unchecked and usage is not None else 0)
             except LedgerMoved as moved:  # decide again on what the refusal brought: no read
                 self._read(moved.versions, moved.snapshot)
                 usage, unchecked = self.ledger.latest(), False

@@ -114,9 +114,10 @@ Arg = str | int | float  # what a script argument may be
 # [{id, v (new version), exp (expected version; -1 = create), st (state), fin (1 if final), ev
 # (event type), t (time), msg, rel (release what the job holds first), pools [[pool_id, gpus,
 # limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op); elv (the
-# ledger version expected, -1 = any) and sa (with elv: the ARGV index where the snapshot's arguments
-# start, after the ops, as _LUA_SNAPSHOT takes them; the node versions held last). Prefixed with
-# _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings the snapshot along.
+# ledger version expected, -1 = any), els (or up to this many past it) and sa (with elv: the ARGV
+# index where the snapshot's arguments start, after the ops, as _LUA_SNAPSHOT takes them; the node
+# versions held last). Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings
+# the snapshot along.
 _LUA_COMMIT_BODY = r"""
 local P = ARGV[1]
 local m = cjson.decode(ARGV[2])
@@ -144,7 +145,7 @@ end
 -- what the caller needs to decide again (versions and snapshot), so that costs no further read.
 if m.elv >= 0 then
   local lv = redis.call('GET', P .. 'ledger_version') or '0'
-  if tonumber(lv) ~= m.elv then
+  if tonumber(lv) < m.elv or tonumber(lv) > m.elv + m.els then
     return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0', snapshot(P, m.sa, #ARGV - 1, ARGV[#ARGV])}
   end
 end
@@ -710,7 +711,7 @@ class RedisStore(RedisAgents):
     @guarded
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
-        policy_version: int | None = None, expect_ledger: int | None = None,
+        policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
     ) -> Committed:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
@@ -726,7 +727,7 @@ class RedisStore(RedisAgents):
             "q": self._quota_checks(quota, [t for _, t, _ in steps]),
             "apv": -1 if policy_version is None else policy_version,
             "nt": 1 if self._limits.tracks_nodes else 0,
-            "elv": -1 if expect_ledger is None else expect_ledger, "sa": 3 + 2 * len(steps),
+            "elv": -1 if expect_ledger is None else expect_ledger, "els": expect_slack, "sa": 3 + 2 * len(steps),
         }, ensure_ascii=False)
         args: list[Arg] = [self.prefix, meta]
         for _, transition, _ in steps:

@@ -268,12 +268,13 @@ class Store(AgentStore, Protocol):
 
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
-        policy_version: int | None = None, expect_ledger: int | None = None,
+        policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
     ) -> Committed:
         """``commit``, also telling the ledger versions around it and what it released (one step:
         on Redis the same script), so the committing replica follows its own change without a
         snapshot. With ``expect_ledger``: refused with LedgerMoved (after the request-id and policy
-        checks) unless the ledger is at that version."""
+        checks) unless the ledger is at that version, or at most ``expect_slack`` past it (the
+        caller's own commits in flight, which its decision took into account)."""
         ...
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
