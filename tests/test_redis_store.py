@@ -310,3 +310,31 @@ def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, 
     assert len(sent) == 3, sent  # nothing else waits: no pass
     placed = s.submit(h100("small2", 8)).record
     assert placed.state is JobState.RUNNING  # the cancelled job holds nothing any more
+
+
+def test_a_view_stuck_behind_a_change_hidden_by_the_slack_reads_again(replicas: Replicas, small_grid: Grid) -> None:
+    """An unread decision's commit accepts the ledger as far past its view as the replica has claims
+    in flight. Another replica's commit hidden in that slack leaves the view behind a gap it cannot
+    follow; it must not stay there: once the claims it does not count pass a bound, submissions read
+    first and the view catches up. (The claim in flight is held here as a slow decider would.)"""
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.scheduler.core import UNREAD_MAX_UNCOUNTED
+
+    mine, other = replicas(2)
+    s = Scheduler(small_grid, store=mine)
+    s.submit(SPEC.model_copy(update={"name": "warm"}))
+    latest = s.ledger.latest()
+    assert latest is not None
+    slow = s.claims.register(s.claims.read(latest[1], latest[0]), "acme", [
+        Assignment(site_id="london-hub", pool_id="london-b200", gpu_type="B200", gpus=8, power_kw=10.0,
+                   nodes=((7, 8),))])
+    assert slow  # in flight until the end of the test
+    b200 = SPEC.gpus.model_copy(update={"types": ["B200"]})  # not where this replica's jobs go: no collision
+    Scheduler(small_grid, store=other).submit(SPEC.model_copy(update={"name": "hidden", "gpus": b200}))
+    stuck = 0
+    for n in range(UNREAD_MAX_UNCOUNTED + 4):
+        assert s.submit(SPEC.model_copy(update={"name": f"j{n}"})).record.state is JobState.RUNNING
+        stuck += s.ledger.version != mine.versions().ledger
+    assert stuck > 0, "the hidden commit left no gap: the test proves nothing"
+    assert s.ledger.version == mine.versions().ledger  # caught up: the gap did not stay
+    assert s.claims.uncounted(s.ledger.version) == 1  # only the slow decider's claim

@@ -85,6 +85,10 @@ COMMIT_ATTEMPTS = 3
 # A decision whose in-process claim overlaps one registered while it decided decides again on the
 # view with that claim (no I/O); after this many, it goes on unclaimed and the store's re-check decides.
 CLAIM_ATTEMPTS = 8
+# An unread decision trusts the view plus this process's claims. Claims its view does not count
+# pile up only while the view is stuck behind a change it cannot follow (another writer's, hidden
+# by the commits' slack): past this many, submissions read first (the probe brings the snapshot).
+UNREAD_MAX_UNCOUNTED = 16
 # Finished jobs are forgotten this long after they finished (serve --retention-days), this many per store call.
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 ARCHIVE_BATCH = 10_000
@@ -434,7 +438,8 @@ class Scheduler:
         """Whether a submission decides on the view without reading first: when the read costs a round
         trip (not on the in-process store, whose refusals would cost more than its probe) and there
         is a view."""
-        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0
+        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0 \
+            and self.claims.uncounted(self.ledger.version) <= UNREAD_MAX_UNCOUNTED
 
     def _slack(self, version: int, claim: int) -> int:
         """How far past ``version`` an unread decision's commit accepts the ledger: one step per other
@@ -501,7 +506,8 @@ class Scheduler:
                 attempts += 1
                 continue
             except observer.CONFLICTS:
-                versions, snap = None, None  # another replica's decision got there first: read again
+                # Another replica's decision got there first (or a policy was applied): read again.
+                versions, snap, unchecked = None, None, False
                 attempts += 1
                 continue
             finally:
