@@ -338,3 +338,33 @@ def test_a_view_stuck_behind_a_change_hidden_by_the_slack_reads_again(replicas: 
     assert stuck > 0, "the hidden commit left no gap: the test proves nothing"
     assert s.ledger.version == mine.versions().ledger  # caught up: the gap did not stay
     assert s.claims.uncounted(s.ledger.version) == 1  # only the slow decider's claim
+
+
+def test_a_release_of_this_replica_in_flight_costs_a_submission_no_round_trip(
+    replicas: Replicas, small_grid: Grid,
+) -> None:
+    """A job this replica is ending moves the ledger under a concurrent unread decision: the commit
+    accepts that step (the decision merely missed GPUs coming back), so the submission stays at one
+    round trip. (The release's commit is played by a second connection while its claim is held.)"""
+    from grid_scheduler.scheduler import Scheduler
+
+    mine, other = replicas(2)
+    s = Scheduler(small_grid, store=mine)
+    s.submit(SPEC.model_copy(update={"name": "warm"}))
+    ending = s.submit(SPEC.model_copy(update={"name": "ending"})).record
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    release = s.claims.release()  # this replica's cancel, its commit landed, its reply not back yet
+    Scheduler(small_grid, store=other).cancel(ending.id)
+    sent.clear()
+    assert s.submit(SPEC.model_copy(update={"name": "meanwhile"})).record.state is JobState.RUNNING
+    assert sent == ["EVALSHA"], sent
+    s.claims.end(release)

@@ -76,7 +76,8 @@ class Claims:
         """``usage``, the ledger view at ``version``, with every claim it does not count yet."""
         with self._lock:
             self._seen = max(self._seen, version)
-            live = [c for c in self._claims.values() if c.committed_at is None or c.committed_at > version]
+            live = [c for c in self._claims.values()
+                    if c.reserve and (c.committed_at is None or c.committed_at > version)]
             generation = self._last
         claimed = _overlay(self._index, usage, live) if live else usage
         return Read(version, usage, claimed, generation)
@@ -111,6 +112,14 @@ class Claims:
             if c.committed_at is not None and c.committed_at <= self._seen:
                 del self._claims[k]
                 self._forgotten = max(self._forgotten, k)
+
+    def release(self) -> int:
+        """A release this process is committing (a job ending): it reserves nothing, so it is no
+        decision's concern, but it moves the ledger like a claim does (``uncounted``)."""
+        with self._lock:
+            self._last += 1
+            self._claims[self._last] = _Claim("", ())
+            return self._last
 
     def uncounted(self, version: int, besides: int = 0) -> int:
         """Claims other than ``besides`` that a view at ``version`` does not count: the most the ledger

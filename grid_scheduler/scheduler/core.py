@@ -707,11 +707,15 @@ class Scheduler:
                 raise WrongState(f"job {job_id} is already {record.state.value}")
             if state is JobState.COMPLETED and record.state is not JobState.RUNNING:
                 raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
+            # Counted as a move of this process, so that unread decisions' commits accept it (``_slack``).
+            release = self.claims.release() if record.state is JobState.RUNNING else 0
             try:
                 done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
-                    record, state, event, message, self.now()), follow=self.follow)
+                    record, state, event, message, self.now()), follow=self._follow_claim(release))
             except StaleRecord:
                 continue
+            finally:
+                self.claims.end(release)
             break
         self.log.info("job_finished", job_id=job_id, state=state.value)
         # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
