@@ -234,3 +234,137 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
     sent.clear()
     twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
     assert not twin.created and len(sent) == 1  # a retried request: the probe finds it
+
+
+def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13, one replica: with nothing else moving the ledger, a submission decides on its view and
+    sends only the commit (which also finds a retried request's twin). When another replica moved the
+    ledger, that commit is refused with the snapshot, and the decision made again on it commits: two.
+    Counted as commands a real server receives; placed and waiting jobs."""
+    from grid_scheduler.scheduler import Scheduler
+
+    mine, other = replicas(2)
+    scheduler = Scheduler(small_grid, store=mine)
+    scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    other_scheduler = Scheduler(small_grid, store=other)
+    states: set[JobState] = set()
+    for n in range(12):
+        moved = n % 4 == 1
+        if moved:  # another replica moves the ledger: this replica's view is behind
+            other_scheduler.submit(SPEC.model_copy(update={"name": f"o{n}"}))
+        sent.clear()
+        big = n % 3 == 2  # 480 GB300: only the whole of glomfjord's healthy GPUs, so the second one waits
+        gpus = SPEC.gpus.model_copy(update={"count": 480, "types": ["GB300"]}) if big else SPEC.gpus
+        outcome = scheduler.submit(SPEC.model_copy(update={"name": f"j{n}", "gpus": gpus}),
+                                   request_id=f"r{n}" if n % 2 else "")
+        states.add(outcome.record.state)
+        assert sent == ["EVALSHA"] * (2 if moved else 1), (n, sent)
+    assert states == {JobState.RUNNING, JobState.PENDING}
+    sent.clear()
+    twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")
+    assert not twin.created and sent == ["EVALSHA"]  # a retried request: the commit finds it
+
+
+def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13: the waiting jobs are read first, outside the scheduler lock, and the pass (its own two
+    reads under the lock) runs only if some wait. A waiting job that is cancelled stops holding capacity
+    against lower tiers even so."""
+    from grid_scheduler.scheduler import Scheduler
+
+    (mine,) = replicas(1)
+    s = Scheduler(small_grid, store=mine)
+
+    def h100(name: str, gpus: int, priority: int = 0) -> JobSpec:  # only sines-h100 (256 GPUs) takes these
+        return JobSpec.model_validate({"name": name, "tenant": "acme", "kind": "training", "gang": True,
+                                       "priority": priority, "gpus": {"count": gpus, "types": ["H100"]}})
+
+    fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(7)]
+    assert all(r.state is JobState.RUNNING for r in fill)
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    s.cancel(fill[0].id)
+    assert len(sent) == 3, sent  # read the job, commit, read the waiting jobs: no pass
+    big = s.submit(h100("big", 96, priority=2)).record  # 64 free: it waits, holding them against tier 0
+    assert big.state is JobState.PENDING
+    assert s.explain(h100("small", 8))[0].placement is None  # held (explain commits nothing)
+    sent.clear()
+    s.cancel(big.id)
+    assert len(sent) == 3, sent  # nothing else waits: no pass
+    placed = s.submit(h100("small2", 8)).record
+    assert placed.state is JobState.RUNNING  # the cancelled job holds nothing any more
+
+
+def test_a_view_stuck_behind_a_change_hidden_by_the_slack_reads_again(replicas: Replicas, small_grid: Grid) -> None:
+    """An unread decision's commit accepts the ledger as far past its view as the replica has claims
+    in flight. Another replica's commit hidden in that slack leaves the view behind a gap it cannot
+    follow; it must not stay there: once the claims it does not count pass a bound, submissions read
+    first and the view catches up. (The claim in flight is held here as a slow decider would.)"""
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.scheduler.core import UNREAD_MAX_UNCOUNTED
+
+    mine, other = replicas(2)
+    s = Scheduler(small_grid, store=mine)
+    s.submit(SPEC.model_copy(update={"name": "warm"}))
+    latest = s.ledger.latest()
+    assert latest is not None
+    slow = s.claims.register(s.claims.read(latest[1], latest[0]), "acme", [
+        Assignment(site_id="london-hub", pool_id="london-b200", gpu_type="B200", gpus=8, power_kw=10.0,
+                   nodes=((7, 8),))])
+    assert slow  # in flight until the end of the test
+    b200 = SPEC.gpus.model_copy(update={"types": ["B200"]})  # not where this replica's jobs go: no collision
+    Scheduler(small_grid, store=other).submit(SPEC.model_copy(update={"name": "hidden", "gpus": b200}))
+    stuck = 0
+    for n in range(UNREAD_MAX_UNCOUNTED + 4):
+        assert s.submit(SPEC.model_copy(update={"name": f"j{n}"})).record.state is JobState.RUNNING
+        stuck += s.ledger.version != mine.versions().ledger
+    assert stuck > 0, "the hidden commit left no gap: the test proves nothing"
+    assert s.ledger.version == mine.versions().ledger  # caught up: the gap did not stay
+    assert s.claims.uncounted(s.ledger.version) == 1  # only the slow decider's claim
+
+
+def test_a_release_of_this_replica_in_flight_costs_a_submission_no_round_trip(
+    replicas: Replicas, small_grid: Grid,
+) -> None:
+    """A job this replica is ending moves the ledger under a concurrent unread decision: the commit
+    accepts that step (the decision merely missed GPUs coming back), so the submission stays at one
+    round trip. (The release's commit is played by a second connection while its claim is held.)"""
+    from grid_scheduler.scheduler import Scheduler
+
+    mine, other = replicas(2)
+    s = Scheduler(small_grid, store=mine)
+    s.submit(SPEC.model_copy(update={"name": "warm"}))
+    ending = s.submit(SPEC.model_copy(update={"name": "ending"})).record
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    release = s.claims.release()  # this replica's cancel, its commit landed, its reply not back yet
+    Scheduler(small_grid, store=other).cancel(ending.id)
+    sent.clear()
+    assert s.submit(SPEC.model_copy(update={"name": "meanwhile"})).record.state is JobState.RUNNING
+    assert sent == ["EVALSHA"], sent
+    s.claims.end(release)

@@ -208,6 +208,11 @@ class Holds:
             del self._tiers[spec.priority]  # no job of this tier waits: it holds nothing
         self._cache.clear()
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is held (no job waits)."""
+        return not self._tiers
+
     def copy(self) -> Holds:
         return Holds(self.index, {p: t.copy() for p, t in self._tiers.items()})
 

@@ -45,6 +45,7 @@ from grid_scheduler.model import (
 from grid_scheduler.model.job import violations_against_grid
 from grid_scheduler.scheduler import batch_commit, fleet, observer, policy_diff, queue, queue_index, transitions
 from grid_scheduler.scheduler.batch_commit import BatchPlan, OptimizeOutcome
+from grid_scheduler.scheduler.claims import Claims, Read
 from grid_scheduler.scheduler.errors import AlreadyExists, InvalidJob, NotFound, StalePolicyVersion, WrongState
 from grid_scheduler.scheduler.ledger_view import MAX_AHEAD, LedgerView
 from grid_scheduler.scheduler.observer import NullObserver, Observer
@@ -52,6 +53,7 @@ from grid_scheduler.scheduler.preempt import plan_preemption
 from grid_scheduler.state import (
     CapacityConflict,
     Committed,
+    LedgerMoved,
     LedgerSnapshot,
     Limits,
     MemoryStore,
@@ -80,6 +82,13 @@ _QUIET = structlog.wrap_logger(structlog.ReturnLogger(),
 # A commit that loses a race re-decides on a fresh snapshot; after this many losses the
 # job waits for the next retry instead of spinning.
 COMMIT_ATTEMPTS = 3
+# A decision whose in-process claim overlaps one registered while it decided decides again on the
+# view with that claim (no I/O); after this many, it goes on unclaimed and the store's re-check decides.
+CLAIM_ATTEMPTS = 8
+# An unread decision trusts the view plus this process's claims. Claims its view does not count
+# pile up only while the view is stuck behind a change it cannot follow (another writer's, hidden
+# by the commits' slack): past this many, submissions read first (the probe brings the snapshot).
+UNREAD_MAX_UNCOUNTED = 16
 # Finished jobs are forgotten this long after they finished (serve --retention-days), this many per store call.
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 ARCHIVE_BATCH = 10_000
@@ -103,9 +112,10 @@ class _Tried:
 
     ledger: int
     policy_version: int
-    usage: Usage
-    held: Usage  # the usage with the holds against the job overlaid: what it was decided on
+    usage: Usage  # the ledger view at ``ledger``
+    held: Usage  # with in-flight claims and the holds against the job overlaid: what it was decided on
     decision: Decision
+    unchecked: bool = False  # the view was not re-read before deciding: commit with expect_ledger
 
 
 def _same_usage(a: Usage, b: Usage) -> bool:
@@ -165,9 +175,14 @@ class Scheduler:
         self.lock = threading.RLock()
         # The ledger as of its last read, brought forward by this replica's own commits.
         self.ledger = LedgerView(self.limits)
+        # What this process's deciders chose and are committing (scheduler/claims.py): every decision
+        # is made with them taken, so deciders running at once do not choose the same nodes.
+        self.claims = Claims(self.index)
         # Whether a queue pass is waiting for the lock and has not started (``_retry_queue``).
         self._pass_gate = threading.Lock()
         self._pass_queued = False
+        # Submissions decided under the lock so far (``_retry_queue`` tells whether one ran meanwhile).
+        self._serial_done = 0
         self._shapes: dict[str, str] = {}  # job id -> shape key, for the queue pass
         self._shadows: dict[str, Shadow] = {}  # job id -> what it holds while it waits
         # What waiting jobs hold, as of the last queue pass plus this process's own submissions
@@ -193,20 +208,40 @@ class Scheduler:
         usage = self.ledger.at(versions.ledger)
         if usage is not None:
             return usage
+        # Threads of this process commit concurrently: the view may have followed a commit made
+        # after ``versions`` (or ``snap``) was read. It is then newer than the read, not wrong, and
+        # going back to ``snap`` would only lose what it followed. (Far ahead means the ledger went
+        # back: a Redis that lost writes; read it again.)
+        latest = self.ledger.latest()
+        if latest is not None and 0 < latest[0] - versions.ledger <= MAX_AHEAD:
+            return latest[1]
         if snap is None or snap.version != versions.ledger:
-            # Threads of this process commit concurrently: the view may have followed a commit
-            # made after ``versions`` was read. It is then newer than the read, not wrong. (Far
-            # ahead means the ledger went back: a Redis that lost writes; read it again.)
-            ahead = self.ledger.version - versions.ledger
-            view = self.ledger.at(self.ledger.version)
-            if 0 < ahead <= MAX_AHEAD and view is not None:
-                return view
             snap = self.store.snapshot()
         return self.ledger.reset(snap)
+
+    def _covers(self, ledger: int) -> bool:
+        """Whether the view is at ledger version ``ledger`` or follows it (``_read`` then reads nothing)."""
+        return 0 <= self.ledger.version - ledger <= MAX_AHEAD and self.ledger.version >= 0
 
     def follow(self, done: Committed, moves: Sequence[Transition]) -> None:
         """A commit this replica made: the ledger view follows it without reading (scheduler/ledger_view.py)."""
         self.ledger.follow(done, moves)
+
+    def _follow_claim(self, claim: int) -> observer.Follow:
+        """``follow`` for the commit of ``claim``: the claim ends where the view starts counting it."""
+        def follow(done: Committed, moves: Sequence[Transition]) -> None:
+            # Marked before the view moves: a decider reading the older view still counts the claim.
+            if claim and done.ledger_before >= 0:
+                self.claims.committed(claim, done.ledger_after)
+            self.ledger.follow(done, moves)
+        return follow
+
+    def _pinned(self) -> tuple[int, Usage]:
+        """The ledger view now, with its version (claims are counted by version)."""
+        self.usage()
+        latest = self.ledger.latest()
+        assert latest is not None  # usage() leaves the view at a snapshot
+        return latest
 
     @property
     def quota(self) -> QuotaRules | None:
@@ -363,27 +398,31 @@ class Scheduler:
 
         A job that fits now is decided and committed outside the scheduler lock (``_place_now``):
         the store re-checks capacity, quotas and the policy version at commit, as it does for
-        another replica's decisions, so concurrent submissions proceed together. Everything else
-        (waiting, rejection, preemption, which read and change the queue's holds) is decided
-        again under the lock, one at a time.
+        another replica's decisions, so concurrent submissions proceed together. Each decision is
+        made with the nodes this process's other deciders chose and are committing taken
+        (scheduler/claims.py), so they do not collide. Everything else (waiting, rejection,
+        preemption, which read and change the queue's holds) is decided again under the lock,
+        one at a time.
         """
-        # One read before deciding (two round trips per submission on Redis, with the commit):
-        # the twin of a retried request, the versions, and the snapshot only if the ledger moved.
-        probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
-        if probe.existing is not None:
-            return self._twin(probe.existing, spec)
-        self.validate(spec)
-        job_id = self.job_ids()
-        if self.limits.pool_nodes is not None:
-            # With node detail, deciders on the same view pick the same nodes (assign_nodes is
-            # deterministic), so lock-free decisions collide at commit and redo their work:
-            # measured with 8 clients on one server (benchmarks/concurrent_clients.py --quick),
-            # 8/1 throughput 0.51 (memory) and 0.47 (Redis) lock-free against 0.94 and 0.86
-            # serialized, p99 ratio 15 against 4.5. One decision at a time, then.
-            with self.lock:  # on what the probe read: no second read (two round trips on Redis)
-                return self._submit_serial(job_id, spec, request_id, owner,
-                                           self._read(probe.versions, probe.snapshot))
-        placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
+        if self._decides_unread():
+            # No read before deciding: the view is decided on as it is (with this process's claims),
+            # and the commit is refused (LedgerMoved, with the snapshot) if anything but those claims'
+            # commits moved the ledger since; it also finds the twin of a retried request. One round
+            # trip per submission on Redis while the view is current, two when it was not.
+            twin = self._validate(spec, request_id)
+            if twin is not None:
+                return twin
+            job_id = self.job_ids()
+            placed, tried = self._place_now(job_id, spec, request_id, owner, None, None, unchecked=True)
+        else:
+            # One read before deciding (two round trips with the commit): the twin of a retried
+            # request, the versions, and the snapshot only if the ledger moved.
+            probe = self.store.probe(spec.tenant, request_id, self.ledger.version)
+            if probe.existing is not None:
+                return self._twin(probe.existing, spec)
+            self.validate(spec)
+            job_id = self.job_ids()
+            placed, tried = self._place_now(job_id, spec, request_id, owner, probe.versions, probe.snapshot)
         if placed is not None:
             return placed
         with self.lock:
@@ -391,42 +430,88 @@ class Scheduler:
             # this process's commits; another replica's are the commit's to catch, as for any decision).
             if tried is not None and tried.policy_version == self.policy_version \
                     and self.ledger.at(tried.ledger) is tried.usage:
-                return self._submit_serial(job_id, spec, request_id, owner, tried.usage, tried)
+                return self._submit_serial(job_id, spec, request_id, owner, (tried.ledger, tried.usage), tried,
+                                           unchecked=tried.unchecked)
             return self._submit_serial(job_id, spec, request_id, owner)
+
+    def _decides_unread(self) -> bool:
+        """Whether a submission decides on the view without reading first: when the read costs a round
+        trip (not on the in-process store, whose refusals would cost more than its probe) and there
+        is a view."""
+        return not isinstance(self.store, MemoryStore) and self.ledger.version >= 0 \
+            and self.claims.uncounted(self.ledger.version) <= UNREAD_MAX_UNCOUNTED
+
+    def _slack(self, version: int, claim: int) -> int:
+        """How far past ``version`` an unread decision's commit accepts the ledger: one step per other
+        claim of this process that the view at ``version`` does not count (the decision took each
+        as taken; its commit may land first)."""
+        return self.claims.uncounted(version, besides=claim)
+
+    def _validate(self, spec: JobSpec, request_id: str) -> Outcome | None:
+        """``validate``; but a retried request returns its twin even if the grid changed since (as the probe does)."""
+        try:
+            self.validate(spec)
+        except InvalidJob:
+            existing = self.store.job_by_request(spec.tenant, request_id) if request_id else None
+            if existing is None:
+                raise
+            return self._twin(existing, spec)
+        return None
 
     def _place_now(
         self, job_id: str, spec: JobSpec, request_id: str, owner: str, versions: Versions | None,
-        snap: LedgerSnapshot | None,
+        snap: LedgerSnapshot | None, unchecked: bool = False,
     ) -> tuple[Outcome | None, _Tried | None]:
         """Decide and commit a job that fits now, holding the lock only to read the view, the policy
         and the holds. No outcome when it does not fit as things stand (or kept losing races); then
-        what its last decision read and decided."""
-        for _ in range(COMMIT_ATTEMPTS):
+        what its last decision read and decided. ``unchecked``: decide on the view without reading
+        the versions; the commit expects the view's version."""
+        attempts = claim_attempts = 0
+        while attempts < COMMIT_ATTEMPTS:
             if versions is None:
-                versions = self.store.versions()
-            if snap is None and self.ledger.at(versions.ledger) is None:
+                versions = Versions(self.ledger.version, self.policy_version) if unchecked else self.store.versions()
+            if snap is None and not self._covers(versions.ledger):
                 snap = self.store.snapshot()  # read outside the lock; it may be newer than ``versions``
                 versions = Versions(snap.version, versions.policy)
             with self.lock:  # what other threads change: the view, the policy, the holds
-                usage = self._read(versions, snap)
+                self._read(versions, snap)
+                latest = self.ledger.latest()
+                assert latest is not None
+                read = self.claims.read(latest[1], latest[0])
                 policy, policy_version, quota = self.policy, self.policy_version, self.quota
-                usage_version = self.ledger.version
-                held = self.holds().overlay(usage, spec)
+                held = self.holds().overlay(read.claimed, spec)
             start = time.perf_counter()
             try:
                 decision = self.decider(self.index, held, spec, policy)
             finally:
                 self.observer.decided(time.perf_counter() - start)
             if decision.placement is None:
-                return None, _Tried(usage_version, policy_version, usage, held, decision)
+                return None, _Tried(read.version, policy_version, read.usage, held, decision, unchecked)
             create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
                                             policy_version=policy_version)
+            claim = self.claims.register(read, spec.tenant, create.reserve)
+            if claim is None:  # another decider of this process claimed the same nodes meanwhile
+                claim_attempts += 1
+                if claim_attempts >= CLAIM_ATTEMPTS:
+                    return None, None
+                snap = None  # the view is at ``versions`` or past it: nothing to read from the store
+                continue
             try:
                 record, created = observer.commit(self.observer, self.store, (), create, quota, policy_version,
-                                                  follow=self.follow)
-            except observer.CONFLICTS:
-                versions, snap = None, None  # another decision got there first: read again
+                                                  follow=self._follow_claim(claim),
+                                                  expect_ledger=read.version if unchecked else None,
+                                                  expect_slack=self._slack(read.version, claim) if unchecked else 0)
+            except LedgerMoved as moved:  # decide again on what the refusal brought: no read
+                versions, snap, unchecked = moved.versions, moved.snapshot, False
+                attempts += 1
                 continue
+            except observer.CONFLICTS:
+                # Another replica's decision got there first (or a policy was applied): read again.
+                versions, snap, unchecked = None, None, False
+                attempts += 1
+                continue
+            finally:
+                self.claims.end(claim)
             assert record is not None
             if not created:
                 return self._twin(record, spec), None
@@ -436,22 +521,41 @@ class Scheduler:
         return None, None
 
     def _submit_serial(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
-        tried: _Tried | None = None,
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None = None,
+        tried: _Tried | None = None, unchecked: bool = False,
     ) -> Outcome:
         """Submission under the lock: placement with preemption, or the queue with reasons (on
-        ``usage`` first, when the caller read it and nothing moved since; ``tried``: the decision the
-        caller made on it, kept if the holds it decided under are still the same)."""
+        ``usage``, the view at a version, first, when the caller read it and nothing moved since;
+        ``tried``: the decision the caller made on it, kept if what it decided on is still the same;
+        ``unchecked``: ``usage`` was not re-read, the first commit expects its version)."""
+        try:
+            return self._submit_serial_once(job_id, spec, request_id, owner, usage, tried, unchecked)
+        finally:
+            self._serial_done += 1  # under the lock
+
+    def _submit_serial_once(
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None,
+        tried: _Tried | None, unchecked: bool,
+    ) -> Outcome:
         decision = None
         for _ in range(COMMIT_ATTEMPTS):
-            decision, create, updates = self._first_commit(job_id, spec, request_id, owner, usage, tried)
+            decision, create, updates, claim = self._first_commit(job_id, spec, request_id, owner, usage, tried)
             tried = None
             try:
-                record, created = observer.commit(self.observer, self.store, updates, create, self.quota,
-                                                  self.policy_version, follow=self.follow)
+                record, created = observer.commit(
+                    self.observer, self.store, updates, create, self.quota, self.policy_version,
+                    follow=self._follow_claim(claim),
+                    expect_ledger=usage[0] if unchecked and usage is not None else None,
+                    expect_slack=self._slack(usage[0], claim) if unchecked and usage is not None else 0)
+            except LedgerMoved as moved:  # decide again on what the refusal brought: no read
+                self._read(moved.versions, moved.snapshot)
+                usage, unchecked = self.ledger.latest(), False
+                continue
             except (CapacityConflict, StaleRecord, UnknownJob):
                 usage = None
                 continue  # the ledger or a victim moved: decide again on a fresh snapshot
+            finally:
+                self.claims.end(claim)
             assert record is not None
             if not created:
                 return self._twin(record, spec)
@@ -476,14 +580,31 @@ class Scheduler:
         return Outcome(record, True, decision)
 
     def _first_commit(
-        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: Usage | None = None,
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None = None,
         tried: _Tried | None = None,
-    ) -> tuple[Decision, Transition, list[Update]]:
-        usage = self.usage() if usage is None else usage
+    ) -> tuple[Decision, Transition, list[Update], int]:
+        """The commit to try, and the claim on what it reserves (0: none). Lock-free deciders keep
+        claiming while this one decides under the lock: one that overlaps its choice sends it
+        back to decide again, with that claim taken."""
+        version, view = self._pinned() if usage is None else usage
         holds = self.holds()
+        for _ in range(CLAIM_ATTEMPTS):
+            read = self.claims.read(view, version)
+            decision, create, updates = self._decide_serial(job_id, spec, request_id, owner, read, holds, tried)
+            tried = None
+            claim = self.claims.register(read, spec.tenant, create.reserve)
+            if claim is not None:
+                return decision, create, updates, claim
+        return decision, create, updates, 0  # unclaimed: the store's re-check decides
+
+    def _decide_serial(
+        self, job_id: str, spec: JobSpec, request_id: str, owner: str, read: Read, holds: Holds,
+        tried: _Tried | None,
+    ) -> tuple[Decision, Transition, list[Update]]:
+        usage = read.claimed
         held = holds.overlay(usage, spec)
         # A decision is a function of what it read: the same usage and holds decide the same again.
-        same = tried is not None and tried.usage is usage and _same_usage(tried.held, held)
+        same = tried is not None and tried.usage is read.usage and _same_usage(tried.held, held)
         decision = tried.decision if tried is not None and same else self.decide(spec, held)
         now = self.now()
         if decision.placement is not None:
@@ -586,11 +707,15 @@ class Scheduler:
                 raise WrongState(f"job {job_id} is already {record.state.value}")
             if state is JobState.COMPLETED and record.state is not JobState.RUNNING:
                 raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
+            # Counted as a move of this process, so that unread decisions' commits accept it (``_slack``).
+            release = self.claims.release() if record.state is JobState.RUNNING else 0
             try:
                 done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
-                    record, state, event, message, self.now()), follow=self.follow)
+                    record, state, event, message, self.now()), follow=self._follow_claim(release))
             except StaleRecord:
                 continue
+            finally:
+                self.claims.end(release)
             break
         self.log.info("job_finished", job_id=job_id, state=state.value)
         # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
@@ -603,6 +728,8 @@ class Scheduler:
         already waiting for the lock: that one reads the ledger after the change and offers it
         to the queue, so a second would only wait its turn to find nothing new. (Many cancels
         at once then cost one pass, not one each, all queued on the lock.)"""
+        if self._nothing_waits():
+            return
         with self._pass_gate:
             if self._pass_queued:
                 return
@@ -611,6 +738,26 @@ class Scheduler:
             with self._pass_gate:
                 self._pass_queued = False
             self.place_pending()
+
+    def _nothing_waits(self) -> bool:
+        """Whether no job waits, so a queue pass would place nothing: read outside the lock (on Redis
+        the pass's own reads are two round trips under it). A submission this process decides under
+        the lock meanwhile may be committing a job that waits, decided before this thread's release:
+        then, or while one is being decided, the pass runs as before."""
+        if isinstance(self.store, MemoryStore):
+            return False  # its pass reads what changed since the last, in process: nothing to save
+        serial_done = self._serial_done
+        if self.store.pending_jobs() or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self._serial_done != serial_done:
+                return False
+            holds = self._holds
+            if holds is not None and not holds.empty:
+                self._holds = None  # held for jobs that no longer wait (a pass would drop them too)
+            return True
+        finally:
+            self.lock.release()
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         if pool_id not in self.index.pool_index:

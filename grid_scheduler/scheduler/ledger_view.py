@@ -67,6 +67,13 @@ class LedgerView:
                 return self._usage
             return None
 
+    def latest(self) -> tuple[int, Usage] | None:
+        """The view's version and usage, read together (None before the first snapshot)."""
+        with self._lock:
+            if self._snap is None or self._usage is None:
+                return None
+            return self._snap.version, self._usage
+
     def reset(self, snap: LedgerSnapshot) -> Usage:
         """Start again from a snapshot just read."""
         usage = usage_of(snap, self._limits)

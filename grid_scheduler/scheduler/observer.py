@@ -61,13 +61,14 @@ class NullObserver:
 def commit(
     observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
     quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
+    expect_ledger: int | None = None, expect_slack: int = 0,
 ) -> tuple[JobRecord | None, bool]:
     """``store.commit``, reported to ``observer``, and to ``follow`` (the committing scheduler's
-    ledger view) with what it changed."""
+    ledger view) with what it changed. ``expect_ledger``, ``expect_slack``: see ``Store.commit_delta``."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
-        done = store.commit_delta(updates, create, quota, policy_version)
+        done = store.commit_delta(updates, create, quota, policy_version, expect_ledger, expect_slack)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, moves, type(e).__name__)
         raise

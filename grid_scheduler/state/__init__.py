@@ -5,6 +5,7 @@ from grid_scheduler.state.memory import MemoryStore
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
+    LedgerMoved,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -25,7 +26,8 @@ from grid_scheduler.state.store import (
 )
 
 __all__ = [
-    "CapacityConflict", "Committed", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "Probe", "QuotaConflict",
+    "CapacityConflict", "Committed", "LedgerMoved", "LedgerSnapshot", "Limits", "MemoryStore", "PolicyMoved", "Probe",
+    "QuotaConflict",
     "StalePolicy", "StaleRecord",
     "Store",
     "StoreAccessDenied", "StoreError", "StoreUnavailable", "Transition", "UnknownJob", "Update", "Versions",

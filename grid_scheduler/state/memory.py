@@ -18,6 +18,7 @@ from grid_scheduler.state.agents import MemoryAgents
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
+    LedgerMoved,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -105,7 +106,7 @@ class MemoryStore(MemoryAgents):
 
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
-        policy_version: int | None = None,
+        policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
     ) -> Committed:
         for t in [u.transition for u in updates] + ([create] if create is not None else []):
             for a in t.reserve:
@@ -122,6 +123,8 @@ class MemoryStore(MemoryAgents):
                     return Committed(self._jobs[existing], False, -1, -1)
                 if new.id in self._jobs:
                     raise StaleRecord(f"job {new.id} exists")
+            if expect_ledger is not None and not expect_ledger <= self._version <= expect_ledger + expect_slack:
+                raise LedgerMoved(Versions(self._version, len(self._policies)), self._snapshot_locked())
             for u in updates:
                 current = self._jobs.get(u.job_id)
                 if current is None:

@@ -81,6 +81,7 @@ from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, r
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
+    LedgerMoved,
     LedgerSnapshot,
     Limits,
     PolicyMoved,
@@ -112,8 +113,12 @@ Arg = str | int | float  # what a script argument may be
 # key and token, '' = unfenced), max (events kept), now (time, for the finished index), ops:
 # [{id, v (new version), exp (expected version; -1 = create), st (state), fin (1 if final), ev
 # (event type), t (time), msg, rel (release what the job holds first), pools [[pool_id, gpus,
-# limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op).
-_LUA_COMMIT = r"""
+# limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op); elv (the
+# ledger version expected, -1 = any), els (or up to this many past it) and sa (with elv: the ARGV
+# index where the snapshot's arguments start, after the ops, as _LUA_SNAPSHOT takes them; the node
+# versions held last). Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings
+# the snapshot along.
+_LUA_COMMIT_BODY = r"""
 local P = ARGV[1]
 local m = cjson.decode(ARGV[2])
 
@@ -134,6 +139,14 @@ if m.fk ~= '' then
   local holder = redis.call('GET', m.fk)
   if not holder or string.match(holder, '^(%d+):') ~= m.ft then
     return {'fenced', 'lease ' .. m.fk .. ' is no longer held with token ' .. m.ft}
+  end
+end
+-- Decided on a view the caller did not re-read: refused if anything moved the ledger since, with
+-- what the caller needs to decide again (versions and snapshot), so that costs no further read.
+if m.elv >= 0 then
+  local lv = redis.call('GET', P .. 'ledger_version') or '0'
+  if tonumber(lv) < m.elv or tonumber(lv) > m.elv + m.els then
+    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0', snapshot(P, m.sa, #ARGV - 1, ARGV[#ARGV])}
   end
 end
 
@@ -372,18 +385,18 @@ return current
 # the number of pools n, the pool ids, then the site ids; ``known`` the pools' node versions the
 # caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version moved ('' else).
 _LUA_SNAPSHOT_FN = r"""
-local function snapshot(P, last, known)
-  local n = tonumber(ARGV[2])
+local function snapshot(P, first, last, known)
+  local n = tonumber(ARGV[first])
   local used, drained, watts, down, nv, held = {}, {}, {}, {}, {}, {}
   for v in string.gmatch(known, '[^,]+') do held[#held + 1] = v end
   for i = 1, n do
-    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[2 + i], 'used', 'drained', 'down', 'nv')
+    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[first + i], 'used', 'drained', 'down', 'nv')
     used[i] = v[1] or '0'
     drained[i] = v[2] or '0'
     down[i] = v[3] or '0'
     nv[i] = v[4] or '0'
   end
-  for i = 3 + n, last do
+  for i = first + 1 + n, last do
     watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
   end
   local tq = {}
@@ -395,7 +408,7 @@ local function snapshot(P, last, known)
   -- already, or the store tracks no nodes.
   local nodes = {}
   for i = 1, n do
-    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[2 + i]) or '' end
+    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[first + i]) or '' end
   end
   return {redis.call('GET', P .. 'ledger_version') or '0',
           table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq,
@@ -403,8 +416,10 @@ local function snapshot(P, last, known)
 end
 """
 
+_LUA_COMMIT = _LUA_SNAPSHOT_FN + _LUA_COMMIT_BODY
+
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
-return snapshot(ARGV[1], #ARGV - 1, ARGV[#ARGV])
+return snapshot(ARGV[1], 2, #ARGV - 1, ARGV[#ARGV])
 """
 
 # A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
@@ -420,7 +435,7 @@ end
 local ledger = redis.call('GET', P .. 'ledger_version') or '0'
 local policy = redis.call('GET', P .. 'policy_version') or '0'
 if ledger == known then return {'same', ledger, policy} end
-return {'snap', ledger, policy, snapshot(P, #ARGV - 3, ARGV[#ARGV - 2])}
+return {'snap', ledger, policy, snapshot(P, 2, #ARGV - 3, ARGV[#ARGV - 2])}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -696,7 +711,7 @@ class RedisStore(RedisAgents):
     @guarded
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
-        policy_version: int | None = None,
+        policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
     ) -> Committed:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
@@ -712,11 +727,21 @@ class RedisStore(RedisAgents):
             "q": self._quota_checks(quota, [t for _, t, _ in steps]),
             "apv": -1 if policy_version is None else policy_version,
             "nt": 1 if self._limits.tracks_nodes else 0,
+            "elv": -1 if expect_ledger is None else expect_ledger, "els": expect_slack, "sa": 3 + 2 * len(steps),
         }, ensure_ascii=False)
         args: list[Arg] = [self.prefix, meta]
         for _, transition, _ in steps:
             args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
-        reply = self._check(self._run(self._commit, args))
+        if expect_ledger is None:
+            reply = self._check(self._run(self._commit, args))
+        else:
+            # The snapshot a refusal brings holds raw node bytes: this reply is read undecoded.
+            held = self._node_cache
+            args.extend((*self._snapshot_args[1:], held.known))
+            raw = self._run(self._commit, args, self._raw)
+            if raw[0] == b"moved":
+                raise LedgerMoved(Versions(int(raw[1]), int(raw[2])), self._parse_snapshot(raw[3], held))
+            reply = self._check(_decoded(raw))
         if reply[0] == "dup":
             return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
         _, before, after, flat = reply
@@ -1012,6 +1037,15 @@ class _NodeCache:
     @property
     def known(self) -> str:
         return ",".join(self.versions)
+
+
+def _decoded(reply: Any) -> Any:
+    """A reply read undecoded, with its strings decoded (as the decoding connection returns them)."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [_decoded(v) for v in reply]
+    return reply
 
 
 def _text(v: str | bytes) -> str:

@@ -92,6 +92,19 @@ class Versions:
     policy: int
 
 
+class LedgerMoved(CapacityConflict):
+    """A commit that expected the ledger at a version (the view its decision was made on, not
+    re-read before it) found it moved: the decision may have missed another replica's change.
+    Nothing was written. It carries what the caller needs to decide again without another read:
+    the versions now and the snapshot at them (Scheduler.submit: one round trip per submission
+    while the view is current, two when it was not)."""
+
+    def __init__(self, versions: Versions, snapshot: LedgerSnapshot) -> None:
+        super().__init__(f"the ledger is at version {versions.ledger}")
+        self.versions = versions
+        self.snapshot = snapshot
+
+
 @dataclass(frozen=True)
 class Probe:
     """What a submission reads before it decides, in ONE round trip (``Store.probe``): the job a
@@ -255,11 +268,13 @@ class Store(AgentStore, Protocol):
 
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
-        policy_version: int | None = None,
+        policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
     ) -> Committed:
         """``commit``, also telling the ledger versions around it and what it released (one step:
         on Redis the same script), so the committing replica follows its own change without a
-        snapshot."""
+        snapshot. With ``expect_ledger``: refused with LedgerMoved (after the request-id and policy
+        checks) unless the ledger is at that version, or at most ``expect_slack`` past it (the
+        caller's own commits in flight, which its decision took into account)."""
         ...
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:

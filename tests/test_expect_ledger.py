@@ -1,0 +1,85 @@
+"""A commit that expects the ledger at a version (``Store.commit_delta(expect_ledger=...)``), both stores.
+
+It is how a submission costs one round trip on a current view (Scheduler.submit): refused with
+LedgerMoved when anything moved the ledger since, writing nothing and bringing the versions and a
+snapshot equal to a fresh one; a retried request still returns its twin first; a current one commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import numpy as np
+import pytest
+
+from grid_scheduler.model import Grid, JobSpec
+from grid_scheduler.scheduler import Scheduler, transitions
+from grid_scheduler.state import LedgerMoved, Limits, MemoryStore, Store, Transition
+from tests.test_ledger_delta import assert_same
+
+SPEC = JobSpec.model_validate({"name": "e", "tenant": "acme", "kind": "training", "gpus": {"count": 8}})
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
+    limits = Limits.from_grid(small_grid)
+    if request.param == "memory":
+        yield MemoryStore(limits)
+        return
+    from grid_scheduler.state.redis_store import RedisStore
+
+    redis_store = RedisStore(limits, request.getfixturevalue("redis_url"), f"expect-{uuid4().hex[:12]}")
+    yield redis_store
+    redis_store.close()
+
+
+def placed(s: Scheduler, name: str, request_id: str = "") -> Transition:
+    decision = s.decide(SPEC.model_copy(update={"name": name}))
+    assert decision.placement is not None
+    return transitions.new_placed(f"job-{name}", SPEC.model_copy(update={"name": name}), request_id,
+                                  decision.placement, s.now(), policy_version=s.policy_version)
+
+
+def test_a_moved_ledger_refuses_and_brings_the_snapshot(store: Store, small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=store, quiet=True)
+    s.submit(SPEC)
+    seen = store.versions().ledger
+    create = placed(s, "mine")
+    Scheduler(small_grid, store=store, quiet=True).submit(SPEC)  # another replica moves the ledger
+    before = store.snapshot()
+    with pytest.raises(LedgerMoved) as refused:
+        store.commit_delta((), create, expect_ledger=seen)
+    assert refused.value.versions == store.versions()
+    assert_same(refused.value.snapshot, store.snapshot())
+    for got, fresh in zip(refused.value.snapshot.node_used_gpus, store.snapshot().node_used_gpus, strict=True):
+        np.testing.assert_array_equal(got, fresh)
+    assert store.get_job("job-mine") is None  # nothing written
+    assert_same(store.snapshot(), before)
+    # Decided again on the ledger as it is now, expecting its version: commits.
+    done = store.commit_delta((), placed(s, "again"), expect_ledger=refused.value.versions.ledger)
+    assert done.created and done.ledger_before == refused.value.versions.ledger
+
+
+def test_a_retried_request_finds_its_twin_before_the_version_check(store: Store, small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=store, quiet=True)
+    first = s.submit(SPEC, request_id="again").record
+    seen = store.versions().ledger
+    Scheduler(small_grid, store=store, quiet=True).submit(SPEC)  # the ledger moves
+    done = store.commit_delta((), placed(s, "retry", request_id="again"), expect_ledger=seen)
+    assert not done.created and done.record is not None and done.record.id == first.id
+
+
+def test_slack_accepts_the_callers_own_commits_in_flight_and_no_more(store: Store, small_grid: Grid) -> None:
+    """A decision that took its process's in-flight claims as taken may find the ledger that many
+    steps further (their commits landed first); one step more is someone else's change: refused."""
+    s = Scheduler(small_grid, store=store, quiet=True)
+    s.submit(SPEC)
+    seen = store.versions().ledger
+    other = Scheduler(small_grid, store=store, quiet=True)
+    other.submit(SPEC.model_copy(update={"name": "o1"}))
+    other.submit(SPEC.model_copy(update={"name": "o2"}))  # the ledger is 2 past ``seen``
+    with pytest.raises(LedgerMoved):
+        store.commit_delta((), placed(s, "one"), expect_ledger=seen, expect_slack=1)
+    done = store.commit_delta((), placed(s, "two"), expect_ledger=seen, expect_slack=2)
+    assert done.created and done.ledger_before == seen + 2
