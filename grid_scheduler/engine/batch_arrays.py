@@ -51,6 +51,11 @@ class ClassArrays:
             value = self._memo[key] = build()
         return value
 
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A value shared between classes, built once per ``key`` (an ``id`` in it must be of a
+        memoised object, which stays alive as long as this)."""
+        return self._get(("memo", key), build)
+
     def view(self, spec: JobSpec) -> tuple[Hashable, Usage]:
         """The usage ``spec`` is checked against (``Holds.overlay``): one per (held?, priority)."""
         held = not spec.preemptible and self.holds.held_pools(spec) is not None
@@ -138,10 +143,15 @@ class ClassArrays:
         data_key = tuple(spec.datasets)
         packing_key = (id(checks.pool_free_gpus), checks.need_gpus)
 
+        shared = self.keeps_costs(spec)
+
         def build() -> PoolCosts:
             latency = self.zeros
             if latency_key is not None:
-                latency = self._get(("latency", latency_key), lambda: w.latency * site_latency(index, spec)[site])
+                if shared:
+                    latency = self._get(("latency", latency_key), lambda: w.latency * site_latency(index, spec)[site])
+                else:
+                    latency = w.latency * site_latency(index, spec)[site]
             data_movement = self.zeros
             if data_key:
                 data_movement = self._get(("data", data_key),
@@ -151,8 +161,19 @@ class ClassArrays:
             return PoolCosts(latency=latency, carbon=self.carbon, energy_price=self.energy_price, packing=packing,
                              data_movement=data_movement)
 
+        if not shared:
+            return build()
         # One PoolCosts (and so one ``total`` array) per distinct set of terms: classes share them.
         return self._get(("costs", latency_key, data_key, packing_key), build)  # type: ignore[no-any-return]
+
+    def keeps_costs(self, spec: JobSpec) -> bool:
+        """Whether a class keeps its costs once computed (``costs`` memoises them, or the exact
+        functions computed them once for the class). Not a deployment with several weighted
+        demand endpoints: its latency term is its own (random weights make ~150k distinct ones at
+        1M jobs, 80 KB each over 5,000 pools), so it is computed on each use and not kept."""
+        if self.exact or not plain(spec):
+            return True  # the exact functions: one PoolCosts per class, kept by the class
+        return spec.inference is None or len(spec.inference.demand) <= 1
 
     def shadow(self, spec: JobSpec) -> Shadow:
         """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
@@ -172,10 +193,19 @@ def node_detail(index: GridIndex, usage: Usage) -> bool:
     return callable(nodes) and nodes(index) is not None
 
 
+_DEFAULTS: dict[type, Any] = {}  # the default topology, built once (a validation per call was ~100 us)
+
+
 def plain(spec: JobSpec) -> bool:
     """A job that asks for no topology inside pools (``JobSpec.topology`` at its default, issue 11)."""
     topology = getattr(spec, "topology", None)
-    return topology is None or topology == type(topology)()
+    if topology is None:
+        return True
+    kind = type(topology)
+    default = _DEFAULTS.get(kind)
+    if default is None:
+        default = _DEFAULTS[kind] = kind()
+    return bool(topology == default)
 
 
 class _Boxed:
