@@ -418,7 +418,7 @@ def hold_unplaced(
         waiting = sum(1 for job_id in unit.job_ids if job_id not in placements)
         if not waiting or unit.spec.priority == 0:
             continue  # priority 0: nothing is below, hold_for holds nothing
-        pools, site_kw = arrays.shadow(unit.spec)
+        pools, site_kw = arrays.shadow(unit.spec, unit.checks)
         count[id(pools)] += waiting
         first.setdefault(id(pools), (unit.spec, (pools, site_kw)))
     for key, (spec, (pools, site_kw)) in first.items():

@@ -112,6 +112,8 @@ class ClassArrays:
             demand_cover=cover,
             site_preference_ok=self._get(("preference", tuple(preference_entries(spec, policy))),
                                          lambda: _Boxed(allowed_sites(index, spec, policy))).value,
+            # As ``compute_checks`` sets it (the field's default factory validates a new one: ~100 us).
+            topology=spec.topology,
         )
         self._share_masks(checks, view_key, cover_key, spec)
         return checks
@@ -175,9 +177,10 @@ class ClassArrays:
             return True  # the exact functions: one PoolCosts per class, kept by the class
         return spec.inference is None or len(spec.inference.demand) <= 1
 
-    def shadow(self, spec: JobSpec) -> Shadow:
-        """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
-        checks = self.checks(spec)
+    def shadow(self, spec: JobSpec, checks: Checks | None = None) -> Shadow:
+        """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts
+        only). ``checks``: ``self.checks(spec)`` when the caller has it (a class keeps its own)."""
+        checks = checks if checks is not None else self.checks(spec)
         # Keyed by the checks object, kept in the entry: an id alone could be reused by a later
         # object once a checks that was not memoised (a topology job's) is freed.
         entry = self._get(("shadow", id(checks)), lambda: (checks, _shadow(self.index, checks)))
