@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from grid_scheduler.engine import GridIndex, Usage
 from grid_scheduler.engine.batch import BatchResult, _build_units, solve_batch
 from grid_scheduler.engine.batch_input import JobGroup, as_groups, flatten, group_jobs
+from grid_scheduler.engine.batch_partition import split_groups
 from grid_scheduler.engine.priority import Holds
 from grid_scheduler.engine.verify import check_solution
 from grid_scheduler.model import Grid, JobSpec, Policy
@@ -128,3 +129,33 @@ def test_group_jobs_groups_equal_specs_in_order_of_first_appearance() -> None:
     order = {job_id: i for i, (job_id, _) in enumerate(pairs)}
     assert firsts == sorted(firsts, key=order.__getitem__)
     assert as_groups(groups) == groups and as_groups([]) == []
+
+
+@SETTINGS
+@given(drawn=group_lists, fill=fills, parts=st.integers(1, 4), seed=st.integers(0, 3))
+def test_the_split_gives_each_job_the_part_its_sample_draws(
+    index: GridIndex, drawn: list[tuple[JobSpec, int]], fill: list[float], parts: int, seed: int
+) -> None:
+    """``split_groups`` hands out slices; the reference draws a part per job (the points of the
+    systematic sample, as POP does), and every job lands where its point falls."""
+    groups = _groups(drawn)
+    usage = _preload(index, fill)
+    units = _build_units(index, usage, groups, Policy(), Holds(index))
+    pool_part = np.arange(len(index.pool_ids)) % parts
+    got, nowhere = split_groups(units, list(range(len(groups))), pool_part, parts, np.random.default_rng(seed))
+    want: list[dict[int, list[str]]] = [{} for _ in range(parts)]
+    rng = np.random.default_rng(seed)
+    group_of = {job_id: g for g, (_, ids) in enumerate(groups) for job_id in ids}
+    for unit in units:
+        cap = np.bincount(pool_part, weights=np.where(unit.mask, unit.checks.pool_free_gpus, 0), minlength=parts)
+        if cap.sum() <= 0:
+            assert set(unit.job_ids) <= set(nowhere)
+            continue
+        cum = np.cumsum(cap / cap.sum())
+        cum[-1] = 1.0
+        u, n = rng.random(), len(unit.job_ids)
+        for k, job_id in enumerate(unit.job_ids):
+            i = min(int(np.searchsorted(cum * n, u + k, side="right")), parts - 1)
+            assert cap[i] > 0  # never a part where the class has no room
+            want[i].setdefault(group_of[job_id], []).append(job_id)
+    assert [dict(p) for p in got] == want

@@ -107,13 +107,17 @@ def split_groups(
             continue
         n = len(unit.job_ids)
         # Systematic sampling: part i gets floor or ceil of n * share_i, in expectation exactly that.
+        # The points increase, so the parts drawn do too: each part takes one slice of the class's jobs.
         points = rng.random() + np.arange(n)
-        part = np.minimum(np.searchsorted(cum * n, points, side="right"), parts - 1).tolist()
+        part = np.minimum(np.searchsorted(cum * n, points, side="right"), parts - 1)
+        edges = np.concatenate(([0], np.cumsum(np.bincount(part, minlength=parts)))).tolist()
         at = 0
         for g, count in unit.runs:
             group = group_index[g]
-            for job_id, i in zip(unit.job_ids[at:at + count], part[at:at + count], strict=True):
-                out[i][group].append(job_id)
+            for i in range(parts):
+                a, b = max(at, edges[i]), min(at + count, edges[i + 1])
+                if a < b:
+                    out[i][group].extend(unit.job_ids[a:b])
             at += count
     return [list(p.items()) for p in out], nowhere
 
