@@ -161,7 +161,7 @@ def main() -> None:
                         help="a tier (or part) keeps its warm start (no model) within this gap of its price bound")
     parser.add_argument("--jobspecs", action="store_true", help="pass (job_id, JobSpec) pairs, not groups")
     parser.add_argument("--max-rss-gib", type=float, default=8.0,
-                        help="stop the run (SIGKILL) when this process and its workers hold more (summed RSS)")
+                        help="stop the run (SIGKILL) when this process and its workers hold more (summed PSS)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     cases = [(1_000, 50), (10_000, 500)] if args.quick else [(j, p) for j in args.jobs for p in args.pools]

@@ -42,8 +42,9 @@ def _rss_pss(pid: int) -> tuple[int, int]:
 
 
 class RssWatch:
-    """Peak summed RSS and PSS of this process and its children; over ``limit_bytes`` (RSS), it
-    kills the children and this process (SIGKILL: a run that would starve the shared machine)."""
+    """Peak summed RSS and PSS of this process and its children; when the memory they hold together
+    (PSS: a page shared by the forked workers counted once) exceeds ``limit_bytes``, it kills the
+    children and this process (SIGKILL: a run that would starve the shared machine)."""
 
     def __init__(self, limit_bytes: int, interval_s: float = 0.5) -> None:
         self.limit, self.interval = limit_bytes, interval_s
@@ -66,8 +67,8 @@ class RssWatch:
             sizes = [_rss_pss(p) for p in pids]
             rss, pss = sum(r for r, _ in sizes), sum(p for _, p in sizes)
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-            if rss > self.limit:
-                print(f"\nRSS {rss / 2**30:.1f} GiB over the {self.limit / 2**30:.1f} GiB ceiling: stopping",
+            if (pss or rss) > self.limit:
+                print(f"\nPSS {pss / 2**30:.1f} GiB over the {self.limit / 2**30:.1f} GiB ceiling: stopping",
                       flush=True)
                 for pid in pids[1:]:
                     with contextlib.suppress(OSError):

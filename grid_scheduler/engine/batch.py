@@ -652,7 +652,7 @@ def _class_parts(
         else:  # memoised checks: the mask is shared too (one per checks and endpoint set)
             assert spec.inference is not None
             endpoints = tuple(d.endpoint for d in spec.inference.demand)
-            mask = arrays.memo(("serving", id(checks), endpoints), serving)
+            mask = arrays.memo(("serving", id(checks), endpoints), lambda: arrays.intern("pools", serving()))
 
     def build() -> tuple[PoolCosts, FloatArray]:
         costs = arrays.costs(spec, checks)

@@ -93,7 +93,8 @@ class ClassArrays:
         if cover_key is not None:
             cover = self._get(("cover", cover_key), lambda: latency_coverage(index, spec))
             assert cover is not None
-            site_latency_ok = self._get(("cover_any", cover_key), lambda: np.asarray(cover.any(axis=0)))
+            site_latency_ok = self._get(("cover_any", cover_key),
+                                        lambda: self.intern("sites", np.asarray(cover.any(axis=0))))
         else:
             site_latency_ok = self._get("all_sites", lambda: np.ones(len(index.site_ids), dtype=np.bool_))
         capacity = index.pool_healthy_gpus
@@ -115,21 +116,29 @@ class ClassArrays:
             # As ``compute_checks`` sets it (the field's default factory validates a new one: ~100 us).
             topology=spec.topology,
         )
-        self._share_masks(checks, view_key, cover_key, spec)
+        self._share_masks(checks, view_key, spec)
         return checks
 
-    def _share_masks(self, checks: Checks, view_key: Hashable, cover_key: Hashable, spec: JobSpec) -> None:
+    def intern(self, kind: str, mask: BoolArray) -> BoolArray:
+        """One array per distinct content: the masks of deployments with different endpoint sets
+        are mostly equal (at 200k jobs, 15.5k pool masks held 5.6k contents), so they share one
+        (memory, and every memo keyed by the array's id: split shares, price rows, warm-start skips)."""
+        return self._get(("intern", kind, mask.shape, np.packbits(mask).tobytes()), lambda: mask)  # type: ignore[no-any-return]
+
+    def _share_masks(self, checks: Checks, view_key: Hashable, spec: JobSpec) -> None:
         """Fill the masks ``Checks`` would compute on first use (``cached_property``, stored in the
         instance's ``__dict__``) with arrays shared by every class with the same parts, so ~30k
         classes cost a few hundred mask computations, not ~30k."""
         pref = tuple(preference_entries(spec, self.policy))
         residency = id(checks.site_residency_ok)
-        static_key = ("static", residency, cover_key, pref, id(checks.pool_type_ok), spec.kind)
-        static = self._get(static_key, lambda: _static_ok(checks))
-        eligible = self._get(("eligible", static_key, view_key), lambda: static & checks.pool_health_ok)
+        static_key = ("static", residency, id(checks.site_latency_ok), pref, id(checks.pool_type_ok), spec.kind)
+        static = self._get(static_key, lambda: self.intern("pools", _static_ok(checks)))
+        eligible = self._get(("eligible", id(static), view_key),
+                             lambda: self.intern("pools", np.asarray(static & checks.pool_health_ok)))
         load_key = ("load", view_key, checks.need_gpus)
         loaded = self._get(load_key, lambda: _load_ok(checks))
-        feasible = self._get(("feasible", static_key, load_key), lambda: np.asarray(eligible & loaded))
+        feasible = self._get(("feasible", id(eligible), load_key),
+                             lambda: self.intern("pools", np.asarray(eligible & loaded)))
         checks.__dict__.update(pool_static_ok=static, pool_eligible=eligible, pool_feasible=feasible)
 
     def costs(self, spec: JobSpec, checks: Checks) -> PoolCosts:
