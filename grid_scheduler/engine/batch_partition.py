@@ -265,6 +265,7 @@ def solve_partitioned(
             times["bound_s"] += t3 - t2
             times["bound_price_scale"] = max(times["bound_price_scale"], bound.scale)
             times["merge_s"] += time.perf_counter() - t3
+            del units, arrays, split, tasks, answers  # before the next tier's are built, not after
     finally:
         if pool is not None:
             pool.shutdown()
