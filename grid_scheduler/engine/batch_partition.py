@@ -5,13 +5,15 @@ jurisdiction tags and country first, so a part is mostly one jurisdiction or reg
 fenced to it mostly meets one part. Tier by tier (highest priority first, as ``solve_batch``):
 
 0. (once) sites are cut into parts (``site_parts``);
-1. the tier's jobs are grouped into classes on the running usage (``batch._build_units``);
+1. the tier's jobs are grouped into classes on the running usage (``batch._build_units``), with
+   their checks and masks only: costs are computed in the workers, for their part;
 2. each class's jobs are split across the parts by count, in proportion to the free GPUs its
    mask allows in each part (whole jobs; the fractional rest drawn by systematic sampling with
    the seed, so a one-job class lands in a part with probability its share, as POP assigns
    clients it cannot split); a class no part can take stays unplaced;
 3. each part is solved by ``batch._solve_tier`` in a worker process, on the running usage with
-   every pool outside the part drained (so nothing is placed there), the tier's holds included;
+   every pool outside the part drained (so nothing is placed there), the tier's holds included
+   (with ``accept_gap``, a part whose warm start is that close to its price bound keeps it);
 4. the answers are merged (pools are disjoint between parts, so no capacity, power or job is
    counted twice; quotas, global per tenant, are re-applied job by job in queue order);
 5. the tier's bound on W is computed on the WHOLE tier, every pool, by ``batch_bound`` (not the
@@ -21,8 +23,10 @@ The result's ``objective`` / ``best_bound`` / ``gap`` are on W alone (``big`` = 
 partitioned solve does not bound the cost. Fair share is not supported here (its convex terms
 couple the parts); ``solve_batch`` never partitions a fair-share batch.
 
-Worker processes are forked (``multiprocessing`` "fork" context) after the grid index and the
-jobs are set in a module global, so a task carries only job indices and usage arrays.
+Worker processes are forked (``multiprocessing`` "fork" context) once, before the first tier,
+after the grid index and the input groups (``batch_input.JobGroup``) are set in a module global
+and frozen out of the cyclic collector (so neither process's collector copies the inherited
+pages), so a task carries only its part's ``(group, job ids)``, usage arrays and holds.
 """
 
 from __future__ import annotations
