@@ -23,6 +23,7 @@ from grid_scheduler.engine.batch_arrays import ClassArrays
 from grid_scheduler.engine.batch_partition import site_parts
 from grid_scheduler.engine.feasibility import compute_checks
 from grid_scheduler.engine.priority import Holds
+from grid_scheduler.engine.priority import shadow as exact_shadow
 from grid_scheduler.engine.scoring import pool_costs
 from grid_scheduler.engine.verify import check_solution
 from grid_scheduler.model import Grid, JobSpec, Policy, ResidencyRule
@@ -85,6 +86,7 @@ def test_class_checks_and_costs_equal_the_online_functions(
         pools, site_kw = arrays.shadow(original)
         np.testing.assert_array_equal(pools, want.pool_static_ok)
         assert site_kw.shape == (len(index.site_ids),)
+        np.testing.assert_array_equal(site_kw, exact_shadow(index, original, policy)[1])
 
 
 @SETTINGS

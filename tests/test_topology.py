@@ -94,6 +94,17 @@ def test_bottleneck_bandwidth(small_grid: Grid) -> None:
     assert topo.bottleneck_gbps("lisbon", "london") == 100
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bottleneck_from_one_source_equals_the_per_pair_answer(small_grid: Grid, seed: int) -> None:
+    from grid_scheduler.synthetic import synthetic_grid
+
+    for grid in (small_grid, synthetic_grid(sites=60, pools=240, gpus_target=133 * 240, seed=seed)):
+        topo = Topology.from_grid(grid)
+        targets = tuple(s.id for s in grid.sites)
+        for source in [*targets[:: max(1, len(targets) // 6)], *(d.home_site for d in grid.datasets)]:
+            assert topo.bottleneck_gbps_from(source, targets) == [topo.bottleneck_gbps(source, t) for t in targets]
+
+
 # --- Topology inside a pool: nodes and interconnect domains (engine/topology.py) -------------
 
 

@@ -88,8 +88,9 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,7 @@ from ortools.sat.python import cp_model
 from grid_scheduler.engine.batch_arrays import ClassArrays, node_detail, plain
 from grid_scheduler.engine.batch_bound import price_bound
 from grid_scheduler.engine.batch_greedy import greedy_by_class
+from grid_scheduler.engine.batch_input import JobGroup, Jobs, as_groups, flatten, job_count
 from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
 from grid_scheduler.engine.feasibility import Checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
@@ -164,6 +166,28 @@ class BatchResult:
 Answer = list[tuple[int, dict[int, int]]]
 
 
+class _CostSource:
+    """A class's ``PoolCosts`` and ranked total per pool, computed on first use. Kept when shared
+    between classes (``ClassArrays.keeps_costs``); a deployment's own costs are recomputed on each
+    use instead (twice in a solve: warm start, candidates), so a million-job batch does not hold
+    ~150k pairs of arrays over every pool; once candidates are chosen the class keeps only theirs
+    (``_Unit.candidate_cost``)."""
+
+    __slots__ = ("_build", "_value", "keep")
+
+    def __init__(self, build: Callable[[], tuple[PoolCosts, FloatArray]], keep: bool) -> None:
+        self._build, self.keep = build, keep
+        self._value: tuple[PoolCosts, FloatArray] | None = None
+
+    def get(self) -> tuple[PoolCosts, FloatArray]:
+        if self._value is not None:
+            return self._value
+        value = self._build()
+        if self.keep:
+            self._value = value
+        return value
+
+
 @dataclass
 class _Unit:
     """A class of interchangeable jobs (see module doc)."""
@@ -171,8 +195,7 @@ class _Unit:
     spec: JobSpec  # as modelled (gang for training)
     job_ids: list[str]
     checks: Checks
-    costs: PoolCosts
-    total: FloatArray  # costs.total, computed once (it is a property that sums five arrays)
+    source: _CostSource  # costs and total (see ``costs`` / ``total``)
     gpus: int  # per job (gang) or per replica
     replicas: int  # 1 for gang classes
     value: int  # (priority + 1) * GPUs of one job
@@ -181,6 +204,25 @@ class _Unit:
     candidates: list[int] = field(default_factory=list)
     cover: BoolArray | None = None  # covering classes: latency_coverage, computed once
     greedy: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # job -> [(pool, gpus)]
+    runs: list[tuple[int, int]] = field(default_factory=list)  # (input group, its jobs here), in job_ids' order
+    candidate_cost: FloatArray | None = None  # ``total`` at ``candidates``, once they are chosen
+
+    @property
+    def costs(self) -> PoolCosts:
+        return self.source.get()[0]
+
+    @property
+    def total(self) -> FloatArray:
+        """``costs.total``, ranked by the placement preference (``_ranked_cost``)."""
+        return self.source.get()[1]
+
+    def cost_at(self, p: int) -> float:
+        """``total[p]``, from the candidates' costs when ``p`` is one."""
+        if self.candidate_cost is not None:
+            i = bisect_left(self.candidates, p)
+            if i < len(self.candidates) and self.candidates[i] == p:
+                return float(self.candidate_cost[i])
+        return float(self.total[p])
 
     @property
     def gang(self) -> bool:
@@ -286,7 +328,7 @@ BY_CLASS_JOBS = 2_000  # from this many jobs in a tier, the warm start places cl
 def solve_batch(
     index: GridIndex,
     usage: Usage,
-    jobs: Sequence[tuple[str, JobSpec]],
+    jobs: Jobs | Sequence[JobGroup],
     policy: Policy,
     *,
     time_limit_s: float = 5.0,
@@ -298,6 +340,7 @@ def solve_batch(
     partition: bool | None = None,
     parts: int = 4,
     processes: int | None = None,
+    accept_gap: float = 0.0,
 ) -> BatchResult:
     """Place as much of ``jobs`` as fits in ``usage``'s free capacity, tier by tier (highest
     priority first), each tier maximising GPU-hours and then minimising the policy's cost.
@@ -312,40 +355,54 @@ def solve_batch(
     ``by_class``: the warm start places classes, not jobs (None: from ``BY_CLASS_JOBS`` jobs in a
     tier). ``partition``: solve POP-style in ``parts`` parts on ``processes`` worker processes
     (engine/batch_partition.py; None: from ``PARTITION_JOBS`` jobs, never with fair share on).
+    ``accept_gap``: a tier whose warm start is within this gap of the price bound (``batch_bound``)
+    keeps it without building the model (0: the model is always built).
+
+    ``jobs``: ``(job_id, spec)`` pairs, or ``JobGroup``s (engine/batch_input.py: one spec, many
+    ids), whose queue order is their flattening; on the same order both give the same plan.
     """
+    groups = as_groups(jobs)
+    n_jobs = job_count(groups)
     if partition is None:
-        partition = len(jobs) >= PARTITION_JOBS and not policy.fair_share.enabled
+        partition = n_jobs >= PARTITION_JOBS and not policy.fair_share.enabled
     if partition:
         from grid_scheduler.engine.batch_partition import solve_partitioned  # it imports this module
 
-        return solve_partitioned(index, usage, jobs, policy, parts=parts, processes=processes,
-                                 time_limit_s=time_limit_s, seed=seed, top_k=top_k)
+        return solve_partitioned(index, usage, groups, policy, parts=parts, processes=processes,
+                                 time_limit_s=time_limit_s, seed=seed, top_k=top_k, accept_gap=accept_gap)
     started = time.perf_counter()
-    by_tier: dict[int, list[tuple[str, JobSpec]]] = defaultdict(list)
-    for job_id, spec in jobs:
-        by_tier[spec.priority].append((job_id, spec))
+    by_tier: dict[int, list[JobGroup]] = defaultdict(list)
+    for group in groups:
+        by_tier[group.spec.priority].append(group)
     running = _copy_usage(usage)
     holds = Holds(index)
     fair = dict(weighted_shares or {}) if policy.fair_share.enabled else None
     results: list[tuple[int, BatchResult]] = []
-    left_jobs = len(jobs)
+    left_jobs = n_jobs
     for priority in tiers_descending(by_tier):
-        tier_jobs = by_tier[priority]
+        tier_groups = by_tier[priority]
+        tier_n = job_count(tier_groups)
         left_s = time_limit_s - (time.perf_counter() - started)
-        limit = max(left_s * len(tier_jobs) / max(left_jobs, 1), MIN_TIER_S)
-        left_jobs -= len(tier_jobs)
+        limit = max(left_s * tier_n / max(left_jobs, 1), MIN_TIER_S)
+        left_jobs -= tier_n
         tier_fair = _Fair(dict(fair), policy, share_per_gpu(index)) if fair is not None else None
         arrays = ClassArrays(index, running, policy, holds)
-        result, units = _solve_tier(index, running, tier_jobs, policy, holds, time_limit_s=limit, workers=workers,
-                             seed=seed, top_k=top_k, fair=tier_fair, by_class=by_class, arrays=arrays)
+        result, units = _solve_tier(index, running, tier_groups, policy, holds, time_limit_s=limit, workers=workers,
+                                    seed=seed, top_k=top_k, fair=tier_fair, by_class=by_class, arrays=arrays,
+                                    accept_gap=accept_gap)
         results.append((priority, result))
-        spec_of = dict(tier_jobs)
+        spec_of = _placed_specs(tier_groups, result.placements)
         for job_id, placement in result.placements.items():
             if fair is not None:  # lower tiers see what this one took, as the queue order does
                 charge(fair, index, policy, spec_of[job_id].tenant, placement.gpus, placement.power_kw)
             _take(index, running, spec_of[job_id].tenant, placement)
         hold_unplaced(holds, arrays, policy, units, result.placements)
-    return _combine(jobs, results)
+    return _combine(groups, results)
+
+
+def _placed_specs(groups: Sequence[JobGroup], placements: Mapping[str, Placement]) -> dict[str, JobSpec]:
+    """The input spec of each placed job (a class's spec is its first job's: tenants may differ)."""
+    return {job_id: spec for spec, job_ids in groups for job_id in job_ids if job_id in placements}
 
 
 def hold_unplaced(
@@ -361,7 +418,7 @@ def hold_unplaced(
         waiting = sum(1 for job_id in unit.job_ids if job_id not in placements)
         if not waiting or unit.spec.priority == 0:
             continue  # priority 0: nothing is below, hold_for holds nothing
-        pools, site_kw = arrays.shadow(unit.spec)
+        pools, site_kw = arrays.shadow(unit.spec, unit.checks)
         # Whole-domain gangs hold domains, per gang and by size (rule 1): apart from the rest.
         key = (id(pools), unit.spec.total_gpus if unit.spec.topology.mode is TopologyMode.WHOLE_DOMAINS else -1)
         count[key] += waiting
@@ -370,7 +427,7 @@ def hold_unplaced(
         holds.hold_for(spec, policy, (pools, site_kw * count[key]), jobs=count[key])
 
 
-def _combine(jobs: Sequence[tuple[str, JobSpec]], results: list[tuple[int, BatchResult]]) -> BatchResult:
+def _combine(groups: Sequence[JobGroup], results: list[tuple[int, BatchResult]]) -> BatchResult:
     if not results:
         return _solve_tier_empty()
     placements: dict[str, Placement] = {}
@@ -387,7 +444,7 @@ def _combine(jobs: Sequence[tuple[str, JobSpec]], results: list[tuple[int, Batch
     extra = dict(top.extra) if len(results) == 1 else _combined_extra([r for _, r in results])
     return BatchResult(
         placements=placements,
-        unplaced=[job_id for job_id, _ in jobs if job_id not in placements],
+        unplaced=[job_id for _, job_ids in groups for job_id in job_ids if job_id not in placements],
         status=statuses.pop() if len(statuses) == 1 else ("FEASIBLE" if "OPTIMAL" in statuses else top.status),
         method="+".join(sorted({r.method for _, r in results})),
         objective=sum(r.objective for _, r in results),
@@ -428,7 +485,7 @@ def _solve_tier_empty() -> BatchResult:
 def _solve_tier(
     index: GridIndex,
     usage: Usage,
-    jobs: Sequence[tuple[str, JobSpec]],
+    jobs: Jobs | Sequence[JobGroup],
     policy: Policy,
     holds: Holds,
     *,
@@ -439,14 +496,22 @@ def _solve_tier(
     fair: _Fair | None = None,
     by_class: bool | None = None,
     arrays: ClassArrays | None = None,
+    accept_gap: float = 0.0,
 ) -> tuple[BatchResult, list[_Unit]]:
     """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
-    ``fair``: the fair-share term when fair share is on; ``by_class``: the warm start's (``_greedy``)."""
+    ``fair``: the fair-share term when fair share is on; ``by_class``: the warm start's (``_greedy``);
+    ``accept_gap``: as ``solve_batch``'s."""
+    groups = as_groups(jobs)
     t0 = time.perf_counter()
-    units = _build_units(index, usage, jobs, policy, holds, arrays)
+    units = _build_units(index, usage, groups, policy, holds, arrays)
     t_units = time.perf_counter()
-    _greedy(index, usage, policy, jobs, units, holds, by_class)
+    _greedy(index, usage, policy, groups, units, holds, by_class)
     greedy_time = time.perf_counter() - t_units
+    greedy_placed = {job_id for unit in units for job_id in unit.greedy}
+    price = price_bound(index, usage, units, greedy_placed).bound if units else None
+    greedy_w = sum(unit.value * len(unit.greedy) for unit in units)
+    if accept_gap > 0 and price is not None and (price - greedy_w) <= accept_gap * max(greedy_w, 1):
+        return _greedy_result(index, policy, groups, units, price, t_units - t0, greedy_time), units
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
@@ -455,9 +520,7 @@ def _solve_tier(
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
-    greedy_placed = {job_id for unit in units for job_id in unit.greedy}
-    price = price_bound(index, usage, units, greedy_placed).bound if model.has_vars else None
-    outcome = model.solve(time_limit_s, workers, seed, greedy_answer, price)
+    outcome = model.solve(time_limit_s, workers, seed, greedy_answer, price if model.has_vars else None)
     t3 = time.perf_counter()
     build_time = (t_units - t0) + (t2 - t1)
     use_solver = outcome.answer is not None and model.evaluate(outcome.answer) >= greedy_obj
@@ -466,9 +529,9 @@ def _solve_tier(
     bound = max(outcome.bound, objective) if model.has_vars else objective
     placements = _decode(index, policy, units, answer, use_solver)
     if rules is not None:
-        placements = _within_quotas(index, usage, jobs, placements, rules)
-    unplaced = [job_id for job_id, _ in jobs if job_id not in placements]
-    spec_of = dict(jobs)
+        placements = _within_quotas(index, usage, list(flatten(groups)), placements, rules)
+    unplaced = [job_id for _, job_ids in groups for job_id in job_ids if job_id not in placements]
+    spec_of = _placed_specs(groups, placements)
     extra = {"cost_scale": float(model.cost_scale), **outcome.extra}
     if model.has_vars:
         # The folded gap split in two: W against its bound, and (once W is proven) C against its bound.
@@ -495,9 +558,32 @@ def _solve_tier(
         classes=len(units),
         variables=model.n_vars,
         extra=extra,
-        greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
+        greedy_value=greedy_w,
     )
     return result, units
+
+
+def _greedy_result(
+    index: GridIndex, policy: Policy, groups: Sequence[JobGroup], units: list[_Unit], price: int, build_s: float,
+    greedy_s: float,
+) -> BatchResult:
+    """The warm start as the tier's answer, no model built (``accept_gap``): W alone is the
+    objective (``big`` = 1, as the partitioned solve reports), bounded by the price bound."""
+    placements = _decode(index, policy, units, _greedy_answer(units), from_solver=False)
+    spec_of = _placed_specs(groups, placements)
+    w = sum(job_value(spec_of[j]) for j in placements)
+    bound = max(price, w)
+    gap = (bound - w) / max(1.0, w)
+    return BatchResult(
+        placements=placements,
+        unplaced=[job_id for _, job_ids in groups for job_id in job_ids if job_id not in placements],
+        status="OPTIMAL" if bound <= w else "FEASIBLE", method="greedy", objective=float(w),
+        best_bound=float(bound), gap=gap, build_time_s=build_s, solve_time_s=0.0, greedy_time_s=greedy_s,
+        greedy_objective=float(w), weighted_gpus=w, big=1, classes=len(units), variables=0,
+        extra={"weighted_gpus_bound": float(bound), "price_weighted_gpus_bound": float(price),
+               "weighted_gpus_gap": gap, "model_skipped": 1.0},
+        greedy_value=sum(unit.value * len(unit.greedy) for unit in units),
+    )
 
 
 FAIR_STEPS = 8  # slices of each tenant's convex fair-share cost in one tier's model
@@ -514,68 +600,91 @@ class _Fair:
 
 # --- classes -------------------------------------------------------------------------
 def _build_units(
-    index: GridIndex, usage: Usage, jobs: Sequence[tuple[str, JobSpec]], policy: Policy, holds: Holds,
+    index: GridIndex, usage: Usage, jobs: Jobs | Sequence[JobGroup], policy: Policy, holds: Holds,
     arrays: ClassArrays | None = None,
 ) -> list[_Unit]:
     """Jobs grouped into classes, each with its checks (against ``holds.overlay(usage, spec)``),
-    costs and candidate mask, assembled from shared parts (``batch_arrays.ClassArrays``)."""
+    candidate mask and (computed on first use) costs, assembled from shared parts
+    (``batch_arrays.ClassArrays``). A group's jobs share a class key: it is computed once a group."""
     arrays = arrays if arrays is not None else ClassArrays(index, usage, policy, holds)
     by_key: dict[Hashable, _Unit] = {}
     # Checks, costs and masks read no priority: classes that differ only in it share them.
-    shared: dict[Hashable, tuple[Checks, PoolCosts, FloatArray, BoolArray]] = {}
+    shared: dict[Hashable, tuple[Checks, BoolArray, _CostSource]] = {}
     units: list[_Unit] = []
-    for job_id, original in jobs:
+    for g, (original, job_ids) in enumerate(as_groups(jobs)):
         spec = as_modelled(original)
         replicas = spec.inference.replicas if spec.inference is not None else 1
         covering = spec.inference is not None and replicas > 1 and len(spec.inference.demand) > 1
         individual = covering or spec.total_gpus >= BIG_JOB_GPUS
         ckey = class_key(spec, policy)
-        key = ("job", job_id) if individual else ckey
-        unit = by_key.get(key)
-        if unit is None:
-            skey = _without_priority(ckey)
-            if skey not in shared:
-                # A non-preemptible job sees the capacity that higher tiers hold as taken.
-                checks = arrays.checks(spec)
-                mask: BoolArray = checks.pool_feasible
-                if spec.inference is not None and replicas == 1:
-                    # One replica must serve every demand endpoint by itself.
-                    cover = checks.demand_cover if checks.demand_cover is not None else latency_coverage(index, spec)
-                    serves_all = np.asarray(cover.all(axis=0), dtype=np.bool_)
-                    mask = mask & serves_all[index.pool_site]
-                costs = arrays.costs(spec, checks)
-                shared[skey] = (checks, costs, _ranked_cost(index, spec, policy, costs), np.asarray(mask))
-            checks, costs, total, mask = shared[skey]
-            unit = _Unit(
-                spec=spec, job_ids=[], checks=checks, costs=costs, total=total,
-                gpus=spec.gpus.count, replicas=replicas, value=job_value(spec), mask=mask, covering=covering,
-            )
-            by_key[key] = unit
-            units.append(unit)
-        unit.job_ids.append(job_id)
+        skey = _without_priority(ckey)
+        entry = shared.get(skey)
+        if entry is None:
+            entry = shared[skey] = _class_parts(index, policy, arrays, spec, replicas)
+        checks, mask, source = entry
+        for key, ids in ((("job", job_id), [job_id]) for job_id in job_ids) if individual else ((ckey, job_ids),):
+            unit = by_key.get(key)
+            if unit is None:
+                unit = by_key[key] = _Unit(
+                    spec=spec, job_ids=[], checks=checks, source=source, gpus=spec.gpus.count, replicas=replicas,
+                    value=job_value(spec), mask=mask, covering=covering,
+                )
+                units.append(unit)
+            unit.job_ids.extend(ids)
+            unit.runs.append((g, len(ids)))
     return units
 
 
+def _class_parts(
+    index: GridIndex, policy: Policy, arrays: ClassArrays, spec: JobSpec, replicas: int
+) -> tuple[Checks, BoolArray, _CostSource]:
+    """A class's checks and candidate mask, and its costs' source (computed when first used)."""
+    # A non-preemptible job sees the capacity that higher tiers hold as taken.
+    checks = arrays.checks(spec)
+    mask: BoolArray = checks.pool_feasible
+    if spec.inference is not None and replicas == 1:
+        # One replica must serve every demand endpoint by itself.
+        def serving() -> BoolArray:
+            cover = checks.demand_cover if checks.demand_cover is not None else latency_coverage(index, spec)
+            serves_all = np.asarray(cover.all(axis=0), dtype=np.bool_)
+            return np.asarray(mask & serves_all[index.pool_site])
+
+        if arrays.exact or not plain(spec):
+            mask = serving()
+        else:  # memoised checks: the mask is shared too (one per checks and endpoint set)
+            assert spec.inference is not None
+            endpoints = tuple(d.endpoint for d in spec.inference.demand)
+            mask = arrays.memo(("serving", id(checks), endpoints), lambda: arrays.intern("pools", serving()))
+
+    def build() -> tuple[PoolCosts, FloatArray]:
+        costs = arrays.costs(spec, checks)
+        return costs, _ranked_cost(index, spec, policy, costs)
+
+    return checks, mask, _CostSource(build, arrays.keeps_costs(spec))
+
+
 def _greedy(
-    index: GridIndex, usage: Usage, policy: Policy, jobs: Sequence[tuple[str, JobSpec]], units: list[_Unit],
+    index: GridIndex, usage: Usage, policy: Policy, jobs: Jobs | Sequence[JobGroup], units: list[_Unit],
     holds: Holds, by_class: bool | None = None,
 ) -> None:
     """The warm start: the online decision, job by job, in queue order, on a running copy of usage;
     or (``by_class``; None: from ``BY_CLASS_JOBS`` jobs up) class by class, placing counts
     (engine/batch_greedy.py), which quotas, several preference levels, a ledger with node detail or
     a job asking for a topology inside pools (issue 11) never take."""
+    groups = as_groups(jobs)
     if by_class is None:
-        by_class = len(jobs) >= BY_CLASS_JOBS
+        by_class = job_count(groups) >= BY_CLASS_JOBS
     if by_class and policy_rules(index, policy) is None and not node_detail(index, usage) and not any(
             len(preference_levels(index, u.spec, policy)) > 1 or not plain(u.spec) for u in units):
         greedy_by_class(index, usage, policy, units, holds)
         return
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
     running = _copy_usage(usage)
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].priority)
+    queue = list(flatten(groups))
+    order = sorted(range(len(queue)), key=lambda i: -queue[i][1].priority)
     failed: set[int] = set()  # usage only grows, so once a class fails, its later jobs fail too
     for i in order:
-        job_id, _ = jobs[i]
+        job_id, _ = queue[i]
         unit = unit_of[job_id]
         if id(unit) in failed:
             continue
@@ -603,8 +712,9 @@ def _choose_candidates(index: GridIndex, unit: _Unit, top_k: int) -> None:
     a covering deployment gets the best K per demand endpoint; the greedy's pools always stay."""
     feasible = np.flatnonzero(unit.mask)
     chosen = {p for fill in unit.greedy.values() for p, _ in fill}
+    total = unit.total
     if feasible.size:
-        order = feasible[np.argsort(unit.total[feasible], kind="stable")]
+        order = feasible[np.argsort(total[feasible], kind="stable")]
         if unit.covering:
             assert unit.spec.inference is not None
             unit.cover = latency_coverage(index, unit.spec)
@@ -617,6 +727,7 @@ def _choose_candidates(index: GridIndex, unit: _Unit, top_k: int) -> None:
             enough = int(np.searchsorted(held, unit.demand_slots)) + 1  # pools that hold the whole class
             chosen.update(int(p) for p in order[: min(max(top_k, enough), 4 * top_k)])
     unit.candidates = sorted(chosen)
+    unit.candidate_cost = total[unit.candidates]
 
 
 # --- the CP-SAT model ----------------------------------------------------------------
@@ -656,7 +767,7 @@ class _Model:
         lens = np.array([len(u.candidates) for u in units], dtype=np.int64)
         uid = np.repeat(np.arange(n_units, dtype=np.int64), lens)
         pool = _concat([np.asarray(u.candidates, dtype=np.int64) for u in units], np.int64)
-        cost = _concat([u.total[u.candidates] for u in units], np.float64)
+        cost = _concat([_candidate_cost(u) for u in units], np.float64)
         unit_gpus = np.array([u.gpus for u in units], dtype=np.int64)
         unit_slots = np.array([u.demand_slots for u in units], dtype=np.int64)
         upper = np.minimum(unit_slots[uid], free[pool] // np.maximum(unit_gpus[uid], 1))
@@ -900,7 +1011,7 @@ class _Model:
 
     def cost(self, unit: _Unit, p: int) -> int:
         """Scaled cost of one job (gang) or one replica in pool ``p``."""
-        return round(float(unit.total[p]) * unit.gpus * self.cost_scale)
+        return round(unit.cost_at(p) * unit.gpus * self.cost_scale)
 
     def evaluate(self, answer: Answer) -> float:
         """The objective of an answer (the greedy's, say), as the model scores it."""
@@ -934,7 +1045,7 @@ class _Model:
         top_share = max((share for _, steps in groups for _, share in steps), default=0.0)
         if len(groups) < 2 or top_share <= 0:
             return
-        top_cost = max((float(u.total[u.candidates].max()) for u in self.units if u.candidates), default=0.0)
+        top_cost = max((float(_candidate_cost(u).max()) for u in self.units if u.candidates), default=0.0)
         per_share = (top_cost + 1.0) * self.cost_scale / top_share
         uppers, costs = [self.upper], [self.var_cost_all]
         first = self.n_vars
@@ -1151,11 +1262,18 @@ def _subset_cap(sizes: IntArray, counts: IntArray, free: int) -> int:
     return reach.bit_length() - 1
 
 
+def _candidate_cost(unit: _Unit) -> FloatArray:
+    """``unit.total`` at its candidates (kept by ``_choose_candidates``)."""
+    if unit.candidate_cost is not None and len(unit.candidate_cost) == len(unit.candidates):
+        return unit.candidate_cost
+    return unit.total[unit.candidates]
+
+
 def _scales(units: list[_Unit], free_gpus: int) -> tuple[int, int]:
     """COST_SCALE, and BIG: more than the largest total scaled cost any answer can have.
 
     Only the folded report uses BIG (Python integers); the solver sees W and C apart."""
-    max_cost_per_gpu = max((float(u.total[u.candidates].max()) for u in units if u.candidates), default=0.0)
+    max_cost_per_gpu = max((float(_candidate_cost(u).max()) for u in units if u.candidates), default=0.0)
     placed_gpus_max = max(1, min(free_gpus, sum(u.gpus * u.demand_slots for u in units)))
     # Each placed job's cost is rounded, adding at most 0.5; a job has at least one GPU.
     return COST_SCALE, math.ceil(placed_gpus_max * (max_cost_per_gpu * COST_SCALE + 1)) + 1
@@ -1168,13 +1286,14 @@ def _decode(
     for unit, (placed, counts) in zip(units, answer, strict=True):
         if not placed:
             continue
+        costs = unit.costs  # once per class: a deployment's own costs are recomputed on each use
         if not from_solver:  # keep the greedy's own job -> pools assignment
             for job_id, fill in unit.greedy.items():
-                placements[job_id] = build_placement(index, unit.spec, policy, unit.costs, fill)
+                placements[job_id] = build_placement(index, unit.spec, policy, costs, fill)
             continue
         # Interchangeable jobs: the first in submission order take the cheapest pools; a
         # deployment takes its replicas from the cheapest pools left.
-        pools = sorted(counts, key=lambda p: (float(unit.total[p]), p))
+        pools = sorted(counts, key=lambda p: (unit.cost_at(p), p))
         left = dict(counts)
         for job_id in unit.job_ids[:placed]:
             need, fill = unit.replicas, []
@@ -1186,5 +1305,5 @@ def _decode(
                     need -= take
                 if not need:
                     break
-            placements[job_id] = build_placement(index, unit.spec, policy, unit.costs, sorted(fill))
+            placements[job_id] = build_placement(index, unit.spec, policy, costs, sorted(fill))
     return placements

@@ -51,6 +51,11 @@ class ClassArrays:
             value = self._memo[key] = build()
         return value
 
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A value shared between classes, built once per ``key`` (an ``id`` in it must be of a
+        memoised object, which stays alive as long as this)."""
+        return self._get(("memo", key), build)
+
     def view(self, spec: JobSpec) -> tuple[Hashable, Usage]:
         """The usage ``spec`` is checked against (``Holds.overlay``): one per (held?, priority)."""
         held = not spec.preemptible and self.holds.held_pools(spec) is not None
@@ -88,7 +93,8 @@ class ClassArrays:
         if cover_key is not None:
             cover = self._get(("cover", cover_key), lambda: latency_coverage(index, spec))
             assert cover is not None
-            site_latency_ok = self._get(("cover_any", cover_key), lambda: np.asarray(cover.any(axis=0)))
+            site_latency_ok = self._get(("cover_any", cover_key),
+                                        lambda: self.intern("sites", np.asarray(cover.any(axis=0))))
         else:
             site_latency_ok = self._get("all_sites", lambda: np.ones(len(index.site_ids), dtype=np.bool_))
         capacity = index.pool_healthy_gpus
@@ -107,22 +113,32 @@ class ClassArrays:
             demand_cover=cover,
             site_preference_ok=self._get(("preference", tuple(preference_entries(spec, policy))),
                                          lambda: _Boxed(allowed_sites(index, spec, policy))).value,
+            # As ``compute_checks`` sets it (the field's default factory validates a new one: ~100 us).
+            topology=spec.topology,
         )
-        self._share_masks(checks, view_key, cover_key, spec)
+        self._share_masks(checks, view_key, spec)
         return checks
 
-    def _share_masks(self, checks: Checks, view_key: Hashable, cover_key: Hashable, spec: JobSpec) -> None:
+    def intern(self, kind: str, mask: BoolArray) -> BoolArray:
+        """One array per distinct content: the masks of deployments with different endpoint sets
+        are mostly equal (at 200k jobs, 15.5k pool masks held 5.6k contents), so they share one
+        (memory, and every memo keyed by the array's id: split shares, price rows, warm-start skips)."""
+        return self._get(("intern", kind, mask.shape, np.packbits(mask).tobytes()), lambda: mask)  # type: ignore[no-any-return]
+
+    def _share_masks(self, checks: Checks, view_key: Hashable, spec: JobSpec) -> None:
         """Fill the masks ``Checks`` would compute on first use (``cached_property``, stored in the
         instance's ``__dict__``) with arrays shared by every class with the same parts, so ~30k
         classes cost a few hundred mask computations, not ~30k."""
         pref = tuple(preference_entries(spec, self.policy))
         residency = id(checks.site_residency_ok)
-        static_key = ("static", residency, cover_key, pref, id(checks.pool_type_ok), spec.kind)
-        static = self._get(static_key, lambda: _static_ok(checks))
-        eligible = self._get(("eligible", static_key, view_key), lambda: static & checks.pool_health_ok)
+        static_key = ("static", residency, id(checks.site_latency_ok), pref, id(checks.pool_type_ok), spec.kind)
+        static = self._get(static_key, lambda: self.intern("pools", _static_ok(checks)))
+        eligible = self._get(("eligible", id(static), view_key),
+                             lambda: self.intern("pools", np.asarray(static & checks.pool_health_ok)))
         load_key = ("load", view_key, checks.need_gpus)
         loaded = self._get(load_key, lambda: _load_ok(checks))
-        feasible = self._get(("feasible", static_key, load_key), lambda: np.asarray(eligible & loaded))
+        feasible = self._get(("feasible", id(eligible), load_key),
+                             lambda: self.intern("pools", np.asarray(eligible & loaded)))
         checks.__dict__.update(pool_static_ok=static, pool_eligible=eligible, pool_feasible=feasible)
 
     def costs(self, spec: JobSpec, checks: Checks) -> PoolCosts:
@@ -138,10 +154,15 @@ class ClassArrays:
         data_key = tuple(spec.datasets)
         packing_key = (id(checks.pool_free_gpus), checks.need_gpus)
 
+        shared = self.keeps_costs(spec)
+
         def build() -> PoolCosts:
             latency = self.zeros
             if latency_key is not None:
-                latency = self._get(("latency", latency_key), lambda: w.latency * site_latency(index, spec)[site])
+                if shared:
+                    latency = self._get(("latency", latency_key), lambda: w.latency * site_latency(index, spec)[site])
+                else:
+                    latency = w.latency * site_latency(index, spec)[site]
             data_movement = self.zeros
             if data_key:
                 data_movement = self._get(("data", data_key),
@@ -151,12 +172,29 @@ class ClassArrays:
             return PoolCosts(latency=latency, carbon=self.carbon, energy_price=self.energy_price, packing=packing,
                              data_movement=data_movement)
 
+        if not shared:
+            return build()
         # One PoolCosts (and so one ``total`` array) per distinct set of terms: classes share them.
         return self._get(("costs", latency_key, data_key, packing_key), build)  # type: ignore[no-any-return]
 
-    def shadow(self, spec: JobSpec) -> Shadow:
-        """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts only)."""
-        checks = self.checks(spec)
+    def keeps_costs(self, spec: JobSpec) -> bool:
+        """Whether a class keeps its costs once computed (``costs`` memoises them, or the exact
+        functions computed them once for the class). Not a deployment with several weighted
+        demand endpoints: its latency term is its own (random weights make ~150k distinct ones at
+        1M jobs, 80 KB each over 5,000 pools), so it is computed on each use and not kept."""
+        if self.exact or not plain(spec):
+            return True  # the exact functions: one PoolCosts per class, kept by the class
+        return spec.inference is None or len(spec.inference.demand) <= 1
+
+    def shadow(self, spec: JobSpec, checks: Checks | None = None) -> Shadow:
+        """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts
+        only). ``checks``: ``self.checks(spec)`` when the caller has it (a class keeps its own)."""
+        checks = checks if checks is not None else self.checks(spec)
+        if not self.exact and plain(spec):
+            # Memoised checks: their static mask (interned) and power per slot are memo entries, so
+            # alive and shared: one shadow per pair (at 1M jobs ~3x fewer than per checks).
+            static, need = checks.pool_static_ok, checks.pool_need_kw
+            return self._get(("shadow_of", id(static), id(need)), lambda: _shadow(self.index, checks))  # type: ignore[no-any-return]
         # Keyed by the checks object, kept in the entry: an id alone could be reused by a later
         # object once a checks that was not memoised (a topology job's) is freed.
         entry = self._get(("shadow", id(checks)), lambda: (checks, _shadow(self.index, checks)))
@@ -172,10 +210,19 @@ def node_detail(index: GridIndex, usage: Usage) -> bool:
     return callable(nodes) and nodes(index) is not None
 
 
+_DEFAULTS: dict[type, Any] = {}  # the default topology, built once (a validation per call was ~100 us)
+
+
 def plain(spec: JobSpec) -> bool:
     """A job that asks for no topology inside pools (``JobSpec.topology`` at its default, issue 11)."""
     topology = getattr(spec, "topology", None)
-    return topology is None or topology == type(topology)()
+    if topology is None:
+        return True
+    kind = type(topology)
+    default = _DEFAULTS.get(kind)
+    if default is None:
+        default = _DEFAULTS[kind] = kind()
+    return bool(topology == default)
 
 
 class _Boxed:
@@ -208,5 +255,9 @@ def _shadow(index: GridIndex, checks: Checks) -> Shadow:
     pools = checks.pool_static_ok
     need = np.where(pools, checks.pool_need_kw, 0.0)
     site_kw = np.zeros(len(index.site_ids), dtype=np.float64)
-    np.maximum.at(site_kw, index.pool_site, need)
+    # The grid lists pools site by site: a max per run of pools (``np.maximum.at`` was ~100 us a class).
+    bounds = index.site_pool_bounds
+    filled = bounds[1:] > bounds[:-1]
+    if need.size:
+        site_kw[filled] = np.maximum(np.maximum.reduceat(need, bounds[:-1][filled]), 0.0)
     return np.asarray(pools, dtype=np.bool_), site_kw

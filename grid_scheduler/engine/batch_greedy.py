@@ -31,6 +31,7 @@ from grid_scheduler.engine.feasibility import watts
 from grid_scheduler.engine.index import FloatArray, GridIndex, IntArray, Usage
 from grid_scheduler.engine.online import _place_replicas
 from grid_scheduler.engine.priority import Holds
+from grid_scheduler.engine.scoring import PoolCosts
 from grid_scheduler.model import Policy
 
 if TYPE_CHECKING:
@@ -45,28 +46,40 @@ def greedy_by_class(
     site_kw = usage.site_used_kw.copy()
     running = Usage(used, site_kw, usage.pool_drained, usage.tenant_pool_gpus)
     need_w_of: dict[int, IntArray] = {}
+    # Usage only grows: a class that finds no room fails again for every later class with the same
+    # mask (or checks), size and view (held or not), so those are skipped. At 1M jobs most of the
+    # ~200k classes (one per big gang and per multi-endpoint deployment) come after the grid is full.
+    full: set[tuple[int, int, bool]] = set()
     # Most valuable per GPU first (W counts GPU-hours, so the longest jobs), larger first among
     # equals (they fit in fewer places), then queue order: a warm start near the W optimum.
     order = sorted(range(len(units)), key=lambda u: (-units[u].value / (units[u].gpus * units[u].replicas),
                                                       -units[u].gpus * units[u].replicas, u))
     for unit in (units[u] for u in order):
         view = holds.overlay(running, unit.spec)  # a fresh Usage when something is held, else ``running``
+        held = view.pool_used_gpus is not used
+        key = (id(unit.mask) if unit.gang else id(unit.checks), unit.gpus, held)
+        if key in full:
+            continue
         if unit.gang:
-            _fill_gang(index, policy, unit, view, used, site_kw, need_w_of)
+            room = _fill_gang(index, policy, unit, view, used, site_kw, need_w_of)
         else:
-            _repeat_deployment(index, policy, unit, view, used, site_kw)
+            room = _repeat_deployment(index, policy, unit, view, used, site_kw)
+        if not room:
+            full.add(key)
 
 
 def _fill_gang(
     index: GridIndex, policy: Policy, unit: _Unit, view: Usage, used: IntArray, site_kw: FloatArray,
     need_w_of: dict[int, IntArray],
-) -> None:
+) -> bool:
+    """Place the class's jobs; False when one found no pool at all (the mask, size and view are full)."""
     g = unit.gpus
     need_w = need_w_of.get(g)
     if need_w is None:
         need_w = need_w_of[g] = watts(index.pool_kw_per_gpu * g)
     static = unit.mask  # feasible on the usage at the start: usage only grows, so a superset of what is left
-    base = unit.total - unit.costs.packing
+    costs, total = unit.source.get()
+    base = total - costs.packing
     site = index.pool_site
     held = view.pool_used_gpus is not used
     jobs = unit.job_ids
@@ -76,7 +89,7 @@ def _fill_gang(
         headroom_w = watts(index.site_envelope_kw - view.site_used_kw)
         ok = static & (free >= g) & (headroom_w[site] >= need_w)
         if not ok.any():
-            return  # usage only grows: the class's later jobs cannot fit either
+            return False  # usage only grows: the class's later jobs cannot fit either
         cost = base + packing_term(index, policy, free, g)
         p = int(np.argmin(np.where(ok, cost, np.inf)))
         s = int(site[p])
@@ -92,12 +105,16 @@ def _fill_gang(
         if held:  # the overlay is a copy: move it too
             view.pool_used_gpus[p] = max(int(view.pool_used_gpus[p]), int(used[p]))
             view.site_used_kw[s] += k * g * float(index.pool_kw_per_gpu[p])
+    return True
 
 
 def _repeat_deployment(
     index: GridIndex, policy: Policy, unit: _Unit, view: Usage, used: IntArray, site_kw: FloatArray
-) -> None:
+) -> bool:
+    """Place the class's deployments; False when some endpoint had no pool with room for a
+    replica (which depends only on the checks, size and view: the caller remembers it)."""
     assert unit.spec.inference is not None
+    costs = unit.costs  # a deployment's own costs are recomputed on each use: once here
     held = view.pool_used_gpus is not used
     jobs = unit.job_ids
     at = 0
@@ -105,14 +122,15 @@ def _repeat_deployment(
         free = np.maximum(index.pool_healthy_gpus - view.pool_used_gpus, 0)
         headroom_kw = index.site_envelope_kw - view.site_used_kw
         if not _every_endpoint_has_a_slot(index, unit, free, headroom_kw):
-            return  # _place_replicas would fail: some endpoint has no pool within SLO that takes a replica
+            return False  # _place_replicas would fail: some endpoint has no pool within SLO that takes a replica
         packing = packing_term(index, policy, free, unit.gpus)
-        fill = _spread(index, unit, free, headroom_kw, packing) if len(unit.spec.inference.demand) == 1 else None
+        single = len(unit.spec.inference.demand) == 1
+        fill = _spread(index, unit, costs, free, headroom_kw, packing) if single else None
         if fill is None:
             checks = replace(unit.checks, pool_free_gpus=free, site_headroom_kw=headroom_kw)
-            decision = _place_replicas(index, unit.spec, policy, checks, replace(unit.costs, packing=packing))
+            decision = _place_replicas(index, unit.spec, policy, checks, replace(costs, packing=packing))
             if decision.placement is None:
-                return
+                return True  # the costs chose this (not only the checks): not remembered
             fill = [(index.pool_index[a.pool_id], a.gpus) for a in decision.placement.assignments]
         # Copies of the same deployment that still fit: GPUs per pool, whole watts per site.
         copies = len(jobs) - at
@@ -134,6 +152,7 @@ def _repeat_deployment(
             if held:
                 view.pool_used_gpus[p] = max(int(view.pool_used_gpus[p]), int(used[p]))
                 view.site_used_kw[s] += copies * gpus * float(index.pool_kw_per_gpu[p])
+    return True
 
 
 def _every_endpoint_has_a_slot(index: GridIndex, unit: _Unit, free: IntArray, headroom_kw: FloatArray) -> bool:
@@ -148,7 +167,7 @@ def _every_endpoint_has_a_slot(index: GridIndex, unit: _Unit, free: IntArray, he
 
 
 def _spread(
-    index: GridIndex, unit: _Unit, free: IntArray, headroom_kw: FloatArray, packing: FloatArray
+    index: GridIndex, unit: _Unit, costs: PoolCosts, free: IntArray, headroom_kw: FloatArray, packing: FloatArray
 ) -> list[tuple[int, int]] | None:
     """``_place_replicas`` for a deployment with one demand endpoint, when it has at least as many
     sites as replicas: there the first replica takes the cheapest pool within SLO and each next
@@ -161,7 +180,7 @@ def _spread(
     ok = (checks.pool_eligible & (free >= g) & checks.demand_cover[0][site]
           & (headroom_kw[site] + 1e-6 >= checks.pool_need_kw))
     pools = np.flatnonzero(ok)
-    cost = (unit.costs.total - unit.costs.packing + packing)[pools]
+    cost = (costs.total - costs.packing + packing)[pools]
     pools = pools[np.argsort(cost, kind="stable")]  # ties: the pool listed first, as argmin does
     _, first = np.unique(site[pools], return_index=True)  # each site's cheapest pool
     if len(first) < unit.replicas:

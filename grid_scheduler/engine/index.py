@@ -156,13 +156,8 @@ class GridIndex:
         hours = self._transfer_cache.get(dataset_id)
         if hours is None:
             dataset = self.grid.dataset_by_id[dataset_id]
-            hours = np.array(
-                [
-                    transfer_hours(dataset.size_tb, self.topology.bottleneck_gbps(dataset.home_site, site_id))
-                    for site_id in self.site_ids
-                ],
-                dtype=np.float64,
-            )
+            gbps = self.topology.bottleneck_gbps_from(dataset.home_site, tuple(self.site_ids))
+            hours = np.array([transfer_hours(dataset.size_tb, g) for g in gbps], dtype=np.float64)
             self._transfer_cache[dataset_id] = hours
         return hours
 
