@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from grid_scheduler.engine import GridIndex, Usage, decide, site_reasons, wait_info
-from grid_scheduler.model import Grid, JobSpec, JobState, Policy, ReasonCode, ResidencyRule
+from grid_scheduler.engine.topology import PoolShape, feasible, node_free_gpus
+from grid_scheduler.model import Grid, JobSpec, JobState, Policy, ReasonCode, ResidencyRule, TopologyMode
 from grid_scheduler.scheduler import Scheduler, WrongState
 from tests.invariants import ledger_from_jobs, over_capacity, placement_violations, residency_ok
 from tests.strategies import job_specs
@@ -108,6 +109,11 @@ def test_same_input_same_decision(small_grid: Grid, spec: JobSpec, history: list
 
 @SETTINGS
 @given(spec=job_specs(), history=st.lists(job_specs(), max_size=6), drained=st.booleans())
+@example(  # found by hypothesis: a topology reason counts the GPUs its mode can use, not the pool's free
+    spec=JobSpec.model_validate({"name": "train", "tenant": "acme", "kind": "training", "gpus": {"count": 1},
+                                 "training": {"duration_hours": 2.0}, "topology": {"mode": "whole_domains"}}),
+    history=[], drained=False,
+)
 def test_every_reason_is_true_of_the_grid(
     small_grid: Grid, spec: JobSpec, history: list[JobSpec], drained: bool
 ) -> None:
@@ -126,6 +132,17 @@ def test_every_reason_is_true_of_the_grid(
             assert (spec.gpus.types and pool.gpu_type not in spec.gpus.types) or memory < spec.gpus.min_memory_gib
         elif reason.code is ReasonCode.HEALTH:
             assert snap.pool_drained[limits.pool_index[reason.pool_id]]
+        elif reason.code is ReasonCode.CAPACITY and reason.pool_id and spec.topology.mode is not TopologyMode.NONE:
+            # In domains or slices: the job does not fit the pool's nodes as they are, and what the
+            # reason offers is at most the pool's free GPUs (a 1-GPU whole-domain job in a pool of
+            # 72-GPU domains has 128 free GPUs and 0 it can use).
+            _, pool = small_grid.pool_by_id[reason.pool_id]
+            p = limits.pool_index[reason.pool_id]
+            shape = PoolShape.of(pool)
+            node_free = node_free_gpus(shape, snap.node_used_gpus[p], snap.node_out[p])
+            assert not feasible(shape, node_free, spec.total_gpus, spec.topology)
+            assert reason.available < reason.required
+            assert reason.available <= int(node_free.sum())
         elif reason.code is ReasonCode.CAPACITY and reason.pool_id:
             _, pool = small_grid.pool_by_id[reason.pool_id]
             free = pool.healthy_gpus - int(snap.pool_used_gpus[limits.pool_index[reason.pool_id]])
