@@ -35,8 +35,13 @@ def scheduler(small_grid: Grid) -> Scheduler:
 
 
 @pytest.fixture
-def server(scheduler: Scheduler) -> Iterator[RunningServer]:
-    running = start_server(scheduler, "127.0.0.1:0", max_workers=8)
+def server(request: pytest.FixtureRequest, scheduler: Scheduler) -> Iterator[RunningServer]:
+    # A test marked no_batch_cycle sees only its own calls' changes: no background batch cycle
+    # moves a job between its steps.
+    if request.node.get_closest_marker("no_batch_cycle") is not None:
+        running = start_server(scheduler, "127.0.0.1:0", max_workers=8, batch_interval_s=None)
+    else:
+        running = start_server(scheduler, "127.0.0.1:0", max_workers=8)
     yield running
     running.stop(grace_s=0.5)
 

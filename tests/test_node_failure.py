@@ -20,13 +20,15 @@ from grid_scheduler.client import Client
 from grid_scheduler.model import EventType, Grid
 from grid_scheduler.model.node_names import default_node_name, node_indices, node_names
 from grid_scheduler.scheduler import Scheduler, fleet
-from grid_scheduler.service.server import RunningServer, start_server
 from grid_scheduler.site_agent import AgentConfig, SiteAgent
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition, Update
 from grid_scheduler.state.agents import NodeCondition, NodeHealth
 from tests.test_reference_agent import desired
 from tests.test_service import bad_request_fields
 from tests.test_site_agent import POOL, SITE, first_assignments, register, report, training
+
+# Every change a test sees is its own call's: no background batch cycle moves a job meanwhile.
+pytestmark = pytest.mark.no_batch_cycle
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -45,14 +47,6 @@ def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
 @pytest.fixture
 def scheduler(small_grid: Grid, store: Store) -> Scheduler:
     return Scheduler(small_grid, store=store)
-
-
-@pytest.fixture
-def server(scheduler: Scheduler) -> Iterator[RunningServer]:
-    # No batch cycle and no site monitor: every change below is the heartbeat's own.
-    running = start_server(scheduler, "127.0.0.1:0", max_workers=8, batch_interval_s=None)
-    yield running
-    running.stop(grace_s=0.5)
 
 
 def pin(store: Store, job_id: str, nodes: list[tuple[int, int]]) -> None:

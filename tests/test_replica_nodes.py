@@ -11,7 +11,6 @@ deployments scatter the pool's nodes), Redis, and a heartbeat through the real s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
 
 import numpy as np
@@ -26,9 +25,8 @@ from grid_scheduler.engine.topology import PoolShape, assign_replica_nodes
 from grid_scheduler.model import Assignment, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.model.node_names import default_node_name
 from grid_scheduler.scheduler import Scheduler
-from grid_scheduler.service.server import RunningServer, start_server
 from grid_scheduler.site_agent import AgentConfig, SiteAgent
-from grid_scheduler.state import Limits, MemoryStore
+from grid_scheduler.state import Limits
 from grid_scheduler.state.agents import JobPhase
 from tests.test_replica_replace import (
     assert_ledger_is_the_running_reservations,
@@ -38,6 +36,9 @@ from tests.test_replica_replace import (
     serve,
     site_desired,
 )
+
+# Every change a test sees is its own call's: no background batch cycle moves a job meanwhile.
+pytestmark = pytest.mark.no_batch_cycle
 
 POOL = "frankfurt-h100"  # 16 nodes x 8 GPUs; within 2 ms of frankfurt, and nothing else is
 GPUS_PER_NODE = 8
@@ -188,18 +189,6 @@ def test_on_redis_only_the_replicas_on_the_node_move(small_grid: Grid, redis_url
         assert fail_node(s, a, a.nodes[-1][0]) == []  # the same report again changes nothing
     finally:
         store.close()
-
-
-@pytest.fixture
-def scheduler(small_grid: Grid) -> Scheduler:
-    return Scheduler(small_grid, store=MemoryStore(Limits.from_grid(small_grid)))
-
-
-@pytest.fixture
-def server(scheduler: Scheduler) -> Iterator[RunningServer]:
-    running = start_server(scheduler, "127.0.0.1:0", max_workers=8, batch_interval_s=None)
-    yield running
-    running.stop(grace_s=0.5)
 
 
 def test_a_heartbeat_with_a_failed_node_moves_only_the_replica_on_it(client: Client, scheduler: Scheduler) -> None:

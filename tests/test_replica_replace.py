@@ -6,7 +6,6 @@ is re-queued as before. On memory (a property test), on Redis, and through the r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
 
 import numpy as np
@@ -20,10 +19,12 @@ from grid_scheduler.client import Client
 from grid_scheduler.model import Assignment, Grid, JobRecord, JobSpec, JobState
 from grid_scheduler.model.node_names import default_node_name
 from grid_scheduler.scheduler import Scheduler, fleet
-from grid_scheduler.service.server import RunningServer, start_server
 from grid_scheduler.site_agent import AgentConfig, SiteAgent, _shares
-from grid_scheduler.state import Limits, MemoryStore
+from grid_scheduler.state import Limits
 from grid_scheduler.state.agents import JobPhase, JobReport, NodeCondition, NodeHealth
+
+# Every change a test sees is its own call's: no background batch cycle moves a job meanwhile.
+pytestmark = pytest.mark.no_batch_cycle
 
 UK_DE = ["london", "frankfurt", "manchester"]
 
@@ -200,18 +201,6 @@ def test_on_redis_only_the_lost_replica_moves(small_grid: Grid, redis_url: str) 
         assert fail_node(s, lost, node) == []  # the same report again changes nothing
     finally:
         store.close()
-
-
-@pytest.fixture
-def scheduler(small_grid: Grid) -> Scheduler:
-    return Scheduler(small_grid, store=MemoryStore(Limits.from_grid(small_grid)))
-
-
-@pytest.fixture
-def server(scheduler: Scheduler) -> Iterator[RunningServer]:
-    running = start_server(scheduler, "127.0.0.1:0", max_workers=8, batch_interval_s=None)
-    yield running
-    running.stop(grace_s=0.5)
 
 
 def test_a_heartbeat_reporting_the_node_failed_moves_only_its_replica(client: Client, scheduler: Scheduler) -> None:
