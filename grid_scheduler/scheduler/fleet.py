@@ -177,6 +177,21 @@ def apply_report(s: Scheduler, site_id: str, agent_id: str, report: JobReport) -
     return s.store.report_job(site_id, agent_id, report)
 
 
+def forget_ended_reports(s: Scheduler, before_s: float) -> int:
+    """Forget the agents' reports of runs that ended (SUCCEEDED, FAILED, STOPPED) before ``before_s``
+    (the retention cutoff). The desired state reads every report of a site on each call, so kept for
+    ever they would grow its cost with every job the site ever ran. A report kept only guards
+    against its own duplicate; one arriving after the trim finds its job ended or archived, so
+    applying it changes nothing (and it is kept again until the next trim). Reports of runs still
+    active are kept: the desired state tells the agent to stop those the ledger does not want."""
+    forgotten = 0
+    for agent in s.store.site_agents():
+        ended = [r for r in s.store.job_reports(agent.site_id) if not r.phase.is_active and r.at_s < before_s]
+        if ended:
+            forgotten += s.store.forget_job_reports(agent.site_id, ended)
+    return forgotten
+
+
 def _fail_at_site(s: Scheduler, job_id: str, site_id: str, why: str, attempt: int | None) -> None:
     """A run that failed at one site: an inference deployment re-places just its replicas there
     (scheduler/replicas.py), keeping those at other sites; anything else is re-queued."""

@@ -357,13 +357,17 @@ def _stop_runaways(scheduler: Scheduler, stopping: threading.Event, interval_s: 
 
 
 def _archive_finished(scheduler: Scheduler, stopping: threading.Event, retention_s: float) -> None:
-    # Finished jobs and their request ids are forgotten after the retention period, so a
-    # long-running server's memory (and Redis) stays flat. Every replica may run it: it is idempotent.
+    # Finished jobs and their request ids, and the agents' reports of runs that ended, are forgotten
+    # after the retention period, so a long-running server's memory (and Redis) stays flat. Every
+    # replica may run it: it is idempotent.
     while not stopping.wait(ARCHIVE_INTERVAL_S):
         try:
             archived = scheduler.archive_finished(retention_s)
             if archived:
                 log.info("jobs_archived", archived=archived, retention_s=retention_s)
+            forgotten = fleet.forget_ended_reports(scheduler, scheduler.now() - retention_s)
+            if forgotten:
+                log.info("job_reports_forgotten", forgotten=forgotten, retention_s=retention_s)
         except StoreError as e:
             log.debug("archive_skipped", error=str(e))
         except Exception:

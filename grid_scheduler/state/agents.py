@@ -209,6 +209,11 @@ class AgentStore(Protocol):
         """The latest report kept for one job at the site."""
         ...
 
+    def forget_job_reports(self, site_id: str, reports: Sequence[JobReport]) -> int:
+        """Forget these reports (the archive pass's trim), each only while it is still its job's
+        latest: one that a newer report replaced meanwhile stays. Returns how many were forgotten."""
+        ...
+
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
         """An operator's node drains (DrainNodes / UndrainNodes), kept per pool."""
         ...
@@ -312,6 +317,17 @@ class MemoryAgents:
     def job_report(self, site_id: str, job_id: str) -> JobReport | None:
         with self._agents_lock:
             return self._reports.get(site_id, {}).get(job_id)
+
+    def forget_job_reports(self, site_id: str, reports: Sequence[JobReport]) -> int:
+        forgotten = 0
+        with self._agents_lock:
+            kept = self._reports.get(site_id, {})
+            for report in reports:
+                last = kept.get(report.job_id)
+                if last is not None and last.sequence == report.sequence:
+                    del kept[report.job_id]
+                    forgotten += 1
+        return forgotten
 
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
         with self._agents_lock:

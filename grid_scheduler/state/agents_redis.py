@@ -110,6 +110,21 @@ redis.call('HSET', jobs, ARGV[4], ARGV[6])
 return {'kept', ARGV[6]}
 """
 
+# ARGV: prefix, site, then (job id, sequence) pairs. A report is forgotten only while the sequence
+# kept is the one the trim read: a newer report that came meanwhile stays.
+_LUA_FORGET_REPORTS = r"""
+local jobs = ARGV[1] .. 'agent:' .. ARGV[2] .. ':jobs'
+local forgotten = 0
+for i = 3, #ARGV, 2 do
+  local old = redis.call('HGET', jobs, ARGV[i])
+  if old and string.match(old, '^(%d+)|') == ARGV[i + 1] then
+    redis.call('HDEL', jobs, ARGV[i])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
+
 
 def _agent(fields: Sequence[Any]) -> SiteAgent:
     d = {_s(fields[i]): _s(fields[i + 1]) for i in range(0, len(fields), 2)}
@@ -129,6 +144,10 @@ def _report(value: Any) -> JobReport:
     return JobReport.from_json(_s(value).split("|", 1)[1])
 
 
+# Reports forgotten per script call.
+FORGET_BATCH = 1_000
+
+
 class RedisAgents:
     """Mixed into RedisStore, which provides the client, the key prefix and the script runner."""
 
@@ -142,6 +161,7 @@ class RedisAgents:
         self._heartbeat_lua = self._r.register_script(_LUA_HEARTBEAT)
         self._report_lua = self._r.register_script(_LUA_REPORT)
         self._beat_lua = self._r.register_script(_LUA_BEAT)
+        self._forget_reports_lua = self._r.register_script(_LUA_FORGET_REPORTS)
 
     @guarded
     def register_agent(
@@ -235,6 +255,14 @@ class RedisAgents:
     def job_report(self, site_id: str, job_id: str) -> JobReport | None:
         value = self._r.hget(self.prefix + "agent:" + site_id + ":jobs", job_id)
         return _report(value) if value is not None else None
+
+    @guarded
+    def forget_job_reports(self, site_id: str, reports: Sequence[JobReport]) -> int:
+        forgotten = 0
+        for start in range(0, len(reports), FORGET_BATCH):  # bounded scripts: Redis serves no one while one runs
+            pairs = [x for r in reports[start:start + FORGET_BATCH] for x in (r.job_id, str(r.sequence))]
+            forgotten += int(self._run(self._forget_reports_lua, [self.prefix, site_id, *pairs]))
+        return forgotten
 
     @guarded
     def set_nodes_drained(self, pool_id: str, nodes: Sequence[str], drained: bool) -> None:
