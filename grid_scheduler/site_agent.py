@@ -54,7 +54,7 @@ class Running:
     ends_at_s: float | None = None  # simulated end
     nodes: frozenset[tuple[str, str]] = frozenset()  # (pool, node) it holds GPUs on, when named
     process: subprocess.Popen[bytes] | None = None
-    kind: str = ""  # "training" or "inference" (StartJob.kind); unknown after a restart from the state file
+    kind: str = ""  # "training" or "inference" (StartJob.kind); "" when a state file of an older agent lacked it
 
 
 @dataclass
@@ -102,17 +102,25 @@ class SiteAgent:
             return
         data = json.loads(path.read_text())
         self.sequence = {k: int(v) for k, v in data.get("sequence", {}).items()}
-        nodes = data.get("nodes", {})
+        self.attempts = {k: int(v) for k, v in data.get("attempts", {}).items()}
+        nodes, kinds = data.get("nodes", {}), data.get("kinds", {})
         for job_id, pools in data.get("running", {}).items():
             self.running[job_id] = Running(job_id, {p: int(n) for p, n in pools.items()}, time.time(),
-                                           nodes=frozenset((p, n) for p, n in nodes.get(job_id, ())))
+                                           nodes=frozenset((p, n) for p, n in nodes.get(job_id, ())),
+                                           kind=kinds.get(job_id, ""))
 
     def _save(self) -> None:
         path = self.config.state_file
         if path is None:
             return
-        data = {"sequence": self.sequence, "running": {j: r.pools for j, r in sorted(self.running.items())},
-                "nodes": {j: sorted(r.nodes) for j, r in sorted(self.running.items()) if r.nodes}}
+        # Each run's kind and attempt too: after a restart, a failed node under a deployment then
+        # loses only its replicas (no FAILED for the whole job), and a run the scheduler restarted
+        # meanwhile under a newer attempt is told apart from the one this agent had.
+        running = sorted(self.running.items())
+        data = {"sequence": self.sequence, "running": {j: r.pools for j, r in running},
+                "nodes": {j: sorted(r.nodes) for j, r in running if r.nodes},
+                "kinds": {j: r.kind for j, r in running if r.kind},
+                "attempts": {j: self.attempts[j] for j, _ in running if j in self.attempts}}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, sort_keys=True))
         tmp.replace(path)  # atomic: a kill -9 leaves the old state or the new one
@@ -166,6 +174,8 @@ class SiteAgent:
                     self._stop(stop.job_id, pb.StopReason.Name(stop.reason))
             for job in desired.run:
                 run = self.running.get(job.job_id)
+                if run is not None and not run.kind:
+                    run.kind = job.kind  # a run loaded from an older agent's state file
                 if run is None:
                     self._start(job)
                 elif job.attempt != self.attempts.get(job.job_id, job.attempt):

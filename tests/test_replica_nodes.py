@@ -11,6 +11,7 @@ deployments scatter the pool's nodes), Redis, and a heartbeat through the real s
 
 from __future__ import annotations
 
+from pathlib import Path
 from uuid import uuid4
 
 import numpy as np
@@ -244,3 +245,28 @@ def test_the_reference_agent_losing_a_node_keeps_the_deployment_on_its_other_nod
     run = agent.running[job.id]
     want = {(x.pool_id, default_node_name(x.pool_id, i)) for x in after.placement.assignments for i, _ in x.nodes}
     assert run.nodes == frozenset(want) and (POOL, node) not in run.nodes
+
+
+def test_an_agent_restarted_from_its_state_file_still_loses_only_the_replicas_on_the_node(
+    client: Client, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    """The state file keeps each run's kind and attempt: the restarted agent knows the run is a
+    deployment (a failed node costs it only that node's replicas, no FAILED for the whole job) before
+    any desired state arrives, and reports name the run's attempt."""
+    job = client.submit(frankfurt(4, 8)).job
+    before = scheduler.store.get_job(job.id)
+    assert before is not None and before.placement is not None
+    [a] = before.placement.assignments
+    config = AgentConfig(site_id="frankfurt-hub", agent_id="sim", simulate=True, seed=1,
+                         state_file=tmp_path / "agent.json")
+    first = SiteAgent(client, config)
+    first.register()
+    first.apply(site_desired(client, first))
+    assert job.id in first.running
+
+    restarted = SiteAgent(client, config)  # a new process: only the state file carries over
+    run = restarted.running[job.id]
+    assert run.kind == "inference" and restarted.attempts == {job.id: before.attempts}
+    node = default_node_name(POOL, a.nodes[1][0])
+    assert restarted._fail_node(POOL, node) == []
+    assert job.id in restarted.running and (POOL, node) not in restarted.running[job.id].nodes
