@@ -154,9 +154,31 @@ def test_every_planned_topology_job_gets_nodes_when_the_plan_is_committed(
                 assert _commit(index, node_free, other, other_placement)
         assert _commit(index, node_free, spec, placement), f"{job_id} ({spec.topology}) gets no nodes last"
 
+    # The model and its warm start keep to the racks themselves: the safety check after the
+    # solve (``RackLedger.admit``) dropped nothing.
+    assert result.extra.get("rack_dropped", 0.0) == 0.0
+
     # Each tier's bound on W stays at or above what the plan places in it.
     for tier in result.tiers:
         placed = sum(job_value(spec) for job_id, spec in jobs
                      if spec.priority == tier.priority and job_id in result.placements)
         assert tier.value == placed
         assert tier.best_bound >= tier.objective - 1e-6
+
+
+def test_the_solver_plans_a_gang_where_a_rack_is_free_and_not_where_none_is(racks_index: GridIndex) -> None:
+    """Pool level would take both gangs (sines 108 free, glomfjord 144 free); racks take one: sines
+    has one whole rack, glomfjord none (its free GPUs are scattered over its three racks)."""
+    index = racks_index
+    usage = usage_of(index, {"sines-gb300": [0, 36], "glomfjord-gb300": [24, 36, 12]})
+    gangs = [(f"gang-{i}", gb300(f"gang-{i}", RACK, 1, {"mode": "whole_domains"}, [], True, False))
+             for i in range(2)]
+    plain = [("plain", gb300("plain", 36, 1, {}, ["EU"], True, False))]  # sines: only its broken rack keeps the gang's
+    result = solve_batch(index, usage, [*gangs, *plain], POLICY, time_limit_s=2.0, workers=1)
+    assert sorted(result.placements) == ["gang-0", "plain"]
+    assert [a.pool_id for a in result.placements["gang-0"].assignments] == ["sines-gb300"]
+    assert result.unplaced == ["gang-1"]
+    node_free = _free_nodes(index, usage)
+    for job_id, spec in [*gangs, *plain]:
+        if job_id in result.placements:
+            assert _commit(index, node_free, spec, result.placements[job_id])
