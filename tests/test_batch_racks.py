@@ -12,6 +12,7 @@ W bound of each tier stays at or above what the plan places.
 from __future__ import annotations
 
 import os
+from itertools import product
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from grid_scheduler.engine.batch import solve_batch
+from grid_scheduler.engine.feasibility import compute_checks
 from grid_scheduler.engine.index import GridIndex, Usage
 from grid_scheduler.engine.online import replica_gpus
 from grid_scheduler.engine.priority import job_value
@@ -182,3 +184,50 @@ def test_the_solver_plans_a_gang_where_a_rack_is_free_and_not_where_none_is(rack
     for job_id, spec in [*gangs, *plain]:
         if job_id in result.placements:
             assert _commit(index, node_free, spec, result.placements[job_id])
+
+
+whole_or_plain = st.tuples(
+    st.sampled_from([(RACK, {"mode": "whole_domains"}), (2 * RACK, {"mode": "whole_domains"}),
+                     (8, {}), (36, {}), (64, {}), (100, {})]),
+    st.sampled_from([[], ["EU"], ["NO"]]),
+)
+
+
+@SETTINGS
+@given(sines=st.lists(busy_gpus, min_size=2, max_size=2), glomfjord=st.lists(busy_gpus, min_size=3, max_size=3),
+       drawn=st.lists(whole_or_plain, min_size=1, max_size=4))
+def test_the_bound_on_w_is_never_below_the_best_plan_the_racks_allow(
+    racks_index: GridIndex, sines: list[int], glomfjord: list[int],
+    drawn: list[tuple[tuple[int, dict[str, object]], list[str]]],
+) -> None:
+    """One tier of whole-rack and plain gangs (where the rack rows are exact, not conservative):
+    every choice of pool or none per job is tried, committed in queue order; the solver's bound on
+    W is at least the best W among those whose commit gives every job nodes, and its plan is one."""
+    index = racks_index
+    usage = usage_of(index, {"sines-gb300": sines, "glomfjord-gb300": glomfjord})
+    jobs = [(f"j{i}", gb300(f"j{i}", gpus, 1, topology, allowed, True, False))
+            for i, ((gpus, topology), allowed) in enumerate(drawn)]
+    pools = [index.pool_index[p] for p in GB300]
+    allowed_pools = [[p for p in pools if compute_checks(index, Usage.empty(index), spec, POLICY).pool_static_ok[p]]
+                     for _, spec in jobs]
+    best = 0
+    for choice in product(*[[None, *ps] for ps in allowed_pools]):
+        node_free = _free_nodes(index, usage)
+        value = 0
+        for (_, spec), p in zip(jobs, choice, strict=True):
+            if p is None:
+                continue
+            nodes = assign_job_nodes(index.pool_shapes[p], node_free[p], spec.gpus.count, spec.topology, None)
+            if nodes is None:
+                break
+            for node, gpus in nodes:
+                node_free[p][node] -= gpus
+            value += job_value(spec)
+        else:
+            best = max(best, value)
+    result = solve_batch(index, usage, jobs, POLICY, time_limit_s=1.0, workers=1)
+    bound = result.extra.get("weighted_gpus_bound", float(result.weighted_gpus))
+    assert bound >= best, f"W bound {bound} below the best plan the racks allow ({best})"
+    assert result.weighted_gpus <= best
+    if result.status == "OPTIMAL":  # proven: for whole racks and plain jobs the rows lose no plan
+        assert result.weighted_gpus == best
