@@ -687,8 +687,10 @@ def _class_parts(
 
 def _tier_racks(racks: RackLedger | None, units: list[_Unit]) -> TierRacks | None:
     """The rack figures of the pools the tier's whole-domain and slice classes may use (None: it has none)."""
+    if racks is None:
+        return None
     masks = [u.mask for u in units if has_topology(u.spec)]
-    if racks is None or not masks:
+    if not masks:
         return None
     return racks.tier(np.flatnonzero(np.logical_or.reduce(masks)).tolist())
 
