@@ -180,6 +180,8 @@ def test_the_solver_plans_a_gang_where_a_rack_is_free_and_not_where_none_is(rack
     assert sorted(result.placements) == ["gang-0", "plain"]
     assert [a.pool_id for a in result.placements["gang-0"].assignments] == ["sines-gb300"]
     assert result.unplaced == ["gang-1"]
+    # The price bound (every pool) knows glomfjord has no whole rack: W is proven at once.
+    assert result.extra["price_weighted_gpus_bound"] == result.weighted_gpus
     node_free = _free_nodes(index, usage)
     for job_id, spec in [*gangs, *plain]:
         if job_id in result.placements:

@@ -519,7 +519,7 @@ def _solve_tier(
     t0 = time.perf_counter()
     units = _build_units(index, usage, groups, policy, holds, arrays)
     t_units = time.perf_counter()
-    tier_racks = _tier_racks(racks, units)
+    tier_racks = _tier_racks(index, racks, units)
     _greedy(index, usage, policy, groups, units, holds, by_class, tier_racks)
     greedy_time = time.perf_counter() - t_units
     greedy_placed = {job_id for unit in units for job_id in unit.greedy}
@@ -685,14 +685,26 @@ def _class_parts(
     return checks, mask, _CostSource(build, arrays.keeps_costs(spec))
 
 
-def _tier_racks(racks: RackLedger | None, units: list[_Unit]) -> TierRacks | None:
-    """The rack figures of the pools the tier's whole-domain and slice classes may use (None: it has none)."""
+def _tier_racks(index: GridIndex, racks: RackLedger | None, units: list[_Unit]) -> TierRacks | None:
+    """The rack figures of the pools the tier's whole-domain and slice classes may use (None: it
+    has none). A pool without the racks for one slot of such a class now never gets one in this
+    tier (racks only go): it leaves the class's mask, so its candidates, warm start and price bound."""
     if racks is None:
         return None
-    masks = [u.mask for u in units if has_topology(u.spec)]
-    if not masks:
+    topology = [u for u in units if has_topology(u.spec)]
+    if not topology:
         return None
-    return racks.tier(np.flatnonzero(np.logical_or.reduce(masks)).tolist())
+    tier = racks.tier(np.flatnonzero(np.logical_or.reduce([u.mask for u in topology])).tolist())
+    for unit in topology:
+        pools = np.flatnonzero(unit.mask)
+        need = tier.slot_racks(index, unit.spec, unit.gpus, pools)
+        room = tier.free_gpus[pools] >= need * tier.domain_gpus[pools]
+        ok = (need > 0) & (tier.whole_domains[pools] >= need) & room
+        if not ok.all():
+            mask = unit.mask.copy()  # masks are shared between classes: a new one
+            mask[pools[~ok]] = False
+            unit.mask = mask
+    return tier
 
 
 def _greedy(
