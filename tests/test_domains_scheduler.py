@@ -108,25 +108,47 @@ def test_preemption_hands_the_victims_rack_to_a_whole_domain_job(small_grid: Gri
     assert _node_violations(small_grid, _running(s)) == []
 
 
-def test_batch_commit_gives_the_plan_nodes_and_leaves_topology_jobs_to_the_queue(small_grid: Grid) -> None:
-    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
-    # Fill every GB300 rack, so that what follows waits.
+def _fill_and_free_two_racks(s: Scheduler) -> list[JobRecord]:
+    """Every GB300 rack filled, then two freed with no queue pass (what the batch cycle is for);
+    returns the waiting jobs: a plain 64-GPU job and a whole-rack job."""
     fillers = [s.submit(_job(f"fill-{i}", 72, {"mode": "whole_domains"}, preemptible=True)).record for i in range(7)]
     loose = s.submit(_job("loose", 16)).record  # the short and the partly drained racks: 56 + 24 free
     assert loose.state is JobState.RUNNING
     waiting = [s.submit(_job("plain", 64)).record, s.submit(_job("rack", 72, {"mode": "whole_domains"})).record]
     assert all(r.state is JobState.PENDING for r in waiting)
-    for f in fillers[:2]:  # two racks free, with no queue pass (what the batch cycle is for)
+    for f in fillers[:2]:
         record = s.get(f.id)
         s.store.apply(f.id, record.version, transitions.finished(
             record, JobState.COMPLETED, EventType.COMPLETED, "completed", s.now()))
+    return waiting
+
+
+def test_batch_commit_gives_the_plan_nodes_whole_domain_jobs_included(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
+    waiting = _fill_and_free_two_racks(s)
     outcome = s.optimize_pending(time_limit_s=2.0, workers=1)
-    assert waiting[1].id not in outcome.result.placements, "whole-domain jobs are not in the batch plan"
-    assert {r.id for r in outcome.committed} == {waiting[0].id}
-    assert all(s.get(r.id).state is JobState.RUNNING for r in waiting), "the queue pass placed the rack job"
+    # The solver sees the freed racks (engine/batch_racks.py): the rack job is in the plan and
+    # committed on a whole rack; the plain job takes the short racks' GPUs, not the other rack.
+    assert set(outcome.result.placements) == {r.id for r in waiting}
+    assert {r.id for r in outcome.committed} == {r.id for r in waiting}
     assert all(a.nodes for r in _running(s) for a in r.placement.assignments)  # type: ignore[union-attr]
     assert _node_violations(small_grid, _running(s)) == []
 
+
+def test_a_planned_rack_job_whose_racks_went_meanwhile_waits_with_reasons(small_grid: Grid) -> None:
+    s = Scheduler(small_grid, store=NodeLedger(small_grid), quiet=True)
+    waiting = _fill_and_free_two_racks(s)
+    plan = s.plan_pending(time_limit_s=2.0, workers=1)
+    assert waiting[1].id in plan.result.placements
+    # Online work takes both free racks while the solver thought.
+    taken = [s.submit(_job(f"online-{i}", 72, {"mode": "whole_domains"}, priority=1)).record for i in range(2)]
+    assert all(r.state is JobState.RUNNING for r in taken)
+    committed = s.commit_plan(plan)
+    assert waiting[1].id not in {r.id for r in committed}
+    rack = s.get(waiting[1].id)
+    assert rack.state is JobState.PENDING and rack.placement is None  # nothing half-done
+    assert rack.waiting is not None and rack.waiting.summary
+    assert _node_violations(small_grid, _running(s)) == []
 
 
 # --- the service edge: JobSpec.topology (proto field 13) -------------------------------------

@@ -40,6 +40,12 @@ A job's placement preference (engine/preference.py): its fence is in the same ma
 order a cost step per entry (``_ranked_cost``), so the cost phase fills the first entry first,
 as the online path does.
 
+Racks (issue 11's ``JobSpec.topology``): a whole-domain or slice job is planned only where its
+commit finds nodes. Each pool gets a rack row (whole free domains) and its GPU row counts such a
+job's racks' GPUs; the nodes the tiers above take are carried down in queue order
+(``engine/batch_racks.py``, which says why the rows suffice). A topology job left unplaced holds
+its racks against the tiers below, as in the queue.
+
 Priority tiers (``engine/priority.py``, the one definition) are solved one after the other,
 highest first, each on the capacity the tiers above left: a lower tier can never outweigh a
 higher one, whatever its size (a 128-GPU priority-0 job never displaces a 60-GPU priority-1
@@ -91,7 +97,7 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +108,7 @@ from grid_scheduler.engine.batch_arrays import ClassArrays, node_detail, plain
 from grid_scheduler.engine.batch_bound import price_bound
 from grid_scheduler.engine.batch_greedy import greedy_by_class
 from grid_scheduler.engine.batch_input import JobGroup, Jobs, as_groups, flatten, job_count
+from grid_scheduler.engine.batch_racks import RackLedger, TierRacks, has_topology
 from grid_scheduler.engine.fairshare import charge, convex_steps, share_per_gpu
 from grid_scheduler.engine.feasibility import Checks, latency_coverage
 from grid_scheduler.engine.index import BoolArray, FloatArray, GridIndex, IntArray, Usage
@@ -365,6 +372,11 @@ def solve_batch(
     n_jobs = job_count(groups)
     if partition is None:
         partition = n_jobs >= PARTITION_JOBS and not policy.fair_share.enabled
+    # Whole-domain and slice jobs need racks as the commit will find them (engine/batch_racks.py);
+    # the partitioned solve does not carry them between its worker processes.
+    racks = RackLedger(index, usage) if any(has_topology(g.spec) for g in groups) else None
+    if partition and racks is not None:
+        partition = False
     if partition:
         from grid_scheduler.engine.batch_partition import solve_partitioned  # it imports this module
 
@@ -389,7 +401,7 @@ def solve_batch(
         arrays = ClassArrays(index, running, policy, holds)
         result, units = _solve_tier(index, running, tier_groups, policy, holds, time_limit_s=limit, workers=workers,
                                     seed=seed, top_k=top_k, fair=tier_fair, by_class=by_class, arrays=arrays,
-                                    accept_gap=accept_gap)
+                                    accept_gap=accept_gap, racks=racks)
         results.append((priority, result))
         spec_of = _placed_specs(tier_groups, result.placements)
         for job_id, placement in result.placements.items():
@@ -497,26 +509,29 @@ def _solve_tier(
     by_class: bool | None = None,
     arrays: ClassArrays | None = None,
     accept_gap: float = 0.0,
+    racks: RackLedger | None = None,
 ) -> tuple[BatchResult, list[_Unit]]:
     """One tier: every job has the same priority; ``holds`` is what the tiers above wait for;
     ``fair``: the fair-share term when fair share is on; ``by_class``: the warm start's (``_greedy``);
-    ``accept_gap``: as ``solve_batch``'s."""
+    ``accept_gap``: as ``solve_batch``'s; ``racks``: the nodes the tiers above left, when the batch
+    has whole-domain or slice jobs (engine/batch_racks.py): this tier's placements are taken there."""
     groups = as_groups(jobs)
     t0 = time.perf_counter()
     units = _build_units(index, usage, groups, policy, holds, arrays)
     t_units = time.perf_counter()
-    _greedy(index, usage, policy, groups, units, holds, by_class)
+    tier_racks = _tier_racks(index, racks, units)
+    _greedy(index, usage, policy, groups, units, holds, by_class, tier_racks)
     greedy_time = time.perf_counter() - t_units
     greedy_placed = {job_id for unit in units for job_id in unit.greedy}
     price = price_bound(index, usage, units, greedy_placed).bound if units else None
     greedy_w = sum(unit.value * len(unit.greedy) for unit in units)
     if accept_gap > 0 and price is not None and (price - greedy_w) <= accept_gap * max(greedy_w, 1):
-        return _greedy_result(index, policy, groups, units, price, t_units - t0, greedy_time), units
+        return _greedy_result(index, policy, groups, units, price, t_units - t0, greedy_time, racks), units
     t1 = time.perf_counter()
     for unit in units:
         _choose_candidates(index, unit, top_k)
     rules = policy_rules(index, policy)
-    model = _Model(index, usage, units, fair, rules)
+    model = _Model(index, usage, units, fair, rules, tier_racks)
     t2 = time.perf_counter()
     greedy_answer = _greedy_answer(units)
     greedy_obj = model.evaluate(greedy_answer)
@@ -530,9 +545,14 @@ def _solve_tier(
     placements = _decode(index, policy, units, answer, use_solver)
     if rules is not None:
         placements = _within_quotas(index, usage, list(flatten(groups)), placements, rules)
+    planned = len(placements)
+    if racks is not None:  # the commit's nodes, in queue order; drops what would find none
+        placements = racks.admit(flatten(groups), placements)
     unplaced = [job_id for _, job_ids in groups for job_id in job_ids if job_id not in placements]
     spec_of = _placed_specs(groups, placements)
     extra = {"cost_scale": float(model.cost_scale), **outcome.extra}
+    if racks is not None:
+        extra["rack_dropped"] = float(planned - len(placements))  # 0 unless the rack rows missed a case
     if model.has_vars:
         # The folded gap split in two: W against its bound, and (once W is proven) C against its bound.
         w = sum(unit.value * placed for unit, (placed, _) in zip(units, answer, strict=True))
@@ -565,11 +585,13 @@ def _solve_tier(
 
 def _greedy_result(
     index: GridIndex, policy: Policy, groups: Sequence[JobGroup], units: list[_Unit], price: int, build_s: float,
-    greedy_s: float,
+    greedy_s: float, racks: RackLedger | None = None,
 ) -> BatchResult:
     """The warm start as the tier's answer, no model built (``accept_gap``): W alone is the
     objective (``big`` = 1, as the partitioned solve reports), bounded by the price bound."""
     placements = _decode(index, policy, units, _greedy_answer(units), from_solver=False)
+    if racks is not None:
+        placements = racks.admit(flatten(groups), placements)
     spec_of = _placed_specs(groups, placements)
     w = sum(job_value(spec_of[j]) for j in placements)
     bound = max(price, w)
@@ -663,14 +685,37 @@ def _class_parts(
     return checks, mask, _CostSource(build, arrays.keeps_costs(spec))
 
 
+def _tier_racks(index: GridIndex, racks: RackLedger | None, units: list[_Unit]) -> TierRacks | None:
+    """The rack figures of the pools the tier's whole-domain and slice classes may use (None: it
+    has none). A pool without the racks for one slot of such a class now never gets one in this
+    tier (racks only go): it leaves the class's mask, so its candidates, warm start and price bound."""
+    if racks is None:
+        return None
+    topology = [u for u in units if has_topology(u.spec)]
+    if not topology:
+        return None
+    tier = racks.tier(np.flatnonzero(np.logical_or.reduce([u.mask for u in topology])).tolist())
+    for unit in topology:
+        pools = np.flatnonzero(unit.mask)
+        need = tier.slot_racks(index, unit.spec, unit.gpus, pools)
+        room = tier.free_gpus[pools] >= need * tier.domain_gpus[pools]
+        ok = (need > 0) & (tier.whole_domains[pools] >= need) & room
+        if not ok.all():
+            mask = unit.mask.copy()  # masks are shared between classes: a new one
+            mask[pools[~ok]] = False
+            unit.mask = mask
+    return tier
+
+
 def _greedy(
     index: GridIndex, usage: Usage, policy: Policy, jobs: Jobs | Sequence[JobGroup], units: list[_Unit],
-    holds: Holds, by_class: bool | None = None,
+    holds: Holds, by_class: bool | None = None, racks: TierRacks | None = None,
 ) -> None:
     """The warm start: the online decision, job by job, in queue order, on a running copy of usage;
     or (``by_class``; None: from ``BY_CLASS_JOBS`` jobs up) class by class, placing counts
     (engine/batch_greedy.py), which quotas, several preference levels, a ledger with node detail or
-    a job asking for a topology inside pools (issue 11) never take."""
+    a job asking for a topology inside pools (issue 11) never take. With ``racks`` (the tier has
+    whole-domain or slice jobs), the answer keeps to the model's rack and GPU rows (``_RackRoom``)."""
     groups = as_groups(jobs)
     if by_class is None:
         by_class = job_count(groups) >= BY_CLASS_JOBS
@@ -680,6 +725,7 @@ def _greedy(
         return
     unit_of = {job_id: unit for unit in units for job_id in unit.job_ids}
     running = _copy_usage(usage)
+    room = _RackRoom(index, running, racks) if racks is not None else None
     queue = list(flatten(groups))
     order = sorted(range(len(queue)), key=lambda i: -queue[i][1].priority)
     failed: set[int] = set()  # usage only grows, so once a class fails, its later jobs fail too
@@ -688,12 +734,70 @@ def _greedy(
         unit = unit_of[job_id]
         if id(unit) in failed:
             continue
-        decision = decide(index, holds.overlay(running, unit.spec), unit.spec, policy)
+        view = holds.overlay(running, unit.spec)
+        if room is not None and has_topology(unit.spec):
+            view = room.only_with_racks(view, unit)
+        decision = decide(index, view, unit.spec, policy)
         if decision.placement is None:
             failed.add(id(unit))
             continue
+        fill = [(index.pool_index[a.pool_id], a.gpus) for a in decision.placement.assignments]
+        if room is not None and has_topology(unit.spec) and not room.fits(unit, fill):
+            failed.add(id(unit))  # racks only shrink within the tier: its later jobs find none either
+            continue
         _take(index, running, unit.spec.tenant, decision.placement)
-        unit.greedy[job_id] = [(index.pool_index[a.pool_id], a.gpus) for a in decision.placement.assignments]
+        if room is not None and has_topology(unit.spec):
+            room.take(unit, fill)
+        unit.greedy[job_id] = fill
+
+
+class _RackRoom:
+    """The model's rack rows (engine/batch_racks.py) in the exact warm start, on its running usage:
+    a whole-domain or slice job goes only where its racks are left, and counts its racks' GPUs
+    at pool level (``S * r``), so plain jobs leave them; pools with fewer free GPUs on nodes than
+    at pool level are counted at the nodes' figure from the start."""
+
+    def __init__(self, index: GridIndex, running: Usage, racks: TierRacks) -> None:
+        self.index, self.running, self.racks = index, running, racks
+        self.left = racks.whole_domains.copy()
+        np.maximum(running.pool_used_gpus, index.pool_healthy_gpus - racks.free_gpus, out=running.pool_used_gpus)
+        self._need: dict[int, IntArray] = {}
+
+    def need(self, unit: _Unit) -> IntArray:
+        """Racks one slot of ``unit`` counts in each pool (-1: never fits; see ``slot_racks``)."""
+        need = self._need.get(id(unit))
+        if need is None:
+            pools = np.arange(len(self.index.pool_ids), dtype=np.int64)
+            need = np.full(len(pools), -1, dtype=np.int64)
+            mask = unit.mask
+            need[mask] = self.racks.slot_racks(self.index, unit.spec, unit.gpus, pools[mask])
+            self._need[id(unit)] = need
+        return need
+
+    def only_with_racks(self, view: Usage, unit: _Unit) -> Usage:
+        """``view`` with every pool lacking racks for one slot of ``unit`` made full."""
+        need = self.need(unit)
+        free = self.index.pool_healthy_gpus - view.pool_used_gpus
+        ok = (need > 0) & (self.left >= need) & (free >= need * self.racks.domain_gpus)
+        used = np.where(ok, view.pool_used_gpus, np.maximum(view.pool_used_gpus, self.index.pool_healthy_gpus))
+        return replace(view, pool_used_gpus=used)
+
+    def fits(self, unit: _Unit, fill: list[tuple[int, int]]) -> bool:
+        need = self.need(unit)
+        for p, gpus in fill:
+            racks = (gpus // unit.gpus) * int(need[p])
+            free = int(self.index.pool_healthy_gpus[p] - self.running.pool_used_gpus[p])
+            if need[p] <= 0 or racks > self.left[p] or racks * int(self.racks.domain_gpus[p]) > free:
+                return False
+        return True
+
+    def take(self, unit: _Unit, fill: list[tuple[int, int]]) -> None:
+        """After ``_take``: the racks, and their GPUs beyond the job's own."""
+        need = self.need(unit)
+        for p, gpus in fill:
+            racks = (gpus // unit.gpus) * int(need[p])
+            self.left[p] -= racks
+            self.running.pool_used_gpus[p] += racks * int(self.racks.domain_gpus[p]) - gpus
 
 
 def _greedy_answer(units: list[_Unit]) -> Answer:
@@ -756,7 +860,7 @@ class _Model:
 
     def __init__(
         self, index: GridIndex, usage: Usage, units: list[_Unit], fair: _Fair | None = None,
-        quota: QuotaRules | None = None,
+        quota: QuotaRules | None = None, racks: TierRacks | None = None,
     ) -> None:
         self.units = units
         n_units, n_pools, n_sites = len(units), len(index.pool_ids), len(index.site_ids)
@@ -771,11 +875,22 @@ class _Model:
         unit_gpus = np.array([u.gpus for u in units], dtype=np.int64)
         unit_slots = np.array([u.demand_slots for u in units], dtype=np.int64)
         upper = np.minimum(unit_slots[uid], free[pool] // np.maximum(unit_gpus[uid], 1))
+        rack = np.zeros(len(uid), dtype=np.int64)  # racks a slot counts (engine/batch_racks.py); 0: plain
+        if racks is not None:
+            free = np.minimum(free, racks.free_gpus)
+            for u in np.flatnonzero([has_topology(unit.spec) for unit in units]).tolist():
+                lo, hi = (int(i) for i in np.searchsorted(uid, [u, u + 1]))
+                rack[lo:hi] = racks.slot_racks(index, units[u].spec, units[u].gpus, pool[lo:hi])
+            up_racks = racks.whole_domains[pool] // np.maximum(rack, 1)
+            upper = np.where(rack > 0, np.minimum(upper, up_racks), np.where(rack < 0, 0, upper))
         keep = upper > 0
         self.var_unit: IntArray = uid[keep]
         self.var_pool: IntArray = pool[keep]
         x_upper: IntArray = upper[keep]
         gpus = unit_gpus[self.var_unit]
+        var_rack = rack[keep]
+        # A pool's GPU row counts a topology slot's racks' GPUs (engine/batch_racks.py), not its own.
+        pool_gpus = gpus if racks is None else np.where(var_rack > 0, var_rack * racks.domain_gpus[self.var_pool], gpus)
         # Same arithmetic, in the same order, as ``cost``: round(total * gpus * scale).
         self.var_cost: IntArray = np.round(cost[keep] * gpus * self.cost_scale).astype(np.int64)
         self.n_x = n_x = len(self.var_pool)
@@ -824,16 +939,22 @@ class _Model:
                     rows.append(_Row(np.concatenate((serving, ids[k:k + 1])), coeffs, 0, None))
         # Pools: free GPUs, tightened to the largest sum of candidate sizes that fits (valid:
         # no integer answer uses more); no row where the variables' bounds cannot exceed it.
-        load = gpus * x_upper
+        load = pool_gpus * x_upper
         order = np.argsort(self.var_pool, kind="stable")
         edges = np.searchsorted(self.var_pool[order], np.arange(n_pools + 1))
         pool_max = np.bincount(self.var_pool, weights=load, minlength=n_pools)
         self.gpus_cut = 0
         for p in np.flatnonzero(pool_max > free):
             idx = order[edges[p]:edges[p + 1]]
-            cap = _subset_cap(gpus[idx], x_upper[idx], int(free[p]))
+            cap = _subset_cap(pool_gpus[idx], x_upper[idx], int(free[p]))
             self.gpus_cut += int(free[p]) - cap
-            rows.append(_Row(idx, gpus[idx], None, cap, pool=True))
+            rows.append(_Row(idx, pool_gpus[idx], None, cap, pool=True))
+        if racks is not None:  # racks: whole free domains per pool (engine/batch_racks.py)
+            rack_max = np.bincount(self.var_pool, weights=var_rack * x_upper, minlength=n_pools)
+            for q in np.flatnonzero(rack_max > racks.whole_domains).tolist():
+                idx = order[edges[q]:edges[q + 1]]
+                idx = idx[var_rack[idx] > 0]
+                rows.append(_Row(idx, var_rack[idx], None, int(racks.whole_domains[q])))
         # Sites: power headroom, in integer mW (needs rounded up, headroom down).
         need = np.ceil(gpus * index.pool_kw_per_gpu[self.var_pool] * POWER_SCALE - 1e-6).astype(np.int64)
         var_site = index.pool_site[self.var_pool]

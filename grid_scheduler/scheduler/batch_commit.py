@@ -14,7 +14,7 @@ from grid_scheduler.engine.batch import BatchResult, solve_batch
 from grid_scheduler.engine.fairshare import fair_order, weighted_shares
 from grid_scheduler.engine.online import with_nodes
 from grid_scheduler.engine.priority import Holds
-from grid_scheduler.model import JobRecord, Placement, TopologyMode
+from grid_scheduler.model import JobRecord, Placement
 from grid_scheduler.scheduler import observer, transitions
 from grid_scheduler.state import CapacityConflict, StaleRecord, Store, UnknownJob
 
@@ -64,9 +64,10 @@ def plan_pending(s: Scheduler, time_limit_s: float, workers: int, dry_run: bool)
             running = s.store.running_jobs()
             pending = fair_order(pending, running, s.index, policy)
             shares = weighted_shares(s.index, policy, running)
-    # The solver plans pool-level GPUs; a job asking for whole domains or slices is left to the
-    # queue pass after the commit, which places it on nodes (engine/topology.py).
-    plannable = [(r.id, r.spec) for r in pending if r.spec.topology.mode is TopologyMode.NONE]
+    # Every waiting job goes to the solver, whole-domain and slice jobs too: the solver plans them
+    # only where the racks their commit needs are free (engine/batch_racks.py), and one it leaves
+    # waiting holds its racks against lower tiers in the plan, as in the queue (``Holds``).
+    plannable = [(r.id, r.spec) for r in pending]
     # partition=False: the partitioned solve forks worker processes, and a gRPC server's process
     # (threads, open channels) must not fork; the single solve handles the sizes a live queue holds.
     result = solve_batch(
