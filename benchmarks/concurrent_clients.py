@@ -64,7 +64,7 @@ JOBS = 4_000
 GRID_NAME = "bench-concurrent"
 
 
-def serve(store: str, url: str, out: Connection) -> None:
+def serve(store: str, url: str, out: Connection, workers: int = 0) -> None:
     """The server process: the example grid, the given store, the real server; runs until told to stop."""
     from grid_scheduler.config import DEFAULT_GRID, load_grid
     from grid_scheduler.logging import configure
@@ -76,7 +76,8 @@ def serve(store: str, url: str, out: Connection) -> None:
     configure("warning")  # what is measured is the call, not log rendering
     grid = load_grid(DEFAULT_GRID)
     ledger = RedisStore(Limits.from_grid(grid), url, GRID_NAME) if store == "redis" else None
-    server = start_server(Scheduler(grid, store=ledger), "127.0.0.1:0")
+    options = {"max_workers": workers} if workers else {}  # 0: start_server's default
+    server = start_server(Scheduler(grid, store=ledger), "127.0.0.1:0", **options)
     out.send(server.port)
     out.recv()  # stop
     server.stop(1.0)
@@ -194,10 +195,10 @@ def run_row(pipes: list[Connection], address: str, rpc: str, clients: int, secon
 
 
 def run_store(store: str, url: str, pipes: list[Connection], seconds: float, window: int,
-              many: int) -> list[dict[str, Any]]:
+              many: int, workers: int = 0) -> list[dict[str, Any]]:
     ctx = mp.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(store, url, theirs))
+    server = ctx.Process(target=serve, args=(store, url, theirs, workers))
     server.start()
     admin = redis.Redis.from_url(url) if store == "redis" else None
     try:
@@ -331,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=32, help="live jobs kept (over all clients)")
     parser.add_argument("--stores", default="memory,redis", help="comma-separated: memory, redis")
     parser.add_argument("--redis-url", default="", help="use this Redis (its database is FLUSHED)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="gRPC worker threads of the one-process server (0: start_server's default, 16)")
     parser.add_argument("--server-processes", default="1",
                         help="comma-separated: server processes (serve --processes N; N > 1: Redis rows only)")
     parser.add_argument("--seed", type=int, default=0)
@@ -361,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis_version = ""
     try:
         if "memory" in stores and 1 in processes:
-            rows += run_store("memory", "", pipes, seconds, args.window, args.clients)
+            rows += run_store("memory", "", pipes, seconds, args.window, args.clients, args.workers)
         if "redis" in stores:
             with (private_redis() if not args.redis_url else _given(args.redis_url)) as url:
                 admin = redis.Redis.from_url(url)
@@ -369,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_version = admin.info("server")["redis_version"]
                 for n in processes:
                     if n == 1:
-                        rows += run_store("redis", url, pipes, seconds, args.window, args.clients)
+                        rows += run_store("redis", url, pipes, seconds, args.window, args.clients, args.workers)
                     else:
                         rows += run_processes(n, url, pipes, seconds, args.window, args.clients)
                     admin.flushdb()
@@ -429,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "redis_server": redis_version,
         },
         "config": {"seconds_per_row": seconds, "clients": args.clients, "window": args.window, "seed": args.seed,
-                   "server_processes": processes,
+                   "server_processes": processes, "workers": args.workers or 16,
                    "grid": "examples/grids/nscale.yaml", "jobs": f"synthetic.job_stream(grid, {JOBS}, seed)"},
         "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
         "ratios": by_store,

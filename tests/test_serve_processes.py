@@ -287,3 +287,18 @@ def test_processes_must_be_at_least_one() -> None:
     result = subprocess.run([str(BIN / "grid-scheduler"), "serve", "--processes", "0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--processes: must be >= 1" in result.stderr
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])
+def test_one_process_still_refuses_a_taken_port(reuse_port: bool, small_grid: Grid) -> None:
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.service.server import start_server
+
+    with socket.socket() as foreign:
+        if reuse_port:
+            foreign.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        port = foreign.getsockname()[1]
+        with pytest.raises((OSError, RuntimeError)):
+            start_server(Scheduler(small_grid), f"127.0.0.1:{port}", pending_retry_s=None, batch_interval_s=None)
