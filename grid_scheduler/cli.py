@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -269,7 +269,12 @@ def _serve_replica(args: argparse.Namespace, index: int) -> None:
     from grid_scheduler.service.replicas import exit_with_parent
 
     configure(args.log_level, json=True if args.log_json else None)
-    structlog.contextvars.bind_contextvars(replica=index)
+
+    def tag(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("replica", index)  # on every thread's lines (context variables stay on one thread)
+        return event
+
+    structlog.configure(processors=[tag, *structlog.get_config()["processors"]])
     exit_with_parent()
     sys.exit(_guarded(lambda: _serve_one(args, index)))
 

@@ -10,6 +10,7 @@ the parent stops both. Bounded in calls and time; nothing is timed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -226,6 +227,9 @@ def test_two_processes_share_the_address_the_ledger_and_the_events(
         conn.close()
     pids = started_pids(process)
     assert len(pids) == 2 and all(alive(p) for p in pids)
+    lines = [json.loads(line) for line in full_log(process).splitlines() if line.startswith("{")]
+    started = {line["replica"]: line["pid"] for line in lines if line["event"] == "server_started"}
+    assert started == {0: pids[0], 1: pids[1]}  # each process says which replica it is
     assert process.terminate() == 0, process.log()  # SIGTERM to the parent
     assert not any(alive(p) for p in pids), "a replica outlived its parent's SIGTERM"
     assert full_log(process).count('"server_stopped"') == 2
