@@ -227,7 +227,7 @@ def run_rows(store: str, processes: int, pipes: list[Connection], address: str, 
                           server_pid, admin)
             if metrics_ports:  # the replicas' own counters, summed: the work behind each answered call
                 after = scheduler_counts(metrics_ports)
-                row.update({f"{k}_per_call": round((after[k] - before[k]) / row["calls"], 3) for k in after})
+                row.update({f"{k}_per_call": round((after[k] - before.get(k, 0.0)) / row["calls"], 3) for k in after})
             rows.append({"store": store, "server_processes": processes, **row})
             print(f"  {store} x{processes} processes {row['rpc']} x{clients}: {row['calls_per_s']:,.0f}/s, "
                   f"p99 {row['p99_us']:,.0f} µs", file=sys.stderr)
@@ -413,12 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if counted:
         print("\nThe replicas' own counters (serve --metrics-address), summed, per SubmitJob answered:\n")
         print("| store | server processes | clients | decisions | commits | refused commits (conflicts) "
-              "| of which capacity; stale record |")
+              "| of which ledger moved; capacity; stale record |")
         print("|---|--:|--:|--:|--:|--:|--:|")
         for r in counted:
             print(f"| {r['store']} | {r['server_processes']} | {r['clients']} | {r['decisions_per_call']:.2f} "
                   f"| {r['commits_per_call']:.2f} | {r['conflicts_per_call']:.2f} "
-                  f"| {r.get('conflicts_capacity_per_call', 0.0):.2f}; "
+                  f"| {r.get('conflicts_ledger_moved_per_call', 0.0):.2f}; "
+                  f"{r.get('conflicts_capacity_per_call', 0.0):.2f}; "
                   f"{r.get('conflicts_stale_record_per_call', 0.0):.2f} |")
     report = {
         "benchmark": "concurrent_clients",
