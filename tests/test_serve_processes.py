@@ -263,6 +263,30 @@ def test_a_replica_that_dies_stops_the_others_and_serve_exits_non_zero(
         process.terminate()
 
 
+@pytest.mark.redis
+def test_replicas_stop_by_themselves_when_the_parent_is_killed(
+    redis_factory: type[RedisServer], tmp_path: Path,
+) -> None:
+    redis = redis_factory()
+    metrics_port = next(p for p in iter(free_port, 0) if _free(p + 1))
+    address = f"127.0.0.1:{free_port()}"
+    process = ServeProcess(serve_command(redis.url(), address, metrics_port), address, tmp_path / "serve.log")
+    try:
+        wait_both_serving(process, metrics_port)
+        pids = started_pids(process)
+        process.process.kill()  # SIGKILL: the parent can stop nobody
+        process.process.wait()
+        deadline = time.monotonic() + 60
+        while any(alive(p) for p in pids):
+            assert time.monotonic() < deadline, f"replicas outlived their parent:\n{full_log(process)}"
+            time.sleep(0.1)
+        assert full_log(process).count('"replica_parent_gone"') == 2
+    finally:
+        for pid in started_pids(process):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_memory_store_is_refused_with_several_processes() -> None:
     result = subprocess.run([str(BIN / "grid-scheduler"), "serve", "--processes", "2", "--store", "memory",
                              "--address", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60)
