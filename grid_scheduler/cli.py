@@ -225,6 +225,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure(args.log_level, json=True if args.log_json else None)
     if args.processes < 1:
         raise ConfigError("--processes: must be >= 1")
+    if args.retention_days < 0:
+        raise ConfigError("--retention-days: must be >= 0")
+    if args.max_streams < 1:
+        raise ConfigError("--max-streams: must be >= 1")
     if args.processes > 1:
         return _serve_processes(args)
     return _serve_one(args)
@@ -295,10 +299,6 @@ def _serve_one(args: argparse.Namespace, replica: int | None = None) -> int:
         store = open_store(args.store, Limits.from_grid(grid), grid.name, grid_fingerprint(grid), args.replace_grid)
     except (ValueError, StoreError) as e:  # messages name the store by its redacted URL only
         raise ConfigError(f"--store: {e}") from e
-    if args.retention_days < 0:
-        raise ConfigError("--retention-days: must be >= 0")
-    if args.max_streams < 1:
-        raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy, grid), store=store)
     scheduler.heartbeat_timeout_s = args.heartbeat_timeout if args.heartbeat_timeout > 0 else None
     scheduler.site_grace_s = args.site_grace
