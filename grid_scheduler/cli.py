@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -37,8 +37,13 @@ LIVE_SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return _guarded(lambda: args.run(args))
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """``run()``'s exit code; the errors a user can act on as one line on stderr and a code."""
     try:
-        result: int = args.run(args)
+        result: int = run()
         return result
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -72,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default=DEFAULT_ADDRESS)
     serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads for unary calls")
     serve.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="N server processes on the one address (SO_REUSEPORT), each a full replica; needs a Redis "
+             "--store. SIGTERM/SIGINT stops all; if one dies the rest are stopped and serve exits 1 (default: 1)",
+    )
+    serve.add_argument(
         "--max-streams", type=int, default=64,
         help="most watch streams (WatchJobs, WatchScenario) open at once, each on a thread of its own "
              "beside the workers; one more is refused with RESOURCE_EXHAUSTED (default: 64)",
@@ -98,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true",
                        help="allow plaintext on an address other than loopback (never in production)")
     serve.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
-                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)")
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none); with --processes N, "
+                            "process i serves its own counters on PORT+i")
     serve.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="a site whose agent registered and then sent no heartbeat for this long is UNHEALTHY: "
                             "no new work goes there (0: never; sites with no agent are never judged)")
@@ -210,13 +221,76 @@ def _fetch_live(args: argparse.Namespace) -> LiveStart:
 
 def _serve(args: argparse.Namespace) -> int:
     from grid_scheduler.logging import configure
+
+    configure(args.log_level, json=True if args.log_json else None)
+    if args.processes < 1:
+        raise ConfigError("--processes: must be >= 1")
+    if args.retention_days < 0:
+        raise ConfigError("--retention-days: must be >= 0")
+    if args.max_streams < 1:
+        raise ConfigError("--max-streams: must be >= 1")
+    if args.processes > 1:
+        return _serve_processes(args)
+    return _serve_one(args)
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """``serve --processes N``: check what every replica would refuse once, here, then supervise N."""
+    from functools import partial
+
+    from grid_scheduler.service.auth import load_auth_config
+    from grid_scheduler.service.replicas import check_port_free, supervise
+    from grid_scheduler.state import Limits, StoreError, open_store
+    from grid_scheduler.state.factory import SCHEMES, grid_fingerprint
+
+    if not args.store.startswith(SCHEMES):
+        raise ConfigError(
+            f"--processes {args.processes} needs a shared store (--store redis://...): the in-memory ledger "
+            "lives in one process, so each process would book the same GPUs in a ledger of its own")
+    _server_tls(args)
+    try:  # first: a port another server holds fails before anything is loaded
+        check_port_free(args.address)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"--address: {e}") from e
+    if args.auth_config:
+        load_auth_config(args.auth_config)
+    if args.metrics_address is not None:
+        _replica_metrics_address(args.metrics_address, args.processes - 1)
+    grid = load_grid(args.grid)
+    try:  # the grid check (and --replace-grid) once, before N processes race to it
+        open_store(args.store, Limits.from_grid(grid), grid.name, grid_fingerprint(grid), args.replace_grid).close()
+    except (ValueError, StoreError) as e:
+        raise ConfigError(f"--store: {e}") from e
+    args.replace_grid = False  # done above; a replica only claims the grid it loaded
+    return supervise(partial(_serve_replica, args), args.processes)
+
+
+def _serve_replica(args: argparse.Namespace, index: int) -> None:
+    """One of ``serve --processes N``'s processes (spawned: a fresh interpreter); exits with its code."""
+    import structlog
+
+    from grid_scheduler.logging import configure
+    from grid_scheduler.service.replicas import exit_with_parent
+
+    configure(args.log_level, json=True if args.log_json else None)
+
+    def tag(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("replica", index)  # on every thread's lines (context variables stay on one thread)
+        return event
+
+    structlog.configure(processors=[tag, *structlog.get_config()["processors"]])
+    exit_with_parent()
+    sys.exit(_guarded(lambda: _serve_one(args, index)))
+
+
+def _serve_one(args: argparse.Namespace, replica: int | None = None) -> int:
+    """One server process; ``replica``: its index among ``--processes`` (then it shares the port)."""
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.auth import load_auth_config
     from grid_scheduler.service.server import serve_forever, start_server
     from grid_scheduler.state import Limits, StoreError, open_store
     from grid_scheduler.state.factory import grid_fingerprint
 
-    configure(args.log_level, json=True if args.log_json else None)
     tls = _server_tls(args)  # before anything is loaded: a refused address fails at once
     auth = load_auth_config(args.auth_config) if args.auth_config else None
     grid = load_grid(args.grid)
@@ -225,19 +299,18 @@ def _serve(args: argparse.Namespace) -> int:
         store = open_store(args.store, Limits.from_grid(grid), grid.name, grid_fingerprint(grid), args.replace_grid)
     except (ValueError, StoreError) as e:  # messages name the store by its redacted URL only
         raise ConfigError(f"--store: {e}") from e
-    if args.retention_days < 0:
-        raise ConfigError("--retention-days: must be >= 0")
-    if args.max_streams < 1:
-        raise ConfigError("--max-streams: must be >= 1")
     scheduler = Scheduler(grid, load_policy(args.policy, grid), store=store)
     scheduler.heartbeat_timeout_s = args.heartbeat_timeout if args.heartbeat_timeout > 0 else None
     scheduler.site_grace_s = args.site_grace
     # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
     scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
-    metrics = _start_metrics(args.metrics_address, scheduler)
+    metrics_address = args.metrics_address
+    if metrics_address is not None and replica is not None:
+        metrics_address = _replica_metrics_address(metrics_address, replica)
+    metrics = _start_metrics(metrics_address, scheduler)
     try:
         running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
-                               max_streams=args.max_streams, tls=tls, auth=auth)
+                               max_streams=args.max_streams, tls=tls, auth=auth, reuse_port=replica is not None)
         if metrics is not None:
             metrics.report_open_streams(lambda: running.open_streams)
         serve_forever(running)
@@ -246,6 +319,24 @@ def _serve(args: argparse.Namespace) -> int:
             metrics.stop()
         store.close()
     return 0
+
+
+def _replica_metrics_address(address: str, replica: int) -> str:
+    """Replica ``replica``'s metrics address: PORT+replica (port 0 stays 0: any free port each).
+
+    One endpoint per process, because each process counts only what it did (Prometheus sums the
+    series over the replicas, as it would over separately started ones)."""
+    from grid_scheduler.service.metrics import parse_address
+
+    try:
+        host, port = parse_address(address)
+    except ValueError as e:
+        raise ConfigError(f"--metrics-address: {e}") from e
+    if port == 0:
+        return address
+    if port + replica > 65535:
+        raise ConfigError(f"--metrics-address: ports {port}..{port + replica} (one a process) go past 65535")
+    return f"[{host}]:{port + replica}" if ":" in host else f"{host}:{port + replica}"
 
 
 def _start_metrics(address: str | None, scheduler: Scheduler) -> MetricsServer | None:

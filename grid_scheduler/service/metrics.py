@@ -50,7 +50,10 @@ COMMIT_BUCKETS_S = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0
 # The batch cycle's solver runs up to its time limit (server.BATCH_TIME_LIMIT_S, 5 s).
 SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Store refusals, by the exception's class, as one label value each.
-CONFLICT_LABELS = {"CapacityConflict": "capacity", "StaleRecord": "stale_record", "UnknownJob": "unknown_job"}
+# ledger_moved: an optimistic commit (decided on the replica's copy, no read first) refused because
+# the ledger moved past that copy, mostly by other replicas' commits; decided again on the fresh one.
+CONFLICT_LABELS = {"CapacityConflict": "capacity", "StaleRecord": "stale_record", "UnknownJob": "unknown_job",
+                   "LedgerMoved": "ledger_moved"}
 OUTCOMES = {JobState.RUNNING: "placed", JobState.PENDING: "pending", JobState.REJECTED: "rejected"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -203,6 +204,7 @@ def start_server(
     tls: ServerTls | None = None,
     auth: AuthConfig | None = None,
     run_limit_interval_s: float | None = RUN_LIMIT_CHECK_S,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Serve on ``address`` (port 0: any free port) until ``RunningServer.stop``.
 
@@ -213,6 +215,9 @@ def start_server(
     (None: never). ``tls`` serves TLS (mutual TLS with a client CA) instead of plaintext. ``auth`` turns on
     authentication, roles, tenant scope, tenant limits and rate limits (service/auth/); without
     it every caller is an anonymous platform admin. Mutating calls are audited either way.
+    ``reuse_port`` binds with SO_REUSEPORT, for one of several replica processes sharing the port
+    (service/replicas.py, which checks first that no foreign process holds it); without it a port
+    already taken fails here, as it should for a single server.
     """
     stopping = threading.Event()
     streams = StreamLimitInterceptor(max_streams)
@@ -227,7 +232,8 @@ def start_server(
         # Bytes that do not parse are refused first (INVALID_ARGUMENT, never grpcio's INTERNAL); then
         # the trust boundary: nothing below it runs for a caller it refused.
         interceptors=[MalformedRequestInterceptor(), access, streams, LoggingInterceptor()],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0),
+                 ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)],
     )
     add_placement = placement_pb2_grpc.add_PlacementServiceServicer_to_server
     add_topology = topology_pb2_grpc.add_TopologyServiceServicer_to_server
@@ -270,8 +276,9 @@ def start_server(
                          name="archive", daemon=True).start()
     # A Redis store is named by its redacted URL (state/store_url.py), never with its password.
     store = getattr(scheduler.store, "safe_url", "memory")
-    log.info("server_started", address=address, port=port, store=store, sites=len(scheduler.grid.sites),
-             pools=len(scheduler.index.pool_ids), workers=max_workers, max_streams=max_streams,
+    log.info("server_started", address=address, port=port, pid=os.getpid(), store=store,
+             sites=len(scheduler.grid.sites), pools=len(scheduler.index.pool_ids), workers=max_workers,
+             max_streams=max_streams,
              tls="mutual" if tls and tls.client_ca_file else "server" if tls else "off",
              auth="on" if auth is not None else "off (every caller is an anonymous platform admin)")
     return RunningServer(server, port, health_servicer, stopping, streams, auditor)
