@@ -209,6 +209,7 @@ def _fetch_live(args: argparse.Namespace) -> LiveStart:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from grid_scheduler.gc_tuning import settle_heap
     from grid_scheduler.logging import configure
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.auth import load_auth_config
@@ -234,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     scheduler.site_grace_s = args.site_grace
     # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
     scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
+    settle_heap()  # the grid, index and policy are loaded: frozen out of the collector's scans (gc_tuning.py)
     metrics = _start_metrics(args.metrics_address, scheduler)
     try:
         running = start_server(scheduler, args.address, args.workers, retention_s=args.retention_days * 86400.0,
