@@ -14,10 +14,11 @@ already broken (tightest fit first), so whole free domains stay whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -305,32 +306,52 @@ def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus
 _CHUNK = 64
 
 
-class PoolArrays:
-    """One array per pool, read by index or in order, held in chunks of _CHUNK pools.
+class PoolArrays(Sequence[npt.NDArray[Any]]):
+    """One array per pool, read by index or in order, held in chunks of _CHUNK pools; immutable.
 
     ``replaced`` shares every chunk but those of the pools it changes. Copying a tuple of 2,000
     arrays per commit touched 2,000 reference counts scattered over the heap; with the caches
-    cold that cost ~0.1 ms of each submission at 500 sites."""
+    cold that cost ~0.1 ms of each submission at 500 sites. The ledger's per-node arrays
+    (state.store.LedgerSnapshot) are held so too: a commit replaces the arrays of the pools it
+    touched, and readers keep the PoolArrays they read, unchanged."""
 
     __slots__ = ("_chunks", "_len")
 
-    def __init__(self, arrays: Iterable[IntArray]) -> None:
+    def __init__(self, arrays: Iterable[npt.NDArray[Any]]) -> None:
         items = list(arrays)
         self._chunks = tuple(tuple(items[i : i + _CHUNK]) for i in range(0, len(items), _CHUNK))
         self._len = len(items)
 
-    def __getitem__(self, p: int) -> IntArray:
+    @classmethod
+    def of(cls, arrays: Sequence[npt.NDArray[Any]]) -> PoolArrays:
+        """``arrays`` as PoolArrays (itself when it is one already: nothing copied)."""
+        return arrays if isinstance(arrays, PoolArrays) else cls(arrays)
+
+    @overload
+    def __getitem__(self, p: int) -> npt.NDArray[Any]: ...
+
+    @overload
+    def __getitem__(self, p: slice) -> list[npt.NDArray[Any]]: ...
+
+    def __getitem__(self, p: int | slice) -> npt.NDArray[Any] | list[npt.NDArray[Any]]:
+        if isinstance(p, slice):
+            return list(self)[p]
         if p < 0:
             p += self._len
+        if not 0 <= p < self._len:
+            raise IndexError(p)
         return self._chunks[p // _CHUNK][p % _CHUNK]
 
     def __len__(self) -> int:
         return self._len
 
-    def __iter__(self) -> Iterator[IntArray]:
+    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
         return chain.from_iterable(self._chunks)
 
-    def replaced(self, new: Mapping[int, IntArray]) -> PoolArrays:
+    def __repr__(self) -> str:
+        return f"PoolArrays({self._len} pools)"
+
+    def replaced(self, new: Mapping[int, npt.NDArray[Any]]) -> PoolArrays:
         chunks = list(self._chunks)
         for c in {p // _CHUNK for p in new}:
             chunk = list(chunks[c])
@@ -386,8 +407,8 @@ class NodeView:
     def build(
         cls,
         shapes: tuple[PoolShape, ...],
-        node_used_gpus: tuple[npt.ArrayLike, ...],
-        node_out: tuple[npt.ArrayLike, ...],
+        node_used_gpus: Sequence[npt.ArrayLike],
+        node_out: Sequence[npt.ArrayLike],
     ) -> NodeView:
         """The view of a snapshot's node arrays. Every pool at once, on the nodes of all pools laid
         end to end: it is built once per ledger version, before the first decision on it."""
@@ -433,7 +454,7 @@ class NodeView:
             object.__setattr__(self, "_domain_free", _PoolCache(len(self.shapes)))
 
     def updated(
-        self, node_used_gpus: tuple[npt.ArrayLike, ...], node_out: tuple[npt.ArrayLike, ...], pools: list[int],
+        self, node_used_gpus: Sequence[npt.ArrayLike], node_out: Sequence[npt.ArrayLike], pools: list[int],
     ) -> NodeView:
         """What ``build`` gives for node arrays that differ from this view's only in ``pools``: those
         pools recomputed, the others shared. A replica following its own commit changes one or two
