@@ -208,6 +208,15 @@ def assign_replica_nodes(
     """
     if replicas <= 0 or replica_gpus <= 0 or replica_gpus > shape.gpus_per_node:
         return None
+    if len(node_free) <= _SMALL_POOL_NODES:
+        return _assign_replica_nodes_small(shape, np.asarray(node_free).tolist(), replicas, replica_gpus)
+    return _assign_replica_nodes_arrays(shape, node_free, replicas, replica_gpus, domain_free)
+
+
+def _assign_replica_nodes_arrays(
+    shape: PoolShape, node_free: IntArray, replicas: int, replica_gpus: int, domain_free: IntArray | None = None
+) -> NodeGpus | None:
+    """assign_replica_nodes with NumPy, for pools of many nodes."""
     free = np.asarray(node_free, dtype=np.int64)
     holds = free // replica_gpus  # replicas each node can take whole
     if int(holds.sum()) < replicas:
@@ -238,6 +247,46 @@ def assign_replica_nodes(
         if remaining == 0:
             break
     return tuple((int(i), int(taken[i])) for i in np.flatnonzero(taken))
+
+
+# Pools of at most this many nodes (most pools of a synthetic 500-site grid have 4-16) are
+# assigned in plain Python: a dozen NumPy calls on arrays this short cost more than the work.
+_SMALL_POOL_NODES = 64
+
+
+def _assign_replica_nodes_small(shape: PoolShape, free: list[int], replicas: int, replica_gpus: int) -> NodeGpus | None:
+    """assign_replica_nodes on a short pool, over lists: the same nodes in the same order (its
+    stable argsorts are Python's stable sorts here, its argmins ``min``'s first least item);
+    tests/test_engine_fast_paths.py holds the two to it."""
+    holds = [f // replica_gpus for f in free]
+    if sum(holds) < replicas:
+        return None
+    per_domain, gpn = shape.nodes_per_domain, shape.gpus_per_node
+    starts = range(0, len(free), per_domain)
+    domain_free = [sum(free[d : d + per_domain]) for d in starts]
+    domain_holds = [sum(holds[d : d + per_domain]) for d in starts]
+    whole = [f == shape.domain_gpus for f in domain_free]
+    broken = [d for d in range(len(domain_free)) if not whole[d] and domain_holds[d] > 0]
+    holding = [d for d in broken if domain_holds[d] >= replicas]
+    if holding:
+        order = [min(holding, key=domain_free.__getitem__)]
+    else:
+        order = sorted(broken, key=domain_free.__getitem__)
+        order += [d for d in range(len(domain_free)) if whole[d] and domain_holds[d] > 0]
+    taken: dict[int, int] = {}
+    remaining = replicas
+    for d in order:
+        start = d * per_domain
+        nodes = range(start, min(start + per_domain, len(free)))
+        for i in sorted(nodes, key=lambda i: free[i] if holds[i] > 0 else gpn + 1):
+            if remaining == 0 or holds[i] == 0:
+                break
+            k = min(remaining, holds[i])
+            taken[i] = k * replica_gpus
+            remaining -= k
+        if remaining == 0:
+            break
+    return tuple(sorted(taken.items()))
 
 
 def assign_job_nodes(
