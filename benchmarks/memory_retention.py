@@ -58,7 +58,8 @@ def run(cycles: int, checkpoints: list[int], archive: bool, out: mp.Queue, settl
         if archive and i % 1000 == 0:
             scheduler.archive_finished(retention_s=0.0)
         if i in checkpoints:
-            gc.collect()
+            if not settle:  # settled, the run reads RSS as a server would have it: no forced collection
+                gc.collect()
             rows.append({"cycles": i, "rss_mib": round(rss_mib(), 1), "jobs_kept": len(scheduler.store.list_jobs(
                 frozenset(), "", 10**9)), "elapsed_s": round(time.perf_counter() - started, 1)})
     out.put(rows)
