@@ -285,16 +285,18 @@ class MemoryStore(MemoryAgents):
         row = self._tenant_used.get(tenant)
         if row is None:
             row = self._tenant_used[tenant] = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
+        moved: dict[int, npt.NDArray[np.int32]] = {}
         for a in assignments:
             pool = self._limits.pool_index[a.pool_id]
             self._pool_used[pool] += sign * a.gpus
             row[pool] += sign * a.gpus
             self._site_w[self._limits.site_index[a.site_id]] += sign * to_watts(a.power_kw)
             if self._node_used and a.nodes:
-                # Copy-on-write: readers may hold the array being replaced.
-                nodes = self._node_used[pool].copy()
-                add_node_gpus(nodes, a.nodes, sign)
-                self._node_used = self._node_used.replaced({pool: _frozen(nodes)})
+                if pool not in moved:  # copy-on-write: readers may hold the array being replaced
+                    moved[pool] = self._node_used[pool].copy()
+                add_node_gpus(moved[pool], a.nodes, sign)
+        if moved:  # one replacement for every pool this call moved (one chunk copy per chunk)
+            self._node_used = self._node_used.replaced({p: _frozen(nodes) for p, nodes in moved.items()})
 
     def _emit(self, record: JobRecord, transition: Transition) -> None:
         self._sequence += 1
