@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from grid_scheduler.config import DEFAULT_GRID, load_grid
+from grid_scheduler.gc_tuning import settle_heap
 from grid_scheduler.logging import configure
 from grid_scheduler.model import JobSpec
 from grid_scheduler.scheduler import Scheduler
@@ -44,9 +45,11 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def run(cycles: int, checkpoints: list[int], archive: bool, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def run(cycles: int, checkpoints: list[int], archive: bool, out: mp.Queue, settle: bool = False) -> None:  # type: ignore[type-arg]
     configure("warning")
     scheduler = Scheduler(load_grid(DEFAULT_GRID))
+    if settle:
+        settle_heap()
     rows = []
     started = time.perf_counter()
     for i in range(1, cycles + 1):
@@ -55,7 +58,8 @@ def run(cycles: int, checkpoints: list[int], archive: bool, out: mp.Queue) -> No
         if archive and i % 1000 == 0:
             scheduler.archive_finished(retention_s=0.0)
         if i in checkpoints:
-            gc.collect()
+            if not settle:  # settled, the run reads RSS as a server would have it: no forced collection
+                gc.collect()
             rows.append({"cycles": i, "rss_mib": round(rss_mib(), 1), "jobs_kept": len(scheduler.store.list_jobs(
                 frozenset(), "", 10**9)), "elapsed_s": round(time.perf_counter() - started, 1)})
     out.put(rows)
@@ -65,6 +69,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="40k cycles")
+    parser.add_argument("--settled-heap", action="store_true",
+                        help="gc_tuning.settle_heap after loading, as serve: frozen start-up state, raised thresholds")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cycles = 40_000 if args.quick else args.cycles
@@ -74,11 +80,13 @@ def main() -> int:
     for archive in (True, False):
         queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
         # A fresh process per mode, so one mode's heap never inflates the other's RSS.
-        proc = ctx.Process(target=run, args=(cycles, checkpoints, archive, queue))
+        proc = ctx.Process(target=run, args=(cycles, checkpoints, archive, queue, args.settled_heap))
         proc.start()
         results["archive" if archive else "no_archive"] = queue.get()
         proc.join()
-    print(f"memory after N submit/complete cycles (in-memory store, MAX_EVENTS={memory_store.MAX_EVENTS}):")
+    collector = "settle_heap() after loading" if args.settled_heap else "CPython's default collector"
+    print(f"memory after N submit/complete cycles (in-memory store, MAX_EVENTS={memory_store.MAX_EVENTS}, "
+          f"{collector}):")
     print("| cycles | RSS MiB, archiving | jobs kept | RSS MiB, no archiving | jobs kept |")
     print("|---:|---:|---:|---:|---:|")
     for a, b in zip(results["archive"], results["no_archive"], strict=True):
@@ -90,7 +98,8 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "benchmark": "memory_retention", "python": sys.version.split()[0], "machine": platform.machine(),
-            "cpus": os.cpu_count(), "cycles": cycles, "max_events": memory_store.MAX_EVENTS, "results": results,
+            "cpus": os.cpu_count(), "cycles": cycles,
+            "settled_heap": args.settled_heap, "max_events": memory_store.MAX_EVENTS, "results": results,
             "growth_first_to_last": growth,
         }, indent=2))
     return 0

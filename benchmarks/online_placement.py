@@ -45,6 +45,7 @@ from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler.client import Client
 from grid_scheduler.config import DEFAULT_GRID, load_grid
 from grid_scheduler.engine import decide
+from grid_scheduler.gc_tuning import settle_heap
 from grid_scheduler.logging import configure
 from grid_scheduler.model import Grid, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler, WrongState
@@ -117,13 +118,15 @@ def cancel_quietly(cancel: Callable[[str], Any], job_id: str) -> None:
             raise
 
 
-def warm(scheduler: Scheduler, jobs: Sequence[JobSpec]) -> None:
+def warm(scheduler: Scheduler, jobs: Sequence[JobSpec], settle: bool) -> None:
     for spec in jobs:
         decide(scheduler.index, scheduler.usage(), spec, scheduler.policy)
     gc.collect()  # so that a collection of the set-up's garbage does not land in a timed call
+    if settle:  # what ``serve`` does once its state is loaded (grid_scheduler/gc_tuning.py)
+        settle_heap()
 
 
-def in_process(grid: Grid, jobs: Sequence[JobSpec], window: int) -> tuple[Series, Series]:
+def in_process(grid: Grid, jobs: Sequence[JobSpec], window: int, settle: bool) -> tuple[Series, Series]:
     """The engine's decision alone, then Scheduler.submit, each in its own pass over the jobs.
 
     Separate passes so that neither runs right after the other on the same job (with the
@@ -132,7 +135,7 @@ def in_process(grid: Grid, jobs: Sequence[JobSpec], window: int) -> tuple[Series
     engine, submit = Series("engine decide (in-process)"), Series("Scheduler.submit (in-process)")
     for series in (engine, submit):
         scheduler = Scheduler(grid)
-        warm(scheduler, jobs)
+        warm(scheduler, jobs, settle)
         live = Window(window)
         for n, spec in enumerate(jobs):
             if series is engine:
@@ -151,14 +154,15 @@ STATE_FROM_PB = {ppb.JOB_STATE_RUNNING: JobState.RUNNING, ppb.JOB_STATE_PENDING:
 
 
 def over_grpc(
-    grid: Grid, jobs: Sequence[JobSpec], window: int, threads: int, client_process: bool = False
+    grid: Grid, jobs: Sequence[JobSpec], window: int, threads: int, client_process: bool = False,
+    settle: bool = True,
 ) -> tuple[list[Series], Counter[str], dict[str, list[int]]]:
     """SubmitJob and the health Check, interleaved on one channel; then from ``threads`` threads.
 
     ``client_process``: the client runs in a process of its own (spawned), so that it shares
     neither the server's interpreter nor its GIL; by default it runs in this process."""
     scheduler = Scheduler(grid)
-    warm(scheduler, jobs)
+    warm(scheduler, jobs, settle)
     specs = [spec_to_pb(s) for s in jobs]
     server = start_server(scheduler, "127.0.0.1:0")
     address = f"127.0.0.1:{server.port}"
@@ -246,17 +250,19 @@ def ratios(submit: dict[str, Any], empty: dict[str, Any]) -> dict[str, float]:
 
 
 def run_grid(
-    label: str, grid: Grid, calls: int, window: int, threads: int, seed: int, client_process: bool = False
+    label: str, grid: Grid, calls: int, window: int, threads: int, seed: int, client_process: bool = False,
+    settle: bool = True,
 ) -> dict[str, Any]:
     jobs = job_stream(grid, calls, seed=seed)
     t0 = time.perf_counter()
-    engine, submit_local = in_process(grid, jobs, window)
-    grpc_series, outcomes, by_outcome = over_grpc(grid, jobs, window, threads, client_process)
+    engine, submit_local = in_process(grid, jobs, window, settle)
+    grpc_series, outcomes, by_outcome = over_grpc(grid, jobs, window, threads, client_process, settle)
     rows = [s.row() for s in [engine, submit_local, *grpc_series]]
     sequential = ratios(rows[2], rows[3])
     result: dict[str, Any] = {
         "grid": label,
         "client": "separate process" if client_process else "in the server's process",
+        "gc": "settled heap (gc_tuning.settle_heap, as serve)" if settle else "CPython defaults",
         "sites": len(grid.sites),
         "pools": sum(len(s.pools) for s in grid.sites),
         "gpus": sum(p.total_gpus for s in grid.sites for p in s.pools),
@@ -312,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--client-process", action="store_true",
                         help="run the gRPC client in a separate process (default: in the server's process)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="CPython's gc settings (default: gc_tuning.settle_heap after loading, as serve)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     calls = 200 if args.quick else args.calls
@@ -323,12 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         grids.append(("synthetic-200", synthetic_grid(200, 800, 106_000, seed=args.seed)))
     else:
         grids.append(("synthetic-500", synthetic_grid(500, 2000, 266_000, seed=args.seed)))
-    results = [run_grid(label, grid, calls, args.window, args.threads, args.seed, args.client_process)
-               for label, grid in grids]
+    results = [run_grid(label, grid, calls, args.window, args.threads, args.seed, args.client_process,
+                        not args.default_gc) for label, grid in grids]
 
     print(f"workload: {WORKLOAD.replace('WINDOW', str(args.window))}")
     where = "the client in a separate process" if args.client_process else "server and client in this process"
-    print(f"logging: structlog at WARNING for the run; {where}, on 127.0.0.1.\n")
+    collector = "CPython defaults" if args.default_gc else "settle_heap() after loading, as serve"
+    print(f"logging: structlog at WARNING for the run; {where}, on 127.0.0.1; gc: {collector}.\n")
     print_table(results)
     report = {
         "benchmark": "online_placement",

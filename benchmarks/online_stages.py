@@ -41,6 +41,7 @@ from grid_scheduler.config import DEFAULT_GRID, load_grid
 from grid_scheduler.engine import decide
 from grid_scheduler.engine.feasibility import compute_checks
 from grid_scheduler.engine.scoring import pool_costs
+from grid_scheduler.gc_tuning import settle_heap
 from grid_scheduler.logging import configure
 from grid_scheduler.model import Grid
 from grid_scheduler.scheduler import Scheduler, WrongState, transitions
@@ -73,7 +74,9 @@ def least_us(call: Callable[[], Any], repeat: int) -> float:
     return best / 1000.0
 
 
-def run_grid(label: str, grid: Grid, calls: int, window: int, repeat: int, seed: int) -> dict[str, Any]:
+def run_grid(
+    label: str, grid: Grid, calls: int, window: int, repeat: int, seed: int, settle: bool = True
+) -> dict[str, Any]:
     jobs = job_stream(grid, calls, seed=seed)
     scheduler = Scheduler(grid)
     for spec in jobs:  # the caches a long-running server has filled (as online_placement warms them)
@@ -85,6 +88,8 @@ def run_grid(label: str, grid: Grid, calls: int, window: int, repeat: int, seed:
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     live: deque[str] = deque()
     gc.collect()
+    if settle:  # what ``serve`` does once its state is loaded (grid_scheduler/gc_tuning.py)
+        settle_heap()
     for n, (spec, message) in enumerate(zip(jobs, specs, strict=True)):
         usage, policy, index = scheduler.usage(), scheduler.policy, scheduler.index
         times["parse_spec"].append(least_us(lambda: parse_spec(message, True), repeat))  # noqa: B023
@@ -143,13 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timings per pure stage; the least is kept")
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-gc", action="store_true",
+                        help="CPython's gc settings (default: gc_tuning.settle_heap after loading, as serve)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     calls = 150 if args.quick else args.calls
     configure("warning")
     load_at_start, started = os.getloadavg(), time.perf_counter()
     grids = [("synthetic-500", synthetic_grid(500, 2000, 266_000, seed=args.seed)), ("nscale", load_grid(DEFAULT_GRID))]
-    results = [run_grid(label, grid, calls, args.window, args.repeat, args.seed) for label, grid in grids]
+    results = [run_grid(label, grid, calls, args.window, args.repeat, args.seed, not args.default_gc)
+               for label, grid in grids]
     print_table(results)
     report = {
         "benchmark": "online_stages",
@@ -157,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cores": os.cpu_count(), "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
                     "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "config": {"calls": calls, "repeat": args.repeat, "window": args.window, "seed": args.seed},
+        "config": {"calls": calls, "repeat": args.repeat, "window": args.window, "seed": args.seed,
+                   "gc": "CPython defaults" if args.default_gc else "settle_heap (as serve)"},
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }

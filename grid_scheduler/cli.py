@@ -285,6 +285,7 @@ def _serve_replica(args: argparse.Namespace, index: int) -> None:
 
 def _serve_one(args: argparse.Namespace, replica: int | None = None) -> int:
     """One server process; ``replica``: its index among ``--processes`` (then it shares the port)."""
+    from grid_scheduler.gc_tuning import settle_heap
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.auth import load_auth_config
     from grid_scheduler.service.server import serve_forever, start_server
@@ -304,6 +305,7 @@ def _serve_one(args: argparse.Namespace, replica: int | None = None) -> int:
     scheduler.site_grace_s = args.site_grace
     # The policy lives in the store, versioned: the file (or the built-in one) is only its first version.
     scheduler.seed_policy(f"seeded at start-up from {args.policy}" if args.policy else "built-in default at start-up")
+    settle_heap()  # the grid, index and policy are loaded: frozen out of the collector's scans (gc_tuning.py)
     metrics_address = args.metrics_address
     if metrics_address is not None and replica is not None:
         metrics_address = _replica_metrics_address(metrics_address, replica)

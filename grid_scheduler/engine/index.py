@@ -7,7 +7,7 @@ the online path test every pool with a handful of vector operations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -191,8 +191,8 @@ class Usage:
     tenant_pool_gpus: Mapping[str, IntArray] = field(default_factory=dict)
     # Per pool, one entry per node: GPUs reserved, and out of service (state.store.LedgerSnapshot).
     # Empty: the ledger keeps no node detail; decisions are then made at pool level only.
-    node_used_gpus: tuple[npt.NDArray[np.int32], ...] = ()
-    node_out: tuple[BoolArray, ...] = ()
+    node_used_gpus: Sequence[npt.NDArray[np.int32]] = ()
+    node_out: Sequence[BoolArray] = ()
     # The NodeView of these arrays, built on first use (a decision reads it for every pool). Passed
     # on by dataclasses.replace, so the usage a hold overlays shares it; it is rebuilt only for
     # node arrays other than those it was built from.

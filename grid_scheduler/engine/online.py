@@ -160,14 +160,18 @@ def _place_replicas(
     if checks.pool_quota_group is not None:
         groups = checks.pool_quota_group[candidates]
         candidate_group = np.where(np.isin(groups, list(quota_left)), groups, -1)
+    # Which candidates have a slot: kept from one replica to the next, recomputed only where the
+    # last pick changed it (its site's headroom and its own free GPUs); quota groups that ran
+    # out are masked again on every step, as before.
+    slot_ok = (free >= per_replica) & (headroom[site] + 1e-6 >= need_kw)
+    any_uncovered = bool(uncovered.any())
     for _ in range(spec.inference.replicas):
-        slot_ok = (free >= per_replica) & (headroom[site] + 1e-6 >= need_kw)
         for group, left in quota_left.items():
             if left < per_replica:
                 slot_ok &= candidate_group != group
         # First cover the demand no replica serves yet; then spread, where a replica carries most.
-        spread = (covered_weight / (replicas_at_site + 1.0))[site]
-        gain = (weights * uncovered) @ cover_at if uncovered.any() else spread
+        gain = ((weights * uncovered) @ cover_at if any_uncovered
+                else (covered_weight / (replicas_at_site + 1.0))[site])
         gain = np.where(slot_ok, gain, 0.0)
         best_gain = gain.max(initial=0.0)
         if best_gain <= 0:
@@ -175,12 +179,17 @@ def _place_replicas(
         # slot_ok again: with a best gain under _EPS, a candidate without a slot (gain 0) would tie.
         c = int(np.argmin(np.where(slot_ok & (gain >= best_gain - _EPS), total_cost, np.inf)))
         chosen[int(candidates[c])] += 1
-        replicas_at_site[site[c]] += 1
+        s = site[c]
+        replicas_at_site[s] += 1
         free[c] -= per_replica
         if candidate_group[c] >= 0:
             quota_left[int(candidate_group[c])] -= per_replica
-        headroom[site[c]] -= need_kw[c]
-        uncovered &= ~cover_at[:, c]
+        headroom[s] -= need_kw[c]
+        at = np.flatnonzero(site == s)
+        slot_ok[at] = (free[at] >= per_replica) & (headroom[s] + 1e-6 >= need_kw[at])
+        if any_uncovered:
+            uncovered &= ~cover_at[:, c]
+            any_uncovered = bool(uncovered.any())
     placed = sum(chosen.values())
     uncovered_ids = tuple(d.endpoint for d, u in zip(spec.inference.demand, uncovered, strict=True) if u)
     if placed < spec.inference.replicas or uncovered_ids:

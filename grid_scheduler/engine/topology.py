@@ -14,10 +14,11 @@ already broken (tightest fit first), so whole free domains stay whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -207,6 +208,15 @@ def assign_replica_nodes(
     """
     if replicas <= 0 or replica_gpus <= 0 or replica_gpus > shape.gpus_per_node:
         return None
+    if len(node_free) <= _SMALL_POOL_NODES:
+        return _assign_replica_nodes_small(shape, np.asarray(node_free).tolist(), replicas, replica_gpus)
+    return _assign_replica_nodes_arrays(shape, node_free, replicas, replica_gpus, domain_free)
+
+
+def _assign_replica_nodes_arrays(
+    shape: PoolShape, node_free: IntArray, replicas: int, replica_gpus: int, domain_free: IntArray | None = None
+) -> NodeGpus | None:
+    """assign_replica_nodes with NumPy, for pools of many nodes."""
     free = np.asarray(node_free, dtype=np.int64)
     holds = free // replica_gpus  # replicas each node can take whole
     if int(holds.sum()) < replicas:
@@ -237,6 +247,46 @@ def assign_replica_nodes(
         if remaining == 0:
             break
     return tuple((int(i), int(taken[i])) for i in np.flatnonzero(taken))
+
+
+# Pools of at most this many nodes (most pools of a synthetic 500-site grid have 4-16) are
+# assigned in plain Python: a dozen NumPy calls on arrays this short cost more than the work.
+_SMALL_POOL_NODES = 64
+
+
+def _assign_replica_nodes_small(shape: PoolShape, free: list[int], replicas: int, replica_gpus: int) -> NodeGpus | None:
+    """assign_replica_nodes on a short pool, over lists: the same nodes in the same order (its
+    stable argsorts are Python's stable sorts here, its argmins ``min``'s first least item);
+    tests/test_engine_fast_paths.py holds the two to it."""
+    holds = [f // replica_gpus for f in free]
+    if sum(holds) < replicas:
+        return None
+    per_domain, gpn = shape.nodes_per_domain, shape.gpus_per_node
+    starts = range(0, len(free), per_domain)
+    domain_free = [sum(free[d : d + per_domain]) for d in starts]
+    domain_holds = [sum(holds[d : d + per_domain]) for d in starts]
+    whole = [f == shape.domain_gpus for f in domain_free]
+    broken = [d for d in range(len(domain_free)) if not whole[d] and domain_holds[d] > 0]
+    holding = [d for d in broken if domain_holds[d] >= replicas]
+    if holding:
+        order = [min(holding, key=domain_free.__getitem__)]
+    else:
+        order = sorted(broken, key=domain_free.__getitem__)
+        order += [d for d in range(len(domain_free)) if whole[d] and domain_holds[d] > 0]
+    taken: dict[int, int] = {}
+    remaining = replicas
+    for d in order:
+        start = d * per_domain
+        nodes = range(start, min(start + per_domain, len(free)))
+        for i in sorted(nodes, key=lambda i: free[i] if holds[i] > 0 else gpn + 1):
+            if remaining == 0 or holds[i] == 0:
+                break
+            k = min(remaining, holds[i])
+            taken[i] = k * replica_gpus
+            remaining -= k
+        if remaining == 0:
+            break
+    return tuple(sorted(taken.items()))
 
 
 def assign_job_nodes(
@@ -305,32 +355,52 @@ def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus
 _CHUNK = 64
 
 
-class PoolArrays:
-    """One array per pool, read by index or in order, held in chunks of _CHUNK pools.
+class PoolArrays(Sequence[npt.NDArray[Any]]):
+    """One array per pool, read by index or in order, held in chunks of _CHUNK pools; immutable.
 
     ``replaced`` shares every chunk but those of the pools it changes. Copying a tuple of 2,000
     arrays per commit touched 2,000 reference counts scattered over the heap; with the caches
-    cold that cost ~0.1 ms of each submission at 500 sites."""
+    cold that cost ~0.1 ms of each submission at 500 sites. The ledger's per-node arrays
+    (state.store.LedgerSnapshot) are held so too: a commit replaces the arrays of the pools it
+    touched, and readers keep the PoolArrays they read, unchanged."""
 
     __slots__ = ("_chunks", "_len")
 
-    def __init__(self, arrays: Iterable[IntArray]) -> None:
+    def __init__(self, arrays: Iterable[npt.NDArray[Any]]) -> None:
         items = list(arrays)
         self._chunks = tuple(tuple(items[i : i + _CHUNK]) for i in range(0, len(items), _CHUNK))
         self._len = len(items)
 
-    def __getitem__(self, p: int) -> IntArray:
+    @classmethod
+    def of(cls, arrays: Sequence[npt.NDArray[Any]]) -> PoolArrays:
+        """``arrays`` as PoolArrays (itself when it is one already: nothing copied)."""
+        return arrays if isinstance(arrays, PoolArrays) else cls(arrays)
+
+    @overload
+    def __getitem__(self, p: int) -> npt.NDArray[Any]: ...
+
+    @overload
+    def __getitem__(self, p: slice) -> list[npt.NDArray[Any]]: ...
+
+    def __getitem__(self, p: int | slice) -> npt.NDArray[Any] | list[npt.NDArray[Any]]:
+        if isinstance(p, slice):
+            return list(self)[p]
         if p < 0:
             p += self._len
+        if not 0 <= p < self._len:
+            raise IndexError(p)
         return self._chunks[p // _CHUNK][p % _CHUNK]
 
     def __len__(self) -> int:
         return self._len
 
-    def __iter__(self) -> Iterator[IntArray]:
+    def __iter__(self) -> Iterator[npt.NDArray[Any]]:
         return chain.from_iterable(self._chunks)
 
-    def replaced(self, new: Mapping[int, IntArray]) -> PoolArrays:
+    def __repr__(self) -> str:
+        return f"PoolArrays({self._len} pools)"
+
+    def replaced(self, new: Mapping[int, npt.NDArray[Any]]) -> PoolArrays:
         chunks = list(self._chunks)
         for c in {p // _CHUNK for p in new}:
             chunk = list(chunks[c])
@@ -386,8 +456,8 @@ class NodeView:
     def build(
         cls,
         shapes: tuple[PoolShape, ...],
-        node_used_gpus: tuple[npt.ArrayLike, ...],
-        node_out: tuple[npt.ArrayLike, ...],
+        node_used_gpus: Sequence[npt.ArrayLike],
+        node_out: Sequence[npt.ArrayLike],
     ) -> NodeView:
         """The view of a snapshot's node arrays. Every pool at once, on the nodes of all pools laid
         end to end: it is built once per ledger version, before the first decision on it."""
@@ -433,7 +503,7 @@ class NodeView:
             object.__setattr__(self, "_domain_free", _PoolCache(len(self.shapes)))
 
     def updated(
-        self, node_used_gpus: tuple[npt.ArrayLike, ...], node_out: tuple[npt.ArrayLike, ...], pools: list[int],
+        self, node_used_gpus: Sequence[npt.ArrayLike], node_out: Sequence[npt.ArrayLike], pools: list[int],
     ) -> NodeView:
         """What ``build`` gives for node arrays that differ from this view's only in ``pools``: those
         pools recomputed, the others shared. A replica following its own commit changes one or two

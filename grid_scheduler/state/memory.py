@@ -13,8 +13,10 @@ import numpy.typing as npt
 from grid_scheduler.engine.index import IntArray
 from grid_scheduler.engine.priority import queue_key
 from grid_scheduler.engine.quota import QuotaRules
+from grid_scheduler.engine.topology import PoolArrays
 from grid_scheduler.model import Assignment, AuditRecord, JobEvent, JobRecord, JobState, PolicyVersion
 from grid_scheduler.state.agents import MemoryAgents
+from grid_scheduler.state.ledger_delta import add_node_gpus
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
@@ -39,8 +41,17 @@ from grid_scheduler.state.store import (
 MAX_EVENTS = 20_000
 
 
+# Nodes past which a commit's node check is one NumPy pass per pool (below: a loop over the nodes).
+_VECTOR_NODES = 32
+
 # Store calls kept in the change log at least (``changed_since``).
 CHANGE_LOG = 100_000
+
+
+def _frozen(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """``array``, read-only: snapshots share it, so a reader that wrote to it would change the ledger."""
+    array.flags.writeable = False
+    return array
 
 
 class MemoryStore(MemoryAgents):
@@ -67,15 +78,20 @@ class MemoryStore(MemoryAgents):
         self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
         self._down = np.zeros(len(limits.pool_ids), dtype=np.int64)  # GPUs on failed or drained nodes
         # Per pool (grid order), one entry per node: GPUs reserved there, and out of service.
-        self._node_used: list[npt.NDArray[np.int32]] = []
-        self._node_out: list[npt.NDArray[np.bool_]] = []
+        # Copy-on-write: the arrays are read-only, and a change replaces the arrays of the pools it
+        # touches (PoolArrays shares the rest), so a snapshot hands them out as they are, with no
+        # copy of 2,000 arrays, and what a reader holds never changes under it.
+        self._node_used = PoolArrays(())
+        self._node_out = PoolArrays(())
         if limits.tracks_nodes:
             assert limits.pool_nodes is not None
+            used, outs = [], []
             for pool, n in enumerate(limits.pool_nodes):
-                self._node_used.append(np.zeros(int(n), dtype=np.int32))
+                used.append(_frozen(np.zeros(int(n), dtype=np.int32)))
                 out = np.zeros(int(n), dtype=np.bool_)
                 out[list(limits.grid_out_nodes(pool))] = True
-                self._node_out.append(out)
+                outs.append(_frozen(out))
+            self._node_used, self._node_out = PoolArrays(used), PoolArrays(outs)
         self._version = 0
         self._events: list[JobEvent] = []
         self._audit: list[AuditRecord] = []
@@ -232,31 +248,55 @@ class MemoryStore(MemoryAgents):
         """No node out of service takes GPUs, and none holds more than it has (after the releases)."""
         if not self._node_used:
             return
-        taken: dict[tuple[int, int], int] = defaultdict(int)
+        taken: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for _, a in reserve:
-            pool = self._limits.pool_index[a.pool_id]
-            for node, gpus in a.nodes:
-                taken[(pool, node)] += gpus
+            taken[self._limits.pool_index[a.pool_id]].extend(a.nodes)
         assert self._limits.pool_gpus_per_node is not None
-        for (pool, node), n in taken.items():
-            pool_id = self._limits.pool_ids[pool]
-            if self._node_out[pool][node]:
-                raise CapacityConflict(f"pool {pool_id}: node {node} is out of service")
-            if int(self._node_used[pool][node]) + n > int(self._limits.pool_gpus_per_node[pool]):
-                raise CapacityConflict(f"pool {pool_id}: node {node} cannot take {n} more GPUs")
+        for pool, pairs in taken.items():
+            if len(pairs) < _VECTOR_NODES:
+                self._check_few_nodes(pool, pairs)
+                continue
+            # One pass over the pool's node arrays, not a NumPy scalar read per node (a 4,096-GPU
+            # gang names 512-1,024 nodes). The same node may come from two assignments.
+            index, gpus = np.array(pairs, dtype=np.int64).T
+            n = np.bincount(index, weights=gpus, minlength=len(self._node_used[pool]))
+            out, used = self._node_out[pool], self._node_used[pool]
+            bad = np.flatnonzero((n > 0) & (out | (used + n > int(self._limits.pool_gpus_per_node[pool]))))
+            if len(bad):
+                self._refuse_node(pool, int(bad[0]), int(n[bad[0]]))
+
+    def _check_few_nodes(self, pool: int, pairs: Sequence[tuple[int, int]]) -> None:
+        assert self._limits.pool_gpus_per_node is not None
+        taken: dict[int, int] = defaultdict(int)
+        for node, gpus in pairs:
+            taken[node] += gpus
+        out, used, per_node = self._node_out[pool], self._node_used[pool], int(self._limits.pool_gpus_per_node[pool])
+        for node in sorted(taken):
+            if out[node] or int(used[node]) + taken[node] > per_node:
+                self._refuse_node(pool, node, taken[node])
+
+    def _refuse_node(self, pool: int, node: int, gpus: int) -> None:
+        pool_id = self._limits.pool_ids[pool]
+        if self._node_out[pool][node]:
+            raise CapacityConflict(f"pool {pool_id}: node {node} is out of service")
+        raise CapacityConflict(f"pool {pool_id}: node {node} cannot take {gpus} more GPUs")
 
     def _add(self, tenant: str, assignments: Sequence[Assignment], sign: int) -> None:
         row = self._tenant_used.get(tenant)
         if row is None:
             row = self._tenant_used[tenant] = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
+        moved: dict[int, npt.NDArray[np.int32]] = {}
         for a in assignments:
             pool = self._limits.pool_index[a.pool_id]
             self._pool_used[pool] += sign * a.gpus
             row[pool] += sign * a.gpus
             self._site_w[self._limits.site_index[a.site_id]] += sign * to_watts(a.power_kw)
-            if self._node_used:
-                for node, gpus in a.nodes:
-                    self._node_used[pool][node] += sign * gpus
+            if self._node_used and a.nodes:
+                if pool not in moved:  # copy-on-write: readers may hold the array being replaced
+                    moved[pool] = self._node_used[pool].copy()
+                add_node_gpus(moved[pool], a.nodes, sign)
+        if moved:  # one replacement for every pool this call moved (one chunk copy per chunk)
+            self._node_used = self._node_used.replaced({p: _frozen(nodes) for p, nodes in moved.items()})
 
     def _emit(self, record: JobRecord, transition: Transition) -> None:
         self._sequence += 1
@@ -339,8 +379,7 @@ class MemoryStore(MemoryAgents):
     def _snapshot_locked(self) -> LedgerSnapshot:
         return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
                               {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
-                              self._down.copy(), tuple(u.copy() for u in self._node_used),
-                              tuple(o.copy() for o in self._node_out))
+                              self._down.copy(), self._node_used, self._node_out)  # shared: read-only
 
     def ledger_version(self) -> int:
         return self._version
@@ -387,7 +426,7 @@ class MemoryStore(MemoryAgents):
         with self._lock:
             if np.array_equal(out, self._node_out[pool]):
                 return False
-            self._node_out[pool] = out
+            self._node_out = self._node_out.replaced({pool: _frozen(out)})
             self._version += 1
             return True
 

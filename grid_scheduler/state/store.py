@@ -182,7 +182,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """Usage in grid order; arrays are copies the caller may keep."""
+    """Usage in grid order; arrays the caller may keep (the per-pool ones are copies, the per-node
+    ones shared and never changed: see below)."""
 
     version: int
     pool_used_gpus: npt.NDArray[np.int64]
@@ -194,9 +195,11 @@ class LedgerSnapshot:
     pool_down_gpus: npt.NDArray[np.int64] | None = None
     # Per pool (grid order), one entry per node: GPUs reserved on it (Assignment.nodes), and
     # whether it takes no new work (failed, draining, drained by an operator or by the grid file).
-    # Empty tuples: the store does not track nodes.
-    node_used_gpus: tuple[npt.NDArray[np.int32], ...] = ()
-    node_out: tuple[npt.NDArray[np.bool_], ...] = ()
+    # Empty: the store does not track nodes. Shared, not copied: a commit replaces the arrays of the
+    # pools it touches (copy-on-write, engine.topology.PoolArrays), so these are the caller's to keep
+    # but never to change in place (the memory store's are read-only).
+    node_used_gpus: Sequence[npt.NDArray[np.int32]] = ()
+    node_out: Sequence[npt.NDArray[np.bool_]] = ()
 
     @property
     def site_used_kw(self) -> npt.NDArray[np.float64]:
