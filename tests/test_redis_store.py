@@ -301,13 +301,15 @@ def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, 
     mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
     mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
     s.cancel(fill[0].id)
-    assert len(sent) == 3, sent  # read the job, commit, read the waiting jobs: no pass
+    # One script: the job as this replica committed it, its release, and the count of waiting jobs
+    # (none: no pass). The code before read the job and the waiting jobs around the commit: 3.
+    assert sent == ["EVALSHA"], sent
     big = s.submit(h100("big", 96, priority=2)).record  # 64 free: it waits, holding them against tier 0
     assert big.state is JobState.PENDING
     assert s.explain(h100("small", 8))[0].placement is None  # held (explain commits nothing)
     sent.clear()
     s.cancel(big.id)
-    assert len(sent) == 3, sent  # nothing else waits: no pass
+    assert sent == ["EVALSHA"], sent  # nothing else waits: no pass
     placed = s.submit(h100("small2", 8)).record
     assert placed.state is JobState.RUNNING  # the cancelled job holds nothing any more
 
@@ -368,3 +370,66 @@ def test_a_release_of_this_replica_in_flight_costs_a_submission_no_round_trip(
     assert s.submit(SPEC.model_copy(update={"name": "meanwhile"})).record.state is JobState.RUNNING
     assert sent == ["EVALSHA"], sent
     s.claims.end(release)
+
+
+def test_ending_a_job_costs_one_round_trip_and_a_stale_record_one_more(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13: a cancel or completion of a job this replica committed sends one script (it expects the
+    version this replica holds, releases, counts the waiting jobs). A job another replica placed is read
+    first (two); one another replica moved since is refused with its current record and ended on that
+    (two), never on the stale one. Counted as commands a real server receives."""
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.scheduler.errors import WrongState
+
+    mine, other = replicas(2)
+    s, t = Scheduler(small_grid, store=mine), Scheduler(small_grid, store=other)
+    own = [s.submit(SPEC.model_copy(update={"name": f"own{i}"})).record for i in range(3)]
+    theirs = t.submit(SPEC.model_copy(update={"name": "theirs"})).record
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
+    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    done = s.complete(own[0].id)
+    assert sent == ["EVALSHA"] and done.state is JobState.COMPLETED and done.version == own[0].version + 1
+    sent.clear()
+    assert s.cancel(theirs.id).state is JobState.CANCELLED
+    assert sent == ["HGET", "EVALSHA"], sent
+    t.complete(own[1].id)  # behind this replica's back: what it holds of own[1] is stale
+    sent.clear()
+    with pytest.raises(WrongState, match="already completed"):
+        s.cancel(own[1].id)
+    assert sent == ["EVALSHA"], sent  # the refusal brought the completed record: no read
+    t.cancel(own[2].id)
+    sent.clear()
+    assert s.cancel(own[2].id).state is JobState.CANCELLED  # already cancelled elsewhere: no error
+    assert sent == ["EVALSHA"], sent
+    for job in (own[0], own[1], own[2], theirs):
+        stored = mine.get_job(job.id)
+        assert stored is not None and stored.state.is_final
+    assert mine.snapshot().pool_used_gpus.sum() == 0  # every reservation given back, once
+
+
+def test_a_release_with_jobs_waiting_runs_the_queue_pass(replicas: Replicas, small_grid: Grid) -> None:
+    """The count of waiting jobs the release's script returns decides the pass: with one waiting, the
+    GPUs freed go to it at once."""
+    from grid_scheduler.scheduler import Scheduler
+
+    (mine,) = replicas(1)
+    s = Scheduler(small_grid, store=mine)
+
+    def h100(name: str, gpus: int) -> JobSpec:  # only sines-h100 (256 GPUs) takes these
+        return JobSpec.model_validate({"name": name, "tenant": "acme", "kind": "training", "gang": True,
+                                       "gpus": {"count": gpus, "types": ["H100"]}})
+
+    fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(8)]
+    assert all(r.state is JobState.RUNNING for r in fill)
+    waiting = s.submit(h100("waits", 32)).record
+    assert waiting.state is JobState.PENDING
+    s.cancel(fill[0].id)
+    placed = mine.get_job(waiting.id)
+    assert placed is not None and placed.state is JobState.RUNNING

@@ -100,6 +100,7 @@ from grid_scheduler.state.store import (
 MAX_EVENTS = 100_000  # the stream is trimmed (approximately) to this many entries, like MemoryStore
 EVENT_BATCH = 1_000  # events per read; a watcher far behind catches up in several reads
 HEALTH_TIMEOUT_S = 0.25  # healthy() is polled every half second: it must answer well within that
+KNOWN_JOBS = 4_096  # records kept for known_job: a window of recent jobs, not a copy of the ledger
 MAX_BLOCK_S = 5.0  # longest XREAD BLOCK; the blocking connection's socket timeout is set above it
 
 Arg = str | int | float  # what a script argument may be
@@ -161,7 +162,9 @@ for i, op in ipairs(m.ops) do
     local c = redis.call('HMGET', jkey, 'version', 'state', 'res')
     if not c[1] then return {'unknown', op.id} end
     if tonumber(c[1]) ~= op.exp then
-      return {'stale', 'job ' .. op.id .. ' is at version ' .. c[1] .. ', not ' .. op.exp}
+      -- With the job as it is now: the caller decides again on it without another read.
+      return {'stale', 'job ' .. op.id .. ' is at version ' .. c[1] .. ', not ' .. op.exp,
+              redis.call('HGET', jkey, 'record')}
     end
     cur[i] = c
   end
@@ -347,7 +350,8 @@ for i, op in ipairs(m.ops) do
              'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg,
              'tenant', op.tn, 'pv', op.pv)
 end
-return {'ok', lv_before, lv_after, released}
+-- How many wait now: a release with nothing waiting skips the queue pass without another read.
+return {'ok', lv_before, lv_after, released, redis.call('ZCARD', P .. 'state:pending')}
 """
 
 # ARGV: prefix, finished before (time), limit. Forgets finished jobs and their request ids.
@@ -574,6 +578,10 @@ class RedisStore(RedisAgents):
         # The node strings of the last snapshot, by pool node version: the next read fetches only
         # the pools whose nodes changed since (a factory grid's strings are 100+ KiB in all).
         self._node_cache = _NodeCache(("-1",) * len(limits.pool_ids), (), ())
+        # Records this replica committed or read last (``known_job``): ending one of its own jobs
+        # commits against the version it holds, without reading the record first.
+        self._known: dict[str, JobRecord] = {}
+        self._known_lock = threading.Lock()
         self._closed = threading.Event()
         self._init_agents()  # site agents (state/agents_redis.py)
 
@@ -694,7 +702,7 @@ class RedisStore(RedisAgents):
         if status == "policy":
             raise PolicyMoved(message)
         if status == "stale":
-            raise StaleRecord(message)
+            raise StaleRecord(message, JobRecord.model_validate_json(reply[2]) if len(reply) > 2 and reply[2] else None)
         if status == "unknown":
             raise UnknownJob(message)
         if status == "fenced":
@@ -744,10 +752,13 @@ class RedisStore(RedisAgents):
             reply = self._check(_decoded(raw))
         if reply[0] == "dup":
             return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
-        _, before, after, flat = reply
+        _, before, after, flat, waiting = reply
         gave_back = tuple((tenant, Assignment.model_validate(a))
                           for tenant, res in zip(flat[::2], flat[1::2], strict=True) for a in json.loads(res))
-        return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back)
+        for _, transition, _ in steps:
+            self._remember(transition.record)
+        return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back,
+                         int(waiting))
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
         record, created = self.commit((), transition)
@@ -779,7 +790,23 @@ class RedisStore(RedisAgents):
     @guarded
     def get_job(self, job_id: str) -> JobRecord | None:
         raw = self._r.hget(self.prefix + "job:" + job_id, "record")
-        return JobRecord.model_validate_json(cast(str, raw)) if raw is not None else None
+        if raw is None:
+            return None
+        record = JobRecord.model_validate_json(cast(str, raw))
+        self._remember(record)
+        return record
+
+    def known_job(self, job_id: str) -> JobRecord | None:
+        known = self._known.get(job_id)
+        return known if known is not None else self.get_job(job_id)
+
+    def _remember(self, record: JobRecord) -> None:
+        # Oldest out first: the jobs a replica ends soonest are mostly the ones it wrote last.
+        with self._known_lock:
+            self._known.pop(record.id, None)
+            self._known[record.id] = record
+            if len(self._known) > KNOWN_JOBS:
+                del self._known[next(iter(self._known))]
 
     @guarded
     def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None:
