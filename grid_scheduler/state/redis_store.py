@@ -116,9 +116,8 @@ Arg = str | int | float  # what a script argument may be
 # (event type), t (time), msg, rel (release what the job holds first), pools [[pool_id, gpus,
 # limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op); elv (the
 # ledger version expected, -1 = any), els (or up to this many past it) and sa (with elv: the ARGV
-# index where the snapshot's arguments start, after the ops, as _LUA_SNAPSHOT takes them; the node
-# versions held last). Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings
-# the snapshot along.
+# index where the snapshot's arguments start, after the ops: pools, sites, node versions held).
+# Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings the snapshot along.
 _LUA_COMMIT_BODY = r"""
 local P = ARGV[1]
 local m = cjson.decode(ARGV[2])
@@ -147,7 +146,8 @@ end
 if m.elv >= 0 then
   local lv = redis.call('GET', P .. 'ledger_version') or '0'
   if tonumber(lv) < m.elv or tonumber(lv) > m.elv + m.els then
-    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0', snapshot(P, m.sa, #ARGV - 1, ARGV[#ARGV])}
+    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0',
+            snapshot(P, ARGV[m.sa], ARGV[m.sa + 1], ARGV[m.sa + 2])}
   end
 end
 
@@ -383,25 +383,32 @@ end
 return current
 """
 
-# ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
-# comma-joined so a grid of thousands of pools is three strings to parse, not thousands of replies.
-# The snapshot's body, shared by the snapshot script and the submission probe: ARGV[2 .. last] are
-# the number of pools n, the pool ids, then the site ids; ``known`` the pools' node versions the
-# caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version moved ('' else).
+# One consistent read of every counter; comma-joined so a grid of thousands of pools is a few strings
+# to parse, not thousands of replies. The snapshot's body, shared by the snapshot script, the
+# submission probe and the commit's refusal: ``pools`` and ``sites`` are the grid's pool and site ids,
+# comma-joined (ids never hold a comma: model.grid.Id), each ONE argument, so a commit that carries
+# them in case of a refusal pays for three arguments, not one per pool; ``known`` the pools' node
+# versions the caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version
+# moved ('' else).
 _LUA_SNAPSHOT_FN = r"""
-local function snapshot(P, first, last, known)
-  local n = tonumber(ARGV[first])
-  local used, drained, watts, down, nv, held = {}, {}, {}, {}, {}, {}
-  for v in string.gmatch(known, '[^,]+') do held[#held + 1] = v end
+local function split(csv)
+  local out = {}
+  for v in string.gmatch(csv, '[^,]+') do out[#out + 1] = v end
+  return out
+end
+local function snapshot(P, pools_csv, sites_csv, known)
+  local pools, sites, held = split(pools_csv), split(sites_csv), split(known)
+  local n = #pools
+  local used, drained, watts, down, nv = {}, {}, {}, {}, {}
   for i = 1, n do
-    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[first + i], 'used', 'drained', 'down', 'nv')
+    local v = redis.call('HMGET', P .. 'pool:' .. pools[i], 'used', 'drained', 'down', 'nv')
     used[i] = v[1] or '0'
     drained[i] = v[2] or '0'
     down[i] = v[3] or '0'
     nv[i] = v[4] or '0'
   end
-  for i = first + 1 + n, last do
-    watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
+  for i, site in ipairs(sites) do
+    watts[i] = redis.call('HGET', P .. 'site:' .. site, 'used_w') or '0'
   end
   local tq = {}
   for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
@@ -412,7 +419,7 @@ local function snapshot(P, first, last, known)
   -- already, or the store tracks no nodes.
   local nodes = {}
   for i = 1, n do
-    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[first + i]) or '' end
+    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. pools[i]) or '' end
   end
   return {redis.call('GET', P .. 'ledger_version') or '0',
           table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq,
@@ -423,15 +430,16 @@ end
 _LUA_COMMIT = _LUA_SNAPSHOT_FN + _LUA_COMMIT_BODY
 
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
-return snapshot(ARGV[1], 2, #ARGV - 1, ARGV[#ARGV])
+return snapshot(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
-# A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
-# node versions held, the ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
+# A submission's one read before it decides (Store.probe). ARGV: prefix, pools, sites, the node versions
+# held (the snapshot's arguments), the ledger version the caller holds and the tenant-scoped request key
+# ('' = none). Returns
 # {'dup', record} | {'same', ledger, policy} | {'snap', ledger, policy, <snapshot>}.
 _LUA_PROBE = _LUA_SNAPSHOT_FN + r"""
 local P = ARGV[1]
-local known, rk = ARGV[#ARGV - 1], ARGV[#ARGV]
+local known, rk = ARGV[5], ARGV[6]
 if rk ~= '' then
   local id = redis.call('HGET', P .. 'requests', rk)
   if id then return {'dup', redis.call('HGET', P .. 'job:' .. id, 'record')} end
@@ -439,7 +447,7 @@ end
 local ledger = redis.call('GET', P .. 'ledger_version') or '0'
 local policy = redis.call('GET', P .. 'policy_version') or '0'
 if ledger == known then return {'same', ledger, policy} end
-return {'snap', ledger, policy, snapshot(P, 2, #ARGV - 3, ARGV[#ARGV - 2])}
+return {'snap', ledger, policy, snapshot(P, ARGV[2], ARGV[3], ARGV[4])}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -573,7 +581,7 @@ class RedisStore(RedisAgents):
         self._in_state = self._script(_LUA_IN_STATE)
         self._apply_policy = self._script(_LUA_APPLY_POLICY)
         self._version_keys = (self.prefix + "ledger_version", self.prefix + "policy_version")
-        self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
+        self._snapshot_args: list[Arg] = [self.prefix, ",".join(limits.pool_ids), ",".join(limits.site_ids)]
         self._fence: tuple[str, int] | None = None
         # The node strings of the last snapshot, by pool node version: the next read fetches only
         # the pools whose nodes changed since (a factory grid's strings are 100+ KiB in all).
