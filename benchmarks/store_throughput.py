@@ -62,7 +62,7 @@ from grid_scheduler.logging import configure
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition
-from grid_scheduler.state.redis_conn import redis_client
+from grid_scheduler.state.redis_conn import ScriptLane, redis_client
 from grid_scheduler.state.redis_store import RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store_throughput.json"
@@ -175,8 +175,8 @@ def schedule_loop(row: Row, url: str, grid_name: str, index: int) -> Loop:
     grid = load_grid(DEFAULT_GRID)
     store = None if row.store == "memory" else RedisStore(Limits.from_grid(grid), url, grid_name)
     if store is not None:  # count what submissions send (instrumentation of this benchmark only)
-        store._r.execute_command = _counted(store._r.execute_command)  # type: ignore[method-assign]
-        store._raw.execute_command = _counted(store._raw.execute_command)  # type: ignore[method-assign]
+        for client in (store._r, store._raw, store._lane, store._lane_raw):
+            client.execute_command = _counted(client.execute_command)  # type: ignore[method-assign]
     scheduler = Scheduler(grid, store=store)
     spec = JobSpec.model_validate(
         {"name": "bench", "tenant": "acme", "kind": "training", "gpus": {"count": 8}, "training": {}}
@@ -216,10 +216,14 @@ NOOP_LUA = "return 1"
 class _Contender:
     """One scheduler looping submit + cancel; ``noop``: also one EVALSHA of an empty script per submit."""
 
-    def __init__(self, name: str, scheduler: Scheduler, counted: Sequence[redis.Redis],
+    def __init__(self, name: str, scheduler: Scheduler, counted: Sequence[redis.Redis | ScriptLane],
                  noop: redis.Redis | None = None) -> None:
-        self.name, self.scheduler, self.noop = name, scheduler, noop
+        self.name, self.scheduler = name, scheduler
+        # The no-op goes the way the store's scripts go (redis_conn.ScriptLane).
+        self.noop = ScriptLane(noop) if noop is not None else None
         self.noop_sha = noop.script_load(NOOP_LUA) if noop is not None else ""
+        if self.noop is not None:
+            counted = [*counted, self.noop]
         self.live: deque[str] = deque()
         self.submit_s: list[float] = []
         self.cancel_s: list[float] = []
@@ -281,8 +285,8 @@ def paired(url: str, seconds: float) -> list[dict[str, Any]]:
     noop = redis_client(url)
     contenders = [
         _Contender("memory", Scheduler(grid), []),
-        _Contender("redis", Scheduler(grid, store=store), [store._r, store._raw]),
-        _Contender("memory + no-op EVALSHA", Scheduler(grid), [noop], noop=noop),
+        _Contender("redis", Scheduler(grid, store=store), [store._r, store._raw, store._lane, store._lane_raw]),
+        _Contender("memory + no-op EVALSHA", Scheduler(grid), [], noop=noop),
     ]
     counter = itertools.count()
     for c in contenders:  # warm-up, not measured

@@ -31,6 +31,22 @@ def manchester(gpus: int = 8) -> Assignment:
                       power_kw=gpus * 0.875)
 
 
+def count_sent(store: RedisStore) -> list[str]:
+    """The commands ``store`` sends from now on, by name, each one round trip: its scripts (on their
+    lanes, state/redis_conn.ScriptLane) and everything else (on the clients). The list grows as it sends."""
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    for target in (store._r, store._raw, store._lane, store._lane_raw):
+        target.execute_command = counting(target.execute_command)  # type: ignore[method-assign]
+    return sent
+
+
 @pytest.fixture
 def limits(small_grid: Grid) -> Limits:
     return Limits.from_grid(small_grid)
@@ -207,17 +223,8 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
     mine, other = replicas(2)
     scheduler = Scheduler(small_grid, store=mine)
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
     # Both connections: the snapshot and the probe are read undecoded (the per-node bytes), on ``_raw``.
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     other_scheduler = Scheduler(small_grid, store=other)
     states = set()
     for n in range(12):
@@ -246,16 +253,7 @@ def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas,
     mine, other = replicas(2)
     scheduler = Scheduler(small_grid, store=mine)
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     other_scheduler = Scheduler(small_grid, store=other)
     states: set[JobState] = set()
     for n in range(12):
@@ -290,16 +288,7 @@ def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, 
 
     fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(7)]
     assert all(r.state is JobState.RUNNING for r in fill)
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     s.cancel(fill[0].id)
     # One script: the job as this replica committed it, its release, and the count of waiting jobs
     # (none: no pass). The code before read the job and the waiting jobs around the commit: 3.
@@ -354,16 +343,7 @@ def test_a_release_of_this_replica_in_flight_costs_a_submission_no_round_trip(
     s = Scheduler(small_grid, store=mine)
     s.submit(SPEC.model_copy(update={"name": "warm"}))
     ending = s.submit(SPEC.model_copy(update={"name": "ending"})).record
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     release = s.claims.release()  # this replica's cancel, its commit landed, its reply not back yet
     Scheduler(small_grid, store=other).cancel(ending.id)
     sent.clear()
@@ -384,16 +364,7 @@ def test_ending_a_job_costs_one_round_trip_and_a_stale_record_one_more(replicas:
     s, t = Scheduler(small_grid, store=mine), Scheduler(small_grid, store=other)
     own = [s.submit(SPEC.model_copy(update={"name": f"own{i}"})).record for i in range(3)]
     theirs = t.submit(SPEC.model_copy(update={"name": "theirs"})).record
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     done = s.complete(own[0].id)
     assert sent == ["EVALSHA"] and done.state is JobState.COMPLETED and done.version == own[0].version + 1
     sent.clear()

@@ -77,7 +77,7 @@ from grid_scheduler.model import (
 )
 from grid_scheduler.state.agents_redis import RedisAgents
 from grid_scheduler.state.lease import Lease, LeaseLost
-from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
+from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, ScriptLane, guarded, redact, redis_client
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
@@ -567,6 +567,8 @@ class RedisStore(RedisAgents):
         self._probe = redis_client(url, HEALTH_TIMEOUT_S, HEALTH_TIMEOUT_S)
         # The snapshot's node strings are raw bytes (a used count may be any byte): read undecoded.
         self._raw = redis_client(url, decode=False)
+        # The scripts' calls, on connections of the same pools (redis_conn.ScriptLane).
+        self._lane, self._lane_raw = ScriptLane(self._r), ScriptLane(self._raw)
         self._commit = self._script(_LUA_COMMIT)
         self._archive = self._script(_LUA_ARCHIVE)
         self._grid = self._script(_LUA_GRID)
@@ -611,9 +613,10 @@ class RedisStore(RedisAgents):
         return self._r.register_script(lua)
 
     def _run(self, script: Script, args: Sequence[Arg | bytes], client: redis.Redis | None = None) -> Any:
-        # EVALSHA straight through execute_command: Script.__call__ adds per-call work on the hot path.
-        # After a Redis restart the script cache is empty: load it and send once more.
-        execute: Callable[..., Any] = (client or self._r).execute_command
+        # EVALSHA on the scripts' lean lane (redis_conn.ScriptLane): Script.__call__ and redis-py's
+        # execute_command add per-call work on the hot path. After a Redis restart the script cache
+        # is empty: load it and send once more.
+        execute: Callable[..., Any] = (self._lane_raw if client is self._raw else self._lane).execute_command
         try:
             return execute("EVALSHA", script.sha, 1, self._route, *args)
         except redis.exceptions.NoScriptError:
@@ -1061,6 +1064,8 @@ class RedisStore(RedisAgents):
         self._closed.set()
         for client in (self._r, self._blocking, self._probe, self._raw):
             client.connection_pool.disconnect()
+        self._lane.close()
+        self._lane_raw.close()
 
 
 @dataclass(frozen=True)
