@@ -404,3 +404,23 @@ def test_a_release_with_jobs_waiting_runs_the_queue_pass(replicas: Replicas, sma
     s.cancel(fill[0].id)
     placed = mine.get_job(waiting.id)
     assert placed is not None and placed.state is JobState.RUNNING
+
+
+def test_a_failed_run_is_requeued_without_reading_the_job_first(replicas: Replicas, small_grid: Grid) -> None:
+    """The end of a run reported by a site (scheduler/fleet.py) commits against the record this replica
+    holds: no read before the commit. A job another replica ended since is left alone, decided on the
+    record the refusal brought back (no read either)."""
+    from grid_scheduler.scheduler import Scheduler, fleet
+
+    mine, other = replicas(2)
+    s, t = Scheduler(small_grid, store=mine), Scheduler(small_grid, store=other)
+    failing, gone = (s.submit(SPEC.model_copy(update={"name": n})).record for n in ("failing", "gone"))
+    assert failing.placement is not None and gone.placement is not None
+    t.cancel(gone.id)  # behind this replica's back
+    sent = count_sent(mine)
+    assert fleet.requeue_failed(s, gone.id, gone.placement.site_ids[0], "boom", retry_queue=False) is None
+    assert sent == ["EVALSHA"], sent
+    sent.clear()
+    queued = fleet.requeue_failed(s, failing.id, failing.placement.site_ids[0], "boom", retry_queue=False)
+    assert queued is not None and queued.attempts == 1
+    assert sent[0] == "EVALSHA", sent  # then the record read back (the pass may have placed it again)
