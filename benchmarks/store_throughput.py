@@ -21,6 +21,11 @@ also runs 8 threads on one Scheduler per store (concurrent submissions in one pr
 counts the round trips each Redis submission sends (commands on the store's connections during
 ``submit``; the cancels' are not counted).
 
+Part C, paired: memory, Redis and two references (memory plus one no-op EVALSHA per submission,
+and per submission and per cancel) run the part B loop in turns of a few cycles in ONE process, so
+that all see the same load; their ratio is the one to read on a shared machine (``--paired-only``
+runs just this part). It counts round trips per submission and per cancel.
+
 Each row runs in fresh worker processes that start together on a barrier; each worker times
 every call with ``perf_counter``; a row's throughput is its operations over its wall time.
 A private ``redis-server`` (AOF on, ``--save ''``) is started on a free loopback port in a
