@@ -424,3 +424,19 @@ def test_a_failed_run_is_requeued_without_reading_the_job_first(replicas: Replic
     queued = fleet.requeue_failed(s, failing.id, failing.placement.site_ids[0], "boom", retry_queue=False)
     assert queued is not None and queued.attempts == 1
     assert sent[0] == "EVALSHA", sent  # then the record read back (the pass may have placed it again)
+
+
+def test_the_scripts_lane_reconnects_a_connection_redis_closed(replicas: Replicas, redis_url: str) -> None:
+    """The scripts' lane (state/redis_conn.ScriptLane) keeps its own idle connections: one that Redis
+    closed meanwhile (CLIENT KILL here; a restart alike) is noticed before the next script is sent on
+    it, so the call succeeds instead of failing as unavailable; then the ledger is as committed."""
+    import redis as redis_py
+
+    (store,) = replicas(1)
+    store.create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester()]))
+    admin = redis_py.Redis.from_url(redis_url)
+    killed = admin.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    store.create_job(Transition(record("job-2"), EventType.PLACED, reserve=[manchester()]))
+    assert int(store.snapshot().pool_used_gpus.sum()) == 16
+    admin.close()

@@ -89,9 +89,14 @@ class ScriptLane:
         except IndexError:
             conn = self._pool.make_connection()
         try:
-            # Readable while idle: Redis closed it (or a reply was left unread). Start afresh.
-            if conn._sock is not None and conn.can_read():
-                conn.disconnect()
+            # Readable while idle: Redis closed it (the read of its end raises) or a reply was left
+            # unread. Start afresh, as the pool does for its own connections.
+            stale = conn._sock is not None and conn.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
+        try:
             conn.send_packed_command([_resp(args)], check_health=False)
             reply = conn.read_response()
         except redis.ResponseError:
