@@ -21,6 +21,11 @@ also runs 8 threads on one Scheduler per store (concurrent submissions in one pr
 counts the round trips each Redis submission sends (commands on the store's connections during
 ``submit``; the cancels' are not counted).
 
+Part C, paired: memory, Redis and two references (memory plus one no-op EVALSHA per submission,
+and per submission and per cancel) run the part B loop in turns of a few cycles in ONE process, so
+that all see the same load; their ratio is the one to read on a shared machine (``--paired-only``
+runs just this part). It counts round trips per submission and per cancel.
+
 Each row runs in fresh worker processes that start together on a barrier; each worker times
 every call with ``perf_counter``; a row's throughput is its operations over its wall time.
 A private ``redis-server`` (AOF on, ``--save ''``) is started on a free loopback port in a
@@ -62,7 +67,7 @@ from grid_scheduler.logging import configure
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition
-from grid_scheduler.state.redis_conn import redis_client
+from grid_scheduler.state.redis_conn import ScriptLane, redis_client
 from grid_scheduler.state.redis_store import RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store_throughput.json"
@@ -175,8 +180,8 @@ def schedule_loop(row: Row, url: str, grid_name: str, index: int) -> Loop:
     grid = load_grid(DEFAULT_GRID)
     store = None if row.store == "memory" else RedisStore(Limits.from_grid(grid), url, grid_name)
     if store is not None:  # count what submissions send (instrumentation of this benchmark only)
-        store._r.execute_command = _counted(store._r.execute_command)  # type: ignore[method-assign]
-        store._raw.execute_command = _counted(store._raw.execute_command)  # type: ignore[method-assign]
+        for client in (store._r, store._raw, store._lane, store._lane_raw):
+            client.execute_command = _counted(client.execute_command)  # type: ignore[method-assign]
     scheduler = Scheduler(grid, store=store)
     spec = JobSpec.model_validate(
         {"name": "bench", "tenant": "acme", "kind": "training", "gpus": {"count": 8}, "training": {}}
@@ -202,6 +207,125 @@ def schedule_loop(row: Row, url: str, grid_name: str, index: int) -> Loop:
             scheduler.cancel(job_id)
 
     return loop
+
+
+# --- C. paired: the stores alternated in one process ---------------------------------------
+# On a shared, busy machine the load moves between rows run one after another (the ratio of two rows
+# has moved from 0.14 to 1.03 between back-to-back runs of the same code). Here every contender runs
+# BURST iterations (a submit, and a cancel of the oldest once WINDOW are live) in turn, many times,
+# so each sees the same load; their ratio is the figure to read.
+BURST = 25
+NOOP_LUA = "return 1"
+
+
+class _Contender:
+    """One scheduler looping submit + cancel; ``noop``: also one EVALSHA of an empty script per submit."""
+
+    def __init__(self, name: str, scheduler: Scheduler, counted: Sequence[redis.Redis | ScriptLane],
+                 noop: redis.Redis | None = None, noop_per_cancel: bool = False) -> None:
+        self.name, self.scheduler, self.noop_per_cancel = name, scheduler, noop_per_cancel
+        # The no-op goes the way the store's scripts go (redis_conn.ScriptLane).
+        self.noop = ScriptLane(noop) if noop is not None else None
+        self.noop_sha = noop.script_load(NOOP_LUA) if noop is not None else ""
+        if self.noop is not None:
+            counted = [*counted, self.noop]
+        self.live: deque[str] = deque()
+        self.submit_s: list[float] = []
+        self.cancel_s: list[float] = []
+        self.sent = {"submit": 0, "cancel": 0}
+        self.phase = ""
+        for client in counted:
+            client.execute_command = self._count(client.execute_command)  # type: ignore[method-assign]
+
+    def _count(self, execute: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if self.phase:
+                self.sent[self.phase] += 1
+            return execute(*args, **kwargs)
+        return counted
+
+    def burst(self, spec: JobSpec, counter: Iterator[int], n: int) -> None:
+        for _ in range(n):
+            request_id = f"p-{self.name}-{next(counter)}"
+            self.phase = "submit"
+            start = time.perf_counter()
+            outcome = self.scheduler.submit(spec, request_id=request_id)
+            if self.noop is not None:
+                self.noop.execute_command("EVALSHA", self.noop_sha, 0)
+            mid = time.perf_counter()
+            self.phase = ""
+            self.submit_s.append(mid - start)
+            self.live.append(outcome.record.id)
+            if len(self.live) > WINDOW:
+                self.phase = "cancel"
+                self.scheduler.cancel(self.live.popleft())
+                if self.noop is not None and self.noop_per_cancel:
+                    self.noop.execute_command("EVALSHA", self.noop_sha, 0)
+                self.cancel_s.append(time.perf_counter() - mid)
+                self.phase = ""
+
+    def result(self) -> dict[str, Any]:
+        sub = np.array(self.submit_s) * 1e6
+        can = np.array(self.cancel_s) * 1e6
+        busy = (float(sub.sum()) + float(can.sum())) / 1e6
+        return {
+            "contender": self.name, "submits": int(sub.size), "cancels": int(can.size),
+            "seconds": round(busy, 3), "per_s": round(sub.size / busy, 1),
+            "submit_p50_us": round(float(np.percentile(sub, 50)), 1),
+            "submit_p99_us": round(float(np.percentile(sub, 99)), 1),
+            "cancel_p50_us": round(float(np.percentile(can, 50)), 1) if can.size else None,
+            "round_trips_per_submit": round(self.sent["submit"] / sub.size, 3),
+            "round_trips_per_cancel": round(self.sent["cancel"] / can.size, 3) if can.size else None,
+        }
+
+
+def paired(url: str, seconds: float) -> list[dict[str, Any]]:
+    """Memory, Redis, and two references, alternated in bursts until each has run about ``seconds``:
+    memory plus one no-op EVALSHA per submission (one round trip and an empty script, the least a
+    synchronous Redis submission can add), and plus one per cancel too (the least Redis's submit and
+    cancel, one round trip each, can add)."""
+    configure("warning")
+    grid = load_grid(DEFAULT_GRID)
+    spec = JobSpec.model_validate(
+        {"name": "bench", "tenant": "acme", "kind": "training", "gpus": {"count": 8}, "training": {}}
+    )
+    store = RedisStore(Limits.from_grid(grid), url, "paired")
+    noop = redis_client(url)
+    contenders = [
+        _Contender("memory", Scheduler(grid), []),
+        _Contender("redis", Scheduler(grid, store=store), [store._r, store._raw, store._lane, store._lane_raw]),
+        _Contender("memory + no-op EVALSHA", Scheduler(grid), [], noop=noop),
+        # The same for each cancel too: Redis's one round trip per submission AND per job end.
+        _Contender("memory + no-op EVALSHA per submit and per cancel", Scheduler(grid), [], noop=noop,
+                   noop_per_cancel=True),
+    ]
+    counter = itertools.count()
+    for c in contenders:  # warm-up, not measured
+        c.burst(spec, counter, 2 * WINDOW)
+        c.submit_s.clear(), c.cancel_s.clear()
+        c.sent.update(submit=0, cancel=0)
+    while min(sum(c.submit_s) + sum(c.cancel_s) for c in contenders) < seconds:
+        for c in contenders:
+            c.burst(spec, counter, BURST)
+    for c in contenders:
+        for job_id in c.live:
+            c.scheduler.cancel(job_id)
+    store.close()
+    return [c.result() for c in contenders]
+
+
+def _paired_worker(url: str, seconds: float, out: Any) -> None:
+    out.put(paired(url, seconds))
+
+
+def run_paired(url: str, seconds: float) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")  # a clean interpreter, as every row
+    out = ctx.Queue()
+    proc = ctx.Process(target=_paired_worker, args=(url, seconds, out))
+    proc.start()
+    results: list[dict[str, Any]] = out.get()
+    proc.join()
+    return results
 
 
 def run_row(row: Row, url: str, seconds: float) -> dict[str, Any]:
@@ -290,6 +414,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print()
 
 
+def print_paired(pairs: list[dict[str, Any]]) -> None:
+    print(f"\nC. paired: Scheduler.submit + cancel of the oldest past {WINDOW}, contenders alternated in bursts of "
+          f"{BURST} in one process (ops/s over each one's own time)")
+    print("| contender | submits | ops/s | submit p50 µs | submit p99 µs | cancel p50 µs "
+          "| round trips per submit | per cancel |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for r in pairs:
+        print(f"| {r['contender']} | {r['submits']:,} | {r['per_s']:,.0f} | {r['submit_p50_us']:,.0f} "
+              f"| {r['submit_p99_us']:,.0f} | {r['cancel_p50_us'] or 0:,.0f} | {r['round_trips_per_submit']:.2f} "
+              f"| {r['round_trips_per_cancel'] or 0:.2f} |")
+    print()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per row")
@@ -297,8 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="",
                         help="use this Redis (its database is FLUSHED) instead of a private one")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--paired-only", action="store_true",
+                        help="only part C (the stores alternated in one process), printed; no JSON written")
     args = parser.parse_args(argv)
     seconds = 1.0 if args.quick else args.seconds
+    if args.paired_only:
+        with (private_redis() if not args.redis_url else _given(args.redis_url)) as url:
+            redis.Redis.from_url(url).flushdb()
+            pairs = run_paired(url, seconds)
+        print(f"{seconds:g} s per contender, load average {os.getloadavg()[0]:.2f}")
+        print_paired(pairs)
+        print(f"redis / memory = {pairs[1]['per_s'] / pairs[0]['per_s']:.3f}; references / memory = "
+              f"{pairs[2]['per_s'] / pairs[0]['per_s']:.3f} (per submit), "
+              f"{pairs[3]['per_s'] / pairs[0]['per_s']:.3f} (per submit and per cancel)")
+        return 0
     rows = [
         Row("commit", "memory", 1, 1),
         Row("commit", "memory", 1, 4),
@@ -325,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {row.label}: {results[-1]['per_s']:,.0f}/s", file=sys.stderr)
         admin.config_set("appendfsync", "everysec")
         admin.flushdb()
+        pairs = run_paired(url, seconds)
+        admin.flushdb()
         redis_version = admin.info("server")["redis_version"]
 
     by = {r["row"]: r for r in results}
@@ -345,6 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for store in ("memory", "redis"):
         threads = by[f"schedule {store} 1x8"]["per_s"] / by[f"schedule {store} 1x1"]["per_s"]
         print(f"schedule {store}: 8 threads / 1 thread on one Scheduler = {threads:.2f}")
+    print_paired(pairs)
+    paired_ratio = pairs[1]["per_s"] / pairs[0]["per_s"]
+    print(f"paired (issue 13, target >= {TARGET_SCHEDULE_RATIO}): redis / memory = {paired_ratio:.3f} "
+          f"({'met' if paired_ratio >= TARGET_SCHEDULE_RATIO else 'NOT met'}); the references' ratios, "
+          f"{pairs[2]['per_s'] / pairs[0]['per_s']:.3f} and {pairs[3]['per_s'] / pairs[0]['per_s']:.3f}, are the "
+          f"ceilings of one round trip per submission, and per submission and per cancel")
     report = {
         "benchmark": "store_throughput",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -363,8 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "ratios": {k: round(v, 3) for k, v in ratios.items()},
                    "met": {k: v >= TARGET_RATIO for k, v in ratios.items()},
                    "schedule_issue13_min": TARGET_SCHEDULE_RATIO,
-                   "schedule_submit_time_ratio": round(submit_only, 3)},
+                   "schedule_submit_time_ratio": round(submit_only, 3),
+                   "paired_ratio": round(paired_ratio, 3),
+                   "paired_reference_ratio": round(pairs[2]["per_s"] / pairs[0]["per_s"], 3),
+                   "paired_reference_both_ratio": round(pairs[3]["per_s"] / pairs[0]["per_s"], 3)},
         "results": results,
+        "paired": pairs,
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,22 @@ def manchester(gpus: int = 8) -> Assignment:
                       power_kw=gpus * 0.875)
 
 
+def count_sent(store: RedisStore) -> list[str]:
+    """The commands ``store`` sends from now on, by name, each one round trip: its scripts (on their
+    lanes, state/redis_conn.ScriptLane) and everything else (on the clients). The list grows as it sends."""
+    sent: list[str] = []
+
+    def counting(execute: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(str(args[0]))
+            return execute(*args, **kwargs)
+        return counted
+
+    for target in (store._r, store._raw, store._lane, store._lane_raw):
+        target.execute_command = counting(target.execute_command)  # type: ignore[method-assign]
+    return sent
+
+
 @pytest.fixture
 def limits(small_grid: Grid) -> Limits:
     return Limits.from_grid(small_grid)
@@ -207,17 +223,8 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
     mine, other = replicas(2)
     scheduler = Scheduler(small_grid, store=mine)
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
     # Both connections: the snapshot and the probe are read undecoded (the per-node bytes), on ``_raw``.
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     other_scheduler = Scheduler(small_grid, store=other)
     states = set()
     for n in range(12):
@@ -246,16 +253,7 @@ def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas,
     mine, other = replicas(2)
     scheduler = Scheduler(small_grid, store=mine)
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     other_scheduler = Scheduler(small_grid, store=other)
     states: set[JobState] = set()
     for n in range(12):
@@ -290,24 +288,17 @@ def test_a_cancel_with_nothing_waiting_skips_the_queue_pass(replicas: Replicas, 
 
     fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(7)]
     assert all(r.state is JobState.RUNNING for r in fill)
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     s.cancel(fill[0].id)
-    assert len(sent) == 3, sent  # read the job, commit, read the waiting jobs: no pass
+    # One script: the job as this replica committed it, its release, and the count of waiting jobs
+    # (none: no pass). The code before read the job and the waiting jobs around the commit: 3.
+    assert sent == ["EVALSHA"], sent
     big = s.submit(h100("big", 96, priority=2)).record  # 64 free: it waits, holding them against tier 0
     assert big.state is JobState.PENDING
     assert s.explain(h100("small", 8))[0].placement is None  # held (explain commits nothing)
     sent.clear()
     s.cancel(big.id)
-    assert len(sent) == 3, sent  # nothing else waits: no pass
+    assert sent == ["EVALSHA"], sent  # nothing else waits: no pass
     placed = s.submit(h100("small2", 8)).record
     assert placed.state is JobState.RUNNING  # the cancelled job holds nothing any more
 
@@ -352,19 +343,100 @@ def test_a_release_of_this_replica_in_flight_costs_a_submission_no_round_trip(
     s = Scheduler(small_grid, store=mine)
     s.submit(SPEC.model_copy(update={"name": "warm"}))
     ending = s.submit(SPEC.model_copy(update={"name": "ending"})).record
-    sent: list[str] = []
-
-    def counting(execute: Callable[..., object]) -> Callable[..., object]:
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(str(args[0]))
-            return execute(*args, **kwargs)
-        return counted
-
-    mine._r.execute_command = counting(mine._r.execute_command)  # type: ignore[method-assign]
-    mine._raw.execute_command = counting(mine._raw.execute_command)  # type: ignore[method-assign]
+    sent = count_sent(mine)
     release = s.claims.release()  # this replica's cancel, its commit landed, its reply not back yet
     Scheduler(small_grid, store=other).cancel(ending.id)
     sent.clear()
     assert s.submit(SPEC.model_copy(update={"name": "meanwhile"})).record.state is JobState.RUNNING
     assert sent == ["EVALSHA"], sent
     s.claims.end(release)
+
+
+def test_ending_a_job_costs_one_round_trip_and_a_stale_record_one_more(replicas: Replicas, small_grid: Grid) -> None:
+    """Issue 13: a cancel or completion of a job this replica committed sends one script (it expects the
+    version this replica holds, releases, counts the waiting jobs). A job another replica placed is read
+    first (two); one another replica moved since is refused with its current record and ended on that
+    (two), never on the stale one. Counted as commands a real server receives."""
+    from grid_scheduler.scheduler import Scheduler
+    from grid_scheduler.scheduler.errors import WrongState
+
+    mine, other = replicas(2)
+    s, t = Scheduler(small_grid, store=mine), Scheduler(small_grid, store=other)
+    own = [s.submit(SPEC.model_copy(update={"name": f"own{i}"})).record for i in range(3)]
+    theirs = t.submit(SPEC.model_copy(update={"name": "theirs"})).record
+    sent = count_sent(mine)
+    done = s.complete(own[0].id)
+    assert sent == ["EVALSHA"] and done.state is JobState.COMPLETED and done.version == own[0].version + 1
+    sent.clear()
+    assert s.cancel(theirs.id).state is JobState.CANCELLED
+    assert sent == ["HGET", "EVALSHA"], sent
+    t.complete(own[1].id)  # behind this replica's back: what it holds of own[1] is stale
+    sent.clear()
+    with pytest.raises(WrongState, match="already completed"):
+        s.cancel(own[1].id)
+    assert sent == ["EVALSHA"], sent  # the refusal brought the completed record: no read
+    t.cancel(own[2].id)
+    sent.clear()
+    assert s.cancel(own[2].id).state is JobState.CANCELLED  # already cancelled elsewhere: no error
+    assert sent == ["EVALSHA"], sent
+    for job in (own[0], own[1], own[2], theirs):
+        stored = mine.get_job(job.id)
+        assert stored is not None and stored.state.is_final
+    assert mine.snapshot().pool_used_gpus.sum() == 0  # every reservation given back, once
+
+
+def test_a_release_with_jobs_waiting_runs_the_queue_pass(replicas: Replicas, small_grid: Grid) -> None:
+    """The count of waiting jobs the release's script returns decides the pass: with one waiting, the
+    GPUs freed go to it at once."""
+    from grid_scheduler.scheduler import Scheduler
+
+    (mine,) = replicas(1)
+    s = Scheduler(small_grid, store=mine)
+
+    def h100(name: str, gpus: int) -> JobSpec:  # only sines-h100 (256 GPUs) takes these
+        return JobSpec.model_validate({"name": name, "tenant": "acme", "kind": "training", "gang": True,
+                                       "gpus": {"count": gpus, "types": ["H100"]}})
+
+    fill = [s.submit(h100(f"fill{i}", 32)).record for i in range(8)]
+    assert all(r.state is JobState.RUNNING for r in fill)
+    waiting = s.submit(h100("waits", 32)).record
+    assert waiting.state is JobState.PENDING
+    s.cancel(fill[0].id)
+    placed = mine.get_job(waiting.id)
+    assert placed is not None and placed.state is JobState.RUNNING
+
+
+def test_a_failed_run_is_requeued_without_reading_the_job_first(replicas: Replicas, small_grid: Grid) -> None:
+    """The end of a run reported by a site (scheduler/fleet.py) commits against the record this replica
+    holds: no read before the commit. A job another replica ended since is left alone, decided on the
+    record the refusal brought back (no read either)."""
+    from grid_scheduler.scheduler import Scheduler, fleet
+
+    mine, other = replicas(2)
+    s, t = Scheduler(small_grid, store=mine), Scheduler(small_grid, store=other)
+    failing, gone = (s.submit(SPEC.model_copy(update={"name": n})).record for n in ("failing", "gone"))
+    assert failing.placement is not None and gone.placement is not None
+    t.cancel(gone.id)  # behind this replica's back
+    sent = count_sent(mine)
+    assert fleet.requeue_failed(s, gone.id, gone.placement.site_ids[0], "boom", retry_queue=False) is None
+    assert sent == ["EVALSHA"], sent
+    sent.clear()
+    queued = fleet.requeue_failed(s, failing.id, failing.placement.site_ids[0], "boom", retry_queue=False)
+    assert queued is not None and queued.attempts == 1
+    assert sent[0] == "EVALSHA", sent  # then the record read back (the pass may have placed it again)
+
+
+def test_the_scripts_lane_reconnects_a_connection_redis_closed(replicas: Replicas, redis_url: str) -> None:
+    """The scripts' lane (state/redis_conn.ScriptLane) keeps its own idle connections: one that Redis
+    closed meanwhile (CLIENT KILL here; a restart alike) is noticed before the next script is sent on
+    it, so the call succeeds instead of failing as unavailable; then the ledger is as committed."""
+    import redis as redis_py
+
+    (store,) = replicas(1)
+    store.create_job(Transition(record("job-1"), EventType.PLACED, reserve=[manchester()]))
+    admin = redis_py.Redis.from_url(redis_url)
+    killed = admin.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    store.create_job(Transition(record("job-2"), EventType.PLACED, reserve=[manchester()]))
+    assert int(store.snapshot().pool_used_gpus.sum()) == 16
+    admin.close()

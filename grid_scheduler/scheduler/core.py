@@ -699,8 +699,16 @@ class Scheduler:
 
     def _finish(self, job_id: str, state: JobState, event: EventType, message: str) -> JobRecord:
         # Outside the lock: the commit is refused (StaleRecord) if the job moved since it was read.
+        # Read from what this replica last committed or read (no round trip for a job it placed): the
+        # commit expects that version, and its refusal brings the job as it is now.
+        record = self.store.known_job(job_id)
+        fresh = False
         while True:
-            record = self.get(job_id)
+            if record is None:
+                raise NotFound("job", job_id)
+            if record.state.is_final and not fresh:
+                record, fresh = self.get(job_id), True  # maybe archived since: answer as the store does now
+                continue
             if record.state is state and state is JobState.CANCELLED:
                 return record
             if record.state.is_final:
@@ -709,26 +717,34 @@ class Scheduler:
                 raise WrongState(f"job {job_id} is {record.state.value}; only a running job can complete")
             # Counted as a move of this process, so that unread decisions' commits accept it (``_slack``).
             release = self.claims.release() if record.state is JobState.RUNNING else 0
+            # Before the commit: whether a submission decided under the lock since may have added a waiting
+            # job that the commit's count of waiting jobs missed (``_nothing_waits``).
+            serial_done = self._serial_done
+            ended = transitions.finished(record, state, event, message, self.now())
             try:
-                done = observer.apply(self.observer, self.store, job_id, record.version, transitions.finished(
-                    record, state, event, message, self.now()), follow=self._follow_claim(release))
-            except StaleRecord:
+                done = observer.commit_delta(self.observer, self.store, (Update(job_id, record.version, ended),),
+                                             follow=self._follow_claim(release))
+            except StaleRecord as stale:
+                record, fresh = (stale.current, True) if stale.current is not None else (self.get(job_id), True)
                 continue
+            except UnknownJob:
+                raise NotFound("job", job_id) from None
             finally:
                 self.claims.end(release)
             break
         self.log.info("job_finished", job_id=job_id, state=state.value)
         # Freed GPUs, or a waiting job that held capacity against lower tiers: retry the queue.
         if record.state is JobState.RUNNING or record.spec.priority > 0:
-            self._retry_queue()
-        return done
+            self._retry_queue(done.waiting, serial_done)
+        return ended.record
 
-    def _retry_queue(self) -> None:
+    def _retry_queue(self, waiting: int = -1, serial_done: int = -1) -> None:
         """A queue pass after this thread's change, unless a pass that has not started yet is
         already waiting for the lock: that one reads the ledger after the change and offers it
         to the queue, so a second would only wait its turn to find nothing new. (Many cancels
-        at once then cost one pass, not one each, all queued on the lock.)"""
-        if self._nothing_waits():
+        at once then cost one pass, not one each, all queued on the lock.) ``waiting``: the jobs
+        the change's own commit found waiting (-1: not counted), ``serial_done`` as read before it."""
+        if self._nothing_waits(waiting, serial_done):
             return
         with self._pass_gate:
             if self._pass_queued:
@@ -739,15 +755,21 @@ class Scheduler:
                 self._pass_queued = False
             self.place_pending()
 
-    def _nothing_waits(self) -> bool:
+    def _nothing_waits(self, waiting: int = -1, serial_done: int = -1) -> bool:
         """Whether no job waits, so a queue pass would place nothing: read outside the lock (on Redis
-        the pass's own reads are two round trips under it). A submission this process decides under
-        the lock meanwhile may be committing a job that waits, decided before this thread's release:
-        then, or while one is being decided, the pass runs as before."""
+        the pass's own reads are two round trips under it), or counted by the commit that released
+        (``waiting``, then no read at all). A submission this process decides under the lock meanwhile
+        may be committing a job that waits, decided before this thread's release: then, or while one
+        is being decided, the pass runs as before."""
         if isinstance(self.store, MemoryStore):
             return False  # its pass reads what changed since the last, in process: nothing to save
-        serial_done = self._serial_done
-        if self.store.pending_jobs() or not self.lock.acquire(blocking=False):
+        if waiting > 0:
+            return False
+        if waiting < 0:
+            serial_done = self._serial_done
+            if self.store.pending_jobs():
+                return False
+        if not self.lock.acquire(blocking=False):
             return False
         try:
             if self._serial_done != serial_done:

@@ -21,7 +21,7 @@ from grid_scheduler.model import Assignment, EventType, JobRecord, JobState, Rea
 from grid_scheduler.model.node_names import node_indices, node_names
 from grid_scheduler.scheduler import observer, replicas, transitions
 from grid_scheduler.scheduler.errors import InvalidJob
-from grid_scheduler.state import LedgerSnapshot, StaleRecord
+from grid_scheduler.state import LedgerSnapshot, StaleRecord, UnknownJob
 from grid_scheduler.state.agents import (
     AgentHealth,
     AgentReplaced,
@@ -207,16 +207,22 @@ def _fail_at_site(s: Scheduler, job_id: str, site_id: str, why: str, attempt: in
 
 def _complete(s: Scheduler, job_id: str, site_id: str, attempt: int | None = None) -> None:
     with s.lock:
+        record, fresh = s.store.known_job(job_id), False
         while True:
-            record = s.store.get_job(job_id)
             if record is None or not runs_at(record, site_id) or (attempt is not None and record.attempts != attempt):
-                return
+                if fresh:
+                    return
+                record, fresh = s.store.get_job(job_id), True  # what this replica knew may be behind
+                continue
             try:
                 observer.apply(s.observer, s.store, job_id, record.version, transitions.finished(
                     record, JobState.COMPLETED, EventType.COMPLETED, f"succeeded at {site_id}", s.now()),
                     follow=s.follow)
-            except StaleRecord:
+            except StaleRecord as stale:
+                record, fresh = _current(s, job_id, stale)
                 continue
+            except UnknownJob:
+                return
             break
         s.log.info("job_finished", job_id=job_id, state=JobState.COMPLETED.value, site_id=site_id)
         s.place_pending()
@@ -229,20 +235,31 @@ def requeue_failed(s: Scheduler, job_id: str, site_id: str, why: str, retry_queu
     job does not run at the site (moved or finished meanwhile), or, with ``attempt``, when its run
     now is not that one."""
     with s.lock:
+        record, fresh = s.store.known_job(job_id), False
         while True:
-            record = s.store.get_job(job_id)
             if record is None or not runs_at(record, site_id) or (attempt is not None and record.attempts != attempt):
-                return None
+                if fresh:
+                    return None
+                record, fresh = s.store.get_job(job_id), True  # what this replica knew may be behind
+                continue
             try:
                 queued = observer.apply(s.observer, s.store, job_id, record.version, transitions.failed_requeued(
                     record, why, s.now(), policy_version=s.policy_version), follow=s.follow)
-            except StaleRecord:
+            except StaleRecord as stale:
+                record, fresh = _current(s, job_id, stale)
                 continue
+            except UnknownJob:
+                return None
             break
         s.log.warning("job_failed", job_id=job_id, site_id=site_id, why=why, attempts=queued.attempts)
         if retry_queue:
             s.place_pending()
         return s.store.get_job(job_id)
+
+
+def _current(s: Scheduler, job_id: str, stale: StaleRecord) -> tuple[JobRecord | None, bool]:
+    """The job as the store holds it after a refusal: the refusal's copy when it brought one, else a read."""
+    return (stale.current if stale.current is not None else s.store.get_job(job_id)), True
 
 
 def site_lost_why(site_id: str, detail: str) -> str:

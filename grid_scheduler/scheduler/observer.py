@@ -19,7 +19,7 @@ from grid_scheduler.state import CapacityConflict, Committed, StaleRecord, Store
 if TYPE_CHECKING:
     from grid_scheduler.scheduler.batch_commit import OptimizeOutcome
 
-__all__ = ["CONFLICTS", "Follow", "NullObserver", "Observer", "apply", "commit"]
+__all__ = ["CONFLICTS", "Follow", "NullObserver", "Observer", "apply", "commit", "commit_delta"]
 
 # Told of each commit a scheduler made (Scheduler.follow): its ledger view follows it.
 Follow = Callable[[Committed, Sequence[Transition]], None]
@@ -65,6 +65,16 @@ def commit(
 ) -> tuple[JobRecord | None, bool]:
     """``store.commit``, reported to ``observer``, and to ``follow`` (the committing scheduler's
     ledger view) with what it changed. ``expect_ledger``, ``expect_slack``: see ``Store.commit_delta``."""
+    done = commit_delta(observer, store, updates, create, quota, policy_version, follow, expect_ledger, expect_slack)
+    return done.record, done.created
+
+
+def commit_delta(
+    observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
+    quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
+    expect_ledger: int | None = None, expect_slack: int = 0,
+) -> Committed:
+    """``commit``, returning all the store told of it (``Committed``: e.g. how many jobs wait now)."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
@@ -75,7 +85,7 @@ def commit(
     observer.committed(time.perf_counter() - start, moves, None)
     if follow is not None:
         follow(done, moves)
-    return done.record, done.created
+    return done
 
 
 def apply(

@@ -146,7 +146,8 @@ class MemoryStore(MemoryAgents):
                 if current is None:
                     raise UnknownJob(u.job_id)
                 if current.version != u.expected_version:
-                    raise StaleRecord(f"job {u.job_id} is at version {current.version}, not {u.expected_version}")
+                    raise StaleRecord(f"job {u.job_id} is at version {current.version}, not {u.expected_version}",
+                                      current)
             # Net change: everything released first, then everything reserved, all or nothing.
             released = {u.job_id: (u.transition.record.spec.tenant, self._reservations.get(u.job_id, []))
                         for u in updates if u.transition.release}
@@ -174,8 +175,10 @@ class MemoryStore(MemoryAgents):
                 if key:
                     self._by_request[key] = create.record.id
                 self._store(create)
-                return Committed(create.record, True, version_before, self._version, gave_back)
-            return Committed(None, True, version_before, self._version, gave_back)
+                return Committed(create.record, True, version_before, self._version, gave_back,
+                                 len(self._by_state[JobState.PENDING]))
+            return Committed(None, True, version_before, self._version, gave_back,
+                             len(self._by_state[JobState.PENDING]))
 
     def _store(self, transition: Transition) -> None:
         record = transition.record
@@ -322,6 +325,9 @@ class MemoryStore(MemoryAgents):
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def known_job(self, job_id: str) -> JobRecord | None:
+        return self.get_job(job_id)  # in process: what it holds is current, and costs nothing
 
     def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None:
         with self._lock:

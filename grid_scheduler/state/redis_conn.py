@@ -6,8 +6,9 @@ Messages name the store URL only as ``redact(url)`` (state/store_url.py), never 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -16,7 +17,7 @@ from redis.retry import Retry
 from grid_scheduler.state.store import StoreAccessDenied, StoreUnavailable
 from grid_scheduler.state.store_url import check_url, redact
 
-__all__ = ["ACL_COMMANDS", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S", "guarded", "redact", "redis_client"]
+__all__ = ["ACL_COMMANDS", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S", "ScriptLane", "guarded", "redact", "redis_client"]
 
 SOCKET_TIMEOUT_S = 1.0  # a script over a whole grid takes milliseconds; a second means Redis is in trouble
 CONNECT_TIMEOUT_S = 0.5
@@ -35,7 +36,7 @@ ACL_COMMANDS = (
     "ping", "evalsha", "script|load", "multi", "exec",                       # the client itself
     "get", "mget", "set", "hget", "hgetall", "xread", "xrange",               # direct reads and writes
     "hmget", "hset", "hdel", "hincrby", "incr", "incrby", "pexpire", "del", "exists",  # inside the scripts
-    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "xadd",
+    "zadd", "zrem", "zrange", "zrangebylex", "zrangebyscore", "zcard", "xadd",
     "hsetnx", "sadd", "srem", "smembers",  # site agents and node drains (state/agents_redis.py)
     "bitfield", "getrange", "setrange",  # per-node usage and out-of-service nodes (state/redis_store.py)
 )
@@ -61,6 +62,70 @@ def redis_client(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S,
     except ValueError as e:  # redis-py's own messages name a parameter, never its value: still, no chain
         raise ValueError(f"{redact(url)}: {e}") from None
     return redis.Redis(connection_pool=pool)
+
+
+class ScriptLane:
+    """The ledger scripts' own way to Redis: connections of ``client``'s pool, but no per-call
+    retry wrapper, observability hooks or pool bookkeeping. redis-py 8 spends ~100 µs of Python per
+    command on those on this project's dev machine, as much as the loopback round trip itself,
+    and every submission and every job end is one script call (benchmarks/README.md, "Store
+    throughput"). Replies are read as the client reads them (decoded or not); errors are
+    redis-py's own, so ``guarded`` maps them as for any other command.
+
+    Connections are kept in a list (``pop``/``append`` are atomic): one per thread calling at once.
+    A connection that failed is dropped; one that Redis closed while idle (a restart) is noticed
+    before it is used, as the pool does, so a restart costs no call an error."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._free: list[Any] = []
+        self._pid = os.getpid()
+
+    def execute_command(self, *args: Any) -> Any:
+        if self._pid != os.getpid():  # a forked child must not share its parent's sockets
+            self._free, self._pid = [], os.getpid()
+        try:
+            conn = self._free.pop()
+        except IndexError:
+            conn = self._pool.make_connection()
+        try:
+            # Readable while idle: Redis closed it (the read of its end raises) or a reply was left
+            # unread. Start afresh, as the pool does for its own connections.
+            stale = conn._sock is not None and conn.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
+        try:
+            conn.send_packed_command([_resp(args)], check_health=False)
+            reply = conn.read_response()
+        except redis.ResponseError:
+            self._free.append(conn)  # an error reply was read whole: the connection is fine
+            raise
+        except BaseException:
+            conn.disconnect()  # half a command sent or half a reply read: never reuse it
+            raise
+        self._free.append(conn)
+        return reply
+
+    def close(self) -> None:
+        free, self._free = self._free, []
+        for conn in free:
+            conn.disconnect()
+
+
+def _resp(args: tuple[Any, ...]) -> bytes:
+    """One command in the Redis protocol (RESP): what redis-py's packer sends, in one bytes join."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            b = arg
+        elif isinstance(arg, str):
+            b = arg.encode()
+        else:  # numbers, as redis-py encodes them (a float's repr round-trips)
+            b = (repr(arg) if isinstance(arg, float) else str(arg)).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
 
 
 class _HasUrl(Protocol):

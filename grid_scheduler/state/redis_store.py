@@ -61,6 +61,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import redis
+from pydantic_core import to_json
 from redis.commands.core import Script
 
 from grid_scheduler.engine.priority import queue_key
@@ -77,7 +78,7 @@ from grid_scheduler.model import (
 )
 from grid_scheduler.state.agents_redis import RedisAgents
 from grid_scheduler.state.lease import Lease, LeaseLost
-from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, guarded, redact, redis_client
+from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, ScriptLane, guarded, redact, redis_client
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
@@ -100,6 +101,7 @@ from grid_scheduler.state.store import (
 MAX_EVENTS = 100_000  # the stream is trimmed (approximately) to this many entries, like MemoryStore
 EVENT_BATCH = 1_000  # events per read; a watcher far behind catches up in several reads
 HEALTH_TIMEOUT_S = 0.25  # healthy() is polled every half second: it must answer well within that
+KNOWN_JOBS = 4_096  # records kept for known_job: a window of recent jobs, not a copy of the ledger
 MAX_BLOCK_S = 5.0  # longest XREAD BLOCK; the blocking connection's socket timeout is set above it
 
 Arg = str | int | float  # what a script argument may be
@@ -115,9 +117,8 @@ Arg = str | int | float  # what a script argument may be
 # (event type), t (time), msg, rel (release what the job holds first), pools [[pool_id, gpus,
 # limit]...], sites [[site_id, watts, limit]...]}] (pools and sites aggregated per op); elv (the
 # ledger version expected, -1 = any), els (or up to this many past it) and sa (with elv: the ARGV
-# index where the snapshot's arguments start, after the ops, as _LUA_SNAPSHOT takes them; the node
-# versions held last). Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings
-# the snapshot along.
+# index where the snapshot's arguments start, after the ops: pools, sites, node versions held).
+# Prefixed with _LUA_SNAPSHOT_FN below: a refusal for a moved ledger brings the snapshot along.
 _LUA_COMMIT_BODY = r"""
 local P = ARGV[1]
 local m = cjson.decode(ARGV[2])
@@ -143,10 +144,13 @@ if m.fk ~= '' then
 end
 -- Decided on a view the caller did not re-read: refused if anything moved the ledger since, with
 -- what the caller needs to decide again (versions and snapshot), so that costs no further read.
+local lv_read = nil  -- the ledger version as read here, reused below: one GET, not two
 if m.elv >= 0 then
   local lv = redis.call('GET', P .. 'ledger_version') or '0'
+  lv_read = lv
   if tonumber(lv) < m.elv or tonumber(lv) > m.elv + m.els then
-    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0', snapshot(P, m.sa, #ARGV - 1, ARGV[#ARGV])}
+    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0',
+            snapshot(P, ARGV[m.sa], ARGV[m.sa + 1], ARGV[m.sa + 2])}
   end
 end
 
@@ -161,7 +165,9 @@ for i, op in ipairs(m.ops) do
     local c = redis.call('HMGET', jkey, 'version', 'state', 'res')
     if not c[1] then return {'unknown', op.id} end
     if tonumber(c[1]) ~= op.exp then
-      return {'stale', 'job ' .. op.id .. ' is at version ' .. c[1] .. ', not ' .. op.exp}
+      -- With the job as it is now: the caller decides again on it without another read.
+      return {'stale', 'job ' .. op.id .. ' is at version ' .. c[1] .. ', not ' .. op.exp,
+              redis.call('HGET', jkey, 'record')}
     end
     cur[i] = c
   end
@@ -318,25 +324,30 @@ for pool, t in pairs(node_delta) do
     changed = true
   end
 end
-local lv_before = tonumber(redis.call('GET', P .. 'ledger_version') or '0')
+local lv_before = tonumber(lv_read or redis.call('GET', P .. 'ledger_version') or '0')
 local lv_after = lv_before
 if changed then lv_after = redis.call('INCR', P .. 'ledger_version') end
 for i, op in ipairs(m.ops) do
   local jkey = P .. 'job:' .. op.id
   local res = ARGV[2 + 2 * i]
-  redis.call('HSET', jkey, 'record', ARGV[1 + 2 * i], 'version', op.v, 'state', op.st)
+  -- Every field of the job in one HSET (record, version, state, and the reservation and request key
+  -- when there are): each redis.call costs the script time, and AOF a command.
+  local fields = {'record', ARGV[1 + 2 * i], 'version', op.v, 'state', op.st}
   if res ~= '' then
-    redis.call('HSET', jkey, 'res', res)
-  elseif op.rel then
-    redis.call('HDEL', jkey, 'res')
+    fields[#fields + 1] = 'res'
+    fields[#fields + 1] = res
   end
+  local created_rk = op.exp < 0 and op.id == m.cid and m.rk ~= ''
+  if created_rk then
+    fields[#fields + 1] = 'rk'
+    fields[#fields + 1] = m.rk
+  end
+  redis.call('HSET', jkey, unpack(fields))
+  if res == '' and op.rel then redis.call('HDEL', jkey, 'res') end
   if op.exp < 0 then
     redis.call('ZADD', P .. 'jobs', 0, op.id)
     redis.call('ZADD', P .. 'state:' .. op.st, 0, op.id)
-    if op.id == m.cid and m.rk ~= '' then
-      redis.call('HSET', P .. 'requests', m.rk, op.id)
-      redis.call('HSET', jkey, 'rk', m.rk)
-    end
+    if created_rk then redis.call('HSET', P .. 'requests', m.rk, op.id) end
   elseif cur[i][2] ~= op.st then
     redis.call('ZREM', P .. 'state:' .. cur[i][2], op.id)
     redis.call('ZADD', P .. 'state:' .. op.st, 0, op.id)
@@ -347,7 +358,9 @@ for i, op in ipairs(m.ops) do
              'job_id', op.id, 'type', op.ev, 'state', op.st, 'time', op.t, 'message', op.msg,
              'tenant', op.tn, 'pv', op.pv)
 end
-return {'ok', lv_before, lv_after, released}
+-- How many wait now, when the caller asked (wq: it released): with nothing waiting it skips the queue
+-- pass without another read.
+return {'ok', lv_before, lv_after, released, m.wq == 1 and redis.call('ZCARD', P .. 'state:pending') or -1}
 """
 
 # ARGV: prefix, finished before (time), limit. Forgets finished jobs and their request ids.
@@ -379,25 +392,32 @@ end
 return current
 """
 
-# ARGV: prefix, number of pools, pool ids..., site ids...  One consistent read of every counter;
-# comma-joined so a grid of thousands of pools is three strings to parse, not thousands of replies.
-# The snapshot's body, shared by the snapshot script and the submission probe: ARGV[2 .. last] are
-# the number of pools n, the pool ids, then the site ids; ``known`` the pools' node versions the
-# caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version moved ('' else).
+# One consistent read of every counter; comma-joined so a grid of thousands of pools is a few strings
+# to parse, not thousands of replies. The snapshot's body, shared by the snapshot script, the
+# submission probe and the commit's refusal: ``pools`` and ``sites`` are the grid's pool and site ids,
+# comma-joined (ids never hold a comma: model.grid.Id), each ONE argument, so a commit that carries
+# them in case of a refusal pays for three arguments, not one per pool; ``known`` the pools' node
+# versions the caller holds ("nv1,nv2,..."): a pool's node string is sent only when its version
+# moved ('' else).
 _LUA_SNAPSHOT_FN = r"""
-local function snapshot(P, first, last, known)
-  local n = tonumber(ARGV[first])
-  local used, drained, watts, down, nv, held = {}, {}, {}, {}, {}, {}
-  for v in string.gmatch(known, '[^,]+') do held[#held + 1] = v end
+local function split(csv)
+  local out = {}
+  for v in string.gmatch(csv, '[^,]+') do out[#out + 1] = v end
+  return out
+end
+local function snapshot(P, pools_csv, sites_csv, known)
+  local pools, sites, held = split(pools_csv), split(sites_csv), split(known)
+  local n = #pools
+  local used, drained, watts, down, nv = {}, {}, {}, {}, {}
   for i = 1, n do
-    local v = redis.call('HMGET', P .. 'pool:' .. ARGV[first + i], 'used', 'drained', 'down', 'nv')
+    local v = redis.call('HMGET', P .. 'pool:' .. pools[i], 'used', 'drained', 'down', 'nv')
     used[i] = v[1] or '0'
     drained[i] = v[2] or '0'
     down[i] = v[3] or '0'
     nv[i] = v[4] or '0'
   end
-  for i = first + 1 + n, last do
-    watts[#watts + 1] = redis.call('HGET', P .. 'site:' .. ARGV[i], 'used_w') or '0'
+  for i, site in ipairs(sites) do
+    watts[i] = redis.call('HGET', P .. 'site:' .. site, 'used_w') or '0'
   end
   local tq = {}
   for _, tn in ipairs(redis.call('SMEMBERS', P .. 'tenants')) do
@@ -408,7 +428,7 @@ local function snapshot(P, first, last, known)
   -- already, or the store tracks no nodes.
   local nodes = {}
   for i = 1, n do
-    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. ARGV[first + i]) or '' end
+    if nv[i] == held[i] then nodes[i] = '' else nodes[i] = redis.call('GET', P .. 'nodes:' .. pools[i]) or '' end
   end
   return {redis.call('GET', P .. 'ledger_version') or '0',
           table.concat(used, ','), table.concat(drained, ','), table.concat(watts, ','), table.concat(down, ','), tq,
@@ -419,15 +439,16 @@ end
 _LUA_COMMIT = _LUA_SNAPSHOT_FN + _LUA_COMMIT_BODY
 
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
-return snapshot(ARGV[1], 2, #ARGV - 1, ARGV[#ARGV])
+return snapshot(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
-# A submission's one read before it decides (Store.probe). ARGV: the snapshot's arguments, then the
-# node versions held, the ledger version the caller holds and the tenant-scoped request key ('' = none). Returns
+# A submission's one read before it decides (Store.probe). ARGV: prefix, pools, sites, the node versions
+# held (the snapshot's arguments), the ledger version the caller holds and the tenant-scoped request key
+# ('' = none). Returns
 # {'dup', record} | {'same', ledger, policy} | {'snap', ledger, policy, <snapshot>}.
 _LUA_PROBE = _LUA_SNAPSHOT_FN + r"""
 local P = ARGV[1]
-local known, rk = ARGV[#ARGV - 1], ARGV[#ARGV]
+local known, rk = ARGV[5], ARGV[6]
 if rk ~= '' then
   local id = redis.call('HGET', P .. 'requests', rk)
   if id then return {'dup', redis.call('HGET', P .. 'job:' .. id, 'record')} end
@@ -435,7 +456,7 @@ end
 local ledger = redis.call('GET', P .. 'ledger_version') or '0'
 local policy = redis.call('GET', P .. 'policy_version') or '0'
 if ledger == known then return {'same', ledger, policy} end
-return {'snap', ledger, policy, snapshot(P, 2, #ARGV - 3, ARGV[#ARGV - 2])}
+return {'snap', ledger, policy, snapshot(P, ARGV[2], ARGV[3], ARGV[4])}
 """
 
 # ARGV: prefix, pool id, 1|0
@@ -555,6 +576,8 @@ class RedisStore(RedisAgents):
         self._probe = redis_client(url, HEALTH_TIMEOUT_S, HEALTH_TIMEOUT_S)
         # The snapshot's node strings are raw bytes (a used count may be any byte): read undecoded.
         self._raw = redis_client(url, decode=False)
+        # The scripts' calls, on connections of the same pools (redis_conn.ScriptLane).
+        self._lane, self._lane_raw = ScriptLane(self._r), ScriptLane(self._raw)
         self._commit = self._script(_LUA_COMMIT)
         self._archive = self._script(_LUA_ARCHIVE)
         self._grid = self._script(_LUA_GRID)
@@ -569,11 +592,15 @@ class RedisStore(RedisAgents):
         self._in_state = self._script(_LUA_IN_STATE)
         self._apply_policy = self._script(_LUA_APPLY_POLICY)
         self._version_keys = (self.prefix + "ledger_version", self.prefix + "policy_version")
-        self._snapshot_args: list[Arg] = [self.prefix, len(limits.pool_ids), *limits.pool_ids, *limits.site_ids]
+        self._snapshot_args: list[Arg] = [self.prefix, ",".join(limits.pool_ids), ",".join(limits.site_ids)]
         self._fence: tuple[str, int] | None = None
         # The node strings of the last snapshot, by pool node version: the next read fetches only
         # the pools whose nodes changed since (a factory grid's strings are 100+ KiB in all).
         self._node_cache = _NodeCache(("-1",) * len(limits.pool_ids), (), ())
+        # Records this replica committed or read last (``known_job``): ending one of its own jobs
+        # commits against the version it holds, without reading the record first.
+        self._known: dict[str, JobRecord] = {}
+        self._known_lock = threading.Lock()
         self._closed = threading.Event()
         self._init_agents()  # site agents (state/agents_redis.py)
 
@@ -595,9 +622,10 @@ class RedisStore(RedisAgents):
         return self._r.register_script(lua)
 
     def _run(self, script: Script, args: Sequence[Arg | bytes], client: redis.Redis | None = None) -> Any:
-        # EVALSHA straight through execute_command: Script.__call__ adds per-call work on the hot path.
-        # After a Redis restart the script cache is empty: load it and send once more.
-        execute: Callable[..., Any] = (client or self._r).execute_command
+        # EVALSHA on the scripts' lean lane (redis_conn.ScriptLane): Script.__call__ and redis-py's
+        # execute_command add per-call work on the hot path. After a Redis restart the script cache
+        # is empty: load it and send once more.
+        execute: Callable[..., Any] = (self._lane_raw if client is self._raw else self._lane).execute_command
         try:
             return execute("EVALSHA", script.sha, 1, self._route, *args)
         except redis.exceptions.NoScriptError:
@@ -676,11 +704,11 @@ class RedisStore(RedisAgents):
         return [c for tenant, gs in sorted(groups.items()) for c in quota.checks_for(tenant, gs, self._limits.pool_ids)]
 
     @staticmethod
-    def _res_json(assignments: Sequence[Assignment]) -> str:
+    def _res_json(assignments: Sequence[Assignment]) -> bytes:
         # The watts are stored with the assignment so release gives back exactly the integer reserve took.
         if not assignments:
-            return ""
-        return json.dumps([{**a.model_dump(mode="json"), "watts": to_watts(a.power_kw)} for a in assignments])
+            return b""
+        return to_json([{**a.model_dump(), "watts": to_watts(a.power_kw)} for a in assignments])
 
     def _check(self, reply: Any) -> Any:
         status = reply[0]
@@ -694,7 +722,7 @@ class RedisStore(RedisAgents):
         if status == "policy":
             raise PolicyMoved(message)
         if status == "stale":
-            raise StaleRecord(message)
+            raise StaleRecord(message, JobRecord.model_validate_json(reply[2]) if len(reply) > 2 and reply[2] else None)
         if status == "unknown":
             raise UnknownJob(message)
         if status == "fenced":
@@ -721,15 +749,18 @@ class RedisStore(RedisAgents):
             if create.record.request_id:
                 rk = request_key(create.record.spec.tenant, create.record.request_id)
         fence_key, fence_token = self._fence if self._fence else ("", 0)
-        meta = json.dumps({
+        # pydantic_core's encoder: 8 µs for a submission's meta where json.dumps took 28 (measured:
+        # benchmarks/README.md, "Store throughput"); already a dependency, and its output is compact UTF-8.
+        meta = to_json({
             "rk": rk, "cid": cid, "fk": fence_key, "ft": str(fence_token), "max": MAX_EVENTS,
             "ops": [self._op(job_id, t, exp) for job_id, t, exp in steps],
             "q": self._quota_checks(quota, [t for _, t, _ in steps]),
             "apv": -1 if policy_version is None else policy_version,
             "nt": 1 if self._limits.tracks_nodes else 0,
             "elv": -1 if expect_ledger is None else expect_ledger, "els": expect_slack, "sa": 3 + 2 * len(steps),
-        }, ensure_ascii=False)
-        args: list[Arg] = [self.prefix, meta]
+            "wq": 1 if any(t.release for _, t, _ in steps) else 0,
+        })
+        args: list[Arg | bytes] = [self.prefix, meta]
         for _, transition, _ in steps:
             args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
         if expect_ledger is None:
@@ -744,10 +775,13 @@ class RedisStore(RedisAgents):
             reply = self._check(_decoded(raw))
         if reply[0] == "dup":
             return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
-        _, before, after, flat = reply
+        _, before, after, flat, waiting = reply
         gave_back = tuple((tenant, Assignment.model_validate(a))
                           for tenant, res in zip(flat[::2], flat[1::2], strict=True) for a in json.loads(res))
-        return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back)
+        for _, transition, _ in steps:
+            self._remember(transition.record)
+        return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back,
+                         int(waiting))
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
         record, created = self.commit((), transition)
@@ -779,7 +813,23 @@ class RedisStore(RedisAgents):
     @guarded
     def get_job(self, job_id: str) -> JobRecord | None:
         raw = self._r.hget(self.prefix + "job:" + job_id, "record")
-        return JobRecord.model_validate_json(cast(str, raw)) if raw is not None else None
+        if raw is None:
+            return None
+        record = JobRecord.model_validate_json(cast(str, raw))
+        self._remember(record)
+        return record
+
+    def known_job(self, job_id: str) -> JobRecord | None:
+        known = self._known.get(job_id)
+        return known if known is not None else self.get_job(job_id)
+
+    def _remember(self, record: JobRecord) -> None:
+        # Oldest out first: the jobs a replica ends soonest are mostly the ones it wrote last.
+        with self._known_lock:
+            self._known.pop(record.id, None)
+            self._known[record.id] = record
+            if len(self._known) > KNOWN_JOBS:
+                del self._known[next(iter(self._known))]
 
     @guarded
     def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None:
@@ -1026,6 +1076,8 @@ class RedisStore(RedisAgents):
         self._closed.set()
         for client in (self._r, self._blocking, self._probe, self._raw):
             client.connection_pool.disconnect()
+        self._lane.close()
+        self._lane_raw.close()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,14 @@ class PolicyMoved(CapacityConflict):
 
 
 class StaleRecord(StoreError):
-    """The job changed since it was read; re-read and decide again."""
+    """The job changed since it was read; re-read and decide again.
+
+    ``current``: the job as the store holds it now, when the refusal could bring it along (a
+    commit of one update: the caller decides again on it without another read)."""
+
+    def __init__(self, message: str, current: JobRecord | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class UnknownJob(StoreError):
@@ -230,6 +237,9 @@ class Committed:
     ledger_before: int
     ledger_after: int
     released: tuple[tuple[str, Assignment], ...] = ()  # (tenant, assignment) given back
+    # Jobs waiting (PENDING) right after the commit, counted in the same step (-1: not counted), so
+    # that a release whose queue has nothing to place skips the queue pass without another read.
+    waiting: int = -1
 
 
 @dataclass(frozen=True)
@@ -299,6 +309,13 @@ class Store(AgentStore, Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
     def job_by_request(self, tenant: str, request_id: str) -> JobRecord | None: ...
+
+    def known_job(self, job_id: str) -> JobRecord | None:
+        """The job as this replica last committed or read it, else as the store holds it: possibly
+        behind the store (another replica moved it since). For a caller that commits against the
+        record's version anyway, which refuses a stale one (StaleRecord with the current record):
+        ending a job this replica placed then costs no read."""
+        ...
 
     def probe(self, tenant: str, request_id: str, known_ledger: int) -> Probe:
         """The request-id lookup (skipped for ''), the versions and, when the ledger version is not
