@@ -130,8 +130,8 @@ class ClassArrays:
             rows = np.array([[index.endpoint_index[e] for e in (*k[0], *(k[0][0],) * (width - len(k[0])))]
                              for k in keys], dtype=np.int64)
             for a in range(0, len(keys), _PREPARE_ROWS):
-                covers = within[rows[a:a + _PREPARE_ROWS]]  # [set, endpoint, site]
-                any_ok = covers.any(axis=1)
+                covers: BoolArray = np.asarray(within[rows[a:a + _PREPARE_ROWS]])  # [set, endpoint, site]
+                any_ok: BoolArray = np.asarray(covers.any(axis=1))
                 packed = np.packbits(any_ok, axis=-1)
                 for i, key in enumerate(keys[a:a + _PREPARE_ROWS]):
                     self._memo[("cover", key)] = covers[i, :len(key[0])]
