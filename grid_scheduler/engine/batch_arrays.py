@@ -301,6 +301,21 @@ class ClassArrays:
             return True  # the exact functions: one PoolCosts per class, kept by the class
         return spec.inference is None or len(spec.inference.demand) <= 1
 
+    def _scaled_shadow(self, checks: Checks) -> Shadow:
+        """``_shadow`` of memoised checks in O(sites): their static mask is a site mask (residency,
+        latency, preference) over a pool mask (type, workload: ``_static_ok``), so a site's largest
+        power per GPU is that of its type-and-workload pools where the site is admitted, 0 elsewhere;
+        a slot's power is ``pool_kw_per_gpu * need_gpus`` (``_checks``), and the largest ``g * x``
+        is ``g`` times the largest ``x``, exactly (rounding a product keeps the order). ~1 us of
+        numpy instead of a ``reduceat`` over pools (~80 us) per distinct static mask."""
+        pools = (checks.pool_type_ok, checks.pool_workload_ok)
+        per_gpu = self._get(("kw_per_gpu_max", *map(id, pools)),
+                            lambda: _per_gpu_shadow(self.index, pools[0] & pools[1]))
+        sites = checks.site_residency_ok & checks.site_latency_ok
+        if checks.site_preference_ok is not None:
+            sites = sites & checks.site_preference_ok
+        return np.asarray(checks.pool_static_ok, dtype=np.bool_), np.where(sites, per_gpu, 0.0) * checks.need_gpus
+
     def shadow(self, spec: JobSpec, checks: Checks | None = None) -> Shadow:
         """``priority.shadow``: the pools ``spec`` could ever use and its power per site (static parts
         only). ``checks``: ``self.checks(spec)`` when the caller has it (a class keeps its own)."""
@@ -309,7 +324,7 @@ class ClassArrays:
             # Memoised checks: their static mask (interned) and power per slot are memo entries, so
             # alive and shared: one shadow per pair (at 1M jobs ~3x fewer than per checks).
             static, need = checks.pool_static_ok, checks.pool_need_kw
-            return self._get(("shadow_of", id(static), id(need)), lambda: _shadow(self.index, checks))  # type: ignore[no-any-return]
+            return self._get(("shadow_of", id(static), id(need)), lambda: self._scaled_shadow(checks))  # type: ignore[no-any-return]
         # Keyed by the checks object, kept in the entry: an id alone could be reused by a later
         # object once a checks that was not memoised (a topology job's) is freed.
         entry = self._get(("shadow", id(checks)), lambda: (checks, _shadow(self.index, checks)))
@@ -321,6 +336,17 @@ class ClassArrays:
 
 _CHECK_FIELDS = tuple(f.name for f in dataclasses.fields(Checks))
 _PREPARE_ROWS = 2048  # endpoint sets whose pool masks ``prepare`` computes in one array (~10 MB each at 5,000 pools)
+
+
+def _per_gpu_shadow(index: GridIndex, pools: BoolArray) -> FloatArray:
+    """``_shadow``'s power per site for a job of one GPU per slot."""
+    need = np.where(pools, index.pool_kw_per_gpu, 0.0)
+    site_kw = np.zeros(len(index.site_ids), dtype=np.float64)
+    bounds = index.site_pool_bounds
+    filled = bounds[1:] > bounds[:-1]
+    if need.size:
+        site_kw[filled] = np.maximum(np.maximum.reduceat(need, bounds[:-1][filled]), 0.0)
+    return site_kw
 
 
 def node_detail(index: GridIndex, usage: Usage) -> bool:
