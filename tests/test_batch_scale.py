@@ -60,13 +60,17 @@ def _holding(index: GridIndex, policy: Policy, specs: list[JobSpec]) -> Holds:
 
 
 @SETTINGS
-@given(specs=job_lists, fill=fills, policy=st.sampled_from(POLICIES), held=st.booleans())
+@given(specs=job_lists, fill=fills, policy=st.sampled_from(POLICIES), held=st.booleans(), prepared=st.booleans())
 def test_class_checks_and_costs_equal_the_online_functions(
-    index: GridIndex, specs: list[JobSpec], fill: list[float], policy: Policy, held: bool
+    index: GridIndex, specs: list[JobSpec], fill: list[float], policy: Policy, held: bool, prepared: bool
 ) -> None:
+    """``prepared``: the deployments' covers and masks computed for all of them at once first
+    (``ClassArrays.prepare``, as ``_build_units`` does), then read one by one."""
     usage = _preload(index, fill)
     holds = _holding(index, policy, specs) if held else Holds(index)
     arrays = ClassArrays(index, usage, policy, holds)
+    if prepared:
+        arrays.prepare([as_modelled(s) for s in specs])
     for original in specs:
         spec = as_modelled(original)
         got = arrays.checks(spec)
@@ -87,6 +91,34 @@ def test_class_checks_and_costs_equal_the_online_functions(
         np.testing.assert_array_equal(pools, want.pool_static_ok)
         assert site_kw.shape == (len(index.site_ids),)
         np.testing.assert_array_equal(site_kw, exact_shadow(index, original, policy)[1])
+
+
+@SETTINGS
+@given(specs=job_lists, fill=fills, held=st.booleans())
+def test_prepared_classes_equal_the_classes_built_one_by_one(
+    index: GridIndex, specs: list[JobSpec], fill: list[float], held: bool
+) -> None:
+    """``_build_units`` (which calls ``ClassArrays.prepare``) gives the classes that checks built
+    one class at a time give: same jobs, same candidate masks and free GPUs, element for element."""
+    usage = _preload(index, fill)
+    policy = Policy()
+    holds = _holding(index, policy, specs) if held else Holds(index)
+    jobs = _jobs(specs)
+
+    class OneByOne(ClassArrays):
+        def prepare(self, specs: object) -> None:
+            pass  # the path before ``prepare``: every class's checks computed when first asked for
+
+    got = _build_units(index, usage, jobs, policy, holds)
+    want = _build_units(index, usage, jobs, policy, holds, OneByOne(index, usage, policy, holds))
+    assert [u.job_ids for u in got] == [u.job_ids for u in want]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.checks.pool_free_gpus, b.checks.pool_free_gpus)
+        np.testing.assert_array_equal(a.checks.pool_static_ok, b.checks.pool_static_ok)
+        assert (a.checks.demand_cover is None) == (b.checks.demand_cover is None)
+        if a.checks.demand_cover is not None:
+            np.testing.assert_array_equal(a.checks.demand_cover, b.checks.demand_cover)
 
 
 @SETTINGS

@@ -629,11 +629,13 @@ def _build_units(
     candidate mask and (computed on first use) costs, assembled from shared parts
     (``batch_arrays.ClassArrays``). A group's jobs share a class key: it is computed once a group."""
     arrays = arrays if arrays is not None else ClassArrays(index, usage, policy, holds)
+    groups = as_groups(jobs)
+    arrays.prepare(group.spec for group in groups)
     by_key: dict[Hashable, _Unit] = {}
     # Checks, costs and masks read no priority: classes that differ only in it share them.
     shared: dict[Hashable, tuple[Checks, BoolArray, _CostSource]] = {}
     units: list[_Unit] = []
-    for g, (original, job_ids) in enumerate(as_groups(jobs)):
+    for g, (original, job_ids) in enumerate(groups):
         spec = as_modelled(original)
         replicas = spec.inference.replicas if spec.inference is not None else 1
         covering = spec.inference is not None and replicas > 1 and len(spec.inference.demand) > 1
@@ -673,6 +675,8 @@ def _class_parts(
 
         if arrays.exact or not plain(spec):
             mask = serving()
+        elif len(spec.inference.demand) == 1:
+            pass  # one endpoint: serving it is being within SLO of one, which the (interned) mask has checked
         else:  # memoised checks: the mask is shared too (one per checks and endpoint set)
             assert spec.inference is not None
             endpoints = tuple(d.endpoint for d in spec.inference.demand)

@@ -114,7 +114,9 @@ def _repeat_deployment(
     """Place the class's deployments; False when some endpoint had no pool with room for a
     replica (which depends only on the checks, size and view: the caller remembers it)."""
     assert unit.spec.inference is not None
-    costs = unit.costs  # a deployment's own costs are recomputed on each use: once here
+    # A deployment's own costs are recomputed on each use: once here, and only once it has room (at
+    # scale most deployments come after the grid is full: their costs were most of the warm start).
+    costs: PoolCosts | None = None
     held = view.pool_used_gpus is not used
     jobs = unit.job_ids
     at = 0
@@ -123,6 +125,8 @@ def _repeat_deployment(
         headroom_kw = index.site_envelope_kw - view.site_used_kw
         if not _every_endpoint_has_a_slot(index, unit, free, headroom_kw):
             return False  # _place_replicas would fail: some endpoint has no pool within SLO that takes a replica
+        if costs is None:
+            costs = unit.costs
         packing = packing_term(index, policy, free, unit.gpus)
         single = len(unit.spec.inference.demand) == 1
         fill = _spread(index, unit, costs, free, headroom_kw, packing) if single else None

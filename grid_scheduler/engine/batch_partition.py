@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import resource
 import time
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -95,21 +96,19 @@ def split_groups(
     module doc). ``group_index``: the input group of each of the tier's groups (``unit.runs``)."""
     out: list[dict[int, list[str]]] = [defaultdict(list) for _ in range(parts)]
     nowhere: list[str] = []
-    share_of: dict[tuple[int, int], Any] = {}
+    share_of, cum_list = _shares(units, pool_part, parts)
     for unit in units:
         key = (id(unit.mask), id(unit.checks.pool_free_gpus))
-        cum = share_of.get(key)
-        if cum is None:
-            weights = np.where(unit.mask, unit.checks.pool_free_gpus, 0)
-            cap = np.bincount(pool_part, weights=weights, minlength=parts)
-            if cap.sum() > 0:
-                cum = np.cumsum(cap / cap.sum())
-                cum[-1] = 1.0  # exactly: no point past the end, so a part with no capacity is never drawn
-            share_of[key] = cum
+        cum = share_of[key]
         if cum is None:
             nowhere.extend(unit.job_ids)
             continue
         n = len(unit.job_ids)
+        if n == 1:  # most classes at scale (each deployment with several endpoints is its own): no arrays
+            i = min(bisect_right(cum_list[key], rng.random()), parts - 1)  # ``searchsorted`` below, for n = 1
+            (g, _), = unit.runs
+            out[i][group_index[g]].extend(unit.job_ids)
+            continue
         # Systematic sampling: part i gets floor or ceil of n * share_i, in expectation exactly that.
         # The points increase, so the parts drawn do too: each part takes one slice of the class's jobs.
         points = rng.random() + np.arange(n)
@@ -124,6 +123,42 @@ def split_groups(
                     out[i][group].extend(unit.job_ids[a:b])
             at += count
     return [list(p.items()) for p in out], nowhere
+
+
+_SHARE_ROWS = 1024  # masks per matrix product in ``_shares`` (8 bytes a pool each: ~40 MB at 5,000 pools)
+
+
+def _shares(
+    units: Sequence[_Unit], pool_part: IntArray, parts: int
+) -> tuple[dict[tuple[int, int], Any], dict[tuple[int, int], list[float]]]:
+    """Per distinct (mask, free GPUs) of ``units``: the cumulative share of the free GPUs the mask
+    allows in each part (None: none anywhere), as an array and a list. The free GPUs per part of
+    many masks are one matrix product (a ``bincount`` per mask was ~20 us, ~100k masks at 1M
+    jobs); integer sums, so exact in any order."""
+    firsts: dict[tuple[int, int], _Unit] = {}
+    for unit in units:
+        firsts.setdefault((id(unit.mask), id(unit.checks.pool_free_gpus)), unit)
+    by_free: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key in firsts:
+        by_free[key[1]].append(key)
+    share_of: dict[tuple[int, int], Any] = {}
+    cum_list: dict[tuple[int, int], list[float]] = {}
+    for keys in by_free.values():
+        free = firsts[keys[0]].checks.pool_free_gpus
+        per_part = np.zeros((len(pool_part), parts), dtype=np.float64)
+        per_part[np.arange(len(pool_part)), pool_part] = free
+        for a in range(0, len(keys), _SHARE_ROWS):
+            chunk = keys[a:a + _SHARE_ROWS]
+            masks = np.stack([firsts[key].mask for key in chunk]).astype(np.float64)
+            caps = masks @ per_part
+            for key, cap in zip(chunk, caps, strict=True):
+                cum = None
+                if cap.sum() > 0:
+                    cum = np.cumsum(cap / cap.sum())
+                    cum[-1] = 1.0  # exactly: no point past the end, so a part with no capacity is never drawn
+                share_of[key] = cum
+                cum_list[key] = cum.tolist() if cum is not None else []
+    return share_of, cum_list
 
 
 @dataclass(frozen=True)
@@ -151,12 +186,16 @@ def _solve_part(task: _Task) -> _PartAnswer:
     items, usage, held, limit_s, seed, top_k, accept_gap = task
     holds = Holds(index, {p: t.copy() for p, t in held.items()})  # racks too: whole-domain gangs hold domains
     part_groups = [JobGroup(groups[g].spec, ids) for g, ids in items]
-    result, _ = _solve_tier(index, usage, part_groups, policy, holds, time_limit_s=limit_s, workers=1, seed=seed,
-                            top_k=top_k, accept_gap=accept_gap)
+    result, units = _solve_tier(index, usage, part_groups, policy, holds, time_limit_s=limit_s, workers=1,
+                                seed=seed, top_k=top_k, accept_gap=accept_gap)
     placed_group = {job_id: g for g, ids in items for job_id in ids if job_id in result.placements}
-    return _PartAnswer(result.placements, placed_group, result.status, result.method, result.greedy_value,
-                       result.greedy_time_s, result.build_time_s, result.solve_time_s, result.classes,
-                       result.variables, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    answer = _PartAnswer(result.placements, placed_group, result.status, result.method, result.greedy_value,
+                         result.greedy_time_s, result.build_time_s, result.solve_time_s, result.classes,
+                         result.variables, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    del result, units, part_groups
+    if not gc.isenabled():  # forked from ``solve_partitioned``: the part's cycles (model, classes) go now
+        gc.collect()
+    return answer
 
 
 def _start_workers(processes: int, parts: int) -> Executor | None:
@@ -211,6 +250,11 @@ def solve_partitioned(
     # stops re-scanning it at every full collection (at 200k it was ~30 % of the parent's time,
     # spread over whatever allocated), in the parent and in the forked workers.
     gc.freeze()
+    # And no cyclic collection during the call (restored after): a tier's classes are ~100k small
+    # acyclic objects (keys, masks, checks) whose allocation kept triggering collections (~20 % of
+    # class building); the forked workers inherit this and collect once per part instead.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         # Per-grid caches the workers' costs read, filled once here rather than once per worker.
         for dataset_id in sorted({d for group in groups for d in group.spec.datasets}):
@@ -275,6 +319,8 @@ def solve_partitioned(
             pool.shutdown()
         _SHARED.clear()
         gc.unfreeze()
+        if collecting:
+            gc.enable()
     return _result(groups, placements, tiers, answers_all, times, parts, min(processes, parts))
 
 
