@@ -244,10 +244,12 @@ def test_a_submission_costs_two_round_trips(replicas: Replicas, small_grid: Grid
 
 
 def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas, small_grid: Grid) -> None:
-    """Issue 13, one replica: with nothing else moving the ledger, a submission decides on its view and
-    sends only the commit (which also finds a retried request's twin). When another replica moved the
-    ledger, that commit is refused with the snapshot, and the decision made again on it commits: two.
-    Counted as commands a real server receives; placed and waiting jobs."""
+    """Issue 13: a submission decides on its view and sends only the commit (which also finds a retried
+    request's twin). When another replica moved the ledger elsewhere, a placement still costs one: the
+    commit is re-checked against live usage and brings the ledger back, so the view is current again.
+    When the other replica took the very nodes decided on, the re-check refuses with the snapshot and
+    the decision made again on it commits: two. A job that waits is decided again under the lock on the
+    snapshot a refusal brings: two. Counted as commands a real server receives."""
     from grid_scheduler.scheduler import Scheduler
 
     mine, other = replicas(2)
@@ -255,10 +257,14 @@ def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas,
     scheduler.submit(SPEC.model_copy(update={"name": "warm"}))  # the first call also reads the queue once
     sent = count_sent(mine)
     other_scheduler = Scheduler(small_grid, store=other)
+    b200 = SPEC.gpus.model_copy(update={"types": ["B200"]})  # not where this replica's jobs go
     states: set[JobState] = set()
+    kinds: set[str] = set()
     for n in range(12):
-        moved = n % 4 == 1
-        if moved:  # another replica moves the ledger: this replica's view is behind
+        elsewhere, same_nodes = n % 4 == 1, n % 4 == 3
+        if elsewhere:  # another replica moves the ledger in another pool: this replica's view is behind
+            other_scheduler.submit(SPEC.model_copy(update={"name": f"o{n}", "gpus": b200}))
+        if same_nodes:  # ... or takes the nodes this replica's next decision picks
             other_scheduler.submit(SPEC.model_copy(update={"name": f"o{n}"}))
         sent.clear()
         big = n % 3 == 2  # 480 GB300: only the whole of glomfjord's healthy GPUs, so the second one waits
@@ -266,7 +272,13 @@ def test_a_submission_on_a_current_view_costs_one_round_trip(replicas: Replicas,
         outcome = scheduler.submit(SPEC.model_copy(update={"name": f"j{n}", "gpus": gpus}),
                                    request_id=f"r{n}" if n % 2 else "")
         states.add(outcome.record.state)
-        assert sent == ["EVALSHA"] * (2 if moved else 1), (n, sent)
+        waits = outcome.record.state is JobState.PENDING
+        twice = (elsewhere or same_nodes) if waits else same_nodes
+        assert sent == ["EVALSHA"] * (2 if twice else 1), (n, sent)
+        assert scheduler.ledger.version == mine.versions().ledger  # the view is current after that round trip
+        if not waits:
+            kinds.add("elsewhere" if elsewhere else "same nodes" if same_nodes else "current")
+    assert kinds == {"elsewhere", "same nodes", "current"}, kinds
     assert states == {JobState.RUNNING, JobState.PENDING}
     sent.clear()
     twin = scheduler.submit(SPEC.model_copy(update={"name": "j1"}), request_id="r1")

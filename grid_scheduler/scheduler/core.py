@@ -405,10 +405,14 @@ class Scheduler:
         one at a time.
         """
         if self._decides_unread():
-            # No read before deciding: the view is decided on as it is (with this process's claims),
-            # and the commit is refused (LedgerMoved, with the snapshot) if anything but those claims'
-            # commits moved the ledger since; it also finds the twin of a retried request. One round
-            # trip per submission on Redis while the view is current, two when it was not.
+            # No read before deciding: the view is decided on as it is (with this process's claims).
+            # If anything else moved the ledger since (another replica, a drain, a failed node), the
+            # commit is not refused for that alone (``accept_moved``): the store re-checks every pool,
+            # site, node, drain and quota against live usage, as for any decision, and brings the
+            # ledger back as the commit left it, so the view catches up in the same round trip. A
+            # decision on a view some commits old may be a worse choice than one on the newest, never
+            # an invalid one; only a real conflict costs deciding again. The commit also finds the
+            # twin of a retried request. One round trip per placed submission on Redis.
             twin = self._validate(spec, request_id)
             if twin is not None:
                 return twin
@@ -500,7 +504,8 @@ class Scheduler:
                 record, created = observer.commit(self.observer, self.store, (), create, quota, policy_version,
                                                   follow=self._follow_claim(claim),
                                                   expect_ledger=read.version if unchecked else None,
-                                                  expect_slack=self._slack(read.version, claim) if unchecked else 0)
+                                                  expect_slack=self._slack(read.version, claim) if unchecked else 0,
+                                                  accept_moved=unchecked)
             except LedgerMoved as moved:  # decide again on what the refusal brought: no read
                 versions, snap, unchecked = moved.versions, moved.snapshot, False
                 attempts += 1

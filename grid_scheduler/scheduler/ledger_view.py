@@ -74,10 +74,13 @@ class LedgerView:
                 return None
             return self._snap.version, self._usage
 
-    def reset(self, snap: LedgerSnapshot) -> Usage:
-        """Start again from a snapshot just read."""
+    def reset(self, snap: LedgerSnapshot, newer_only: bool = False) -> Usage:
+        """Start again from a snapshot just read (``newer_only``: unless the view is there or past it
+        already, as when another thread's commit went further meanwhile)."""
         usage = usage_of(snap, self._limits)
         with self._lock:
+            if newer_only and self._snap is not None and self._usage is not None and snap.version <= self._snap.version:
+                return self._usage
             self._snap, self._usage = snap, usage
             self._ahead = {k: v for k, v in self._ahead.items() if k >= snap.version}
             self._catch_up()
@@ -87,6 +90,9 @@ class LedgerView:
         """A commit of ``moves`` this replica made, as the store reported it."""
         if done.ledger_before < 0:
             return  # nothing applied
+        if done.snapshot is not None:  # the ledger had moved past the view (``accept_moved``): start from it
+            self.reset(done.snapshot, newer_only=True)
+            return
         reserved = tuple((t.record.spec.tenant, a) for t in moves for a in t.reserve)
         if done.ledger_after == done.ledger_before and not reserved and not done.released:
             return  # moved no capacity (a job that waits, or ends while waiting)

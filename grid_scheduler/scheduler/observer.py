@@ -61,24 +61,26 @@ class NullObserver:
 def commit(
     observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
     quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
-    expect_ledger: int | None = None, expect_slack: int = 0,
+    expect_ledger: int | None = None, expect_slack: int = 0, accept_moved: bool = False,
 ) -> tuple[JobRecord | None, bool]:
     """``store.commit``, reported to ``observer``, and to ``follow`` (the committing scheduler's
-    ledger view) with what it changed. ``expect_ledger``, ``expect_slack``: see ``Store.commit_delta``."""
-    done = commit_delta(observer, store, updates, create, quota, policy_version, follow, expect_ledger, expect_slack)
+    ledger view) with what it changed. ``expect_ledger``, ``expect_slack``, ``accept_moved``: see
+    ``Store.commit_delta``."""
+    done = commit_delta(observer, store, updates, create, quota, policy_version, follow, expect_ledger, expect_slack,
+                        accept_moved)
     return done.record, done.created
 
 
 def commit_delta(
     observer: Observer, store: Store, updates: Sequence[Update], create: Transition | None = None,
     quota: QuotaRules | None = None, policy_version: int | None = None, follow: Follow | None = None,
-    expect_ledger: int | None = None, expect_slack: int = 0,
+    expect_ledger: int | None = None, expect_slack: int = 0, accept_moved: bool = False,
 ) -> Committed:
     """``commit``, returning all the store told of it (``Committed``: e.g. how many jobs wait now)."""
     moves = [u.transition for u in updates] + ([create] if create is not None else [])
     start = time.perf_counter()
     try:
-        done = store.commit_delta(updates, create, quota, policy_version, expect_ledger, expect_slack)
+        done = store.commit_delta(updates, create, quota, policy_version, expect_ledger, expect_slack, accept_moved)
     except CONFLICTS as e:
         observer.committed(time.perf_counter() - start, moves, type(e).__name__)
         raise

@@ -123,6 +123,7 @@ class MemoryStore(MemoryAgents):
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
+        accept_moved: bool = False,
     ) -> Committed:
         for t in [u.transition for u in updates] + ([create] if create is not None else []):
             for a in t.reserve:
@@ -139,7 +140,8 @@ class MemoryStore(MemoryAgents):
                     return Committed(self._jobs[existing], False, -1, -1)
                 if new.id in self._jobs:
                     raise StaleRecord(f"job {new.id} exists")
-            if expect_ledger is not None and not expect_ledger <= self._version <= expect_ledger + expect_slack:
+            moved = expect_ledger is not None and not expect_ledger <= self._version <= expect_ledger + expect_slack
+            if moved and not accept_moved:
                 raise LedgerMoved(Versions(self._version, len(self._policies)), self._snapshot_locked())
             for u in updates:
                 current = self._jobs.get(u.job_id)
@@ -162,6 +164,8 @@ class MemoryStore(MemoryAgents):
             except CapacityConflict:
                 for tenant, assignments in released.values():
                     self._add(tenant, assignments, +1)
+                if moved:  # as on Redis: the caller decides again on the ledger as it is, no read
+                    raise LedgerMoved(Versions(self._version, len(self._policies)), self._snapshot_locked()) from None
                 raise
             for u in updates:
                 if u.transition.release:
@@ -175,10 +179,9 @@ class MemoryStore(MemoryAgents):
                 if key:
                     self._by_request[key] = create.record.id
                 self._store(create)
-                return Committed(create.record, True, version_before, self._version, gave_back,
-                                 len(self._by_state[JobState.PENDING]))
-            return Committed(None, True, version_before, self._version, gave_back,
-                             len(self._by_state[JobState.PENDING]))
+            return Committed(create.record if create is not None else None, True, version_before, self._version,
+                             gave_back, len(self._by_state[JobState.PENDING]),
+                             self._snapshot_locked() if moved else None)
 
     def _store(self, transition: Transition) -> None:
         record = transition.record

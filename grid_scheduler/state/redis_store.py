@@ -144,14 +144,29 @@ if m.fk ~= '' then
 end
 -- Decided on a view the caller did not re-read: refused if anything moved the ledger since, with
 -- what the caller needs to decide again (versions and snapshot), so that costs no further read.
+-- With am (accept moved), not refused for that alone: re-checked below like any commit, and the
+-- reply brings the snapshot as the commit left it.
 local lv_read = nil  -- the ledger version as read here, reused below: one GET, not two
+local moved = false
 if m.elv >= 0 then
   local lv = redis.call('GET', P .. 'ledger_version') or '0'
   lv_read = lv
   if tonumber(lv) < m.elv or tonumber(lv) > m.elv + m.els then
-    return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0',
+    if m.am ~= 1 then
+      return {'moved', lv, redis.call('GET', P .. 'policy_version') or '0',
+              snapshot(P, ARGV[m.sa], ARGV[m.sa + 1], ARGV[m.sa + 2])}
+    end
+    moved = true
+  end
+end
+-- A refusal: with a moved ledger accepted, it brings the snapshot as 'moved' does, so the caller
+-- decides again on it without another read.
+local function refused(kind, msg)
+  if moved then
+    return {'moved', lv_read, redis.call('GET', P .. 'policy_version') or '0',
             snapshot(P, ARGV[m.sa], ARGV[m.sa + 1], ARGV[m.sa + 2])}
   end
+  return {kind, msg}
 end
 
 -- Every job where the caller saw it, before anything is written.
@@ -234,17 +249,17 @@ for i, op in ipairs(m.ops) do
 end
 for id, taken in pairs(pool_taken) do
   local v = redis.call('HMGET', P .. 'pool:' .. id, 'used', 'drained', 'down')
-  if v[2] == '1' then return {'conflict', 'pool ' .. id .. ' is drained'} end
+  if v[2] == '1' then return refused('conflict', 'pool ' .. id .. ' is drained') end
   -- Node health: GPUs on failed or drained nodes (set_pool_down) are not the pool's to hand out.
   local down = tonumber(v[3]) or 0
   if (tonumber(v[1]) or 0) + pool_delta[id] > pool_limit[id] - down then
-    return {'conflict', string.format('pool %s: %d GPUs do not fit', id, taken)}
+    return refused('conflict', string.format('pool %s: %d GPUs do not fit', id, taken))
   end
 end
 for id, limit in pairs(site_limit) do
   local used = tonumber(redis.call('HGET', P .. 'site:' .. id, 'used_w')) or 0
   if used + site_delta[id] > limit then
-    return {'conflict', string.format('site %s: %.1f kW do not fit', id, site_delta[id] / 1000)}
+    return refused('conflict', string.format('site %s: %.1f kW do not fit', id, site_delta[id] / 1000))
   end
 end
 -- Nodes: none out of service takes GPUs, none holds more than it has (after the releases).
@@ -257,9 +272,9 @@ for pool, taken in pairs(node_taken) do
   end
   local v = bitfield(P .. 'nodes:' .. pool, {}, words)
   for k, i in ipairs(idx) do
-    if v[2 * k] ~= 0 then return {'conflict', string.format('pool %s: node %d is out of service', pool, i)} end
+    if v[2 * k] ~= 0 then return refused('conflict', string.format('pool %s: node %d is out of service', pool, i)) end
     if v[2 * k - 1] + node_delta[pool][i] > per_node then
-      return {'conflict', string.format('pool %s: node %d cannot take %d more GPUs', pool, i, taken[i])}
+      return refused('conflict', string.format('pool %s: node %d cannot take %d more GPUs', pool, i, taken[i]))
     end
   end
 end
@@ -280,7 +295,7 @@ for _, q in ipairs(m.q or {}) do
   local after = group_used(q.t, q.pools, true)
   if after > group_used(q.t, q.pools, false) then
     if after > q.cap then
-      return {'quota', string.format('quota %s: tenant %s would hold %d > %d GPUs', q.g, q.t, after, q.cap)}
+      return refused('quota', string.format('quota %s: tenant %s would hold %d > %d GPUs', q.g, q.t, after, q.cap))
     end
     local shared_before, shared_after = 0, 0
     for _, mem in ipairs(q.members) do
@@ -288,7 +303,8 @@ for _, q in ipairs(m.q or {}) do
       shared_after = shared_after + math.max(0, group_used(mem[1], q.pools, true) - mem[2])
     end
     if shared_after > math.max(q.lend, shared_before) then
-      return {'quota', string.format('quota %s: cohort would borrow %d > %d GPUs it lends', q.g, shared_after, q.lend)}
+      return refused('quota', string.format('quota %s: cohort would borrow %d > %d GPUs it lends',
+                                            q.g, shared_after, q.lend))
     end
   end
 end
@@ -360,7 +376,8 @@ for i, op in ipairs(m.ops) do
 end
 -- How many wait now, when the caller asked (wq: it released): with nothing waiting it skips the queue
 -- pass without another read.
-return {'ok', lv_before, lv_after, released, m.wq == 1 and redis.call('ZCARD', P .. 'state:pending') or -1}
+return {'ok', lv_before, lv_after, released, m.wq == 1 and redis.call('ZCARD', P .. 'state:pending') or -1,
+        moved and snapshot(P, ARGV[m.sa], ARGV[m.sa + 1], ARGV[m.sa + 2]) or ''}
 """
 
 # ARGV: prefix, finished before (time), limit. Forgets finished jobs and their request ids.
@@ -740,6 +757,7 @@ class RedisStore(RedisAgents):
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
+        accept_moved: bool = False,
     ) -> Committed:
         steps = [(u.job_id, u.transition, u.expected_version) for u in updates]
         rk = cid = ""
@@ -758,9 +776,10 @@ class RedisStore(RedisAgents):
             "apv": -1 if policy_version is None else policy_version,
             "nt": 1 if self._limits.tracks_nodes else 0,
             "elv": -1 if expect_ledger is None else expect_ledger, "els": expect_slack, "sa": 3 + 2 * len(steps),
-            "wq": 1 if any(t.release for _, t, _ in steps) else 0,
+            "wq": 1 if any(t.release for _, t, _ in steps) else 0, "am": 1 if accept_moved else 0,
         })
         args: list[Arg | bytes] = [self.prefix, meta]
+        snapshot: LedgerSnapshot | None = None
         for _, transition, _ in steps:
             args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
         if expect_ledger is None:
@@ -772,16 +791,18 @@ class RedisStore(RedisAgents):
             raw = self._run(self._commit, args, self._raw)
             if raw[0] == b"moved":
                 raise LedgerMoved(Versions(int(raw[1]), int(raw[2])), self._parse_snapshot(raw[3], held))
-            reply = self._check(_decoded(raw))
+            if raw[0] == b"ok" and raw[5]:
+                snapshot = self._parse_snapshot(raw[5], held)
+            reply = self._check(_decoded(raw[:5] if raw[0] == b"ok" else raw))
         if reply[0] == "dup":
             return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
-        _, before, after, flat, waiting = reply
+        _, before, after, flat, waiting = reply[:5]
         gave_back = tuple((tenant, Assignment.model_validate(a))
                           for tenant, res in zip(flat[::2], flat[1::2], strict=True) for a in json.loads(res))
         for _, transition, _ in steps:
             self._remember(transition.record)
         return Committed(create.record if create is not None else None, True, int(before), int(after), gave_back,
-                         int(waiting))
+                         int(waiting), snapshot)
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
         record, created = self.commit((), transition)

@@ -240,6 +240,9 @@ class Committed:
     # Jobs waiting (PENDING) right after the commit, counted in the same step (-1: not counted), so
     # that a release whose queue has nothing to place skips the queue pass without another read.
     waiting: int = -1
+    # The ledger as the commit left it, when the commit accepted a ledger that had moved past the
+    # caller's view (``accept_moved``): the view catches up from it, with no further read.
+    snapshot: LedgerSnapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -282,12 +285,17 @@ class Store(AgentStore, Protocol):
     def commit_delta(
         self, updates: Sequence[Update], create: Transition | None = None, quota: QuotaRules | None = None,
         policy_version: int | None = None, expect_ledger: int | None = None, expect_slack: int = 0,
+        accept_moved: bool = False,
     ) -> Committed:
         """``commit``, also telling the ledger versions around it and what it released (one step:
         on Redis the same script), so the committing replica follows its own change without a
         snapshot. With ``expect_ledger``: refused with LedgerMoved (after the request-id and policy
         checks) unless the ledger is at that version, or at most ``expect_slack`` past it (the
-        caller's own commits in flight, which its decision took into account)."""
+        caller's own commits in flight, which its decision took into account). With
+        ``accept_moved`` too, a ledger moved past that window refuses nothing by itself: the commit
+        is re-checked like any other (every pool, site, node, drain and quota against live usage)
+        and ``Committed.snapshot`` brings the ledger as the commit left it; a re-check that refuses
+        it raises LedgerMoved, with the snapshot, rather than the bare conflict."""
         ...
 
     def create_job(self, transition: Transition) -> tuple[JobRecord, bool]:
