@@ -173,6 +173,10 @@ class Scheduler:
         # holds, policy changes. A submission that fits takes it only to read (``_place_now``);
         # its commit is checked by the store like any other replica's.
         self.lock = threading.RLock()
+        # One decision at a time in this process, while other calls wait on the store: deciding is
+        # pure CPU, and concurrent deciders only hand the GIL back and forth (numpy gives it up and
+        # takes it back in every call) at a cost in CPU per call that grew with the clients.
+        self._deciding = threading.Lock()
         # The ledger as of its last read, brought forward by this replica's own commits.
         self.ledger = LedgerView(self.limits)
         # What this process's deciders chose and are committing (scheduler/claims.py): every decision
@@ -500,7 +504,8 @@ class Scheduler:
                 held = self.holds().overlay(read.claimed, spec)
             start = time.perf_counter()
             try:
-                decision = self.decider(self.index, held, spec, policy)
+                with self._deciding:
+                    decision = self.decider(self.index, held, spec, policy)
             finally:
                 self.observer.decided(time.perf_counter() - start)
             if decision.placement is None:
