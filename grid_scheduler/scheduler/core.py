@@ -414,9 +414,10 @@ class Scheduler:
         The twin check is repeated inside the commit, so two racing twins create one job and
         evict nothing for the loser. ``owner`` is the principal that submits (kept on the record).
 
-        A job that fits now is decided and committed outside the scheduler lock (``_place_now``):
-        the store re-checks capacity, quotas and the policy version at commit, as it does for
-        another replica's decisions, so concurrent submissions proceed together. Each decision is
+        On a shared store, a job that fits now is decided and committed outside the scheduler lock
+        (``_place_now``; on the in-process store ``submit`` holds it: ``_one_at_a_time``): the store
+        re-checks capacity, quotas and the policy version at commit, as it does for another
+        replica's decisions, so concurrent submissions proceed together. Each decision is
         made with the nodes this process's other deciders chose and are committing taken
         (scheduler/claims.py), so they do not collide. Everything else (waiting, rejection,
         preemption, which read and change the queue's holds) is decided again under the lock,
