@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -12,6 +13,7 @@ from grid_scheduler.config import load_grid
 from grid_scheduler.model import Grid
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.server import RunningServer, start_server
+from grid_scheduler.state import Limits, MemoryStore, Store
 from tests.redis_fixture import redis_factory, redis_server, redis_url  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,20 @@ def small_grid() -> Grid:
 @pytest.fixture(scope="session")
 def nscale_grid() -> Grid:
     return load_grid(GRIDS / "nscale.yaml")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
+    """The small grid's ledger, once in process and once on a real Redis (a namespace of its own)."""
+    limits = Limits.from_grid(small_grid)
+    if request.param == "memory":
+        s: Store = MemoryStore(limits)
+    else:
+        from grid_scheduler.state.redis_store import RedisStore
+
+        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"store-{uuid4().hex[:12]}")
+    yield s
+    s.close()
 
 
 @pytest.fixture

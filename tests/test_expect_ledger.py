@@ -7,31 +7,15 @@ snapshot equal to a fresh one; a retried request still returns its twin first; a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from uuid import uuid4
-
 import numpy as np
 import pytest
 
 from grid_scheduler.model import Grid, JobSpec
 from grid_scheduler.scheduler import Scheduler, transitions
-from grid_scheduler.state import CapacityConflict, LedgerMoved, Limits, MemoryStore, Store, Transition
+from grid_scheduler.state import CapacityConflict, LedgerMoved, Store, Transition
 from tests.test_ledger_delta import assert_same
 
 SPEC = JobSpec.model_validate({"name": "e", "tenant": "acme", "kind": "training", "gpus": {"count": 8}})
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
-    limits = Limits.from_grid(small_grid)
-    if request.param == "memory":
-        yield MemoryStore(limits)
-        return
-    from grid_scheduler.state.redis_store import RedisStore
-
-    redis_store = RedisStore(limits, request.getfixturevalue("redis_url"), f"expect-{uuid4().hex[:12]}")
-    yield redis_store
-    redis_store.close()
 
 
 def placed(s: Scheduler, name: str, request_id: str = "") -> Transition:

@@ -6,8 +6,6 @@ archive pass does it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from uuid import uuid4
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from grid_scheduler.model import Grid, JobState
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.service import server as server_module
 from grid_scheduler.service.server import start_server
-from grid_scheduler.state import Limits, MemoryStore, Store
+from grid_scheduler.state import Store
 from grid_scheduler.state.agents import JobPhase, JobReport
 from tests.test_site_agent import SITE, register, report, training
 
@@ -29,19 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t_s
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
-    limits = Limits.from_grid(small_grid)
-    if request.param == "memory":
-        s: Store = MemoryStore(limits)
-    else:
-        from grid_scheduler.state.redis_store import RedisStore
-
-        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"trim-{uuid4().hex[:12]}")
-    yield s
-    s.close()
 
 
 def scheduler_at(small_grid: Grid, store: Store, clock: Clock) -> Scheduler:

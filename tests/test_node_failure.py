@@ -7,9 +7,6 @@ server and then pinned to nodes with one store commit, as the engine's node assi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from uuid import uuid4
-
 import grpc
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ from grid_scheduler.model import EventType, Grid
 from grid_scheduler.model.node_names import default_node_name, node_indices, node_names
 from grid_scheduler.scheduler import Scheduler, fleet
 from grid_scheduler.site_agent import AgentConfig, SiteAgent
-from grid_scheduler.state import Limits, MemoryStore, Store, Transition, Update
+from grid_scheduler.state import Store, Transition, Update
 from grid_scheduler.state.agents import NodeCondition, NodeHealth
 from tests.test_reference_agent import desired
 from tests.test_service import bad_request_fields
@@ -29,19 +26,6 @@ from tests.test_site_agent import POOL, SITE, first_assignments, register, repor
 
 # Every change a test sees is its own call's: no background batch cycle moves a job meanwhile.
 pytestmark = pytest.mark.no_batch_cycle
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
-    limits = Limits.from_grid(small_grid)
-    if request.param == "memory":
-        s: Store = MemoryStore(limits)
-    else:
-        from grid_scheduler.state.redis_store import RedisStore
-
-        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"nodefail-{uuid4().hex[:12]}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

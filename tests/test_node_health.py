@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from uuid import uuid4
 
 import grpc
 import pytest
@@ -19,7 +17,7 @@ from grid_scheduler.cli import main
 from grid_scheduler.client import Client
 from grid_scheduler.model import Assignment, EventType, Grid, JobRecord, JobState
 from grid_scheduler.scheduler import Scheduler, fleet
-from grid_scheduler.state import CapacityConflict, Limits, MemoryStore, Store, Transition
+from grid_scheduler.state import CapacityConflict, Store, Transition
 from grid_scheduler.state.agents import NodeCondition, NodeHealth
 from tests.invariants import ledger_from_jobs
 from tests.test_service import bad_request_fields
@@ -112,19 +110,6 @@ def test_nodes_cli(server: object, client: Client, capsys: pytest.CaptureFixture
     assert sites[SITE]["agent_id"] == "a1" and sites[SITE]["gpus_down"] == 4 and sites[SITE]["nodes_draining"] == 1
     assert main(["sites", "--address", address]) == 0
     assert "last heartbeat" in capsys.readouterr().out
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
-    limits = Limits.from_grid(small_grid)
-    if request.param == "memory":
-        s: Store = MemoryStore(limits)
-    else:
-        from grid_scheduler.state.redis_store import RedisStore
-
-        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"nodes-{uuid4().hex[:12]}")
-    yield s
-    s.close()
 
 
 def test_the_ledger_refuses_commits_beyond_the_healthy_capacity(store: Store, small_grid: Grid) -> None:

@@ -5,14 +5,11 @@ the grace keeps its jobs, one back after it is told to stop what moved. Both sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from uuid import uuid4
-
 import pytest
 
 from grid_scheduler.model import Grid, JobSpec, JobState, ReasonCode
 from grid_scheduler.scheduler import Scheduler, fleet
-from grid_scheduler.state import Limits, MemoryStore, Store
+from grid_scheduler.state import Store
 from grid_scheduler.state.agents import JobPhase, JobReport
 from tests.invariants import ledger_from_jobs, over_capacity, placement_violations
 
@@ -34,19 +31,6 @@ def inference(name: str = "chat") -> JobSpec:
         "gpus": {"count": 8, "types": ["H100", "H200", "B200"]}, "residency": {"allowed": ["EU", "UK"]},
         "inference": {"replicas": 1, "demand": [{"endpoint": "london", "weight": 1.0}], "latency_slo_ms": 20},
     })
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, small_grid: Grid) -> Iterator[Store]:
-    limits = Limits.from_grid(small_grid)
-    if request.param == "memory":
-        s: Store = MemoryStore(limits)
-    else:
-        from grid_scheduler.state.redis_store import RedisStore
-
-        s = RedisStore(limits, request.getfixturevalue("redis_url"), f"loss-{uuid4().hex[:12]}")
-    yield s
-    s.close()
 
 
 @pytest.fixture
