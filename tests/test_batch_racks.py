@@ -26,6 +26,7 @@ from grid_scheduler.engine.online import replica_gpus
 from grid_scheduler.engine.priority import job_value
 from grid_scheduler.engine.topology import assign_job_nodes
 from grid_scheduler.model import Grid, JobSpec, Placement, Policy, TopologyMode
+from tests.test_rack_holds import usage_of
 
 EXAMPLES = int(os.environ.get("BATCH_RACK_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -46,25 +47,6 @@ def racks_index(small_grid: Grid) -> GridIndex:
                 pool["nodes"] = 36 if pool["id"] == "sines-gb300" else 54
                 pool["drained_nodes"] = 0
     return GridIndex.build(Grid.model_validate(data))
-
-
-def usage_of(index: GridIndex, busy: dict[str, list[int]]) -> Usage:
-    """Node detail: domain d of a listed pool has ``busy[pool][d]`` GPUs reserved, filling its
-    nodes from the first; every other node is free."""
-    used_nodes, out_nodes = [], []
-    for pool, shape in zip(index.pools, index.pool_shapes, strict=True):
-        used = np.zeros(pool.nodes, dtype=np.int32)
-        for d, gpus in enumerate(busy.get(pool.id, [])):
-            start = d * shape.nodes_per_domain
-            full, rest = divmod(gpus, shape.gpus_per_node)
-            used[start:start + full] = shape.gpus_per_node
-            if rest:
-                used[start + full] = rest
-        used_nodes.append(used)
-        out_nodes.append(np.zeros(pool.nodes, dtype=np.bool_))
-    pool_used = np.array([int(u.sum()) for u in used_nodes], dtype=np.int64)
-    return Usage(pool_used, np.zeros(len(index.site_ids)), np.zeros(len(index.pool_ids), dtype=np.bool_),
-                 node_used_gpus=tuple(used_nodes), node_out=tuple(out_nodes))
 
 
 def gb300(name: str, gpus: int, priority: int, topology: dict[str, object], allowed: list[str],
