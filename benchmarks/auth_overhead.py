@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -38,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pki makes the certificates and the signing key
 
 from online_placement import STATE_FROM_PB, Series, Window, cancel_quietly, timed, warm  # noqa: E402
+from report import machine as report_machine  # noqa: E402
+from report import write as write_report  # noqa: E402
 
 from grid_scheduler.client import Client  # noqa: E402
 from grid_scheduler.config import DEFAULT_GRID, load_grid  # noqa: E402
@@ -149,8 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "auth_overhead",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cores": os.cpu_count(), "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
-                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": {**report_machine(load_at_start),
                     "platform": platform.platform(), "python": platform.python_version(),
                     "grpcio": grpc.__version__},
         "config": {"calls": calls, "window": args.window, "seed": args.seed},
@@ -158,10 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead": overhead,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average (1 min) {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
-          f"wrote {args.out} ({report['seconds']} s)")
+    write_report(args.out, report, load_at_start)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -40,6 +39,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+from report import machine as report_machine
+from report import write as write_report
 
 from grid_scheduler._proto.v1 import placement_pb2 as ppb
 from grid_scheduler.client import Client
@@ -344,9 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {
-            "cores": os.cpu_count(),
-            "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
-            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+            **report_machine(load_at_start),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "grpcio": grpc.__version__,
@@ -358,10 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average (1 min) {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
-          f"{os.cpu_count()} cores\nwrote {args.out} ({report['seconds']} s)")
+    write_report(args.out, report, load_at_start)
     return 0
 
 

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
-import json
 import os
 import sys
 import threading
@@ -35,6 +34,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+from report import machine as report_machine
+from report import write as write_report
 
 from grid_scheduler._proto.v1 import placement_pb2 as pb
 from grid_scheduler.config import DEFAULT_GRID, load_grid
@@ -163,17 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "online_stages",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cores": os.cpu_count(), "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
-                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": report_machine(load_at_start),
         "config": {"calls": calls, "repeat": args.repeat, "window": args.window, "seed": args.seed,
                    "gc": "CPython defaults" if args.default_gc else "settle_heap (as serve)"},
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nload average (1 min) {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
-          f"{os.cpu_count()} cores\nwrote {args.out} ({report['seconds']} s)")
+    write_report(args.out, report, load_at_start)
     return 0
 
 
