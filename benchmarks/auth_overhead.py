@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name, tls, auth, client_tls, bearer in configs:
             scheduler = Scheduler(grid)
-            warm(scheduler, jobs)
+            warm(scheduler, jobs, settle=True)  # as serve does (grid_scheduler/gc_tuning.py)
             server = start_server(scheduler, "127.0.0.1:0", tls=tls, auth=auth, pending_retry_s=None,
                                   batch_interval_s=None, retention_s=None)
             servers.append(server)

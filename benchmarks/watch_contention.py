@@ -151,7 +151,7 @@ def run(
     grid = load_grid(DEFAULT_GRID)
     scheduler = Scheduler(grid)
     jobs = job_stream(grid, calls, seed=seed)
-    warm(scheduler, jobs)
+    warm(scheduler, jobs, settle=True)  # as serve does (grid_scheduler/gc_tuning.py)
     specs = [spec_to_pb(s) for s in jobs]
     running = start_server(scheduler, "127.0.0.1:0", max_streams=max(streams, 1))
     address = f"127.0.0.1:{running.port}"
