@@ -55,8 +55,8 @@ from grid_scheduler.state.redis_store import _LUA_SNAPSHOT, RedisStore
 RESULTS = Path(__file__).resolve().parent / "results" / "node_snapshot.json"
 HASH_READS = 30  # the hash layout's reads take 50 ms to 1 s each: fewer of them
 
-NODE_STRING_READ = "redis.call('GET', P .. 'nodes:' .. ARGV[2 + i]) or ''"
-NODE_HASH_READ = "redis.call('HGETALL', P .. 'nodeh:' .. ARGV[2 + i])"
+NODE_STRING_READ = "redis.call('GET', P .. 'nodes:' .. pools[i]) or ''"
+NODE_HASH_READ = "redis.call('HGETALL', P .. 'nodeh:' .. pools[i])"
 assert NODE_STRING_READ in _LUA_SNAPSHOT
 _LUA_HASH_SNAPSHOT = _LUA_SNAPSHOT.replace(NODE_STRING_READ, NODE_HASH_READ)
 
@@ -84,14 +84,15 @@ def fill(limits: Limits, busy: float, seed: int) -> tuple[list[np.ndarray], list
     return used, out
 
 
-def hash_parse(limits: Limits, nodes: list[list[bytes]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def hash_parse(limits: Limits, nodes: list[list[bytes | str]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     assert limits.pool_nodes is not None
     used, out = [], []
     for n, flat in zip(limits.pool_nodes, nodes, strict=True):
         u = np.zeros(int(n), dtype=np.int32)
         o = np.zeros(int(n), dtype=np.bool_)
-        for field, value in zip(flat[::2], flat[1::2], strict=True):
-            if field[:1] == b"o":
+        for raw, value in zip(flat[::2], flat[1::2], strict=True):
+            field = raw.decode() if isinstance(raw, bytes) else raw  # the scripts' lane decodes replies
+            if field[:1] == "o":
                 o[int(field[1:])] = True
             else:
                 u[int(field)] = int(value)
