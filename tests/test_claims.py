@@ -25,9 +25,9 @@ from grid_scheduler.scheduler.claims import Claims
 from grid_scheduler.scheduler.observer import NullObserver
 from grid_scheduler.state import Limits, MemoryStore, Store, Transition, to_watts
 from grid_scheduler.state.redis_store import RedisStore
+from tests.test_concurrent_submit import run_together
 
 THREADS = 6
-JOIN_TIMEOUT_S = 120.0
 MAX_EXAMPLES = 12
 
 
@@ -95,12 +95,7 @@ def run_threads(s: Scheduler, specs: list[JobSpec]) -> list[str]:
         except BaseException as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(JOIN_TIMEOUT_S)
-    assert not any(th.is_alive() for th in threads), "a submission hung"
+    run_together(work, ((t,) for t in range(THREADS)), "a submission hung")
     assert errors == []
     assert len(ids) == len(specs)
     return ids

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from uuid import uuid4
 
 import numpy as np
@@ -25,6 +25,16 @@ from tests.test_ledger_delta import assert_same
 THREADS = 8
 CALLS = 30  # per thread
 JOIN_TIMEOUT_S = 120.0
+
+
+def run_together(target: Callable[..., None], args: Iterable[tuple[object, ...]], hung: str = "a thread hung") -> None:
+    """One thread per argument tuple, started together and joined (each wait bounded): none may hang."""
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(JOIN_TIMEOUT_S)
+    assert not any(th.is_alive() for th in threads), hung
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -68,12 +78,7 @@ def test_threads_submitting_at_once_never_double_book(store: Store, small_grid: 
         except BaseException as e:  # reported below, with the thread's failure
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(JOIN_TIMEOUT_S)
-    assert not any(th.is_alive() for th in threads), "a submission hung"
+    run_together(work, ((t,) for t in range(THREADS)), "a submission hung")
     assert errors == []
     assert placed, "nothing was placed: the test proves nothing"
 
@@ -122,10 +127,6 @@ def test_cancels_at_once_still_start_the_waiting_job(store: Store, small_grid: G
         except BaseException as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=cancel, args=(r.id,)) for r in running]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(JOIN_TIMEOUT_S)
-    assert not any(th.is_alive() for th in threads) and errors == []
+    run_together(cancel, ((r.id,) for r in running))
+    assert errors == []
     assert s.get(waiting.id).state is JobState.RUNNING
