@@ -8,16 +8,14 @@ wall-clock and CPU seconds are both reported (on a shared machine the CPU time i
 Target: 10,000 live jobs answered in <= 5 s.
 
     .venv/bin/python benchmarks/policy_diff.py              # 10,000 live jobs
-    .venv/bin/python benchmarks/policy_diff.py --jobs 1000  # smoke run
+    .venv/bin/python benchmarks/policy_diff.py --quick      # 1,000 live jobs, one run per candidate
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,9 @@ from grid_scheduler.logging import configure
 from grid_scheduler.model import JobState, Policy, Weights
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.synthetic import job_stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write
 
 RESULTS = Path(__file__).resolve().parent / "results" / "policy_diff.json"
 TARGET_S = 5.0
@@ -58,9 +59,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000, help="running + pending jobs to build")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per candidate (median reported)")
+    parser.add_argument("--quick", action="store_true", help="1,000 live jobs, one timed run per candidate")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.repeat = 1_000, 1
     configure("WARNING")
+    load_at_start, began = os.getloadavg(), time.perf_counter()
 
     s, counts, build_s = build(args.jobs, args.seed)
     print(f"built {counts['running']:,} running + {counts['pending']:,} pending jobs "
@@ -95,14 +100,12 @@ def main() -> None:
               f"| {r['carbon_kg_h_before']:,.0f} -> {r['carbon_kg_h_after']:,.0f} |")
     report = {
         "benchmark": "policy_diff", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(load_at_start), "seconds": round(time.perf_counter() - began, 1),
         "grid": DEFAULT_GRID.name, "seed": args.seed, "live": counts, "build_s": build_s,
         "target_s": TARGET_S, "rows": rows,
         "meets_target": all(r["median_s"] <= TARGET_S for r in rows),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write(args.out, report, load_at_start)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from grid_scheduler.engine import GridIndex, Usage, decide
 from grid_scheduler.engine.feasibility import Unit, unit_of
 from grid_scheduler.engine.preemption import Running, choose_victims, fits, release, victim_cost
+from grid_scheduler.engine.topology import NodeView
 from grid_scheduler.model import Grid, JobSpec, Policy
+from grid_scheduler.scheduler import Scheduler
 from tests.strategies import job_specs, training_specs
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -146,3 +148,32 @@ def test_nothing_evicted_when_it_would_not_make_room(index: GridIndex) -> None:
     usage, running = _fill_sines_gb300(index, [("small", _train("small", 64, 1, True, ["GB300"]), 1.0)])
     too_big = _train("too-big", 256, 9, False, ["GB300"])  # no EU GB300 pool holds 256
     assert choose_victims(index, usage, too_big, running, POLICY, NOW) is None
+
+
+@SETTINGS
+@given(specs=st.lists(job_specs(), min_size=1, max_size=12), data=st.data())
+def test_the_node_view_of_released_usage_equals_one_built_afresh(
+    small_grid: Grid, specs: list[JobSpec], data: st.DataObject,
+) -> None:
+    """release brings the usage's node view forward over the pools whose nodes it frees (a view
+    built afresh per candidate cost 7 ms per decision on nscale, in preemption and policy diffs);
+    it must be the view that building it from the released arrays gives."""
+    s = Scheduler(small_grid)
+    placed = [r for r in (s.submit(spec).record for spec in specs) if r.placement is not None]
+    usage = s.usage()
+    assert usage.nodes(s.index) is not None  # built, as the first decision on a snapshot builds it
+    victims = data.draw(st.lists(st.sampled_from(placed), unique_by=lambda r: r.id)) if placed else []
+    freed = release(s.index, usage, [v.placement for v in victims if v.placement is not None],
+                    [v.spec.tenant for v in victims])
+    view = freed.nodes(s.index)
+    fresh = NodeView.build(s.index.pool_shapes, freed.node_used_gpus, freed.node_out)
+    assert view is not None
+    for p in range(len(s.index.pool_ids)):
+        assert view.node_free[p].tolist() == fresh.node_free[p].tolist()
+        assert view.node_used[p].tolist() == fresh.node_used[p].tolist()
+        assert view.domain_free(p).tolist() == fresh.domain_free(p).tolist()
+    assert view.pool_free_gpus.tolist() == fresh.pool_free_gpus.tolist()
+    assert view.pool_broken_free_gpus.tolist() == fresh.pool_broken_free_gpus.tolist()
+    assert sum(int(u.sum()) for u in freed.node_used_gpus) == (
+        sum(int(u.sum()) for u in usage.node_used_gpus)
+        - sum(n[1] for v in victims if v.placement for a in v.placement.assignments for n in a.nodes))

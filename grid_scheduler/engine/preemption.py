@@ -77,8 +77,12 @@ def release(
                     node_used[p][node] = max(int(node_used[p][node]) - gpus, 0)
             if row is not None:
                 row[p] = max(int(row[p]) - a.gpus, 0)
+    if not copied:  # no node moved: share the node arrays, and the view already built on them
+        return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), by_tenant,
+                     usage.node_used_gpus, usage.node_out, usage.node_view_cache)
+    nodes = tuple(node_used)
     return Usage(np.maximum(used, 0), np.maximum(kw, 0.0), usage.pool_drained.copy(), by_tenant,
-                 tuple(node_used), usage.node_out)
+                 nodes, usage.node_out, usage.node_view_moved(index, nodes, copied))
 
 
 def fits(index: GridIndex, usage: Usage, job: JobSpec, policy: Policy, victims: Sequence[Running]) -> bool:
