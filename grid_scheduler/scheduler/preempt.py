@@ -25,6 +25,11 @@ class Preemption:
     victims: list[JobRecord]
 
 
+def _pools(index: GridIndex, record: JobRecord) -> list[int]:
+    assert record.placement is not None
+    return [index.pool_index[a.pool_id] for a in record.placement.assignments]
+
+
 def plan_preemption(
     index: GridIndex,
     policy: Policy,
@@ -45,16 +50,17 @@ def plan_preemption(
     records: dict[str, JobRecord] = {}
     reclaimable: set[str] = set()
     for r in running:
-        if r.placement is None:
+        # The queue pass plans for every waiting job over every running one: what rules out most
+        # pairs (not preemptible, not below) is read first, the pools only when a rule needs them.
+        if r.placement is None or not r.spec.preemptible:
             continue
-        pools = [index.pool_index[a.pool_id] for a in r.placement.assignments]
         if not can_preempt(spec, r.spec):
             if not (reclaim and rules is not None and r.spec.preemptible and rules.may_reclaim(
-                    usage.tenant_pool_gpus, spec.tenant, spec.total_gpus, r.spec.tenant, pools)):
+                    usage.tenant_pool_gpus, spec.tenant, spec.total_gpus, r.spec.tenant, _pools(index, r))):
                 continue
             reclaimable.add(r.id)
         elif rules is not None and rules.protects(usage.tenant_pool_gpus, spec.tenant, spec.total_gpus,
-                                                  r.spec.tenant, pools):
+                                                  r.spec.tenant, _pools(index, r)):
             continue  # a borrower does not evict a peer within its nominal quota
         if held is not None and any(held[index.pool_index[a.pool_id]] for a in r.placement.assignments):
             continue
