@@ -189,8 +189,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """Usage in grid order; arrays the caller may keep (the per-pool ones are copies, the per-node
-    ones shared and never changed: see below)."""
+    """Usage in grid order; arrays the caller may keep but never change in place (Redis's are its
+    own; the memory store's are shared with it, read-only, and replaced by the change that moves
+    them: copy-on-write, see below)."""
 
     version: int
     pool_used_gpus: npt.NDArray[np.int64]
@@ -243,6 +244,10 @@ class Committed:
     # The ledger as the commit left it, when the commit accepted a ledger that had moved past the
     # caller's view (``accept_moved``): the view catches up from it, with no further read.
     snapshot: LedgerSnapshot | None = None
+    # The ledger as the commit left it, from a store that has it at hand for nothing (the in-process
+    # store: its arrays are copy-on-write, the snapshot shares them), whenever the commit moved it.
+    # The committing replica's view takes it as it is instead of applying the moves (ledger_view).
+    after: LedgerSnapshot | None = None
 
 
 @dataclass(frozen=True)
