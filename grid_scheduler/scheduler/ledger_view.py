@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from grid_scheduler.engine import Usage
+from grid_scheduler.engine.topology import FEW_NODES
 from grid_scheduler.model import Assignment
 from grid_scheduler.state import Committed, LedgerSnapshot, Limits, Transition
 from grid_scheduler.state.ledger_delta import apply_commit
@@ -126,10 +127,21 @@ class LedgerView:
                 _carry_node_view(previous, usage, self._touched(moved))
             self._catch_up()
 
-    def _touched(self, moved: Sequence[tuple[str, Assignment]]) -> list[int]:
-        """The pools whose node arrays a commit of ``moved`` copied (moves naming nodes): named from
-        the moves, not found by comparing every pool's array (2,000 at 500 sites)."""
-        return sorted({self._limits.pool_index[a.pool_id] for _, a in moved if a.nodes})
+    def _touched(self, moved: Sequence[tuple[str, Assignment]]) -> dict[int, list[int] | None]:
+        """The pools whose node arrays a commit of ``moved`` copied (moves naming nodes), with the
+        nodes it moved in each (None: too many to bring forward one by one, ``NodeView.updated``):
+        named from the moves, not found by comparing every pool's array (2,000 at 500 sites)."""
+        touched: dict[int, list[int] | None] = {}
+        for _, a in moved:
+            if a.nodes:
+                pool = self._limits.pool_index[a.pool_id]
+                nodes = touched.get(pool, [])
+                if nodes is None or len(nodes) + len(a.nodes) > FEW_NODES:
+                    touched[pool] = None
+                else:
+                    nodes.extend(node for node, _ in a.nodes)
+                    touched[pool] = nodes
+        return touched
 
     def _catch_up(self) -> None:
         while self._snap is not None and self._snap.version in self._ahead:
@@ -142,13 +154,13 @@ class LedgerView:
                 _carry_node_view(previous, self._usage, self._touched((*reserved, *released)))
 
 
-def _carry_node_view(previous: Usage, usage: Usage, changed: list[int]) -> None:
+def _carry_node_view(previous: Usage, usage: Usage, changed: dict[int, list[int] | None]) -> None:
     """Give ``usage`` the node view of ``previous`` brought forward (``NodeView.updated``), when
     one was built: a commit copies only the node arrays of the pools it touched (ledger_delta),
-    so those are the pools to recompute."""
+    so those are the pools to recompute, and in them only the nodes it moved."""
     cache = previous.node_view_cache
     if not cache or cache[0][0] is not previous.node_used_gpus or not usage.node_used_gpus \
             or usage.node_out is not previous.node_out:
         return
-    view = cache[0][1]
-    usage.node_view_cache[:] = [(usage.node_used_gpus, view.updated(usage.node_used_gpus, usage.node_out, changed))]
+    view = cache[0][1].updated(usage.node_used_gpus, usage.node_out, sorted(changed), changed)
+    usage.node_view_cache[:] = [(usage.node_used_gpus, view)]

@@ -84,6 +84,7 @@ class MemoryStore(MemoryAgents):
         self._site_w = _frozen(np.zeros(len(limits.site_ids), dtype=np.int64))
         self._drained = _frozen(np.zeros(len(limits.pool_ids), dtype=np.bool_))
         self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
+        self._unpublished: list[IntArray] = []  # the rows this commit copied, until it publishes them
         self._down = _frozen(np.zeros(len(limits.pool_ids), dtype=np.int64))  # GPUs on failed or drained nodes
         # Per pool (grid order), one entry per node: GPUs reserved there, and out of service.
         # Copy-on-write: the arrays are read-only, and a change replaces the arrays of the pools it
@@ -175,6 +176,7 @@ class MemoryStore(MemoryAgents):
                 self._reserve(reserve, quota, found[3])
             except CapacityConflict:
                 self._pool_used, self._site_w, self._node_used, self._tenant_used = found
+                self._unpublished.clear()
                 if moved:  # as on Redis: the caller decides again on the ledger as it is, no read
                     raise LedgerMoved(Versions(self._version, len(self._policies)), self._snapshot_locked()) from None
                 raise
@@ -306,8 +308,10 @@ class MemoryStore(MemoryAgents):
         row = self._tenant_used.get(tenant)
         if row is None:
             row = self._tenant_used[tenant] = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
+            self._unpublished.append(row)
         elif row.flags.writeable is False:
             row = self._tenant_used[tenant] = row.copy()
+            self._unpublished.append(row)
         moved: dict[int, npt.NDArray[np.int32]] = {}
         for a in assignments:
             pool = self._limits.pool_index[a.pool_id]
@@ -327,8 +331,9 @@ class MemoryStore(MemoryAgents):
         """What this commit wrote becomes read-only: snapshots share it from now on."""
         _frozen(self._pool_used)
         _frozen(self._site_w)
-        for row in self._tenant_used.values():
+        for row in self._unpublished:
             _frozen(row)
+        self._unpublished.clear()
 
     def _emit(self, record: JobRecord, transition: Transition) -> None:
         self._sequence += 1
