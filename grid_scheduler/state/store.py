@@ -172,10 +172,13 @@ class Limits:
         assert self.pool_nodes is not None and self.pool_gpus_per_node is not None
         pool = self.pool_index[a.pool_id]
         n, per_node = int(self.pool_nodes[pool]), int(self.pool_gpus_per_node[pool])
+        # Two lists and builtins over them, not a generator per test: a factory gang names ~1,000
+        # nodes, and once sorted and distinct only the first and last can fall outside the pool.
         indices = [i for i, _ in a.nodes]
-        if indices != sorted(set(indices)) or not all(0 <= i < n for i in indices):
+        gpus = [g for _, g in a.nodes]
+        if indices != sorted(set(indices)) or indices[0] < 0 or indices[-1] >= n:
             raise ValueError(f"{a.pool_id}: nodes {indices} are not distinct sorted nodes of 0..{n - 1}")
-        if not all(0 < g <= per_node for _, g in a.nodes) or sum(g for _, g in a.nodes) != a.gpus:
+        if min(gpus) <= 0 or max(gpus) > per_node or sum(gpus) != a.gpus:
             raise ValueError(f"{a.pool_id}: node GPUs {list(a.nodes)} must be 1..{per_node} each and sum to {a.gpus}")
 
     @cached_property
