@@ -1,6 +1,7 @@
 """The online engine's replica loop as it was before the incremental slot mask (engine/online.py
-``_place_replicas``, main at a21d96f), verbatim: the reference the current loop must equal,
-decision for decision (tests/test_engine_fast_paths.py)."""
+``_place_replicas``, main at a21d96f), and the node assignment of unconstrained GPUs before whole
+domains were filled in one pass, verbatim: the references the current code must equal, decision
+for decision (tests/test_engine_fast_paths.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from grid_scheduler.engine.feasibility import Checks, demand_rows
 from grid_scheduler.engine.index import GridIndex
 from grid_scheduler.engine.online import _EPS, Decision, build_placement
 from grid_scheduler.engine.scoring import PoolCosts
-from grid_scheduler.model import JobSpec, Policy
+from grid_scheduler.engine.topology import (
+    BoolArray,
+    IntArray,
+    NodeGpus,
+    PoolShape,
+    _fill_domain,
+    domain_free_gpus,
+    usable_gpus,
+    whole_free_domains,
+)
+from grid_scheduler.model import GpuTopology, JobSpec, Policy
 
 
 def place_replicas_reference(
@@ -73,3 +84,38 @@ def place_replicas_reference(
         return Decision(spec, checks, costs, None, uncovered_ids)
     pools_gpus = [(pool, n * per_replica) for pool, n in sorted(chosen.items())]
     return Decision(spec, checks, costs, build_placement(index, spec, policy, costs, pools_gpus, checks.nodes))
+
+
+def assign_unconstrained_reference(shape: PoolShape, node_free: IntArray, gpus: int) -> NodeGpus | None:
+    """engine/topology.py ``assign_nodes`` for GPUs with no topology request, with
+    ``_assign_unconstrained`` as it was before whole free domains were filled in one pass (main at
+    e23ab7e), verbatim: one ``_fill_domain`` per domain opened."""
+    domain_free = domain_free_gpus(shape, node_free)
+    if gpus <= 0 or usable_gpus(shape, node_free, GpuTopology(), domain_free) < gpus:
+        return None
+    free = np.asarray(node_free, dtype=np.int64).copy()
+    taken = np.zeros(len(free), dtype=np.int64)
+    domain_free = domain_free.copy()
+    whole = whole_free_domains(shape, domain_free)
+    _assign_unconstrained_reference(shape, free, taken, domain_free, whole, gpus)
+    nodes = np.flatnonzero(taken)
+    return tuple(zip(nodes.tolist(), taken[nodes].tolist(), strict=True))
+
+
+def _assign_unconstrained_reference(
+    shape: PoolShape, free: IntArray, taken: IntArray, domain_free: IntArray, whole: BoolArray, gpus: int
+) -> None:
+    broken = np.flatnonzero(~whole & (domain_free > 0))
+    holding = broken[domain_free[broken] >= gpus]
+    if len(holding):  # best fit: one broken domain with least to spare
+        d = int(holding[np.argmin(domain_free[holding])])
+        _fill_domain(shape, free, taken, d, gpus)
+        return
+    remaining = gpus
+    order = [*broken[np.argsort(domain_free[broken], kind="stable")], *np.flatnonzero(whole)]
+    for d in order:
+        take = min(remaining, int(domain_free[d]))
+        _fill_domain(shape, free, taken, int(d), take)
+        remaining -= take
+        if remaining == 0:
+            return

@@ -21,11 +21,16 @@ from grid_scheduler.engine import GridIndex, decide
 from grid_scheduler.engine.feasibility import compute_checks
 from grid_scheduler.engine.online import _place_replicas
 from grid_scheduler.engine.scoring import pool_costs
-from grid_scheduler.engine.topology import PoolShape, _assign_replica_nodes_arrays, _assign_replica_nodes_small
-from grid_scheduler.model import Grid, JobSpec, Policy
+from grid_scheduler.engine.topology import (
+    PoolShape,
+    _assign_replica_nodes_arrays,
+    _assign_replica_nodes_small,
+    assign_nodes,
+)
+from grid_scheduler.model import GpuTopology, Grid, JobSpec, Policy
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.synthetic import job_stream, synthetic_grid
-from tests.reference_online import place_replicas_reference
+from tests.reference_online import assign_unconstrained_reference, place_replicas_reference
 from tests.strategies import inference_specs
 
 
@@ -44,6 +49,34 @@ def test_short_pool_replica_nodes_equal_the_array_path(case: tuple[PoolShape, li
     got = _assign_replica_nodes_small(shape, free, replicas, replica_gpus)
     assert got == _assign_replica_nodes_arrays(shape, np.array(free, dtype=np.int64), replicas, replica_gpus)
     if got is not None:
+        assert all(type(n) is int and type(g) is int for n, g in got)
+
+
+@st.composite
+def gang_pools(draw: st.DrawFn) -> tuple[PoolShape, list[int], int]:
+    """A pool of whole free domains, partly used ones and a short last domain, and a gang of up to
+    every free GPU in it (the larger ones open many whole domains at once)."""
+    gpn = draw(st.sampled_from([1, 2, 4, 8]))
+    shape = PoolShape(gpn, draw(st.integers(1, 18)))
+    domains = draw(st.integers(1, 12))
+    free: list[int] = []
+    for _ in range(domains):
+        kind = draw(st.sampled_from(["whole", "whole", "used", "empty"]))
+        n = shape.nodes_per_domain
+        free += [gpn] * n if kind == "whole" else [0] * n if kind == "empty" else \
+            draw(st.lists(st.integers(0, gpn), min_size=n, max_size=n))
+    free = free[: len(free) - draw(st.integers(0, shape.nodes_per_domain - 1))] or [gpn]
+    return shape, free, draw(st.integers(1, max(sum(free), 1)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=gang_pools())
+def test_gang_nodes_equal_the_one_domain_at_a_time_reference(case: tuple[PoolShape, list[int], int]) -> None:
+    shape, free, gpus = case
+    got = assign_nodes(shape, np.array(free, dtype=np.int64), gpus, GpuTopology())
+    assert got == assign_unconstrained_reference(shape, np.array(free, dtype=np.int64), gpus)
+    if got is not None:
+        assert sum(g for _, g in got) == gpus
         assert all(type(n) is int and type(g) is int for n, g in got)
 
 

@@ -119,6 +119,14 @@ def test_malformed_node_detail_is_refused_before_anything_is_written(store_facto
         Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=8, power_kw=0.0,
                    nodes=((1, 4), (0, 4))),
         Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=5, power_kw=0.0, nodes=((0, 5),)),
+        # The pool's bounds and the GPUs per node are checked at both ends (first and last node).
+        Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=4, power_kw=0.0, nodes=((-1, 4),)),
+        Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=8, power_kw=0.0,
+                   nodes=((0, 4), (32, 4))),
+        Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=4, power_kw=0.0,
+                   nodes=((0, 0), (1, 4))),
+        Assignment(site_id="sines", pool_id="sines-gb300", gpu_type="GB300", gpus=9, power_kw=0.0,
+                   nodes=((0, 4), (1, 5))),
     ]
     for a in bad:
         with pytest.raises(ValueError):

@@ -6,15 +6,24 @@ it did not touch. Deciders read those views without a lock while commits happen,
 hold must never change: every snapshot taken along a random history still equals, array for
 array, the copy made when it was taken; the node usage always equals the sum over the live
 jobs' nodes; the view's node arrays equal a fresh snapshot's; and nobody can write to them.
+
+A view follows a commit of the memory store by taking the snapshot the commit hands back
+(``Committed.after``), and one of Redis by applying the moves (``apply_commit``): both paths are
+held to the fresh snapshot here, and so is the node view each brings forward (``NodeView.updated``).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grid_scheduler.engine.index import GridIndex
+from grid_scheduler.engine.topology import NodeView, PoolShape
 from grid_scheduler.model import Assignment, EventType, JobRecord, JobSpec, JobState
 from grid_scheduler.scheduler.ledger_view import LedgerView
 from grid_scheduler.state import CapacityConflict, LedgerSnapshot, Limits, MemoryStore, Transition, Update
@@ -33,8 +42,26 @@ def limits() -> Limits:
     )
 
 
+# Domains of 4 nodes: 6 nodes make a whole domain and a short one in every pool.
+INDEX: GridIndex = SimpleNamespace(pool_shapes=tuple(PoolShape(PER_NODE, 4) for _ in range(POOLS)))  # type: ignore[assignment]
+
+
+def assert_node_view_is_fresh(view: LedgerView, fresh: LedgerSnapshot) -> None:
+    latest = view.latest()
+    assert latest is not None
+    carried = latest[1].nodes(INDEX)
+    built = NodeView.build(INDEX.pool_shapes, fresh.node_used_gpus, fresh.node_out)
+    assert carried is not None
+    assert [a.tolist() for a in carried.node_free] == [a.tolist() for a in built.node_free]
+    assert carried.pool_free_gpus.tolist() == built.pool_free_gpus.tolist()
+    assert carried.pool_broken_free_gpus.tolist() == built.pool_broken_free_gpus.tolist()
+    assert [carried.domain_free(p).tolist() for p in range(POOLS)] == [built.domain_free(p).tolist()
+                                                                        for p in range(POOLS)]
+
+
 def copied(snap: LedgerSnapshot) -> list[np.ndarray]:
-    return [np.array(a, copy=True) for a in snap.node_used_gpus]
+    """The snapshot's arrays as they are now: per node, then per pool and per site."""
+    return [np.array(a, copy=True) for a in (*snap.node_used_gpus, snap.pool_used_gpus, snap.site_used_w)]
 
 
 # One step: place a job on (pool, {node: gpus}) parts, or end the running job at ``pick``.
@@ -54,6 +81,11 @@ def test_snapshots_and_views_never_change_under_later_commits(history: list[tupl
     store = MemoryStore(lim)
     view = LedgerView(lim)
     view.reset(store.snapshot())
+    delta = LedgerView(lim)  # follows by applying the moves, as on Redis
+    delta.reset(store.snapshot())
+    for v in (view, delta):  # built once: from here on each commit brings it forward
+        latest = v.latest()
+        assert latest is not None and latest[1].nodes(INDEX) is not None
     taken: list[tuple[LedgerSnapshot, list[np.ndarray]]] = []
     running: dict[str, list[Assignment]] = {}
     for n, (kind, job_parts, pick) in enumerate(history):
@@ -76,21 +108,38 @@ def test_snapshots_and_views_never_change_under_later_commits(history: list[tupl
                 continue
             running[record.id] = assignments
         before = view.snapshot
+        assert commit.after is not None  # the memory store hands back every commit that moved the ledger
         view.follow(commit, moves)
+        delta.follow(replace(commit, after=None), moves)
         snap = store.snapshot()
         taken.append((snap, copied(snap)))
         after = view.snapshot
         assert before is not None and after is not None and after.version == snap.version
+        assert after is commit.after  # taken as the store left it, nothing re-derived
+        applied = delta.snapshot
+        assert applied is not None and applied.version == snap.version
+        np.testing.assert_array_equal(applied.pool_used_gpus, snap.pool_used_gpus)
+        np.testing.assert_array_equal(applied.site_used_w, snap.site_used_w)
+        assert applied.tenant_pool_gpus.keys() == snap.tenant_pool_gpus.keys()
+        for tenant, row in snap.tenant_pool_gpus.items():
+            np.testing.assert_array_equal(applied.tenant_pool_gpus[tenant], row)
+        for v in (view, delta):
+            assert_node_view_is_fresh(v, snap)
         touched = {int(a.pool_id[1:]) for t in moves for a in t.reserve} | {
             int(a.pool_id[1:]) for _, a in commit.released}
         for p in range(POOLS):
             np.testing.assert_array_equal(after.node_used_gpus[p], snap.node_used_gpus[p])
+            np.testing.assert_array_equal(applied.node_used_gpus[p], snap.node_used_gpus[p])
             if p not in touched:  # untouched pools: shared, not copied
                 assert after.node_used_gpus[p] is before.node_used_gpus[p]
     # Every snapshot still holds what it held when it was taken.
     for snap, at_the_time in taken:
-        for p in range(POOLS):
-            np.testing.assert_array_equal(snap.node_used_gpus[p], at_the_time[p])
+        for got, then in zip((*snap.node_used_gpus, snap.pool_used_gpus, snap.site_used_w), at_the_time, strict=True):
+            np.testing.assert_array_equal(got, then)
+    # The pool-level arrays too are the store's own, shared and read-only (copy-on-write).
+    for snap, _ in taken:
+        for array in (snap.pool_used_gpus, snap.site_used_w, snap.pool_drained, *snap.tenant_pool_gpus.values()):
+            assert not array.flags.writeable
     # And the ledger is the sum of what the live jobs hold.
     expected = np.zeros((POOLS, NODES), dtype=np.int64)
     for assignments in running.values():

@@ -314,13 +314,24 @@ def _assign_unconstrained(
         _fill_domain(shape, free, taken, d, gpus)
         return
     remaining = gpus
-    order = [*broken[np.argsort(domain_free[broken], kind="stable")], *np.flatnonzero(whole)]
-    for d in order:
+    for d in broken[np.argsort(domain_free[broken], kind="stable")].tolist():
         take = min(remaining, int(domain_free[d]))
-        _fill_domain(shape, free, taken, int(d), take)
+        _fill_domain(shape, free, taken, d, take)
         remaining -= take
         if remaining == 0:
             return
+    # Then whole free domains, lowest index first: every one but the last is taken whole, all in
+    # one pass (a gang of 1,000 nodes opens ~50 of them; one _fill_domain each was most of its
+    # placement), and the last takes the rest as _fill_domain does, tightest (first) nodes first.
+    opened = np.flatnonzero(whole)
+    full, rest = divmod(remaining, shape.domain_gpus)
+    if full:
+        per_domain = shape.nodes_per_domain
+        nodes = (opened[:full, None] * per_domain + np.arange(per_domain)).ravel()
+        free[nodes] = 0
+        taken[nodes] += shape.gpus_per_node
+    if rest:
+        _fill_domain(shape, free, taken, int(opened[full]), rest)
 
 
 def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus: int) -> None:
@@ -353,6 +364,10 @@ def _fill_domain(shape: PoolShape, free: IntArray, taken: IntArray, d: int, gpus
 # Pools per chunk of the per-pool containers below: a commit that touches one pool copies one
 # chunk's references, not one per pool of the grid (2,000 at 500 sites).
 _CHUNK = 64
+
+# Moved nodes of a pool past which NodeView.updated recomputes the pool in NumPy rather than
+# bringing it forward node by node in Python (a replica moves one or two, a factory gang ~1,000).
+FEW_NODES = 32
 
 
 class PoolArrays(Sequence[npt.NDArray[Any]]):
@@ -504,16 +519,39 @@ class NodeView:
 
     def updated(
         self, node_used_gpus: Sequence[npt.ArrayLike], node_out: Sequence[npt.ArrayLike], pools: list[int],
+        nodes: Mapping[int, Sequence[int] | None] | None = None,
     ) -> NodeView:
         """What ``build`` gives for node arrays that differ from this view's only in ``pools``: those
         pools recomputed, the others shared. A replica following its own commit changes one or two
-        pools; rebuilding every pool (72,754 nodes on nscale) was a third of a submission's time."""
+        pools; rebuilding every pool (72,754 nodes on nscale) was a third of a submission's time.
+        ``nodes``: the only nodes of each pool whose usage moved, when the caller knows them (a
+        commit names them; None for a pool: many): a pool with few is brought forward at those
+        nodes alone."""
         free: dict[int, IntArray] = {}
         used: dict[int, IntArray] = {}
         domains: dict[int, IntArray] = {}
         pool_free, broken = self.pool_free_gpus.copy(), self.pool_broken_free_gpus.copy()
         for p in pools:
             shape = self.shapes[p]
+            moved = nodes.get(p) if nodes is not None else None
+            if moved is not None and len(moved) < FEW_NODES:
+                before = self.domain_free(p)  # this view's, computed now if no decision asked yet
+                u = np.asarray(node_used_gpus[p], dtype=np.int64)
+                f, d = self.node_free[p].copy(), before.copy()
+                out = np.asarray(node_out[p], dtype=np.bool_)
+                gpn, per_domain, whole = shape.gpus_per_node, shape.nodes_per_domain, shape.domain_gpus
+                for n in moved:
+                    new = 0 if out[n] else max(gpn - int(u[n]), 0)
+                    change = new - int(f[n])
+                    if change:
+                        k = n // per_domain
+                        old_d, new_d = int(d[k]), int(d[k]) + change
+                        f[n], d[k] = new, new_d
+                        pool_free[p] += change
+                        # Free GPUs outside whole free domains: each domain counts unless it is whole.
+                        broken[p] += (0 if new_d == whole else new_d) - (0 if old_d == whole else old_d)
+                free[p], used[p], domains[p] = f, u, d
+                continue
             u = np.asarray(node_used_gpus[p], dtype=np.int64)
             f = np.maximum(shape.gpus_per_node - u, 0)
             f[np.asarray(node_out[p], dtype=np.bool_)] = 0

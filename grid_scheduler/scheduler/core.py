@@ -787,9 +787,11 @@ class Scheduler:
         the pass's own reads are two round trips under it), or counted by the commit that released
         (``waiting``, then no read at all). A submission this process decides under the lock meanwhile
         may be committing a job that waits, decided before this thread's release: then, or while one
-        is being decided, the pass runs as before."""
-        if isinstance(self.store, MemoryStore):
-            return False  # its pass reads what changed since the last, in process: nothing to save
+        is being decided, the pass runs as before. In process the commit's count is taken under the
+        store's lock while this call holds the scheduler lock (``_one_at_a_time``): none waiting
+        means a pass would only sync its index and place nothing (~40 µs of every cancel)."""
+        if isinstance(self.store, MemoryStore) and waiting < 0:
+            return False  # nothing counted: its pass reads what changed since the last, in process
         if waiting > 0:
             return False
         if waiting < 0:

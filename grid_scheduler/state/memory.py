@@ -6,6 +6,7 @@ import threading
 from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,8 @@ from grid_scheduler.state.store import (
 MAX_EVENTS = 20_000
 
 
+_Array = TypeVar("_Array", bound=npt.NDArray[Any])
+
 # Nodes past which a commit's node check is one NumPy pass per pool (below: a loop over the nodes).
 _VECTOR_NODES = 32
 
@@ -48,7 +51,7 @@ _VECTOR_NODES = 32
 CHANGE_LOG = 100_000
 
 
-def _frozen(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+def _frozen(array: _Array) -> _Array:
     """``array``, read-only: snapshots share it, so a reader that wrote to it would change the ledger."""
     array.flags.writeable = False
     return array
@@ -71,12 +74,18 @@ class MemoryStore(MemoryAgents):
         self._changed_base = 0  # how many entries were dropped from the front
         self._finished: deque[tuple[float, str]] = deque()  # (finished at, id), for archive_finished
         self._reservations: dict[str, list[Assignment]] = {}
-        self._pool_used = np.zeros(len(limits.pool_ids), dtype=np.int64)
+        # The per-pool and per-site arrays and the tenants' rows are copy-on-write too: read-only
+        # once committed, replaced by a commit that moves them (``_writable``). A snapshot hands
+        # them out as they are, so the snapshot a commit returns, which the committing replica's
+        # view adopts (scheduler/ledger_view.py), costs no copy; and a refused commit puts the
+        # arrays it found back.
+        self._pool_used = _frozen(np.zeros(len(limits.pool_ids), dtype=np.int64))
         # Whole watts, so that release gives back exactly what reserve took.
-        self._site_w = np.zeros(len(limits.site_ids), dtype=np.int64)
-        self._drained = np.zeros(len(limits.pool_ids), dtype=np.bool_)
+        self._site_w = _frozen(np.zeros(len(limits.site_ids), dtype=np.int64))
+        self._drained = _frozen(np.zeros(len(limits.pool_ids), dtype=np.bool_))
         self._tenant_used: dict[str, IntArray] = {}  # GPUs per pool per tenant: quota usage
-        self._down = np.zeros(len(limits.pool_ids), dtype=np.int64)  # GPUs on failed or drained nodes
+        self._unpublished: list[IntArray] = []  # the rows this commit copied, until it publishes them
+        self._down = _frozen(np.zeros(len(limits.pool_ids), dtype=np.int64))  # GPUs on failed or drained nodes
         # Per pool (grid order), one entry per node: GPUs reserved there, and out of service.
         # Copy-on-write: the arrays are read-only, and a change replaces the arrays of the pools it
         # touches (PoolArrays shares the rest), so a snapshot hands them out as they are, with no
@@ -153,20 +162,25 @@ class MemoryStore(MemoryAgents):
             # Net change: everything released first, then everything reserved, all or nothing.
             released = {u.job_id: (u.transition.record.spec.tenant, self._reservations.get(u.job_id, []))
                         for u in updates if u.transition.release}
-            before = {t: row.copy() for t, row in self._tenant_used.items()} if quota is not None else {}
-            for tenant, assignments in released.values():
-                self._add(tenant, assignments, -1)
             reserve = [(u.transition.record.spec.tenant, a) for u in updates for a in u.transition.reserve]
             if create is not None:
                 reserve.extend((create.record.spec.tenant, a) for a in create.reserve)
+            # What the commit found: rows are replaced, never written, so this is the quota usage
+            # before, and what a refusal puts back (all or nothing, with no undoing step by step).
+            found = self._pool_used, self._site_w, self._node_used, self._tenant_used
+            self._tenant_used = dict(found[3])
             try:
-                self._reserve(reserve, quota, before)
-            except CapacityConflict:
                 for tenant, assignments in released.values():
-                    self._add(tenant, assignments, +1)
+                    if assignments:
+                        self._add(tenant, assignments, -1)
+                self._reserve(reserve, quota, found[3])
+            except CapacityConflict:
+                self._pool_used, self._site_w, self._node_used, self._tenant_used = found
+                self._unpublished.clear()
                 if moved:  # as on Redis: the caller decides again on the ledger as it is, no read
                     raise LedgerMoved(Versions(self._version, len(self._policies)), self._snapshot_locked()) from None
                 raise
+            self._publish()
             for u in updates:
                 if u.transition.release:
                     self._reservations.pop(u.job_id, None)
@@ -179,9 +193,11 @@ class MemoryStore(MemoryAgents):
                 if key:
                     self._by_request[key] = create.record.id
                 self._store(create)
+            # The ledger as this commit left it, whenever it moved: shared arrays, no copy, so the
+            # committing replica's view takes it as it is rather than re-deriving it from the moves.
+            snap = self._snapshot_locked() if moved or self._version != version_before else None
             return Committed(create.record if create is not None else None, True, version_before, self._version,
-                             gave_back, len(self._by_state[JobState.PENDING]),
-                             self._snapshot_locked() if moved else None)
+                             gave_back, len(self._by_state[JobState.PENDING]), snap if moved else None, snap)
 
     def _store(self, transition: Transition) -> None:
         record = transition.record
@@ -246,9 +262,7 @@ class MemoryStore(MemoryAgents):
         if quota is not None:
             why = quota.violation(before, self._tenant_used, tenants)
             if why:
-                for tenant in tenants:
-                    self._add(tenant, [a for t, a in reserve if t == tenant], -1)
-                raise QuotaConflict(why)
+                raise QuotaConflict(why)  # the caller puts back the arrays it found
 
     def _check_nodes_fit(self, reserve: Sequence[tuple[str, Assignment]]) -> None:
         """No node out of service takes GPUs, and none holds more than it has (after the releases)."""
@@ -288,9 +302,16 @@ class MemoryStore(MemoryAgents):
         raise CapacityConflict(f"pool {pool_id}: node {node} cannot take {gpus} more GPUs")
 
     def _add(self, tenant: str, assignments: Sequence[Assignment], sign: int) -> None:
+        """Move the usage by ``assignments``, on this commit's own copies (``_publish`` freezes them)."""
+        if self._pool_used.flags.writeable is False:
+            self._pool_used, self._site_w = self._pool_used.copy(), self._site_w.copy()
         row = self._tenant_used.get(tenant)
         if row is None:
             row = self._tenant_used[tenant] = np.zeros(len(self._limits.pool_ids), dtype=np.int64)
+            self._unpublished.append(row)
+        elif row.flags.writeable is False:
+            row = self._tenant_used[tenant] = row.copy()
+            self._unpublished.append(row)
         moved: dict[int, npt.NDArray[np.int32]] = {}
         for a in assignments:
             pool = self._limits.pool_index[a.pool_id]
@@ -303,6 +324,16 @@ class MemoryStore(MemoryAgents):
                 add_node_gpus(moved[pool], a.nodes, sign)
         if moved:  # one replacement for every pool this call moved (one chunk copy per chunk)
             self._node_used = self._node_used.replaced({p: _frozen(nodes) for p, nodes in moved.items()})
+        if sign < 0 and not row.any():  # a tenant holding nothing drops out, as snapshots leave it out
+            del self._tenant_used[tenant]
+
+    def _publish(self) -> None:
+        """What this commit wrote becomes read-only: snapshots share it from now on."""
+        _frozen(self._pool_used)
+        _frozen(self._site_w)
+        for row in self._unpublished:
+            _frozen(row)
+        self._unpublished.clear()
 
     def _emit(self, record: JobRecord, transition: Transition) -> None:
         self._sequence += 1
@@ -386,9 +417,10 @@ class MemoryStore(MemoryAgents):
             return self._snapshot_locked()
 
     def _snapshot_locked(self) -> LedgerSnapshot:
-        return LedgerSnapshot(self._version, self._pool_used.copy(), self._site_w.copy(), self._drained.copy(),
-                              {t: row.copy() for t, row in self._tenant_used.items() if row.any()},
-                              self._down.copy(), self._node_used, self._node_out)  # shared: read-only
+        # Every array shared, not copied: all are read-only and replaced by the change that moves them.
+        return LedgerSnapshot(self._version, self._pool_used, self._site_w, self._drained,
+                              dict(self._tenant_used),
+                              self._down, self._node_used, self._node_out)
 
     def ledger_version(self) -> int:
         return self._version
@@ -409,7 +441,9 @@ class MemoryStore(MemoryAgents):
         with self._lock:
             if bool(self._drained[pool]) == drained:
                 return False
-            self._drained[pool] = drained
+            changed = self._drained.copy()
+            changed[pool] = drained
+            self._drained = _frozen(changed)
             self._version += 1
             return True
 
@@ -418,7 +452,9 @@ class MemoryStore(MemoryAgents):
         with self._lock:
             if int(self._down[pool]) == down_gpus:
                 return False
-            self._down[pool] = down_gpus
+            changed = self._down.copy()
+            changed[pool] = down_gpus
+            self._down = _frozen(changed)
             self._version += 1
             return True
 

@@ -172,10 +172,13 @@ class Limits:
         assert self.pool_nodes is not None and self.pool_gpus_per_node is not None
         pool = self.pool_index[a.pool_id]
         n, per_node = int(self.pool_nodes[pool]), int(self.pool_gpus_per_node[pool])
+        # Two lists and builtins over them, not a generator per test: a factory gang names ~1,000
+        # nodes, and once sorted and distinct only the first and last can fall outside the pool.
         indices = [i for i, _ in a.nodes]
-        if indices != sorted(set(indices)) or not all(0 <= i < n for i in indices):
+        gpus = [g for _, g in a.nodes]
+        if indices != sorted(set(indices)) or indices[0] < 0 or indices[-1] >= n:
             raise ValueError(f"{a.pool_id}: nodes {indices} are not distinct sorted nodes of 0..{n - 1}")
-        if not all(0 < g <= per_node for _, g in a.nodes) or sum(g for _, g in a.nodes) != a.gpus:
+        if min(gpus) <= 0 or max(gpus) > per_node or sum(gpus) != a.gpus:
             raise ValueError(f"{a.pool_id}: node GPUs {list(a.nodes)} must be 1..{per_node} each and sum to {a.gpus}")
 
     @cached_property
@@ -189,8 +192,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """Usage in grid order; arrays the caller may keep (the per-pool ones are copies, the per-node
-    ones shared and never changed: see below)."""
+    """Usage in grid order; arrays the caller may keep but never change in place (Redis's are its
+    own; the memory store's are shared with it, read-only, and replaced by the change that moves
+    them: copy-on-write, see below)."""
 
     version: int
     pool_used_gpus: npt.NDArray[np.int64]
@@ -243,6 +247,10 @@ class Committed:
     # The ledger as the commit left it, when the commit accepted a ledger that had moved past the
     # caller's view (``accept_moved``): the view catches up from it, with no further read.
     snapshot: LedgerSnapshot | None = None
+    # The ledger as the commit left it, from a store that has it at hand for nothing (the in-process
+    # store: its arrays are copy-on-write, the snapshot shares them), whenever the commit moved it.
+    # The committing replica's view takes it as it is instead of applying the moves (ledger_view).
+    after: LedgerSnapshot | None = None
 
 
 @dataclass(frozen=True)
