@@ -1,7 +1,8 @@
 """SubmitJob from 1 and from 8 client processes against one real server: does throughput scale?
 
-One server (``start_server``, the real one, defaults but for logging at WARNING) runs in its own
-process on 127.0.0.1, over the in-memory store and then over Redis (a private ``redis-server``
+One server (``start_server``, the real one, defaults but for logging at WARNING, with the collector
+settled by ``gc_tuning.settle_heap`` once the grid is loaded, as ``serve`` does; ``--default-gc`` to
+compare) runs in its own process on 127.0.0.1, over the in-memory store and then over Redis (a private ``redis-server``
 started here, as ``store_throughput.py`` does, unless ``--redis-url``). Clients are separate
 processes (spawned once, reused for every row), each with its own channel, started together at
 one agreed instant; each runs for ``--seconds`` and times every call with ``perf_counter``.
@@ -64,9 +65,10 @@ JOBS = 4_000
 GRID_NAME = "bench-concurrent"
 
 
-def serve(store: str, url: str, out: Connection, workers: int = 0) -> None:
+def serve(store: str, url: str, out: Connection, workers: int = 0, settle: bool = True) -> None:
     """The server process: the example grid, the given store, the real server; runs until told to stop."""
     from grid_scheduler.config import DEFAULT_GRID, load_grid
+    from grid_scheduler.gc_tuning import settle_heap
     from grid_scheduler.logging import configure
     from grid_scheduler.scheduler import Scheduler
     from grid_scheduler.service.server import start_server
@@ -77,7 +79,10 @@ def serve(store: str, url: str, out: Connection, workers: int = 0) -> None:
     grid = load_grid(DEFAULT_GRID)
     ledger = RedisStore(Limits.from_grid(grid), url, GRID_NAME) if store == "redis" else None
     options = {"max_workers": workers} if workers else {}  # 0: start_server's default
-    server = start_server(Scheduler(grid, store=ledger), "127.0.0.1:0", **options)
+    scheduler = Scheduler(grid, store=ledger)
+    if settle:  # what ``serve`` does once its state is loaded (grid_scheduler/gc_tuning.py)
+        settle_heap()
+    server = start_server(scheduler, "127.0.0.1:0", **options)
     out.send(server.port)
     out.recv()  # stop
     server.stop(1.0)
@@ -195,10 +200,10 @@ def run_row(pipes: list[Connection], address: str, rpc: str, clients: int, secon
 
 
 def run_store(store: str, url: str, pipes: list[Connection], seconds: float, window: int,
-              many: int, workers: int = 0) -> list[dict[str, Any]]:
+              many: int, workers: int = 0, settle: bool = True) -> list[dict[str, Any]]:
     ctx = mp.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(store, url, theirs, workers))
+    server = ctx.Process(target=serve, args=(store, url, theirs, workers, settle))
     server.start()
     admin = redis.Redis.from_url(url) if store == "redis" else None
     try:
@@ -336,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="gRPC worker threads of the one-process server (0: start_server's default, 16)")
     parser.add_argument("--server-processes", default="1",
                         help="comma-separated: server processes (serve --processes N; N > 1: Redis rows only)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="CPython gc settings in the server (default: gc_tuning.settle_heap, as serve)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -364,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis_version = ""
     try:
         if "memory" in stores and 1 in processes:
-            rows += run_store("memory", "", pipes, seconds, args.window, args.clients, args.workers)
+            rows += run_store("memory", "", pipes, seconds, args.window, args.clients, args.workers,
+                              not args.default_gc)
         if "redis" in stores:
             with (private_redis() if not args.redis_url else _given(args.redis_url)) as url:
                 admin = redis.Redis.from_url(url)
@@ -372,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_version = admin.info("server")["redis_version"]
                 for n in processes:
                     if n == 1:
-                        rows += run_store("redis", url, pipes, seconds, args.window, args.clients, args.workers)
+                        rows += run_store("redis", url, pipes, seconds, args.window, args.clients, args.workers,
+                                          not args.default_gc)
                     else:
                         rows += run_processes(n, url, pipes, seconds, args.window, args.clients)
                     admin.flushdb()
@@ -434,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "config": {"seconds_per_row": seconds, "clients": args.clients, "window": args.window, "seed": args.seed,
                    "server_processes": processes, "workers": args.workers or 16,
+                   "gc": "CPython defaults" if args.default_gc else "settle_heap (as serve)",
                    "grid": "examples/grids/nscale.yaml", "jobs": f"synthetic.job_stream(grid, {JOBS}, seed)"},
         "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
         "ratios": by_store,

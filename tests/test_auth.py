@@ -7,6 +7,7 @@ the platform admin, plan is a planner, spammer has a tiny rate.
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import sys
@@ -319,6 +320,51 @@ def test_mutating_calls_are_audited_allowed_or_refused(served: Served) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert job_id in out and "PERMISSION_DENIED" in out
+
+
+def _all_audit_after(ops: Client, after: int) -> list[object]:
+    out: list[object] = []
+    while True:
+        page = ops.audit_records(after_sequence=after, page_size=1000)
+        out += list(page.records)
+        if len(page.records) < 1000:
+            return out
+        after = page.last_sequence
+
+
+def test_each_call_on_a_method_is_judged_by_its_own_credentials_and_audited_in_order(served: Served) -> None:
+    # The interceptors build their wrapped handler once per method (service/handler_cache.py):
+    # callers with different credentials, interleaved on the same methods, must each be judged
+    # by their own, and every mutating call audited, in the order the calls were made.
+    with served.client("ops") as ops:
+        start = ops.audit_records(page_size=1).last_sequence
+        while True:  # the newest sequence so far (pages of 1000 from there)
+            page = ops.audit_records(after_sequence=start, page_size=1000)
+            if not page.records:
+                break
+            start = page.last_sequence
+    expected: list[tuple[str, str, str, str]] = []
+    with served.client("alice") as alice, served.client("bob") as bob, served.client() as nobody:
+        for i in range(3):
+            job_id = alice.submit(job(name=f"interleaved-{i}"), request_id=f"interleaved-{i}").job.id
+            expected.append(("alice", "SubmitJob", job_id, "OK"))
+            assert code_of(lambda: nobody.submit(job(name="no-token"))) is grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(functools.partial(bob.cancel, job_id)) is grpc.StatusCode.NOT_FOUND  # not its tenant
+            expected.append(("bob", "CancelJob", job_id, "NOT_FOUND"))
+            assert code_of(lambda: alice.drain("sines-gb300-a")) is grpc.StatusCode.PERMISSION_DENIED
+            expected.append(("alice", "DrainPool", "sines-gb300-a", "PERMISSION_DENIED"))
+            assert alice.cancel(job_id).state == ppb.JOB_STATE_CANCELLED
+            expected.append(("alice", "CancelJob", job_id, "OK"))
+    deadline = time.monotonic() + 30  # records reach the store from a writer thread, in batches
+    with served.client("ops") as ops:
+        while True:
+            records = _all_audit_after(ops, start)
+            seen = [(r.principal, r.method.rsplit("/", 1)[-1], r.object, r.outcome)  # type: ignore[attr-defined]
+                    for r in records]
+            if len(seen) >= len(expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert seen == expected
 
 
 # --- the table -----------------------------------------------------------------------------------

@@ -94,38 +94,44 @@ def spec_dict(message: pb.JobSpec) -> dict[str, Any]:
     return data
 
 
-def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
-    message = pb.JobSpec(
-        name=spec.name,
-        tenant=spec.tenant,
-        kind=KIND_TO_PB[spec.kind],
-        gpus=pb.GpuRequest(
-            count=spec.gpus.count, types=spec.gpus.types, min_memory_gib=spec.gpus.min_memory_gib
-        ),
-        gang=spec.gang,
-        priority=spec.priority,
-        preemptible=spec.preemptible,
-        residency=pb.ResidencyRule(allowed=spec.residency.allowed, denied=spec.residency.denied),
-        placement_preference=spec.placement_preference,
-    )
+def spec_to_pb(spec: JobSpec, out: pb.JobSpec | None = None) -> pb.JobSpec:
+    """The spec as a message; into ``out`` (a field of a message being built) when given. Nested
+    fields are set where they live: building each sub-message and passing it to the parent's
+    constructor copies it once more."""
+    message = pb.JobSpec() if out is None else out
+    message.name = spec.name
+    message.tenant = spec.tenant
+    message.kind = KIND_TO_PB[spec.kind]
+    gpus = message.gpus
+    gpus.count = spec.gpus.count
+    gpus.types.extend(spec.gpus.types)
+    gpus.min_memory_gib = spec.gpus.min_memory_gib
+    gpus.SetInParent()
+    message.gang = spec.gang  # optional in the proto: present, as the constructor made it
+    message.priority = spec.priority
+    message.preemptible = spec.preemptible
+    message.residency.allowed.extend(spec.residency.allowed)
+    message.residency.denied.extend(spec.residency.denied)
+    message.residency.SetInParent()
+    message.placement_preference.extend(spec.placement_preference)
     if spec.max_run_hours is not None:
         message.max_run_hours = spec.max_run_hours
     if spec.topology.mode is not TopologyMode.NONE:
-        message.topology.CopyFrom(
-            pb.GpuTopology(mode=TOPOLOGY_TO_PB[spec.topology.mode], slice_gpus=spec.topology.slice_gpus)
-        )
+        message.topology.mode = TOPOLOGY_TO_PB[spec.topology.mode]
+        message.topology.slice_gpus = spec.topology.slice_gpus
+        message.topology.SetInParent()
     if spec.training is not None:
-        message.training.CopyFrom(
-            pb.TrainingSpec(duration_hours=spec.training.duration_hours, datasets=spec.training.datasets)
-        )
+        message.training.duration_hours = spec.training.duration_hours
+        message.training.datasets.extend(spec.training.datasets)
+        message.training.SetInParent()  # present even when its fields are all zero
     if spec.inference is not None:
-        message.inference.CopyFrom(
-            pb.InferenceSpec(
-                replicas=spec.inference.replicas,
-                demand=[pb.Demand(endpoint=d.endpoint, weight=d.weight) for d in spec.inference.demand],
-                latency_slo_ms=spec.inference.latency_slo_ms,
-            )
-        )
+        inference = message.inference
+        inference.replicas = spec.inference.replicas
+        add_demand = inference.demand.add
+        for d in spec.inference.demand:
+            add_demand(endpoint=d.endpoint, weight=d.weight)
+        inference.latency_slo_ms = spec.inference.latency_slo_ms
+        inference.SetInParent()
     return message
 
 
@@ -174,31 +180,44 @@ def timestamp(seconds: float) -> Timestamp:
 
 def job_to_pb(
     record: JobRecord, reasons: list[Reason] | None = None, spec: pb.JobSpec | None = None,
-    estimated_start: float | None = None,
+    estimated_start: float | None = None, out: pb.Job | None = None,
 ) -> pb.Job:
-    """``spec``: the request's own message, when it is known to be this record's spec."""
-    job = pb.Job(
-        id=record.id,
-        request_id=record.request_id,
-        spec=spec if spec is not None else spec_to_pb(record.spec),
-        state=STATE_TO_PB[record.state],
-        reasons=[reason_to_pb(r) for r in reasons or []],
-        create_time=timestamp(record.created_at),
-        update_time=timestamp(record.updated_at),
-        owner=record.owner,
-        policy_version=record.policy_version,
-        attempts=record.attempts,
-        end_reason=record.end_reason,
-    )
+    """``spec``: the request's own message, when it is known to be this record's spec. ``out``: a
+    field of the response being built (``response.job``), filled in place rather than built
+    apart and copied into it; timestamps likewise are set where they live."""
+    job = pb.Job() if out is None else out
+    job.id = record.id
+    job.request_id = record.request_id
+    if spec is not None:
+        job.spec.CopyFrom(spec)
+    else:
+        spec_to_pb(record.spec, job.spec)
+    job.state = STATE_TO_PB[record.state]
+    if reasons:
+        add_reason = job.reasons.add
+        for r in reasons:
+            add_reason(
+                code=REASON_TO_PB[r.code], site_id=r.site_id, pool_id=r.pool_id, endpoint_id=r.endpoint_id,
+                message=r.message, required=r.required, available=r.available, unit=r.unit, used=r.used,
+                nominal=r.nominal, borrowable=r.borrowable,
+            )
+    job.create_time.FromNanoseconds(int(record.created_at * 1e9))
+    job.update_time.FromNanoseconds(int(record.updated_at * 1e9))
+    job.owner = record.owner
+    job.policy_version = record.policy_version
+    job.attempts = record.attempts
+    job.end_reason = record.end_reason
     if record.state is JobState.RUNNING and record.started_at is not None:
-        job.start_time.CopyFrom(timestamp(record.started_at))
-        job.expected_end_time.CopyFrom(timestamp(expected_end(record.started_at, record.spec)))
+        job.start_time.FromNanoseconds(int(record.started_at * 1e9))
+        job.expected_end_time.FromNanoseconds(int(expected_end(record.started_at, record.spec) * 1e9))
     if estimated_start is not None:
-        job.estimated_start_time.CopyFrom(timestamp(estimated_start))
+        job.estimated_start_time.FromNanoseconds(int(estimated_start * 1e9))
     if record.placement is not None:
         placement_to_pb(record.placement, job.placement)
     if record.waiting is not None:
-        job.waiting.CopyFrom(wait_to_pb(record.waiting))
+        job.waiting.site_counts.update(record.waiting.site_counts)
+        job.waiting.summary.extend(record.waiting.summary)
+        job.waiting.SetInParent()
     return job
 
 

@@ -29,6 +29,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from grid_scheduler.service import errors
+from grid_scheduler.service.handler_cache import HandlerCache
 
 __all__ = [
     "ID_FIELDS",
@@ -78,15 +79,24 @@ def _safe(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+# Per request type, which of ID_FIELDS it has as string fields: looked up once per type, not per call.
+_ID_FIELDS_OF: dict[type[Message], tuple[str, ...]] = {}
+
+
+def _id_fields(message_type: type[Message]) -> tuple[str, ...]:
+    names = _ID_FIELDS_OF.get(message_type)
+    if names is None:
+        fields = message_type.DESCRIPTOR.fields_by_name
+        names = _ID_FIELDS_OF[message_type] = tuple(
+            name for name in ID_FIELDS if name in fields and fields[name].type == FieldDescriptor.TYPE_STRING)
+    return names
+
+
 def _id_violations(request: Any) -> list[tuple[str, str]]:
     if not isinstance(request, Message):
         return []
-    fields = request.DESCRIPTOR.fields_by_name
     problems = []
-    for name in ID_FIELDS:
-        field = fields.get(name)
-        if field is None or field.type != FieldDescriptor.TYPE_STRING:
-            continue
+    for name in _id_fields(type(request)):
         value = getattr(request, name)
         if not isinstance(value, str):  # a repeated field
             continue
@@ -107,45 +117,52 @@ def _copy_flags(inner: Any, outer: Any) -> Any:
 class MalformedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Unparseable requests and overlong ids are INVALID_ARGUMENT, for every method of every service."""
 
+    def __init__(self) -> None:
+        self._handlers = HandlerCache()
+
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = details.method
-        deserializer = _safe(handler.request_deserializer)
-        serializer = handler.response_serializer
+        method: str = details.method
+        return self._handlers.wrapped(method, handler, lambda inner: _guarded(method, inner))
 
-        def refuse(request: Any, context: grpc.ServicerContext) -> None:
-            if isinstance(request, Malformed):
-                log.debug("malformed_request", method=method, size=request.size, error=request.error[:200])
-                context.abort_with_status(malformed_status(method, request))
-            problems = _id_violations(request)
-            if problems:
-                context.abort_with_status(errors.invalid_argument(problems))
 
-        def requests(iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            for request in iterator:
-                refuse(request, context)
-                yield request
+def _guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    deserializer = _safe(handler.request_deserializer)
+    serializer = handler.response_serializer
 
-        if not handler.request_streaming:
-            inner = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    def refuse(request: Any, context: grpc.ServicerContext) -> None:
+        if isinstance(request, Malformed):
+            log.debug("malformed_request", method=method, size=request.size, error=request.error[:200])
+            context.abort_with_status(malformed_status(method, request))
+        problems = _id_violations(request)
+        if problems:
+            context.abort_with_status(errors.invalid_argument(problems))
 
-            def unary(request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
-                refuse(request, context)
-                return inner(request, context, *rest)
+    def requests(iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        for request in iterator:
+            refuse(request, context)
+            yield request
 
-            make = (grpc.unary_stream_rpc_method_handler if handler.response_streaming
-                    else grpc.unary_unary_rpc_method_handler)
-            return make(_copy_flags(inner, unary), request_deserializer=deserializer, response_serializer=serializer)
+    if not handler.request_streaming:
+        inner = handler.unary_stream if handler.response_streaming else handler.unary_unary
 
-        inner = handler.stream_stream if handler.response_streaming else handler.stream_unary
+        def unary(request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
+            refuse(request, context)
+            return inner(request, context, *rest)
 
-        def streaming(iterator: Iterator[Any], context: grpc.ServicerContext, *rest: Any) -> Any:
-            return inner(requests(iterator, context), context, *rest)
+        make = (grpc.unary_stream_rpc_method_handler if handler.response_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        return make(_copy_flags(inner, unary), request_deserializer=deserializer, response_serializer=serializer)
 
-        make = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
-                else grpc.stream_unary_rpc_method_handler)
-        return make(_copy_flags(inner, streaming), request_deserializer=deserializer, response_serializer=serializer)
+    inner = handler.stream_stream if handler.response_streaming else handler.stream_unary
+
+    def streaming(iterator: Iterator[Any], context: grpc.ServicerContext, *rest: Any) -> Any:
+        return inner(requests(iterator, context), context, *rest)
+
+    make = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
+            else grpc.stream_unary_rpc_method_handler)
+    return make(_copy_flags(inner, streaming), request_deserializer=deserializer, response_serializer=serializer)

@@ -89,8 +89,9 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
             else:
                 reasons = self._reasons(outcome.record)
         # A new job's spec is the request's: echo that message rather than convert it back.
-        job = convert.job_to_pb(outcome.record, reasons, spec_pb if outcome.created else None)
-        return pb.SubmitJobResponse(job=job, created=outcome.created)
+        response = pb.SubmitJobResponse(created=outcome.created)
+        convert.job_to_pb(outcome.record, reasons, spec_pb if outcome.created else None, out=response.job)
+        return response
 
     @handled
     def ExplainPlacement(
@@ -122,7 +123,9 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         record = self._visible(request.id, current())
         reasons = self._reasons(record) if request.view == pb.JOB_VIEW_FULL else None
         start = self._estimates_now().start_of(record.id) if record.state is JobState.PENDING else None
-        return pb.GetJobResponse(job=convert.job_to_pb(record, reasons, estimated_start=start))
+        response = pb.GetJobResponse()
+        convert.job_to_pb(record, reasons, estimated_start=start, out=response.job)
+        return response
 
     def _estimates_now(self) -> Estimates:
         store = self.scheduler.store
@@ -174,17 +177,25 @@ class PlacementServicer(pb_grpc.PlacementServiceServicer):
         more = len(records) > size
         records = records[:size]
         token = encode_page_token(records[-1].id) if more and records else ""
-        return pb.ListJobsResponse(jobs=[convert.job_to_pb(r) for r in records], next_page_token=token)
+        response = pb.ListJobsResponse(next_page_token=token)
+        add_job = response.jobs.add
+        for r in records:
+            convert.job_to_pb(r, out=add_job())
+        return response
 
     @handled
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         _require_id(request.id)
-        return pb.CancelJobResponse(job=convert.job_to_pb(self.scheduler.cancel(self._manageable(request.id))))
+        response = pb.CancelJobResponse()
+        convert.job_to_pb(self.scheduler.cancel(self._manageable(request.id)), out=response.job)
+        return response
 
     @handled
     def CompleteJob(self, request: pb.CompleteJobRequest, context: grpc.ServicerContext) -> pb.CompleteJobResponse:
         _require_id(request.id)
-        return pb.CompleteJobResponse(job=convert.job_to_pb(self.scheduler.complete(self._manageable(request.id))))
+        response = pb.CompleteJobResponse()
+        convert.job_to_pb(self.scheduler.complete(self._manageable(request.id)), out=response.job)
+        return response
 
     @handled
     def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchJobsResponse]:

@@ -37,6 +37,7 @@ from grid_scheduler.service import errors
 from grid_scheduler.service.agent import SiteAgentServicer
 from grid_scheduler.service.audit import AuditServicer
 from grid_scheduler.service.auth import Auditor, AuthConfig, Authenticator, AuthInterceptor, RateLimiter
+from grid_scheduler.service.handler_cache import HandlerCache
 from grid_scheduler.service.health import ServiceHealth
 from grid_scheduler.service.malformed import MAX_RECEIVE_MESSAGE_BYTES, MalformedRequestInterceptor
 from grid_scheduler.service.placement import PlacementServicer
@@ -60,26 +61,33 @@ POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_na
 class LoggingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """One log line per call: method, status code, duration (debug level: it is the hot path)."""
 
+    def __init__(self) -> None:
+        self._handlers = HandlerCache()
+
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
-        method = details.method
+        method: str = details.method
+        return self._handlers.wrapped(method, handler, lambda inner: _logged(method, inner))
 
-        def logged(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
-            try:
-                return inner(request, context)
-            finally:
-                log.debug("rpc", method=method, code=str(context.code() or grpc.StatusCode.OK),
-                          duration_ms=round((time.perf_counter() - start) * 1000, 3))
 
-        return grpc.unary_unary_rpc_method_handler(
-            logged, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+def _logged(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+
+    def logged(request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            return inner(request, context)
+        finally:
+            log.debug("rpc", method=method, code=str(context.code() or grpc.StatusCode.OK),
+                      duration_ms=round((time.perf_counter() - start) * 1000, 3))
+
+    return grpc.unary_unary_rpc_method_handler(
+        logged, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
 
 
 class StreamLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -99,6 +107,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self.max_streams = max_streams
         self._lock = threading.Lock()
         self._open = 0
+        self._handlers = HandlerCache()
 
     @property
     def open_streams(self) -> int:
@@ -121,10 +130,13 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or not handler.response_streaming:
             return handler
-        inner = handler.unary_stream or handler.stream_stream
-        if getattr(inner, "experimental_non_blocking", False):
+        if getattr(handler.unary_stream or handler.stream_stream, "experimental_non_blocking", False):
             return handler
-        method = details.method
+        method: str = details.method
+        return self._handlers.wrapped(method, handler, lambda inner: self._limited(method, inner))
+
+    def _limited(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner = handler.unary_stream or handler.stream_stream
 
         def limited(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # A generator: this body runs on the pool thread that serves the stream, and the

@@ -18,6 +18,7 @@ from grid_scheduler.service.auth.identity import Authenticator, Unauthenticated
 from grid_scheduler.service.auth.principal import ANONYMOUS, Principal, bind, unbind
 from grid_scheduler.service.auth.ratelimit import RateLimiter
 from grid_scheduler.service.auth.table import RULES, Rule, is_open
+from grid_scheduler.service.handler_cache import HandlerCache
 
 log = structlog.get_logger("grid_scheduler.auth")
 
@@ -34,6 +35,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self.authenticator = authenticator
         self.limiter = limiter
         self.auditor = auditor
+        self._handlers = HandlerCache()
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
@@ -42,16 +44,20 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or is_open(method):
             return handler
+        # What is wrapped depends on the method only (the caller's metadata is read from the
+        # call's context when it runs), so it is built once per method (handler_cache.py).
+        return self._handlers.wrapped(method, handler, lambda inner: self._wrap(method, inner))
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = RULES.get(method)
-        metadata: Metadata = tuple(details.invocation_metadata or ())
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, rule, metadata, handler.unary_unary),
+                self._unary(method, rule, handler.unary_unary),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, rule, metadata, handler.unary_stream),
+                self._stream(method, rule, handler.unary_stream),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer,
             )
         # No method of ours streams its requests: one that appears is denied until the table knows it.
@@ -63,10 +69,10 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     response_serializer=handler.response_serializer)
 
     def _unary(
-        self, method: str, rule: Rule | None, metadata: Metadata, inner: Callable[[Any, grpc.ServicerContext], Any]
+        self, method: str, rule: Rule | None, inner: Callable[[Any, grpc.ServicerContext], Any]
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            principal = self._admit(method, rule, metadata, request, context)
+            principal = self._admit(method, rule, request, context)
             token = bind(principal)
             response = None
             failed = True
@@ -82,13 +88,12 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return call
 
     def _stream(
-        self, method: str, rule: Rule | None, metadata: Metadata,
-        inner: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        self, method: str, rule: Rule | None, inner: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # A generator: grpc runs its body on the stream's thread when it starts sending, so
             # the principal is bound there, around the handler's own generator.
-            principal = self._admit(method, rule, metadata, request, context)
+            principal = self._admit(method, rule, request, context)
             token = bind(principal)
             try:
                 yield from inner(request, context)
@@ -97,9 +102,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return call
 
-    def _admit(
-        self, method: str, rule: Rule | None, metadata: Metadata, request: Any, context: grpc.ServicerContext
-    ) -> Principal:
+    def _admit(self, method: str, rule: Rule | None, request: Any, context: grpc.ServicerContext) -> Principal:
         """The caller's principal, or the call is aborted (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED)."""
         if rule is None:
             log.warning("auth_method_not_in_table", method=method)
@@ -108,6 +111,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         principal = ANONYMOUS
         if self.authenticator is not None:
             try:
+                metadata: Metadata = tuple(context.invocation_metadata() or ())
                 principal = self.authenticator.authenticate(metadata, context.auth_context())
             except Unauthenticated as e:
                 log.info("auth_unauthenticated", method=method, peer=context.peer(), why=str(e))
