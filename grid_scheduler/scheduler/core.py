@@ -817,7 +817,12 @@ class Scheduler:
             changed = self.store.set_drained(pool_id, drained)
             self.log.info("pool_drain", pool_id=pool_id, drained=drained, changed=changed)
             if changed and not drained:
-                self.place_pending()
+                self.place_pending()  # reads the ledger it moved, as every pass does
+            elif changed:
+                # The view follows only the commits it made: left at the version before the drain,
+                # it would ignore every later commit of this process too, and its decisions would
+                # stay valid (the commit re-checks) but be made on capacity long gone or freed.
+                self.usage()
             return changed
 
     def place_pending(self) -> list[JobRecord]:
