@@ -175,7 +175,8 @@ class Scheduler:
         self.lock = threading.RLock()
         # One decision at a time in this process, while other calls wait on the store: deciding is
         # pure CPU, and concurrent deciders only hand the GIL back and forth (numpy gives it up and
-        # takes it back in every call) at a cost in CPU per call that grew with the clients.
+        # takes it back in every call) at a cost in CPU per call that grew with the clients. Taken
+        # before ``lock`` when both are (``_place_now``), never after.
         self._deciding = threading.Lock()
         # The ledger as of its last read, brought forward by this replica's own commits.
         self.ledger = LedgerView(self.limits)
@@ -185,7 +186,9 @@ class Scheduler:
         # Whether a queue pass is waiting for the lock and has not started (``_retry_queue``).
         self._pass_gate = threading.Lock()
         self._pass_queued = False
-        # Submissions decided under the lock so far (``_retry_queue`` tells whether one ran meanwhile).
+        # Submissions decided under the lock so far, started and done (``_nothing_waits`` tells from
+        # them whether one ran meanwhile or runs now, without trying the lock).
+        self._serial_started = 0
         self._serial_done = 0
         self._shapes: dict[str, str] = {}  # job id -> shape key, for the queue pass
         self._shadows: dict[str, Shadow] = {}  # job id -> what it holds while it waits
@@ -496,24 +499,27 @@ class Scheduler:
             if snap is None and not self._covers(versions.ledger):
                 snap = self.store.snapshot()  # read outside the lock; it may be newer than ``versions``
                 versions = Versions(snap.version, versions.policy)
-            with self.lock:  # what other threads change: the view, the policy, the holds
-                self._read(versions, snap)
-                latest = self.ledger.latest()
-                assert latest is not None
-                read = self.claims.read(latest[1], latest[0])
-                policy, policy_version, quota = self.policy, self.policy_version, self.quota
-                held = self.holds().overlay(read.claimed, spec)
-            start = time.perf_counter()
-            try:
-                with self._deciding:
+            # One decider at a time from its read of the claims to its own claim: each then decides with
+            # every earlier decider's claim taken, and none is refused by a claim registered while it
+            # decided (with 8 clients on Redis, a decision in six was made again for that).
+            with self._deciding:
+                with self.lock:  # what other threads change: the view, the policy, the holds
+                    self._read(versions, snap)
+                    latest = self.ledger.latest()
+                    assert latest is not None
+                    read = self.claims.read(latest[1], latest[0])
+                    policy, policy_version, quota = self.policy, self.policy_version, self.quota
+                    held = self.holds().overlay(read.claimed, spec)
+                start = time.perf_counter()
+                try:
                     decision = self.decider(self.index, held, spec, policy)
-            finally:
-                self.observer.decided(time.perf_counter() - start)
-            if decision.placement is None:
-                return None, _Tried(read.version, policy_version, read.usage, held, decision, unchecked)
-            create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
-                                            policy_version=policy_version)
-            claim = self.claims.register(read, spec.tenant, create.reserve)
+                finally:
+                    self.observer.decided(time.perf_counter() - start)
+                if decision.placement is None:
+                    return None, _Tried(read.version, policy_version, read.usage, held, decision, unchecked)
+                create = transitions.new_placed(job_id, spec, request_id, decision.placement, self.now(), owner,
+                                                policy_version=policy_version)
+                claim = self.claims.register(read, spec.tenant, create.reserve)
             if claim is None:  # another decider of this process claimed the same nodes meanwhile
                 claim_attempts += 1
                 if claim_attempts >= CLAIM_ATTEMPTS:
@@ -553,10 +559,11 @@ class Scheduler:
         ``usage``, the view at a version, first, when the caller read it and nothing moved since;
         ``tried``: the decision the caller made on it, kept if what it decided on is still the same;
         ``unchecked``: ``usage`` was not re-read, the first commit expects its version)."""
+        self._serial_started += 1  # under the lock, as is the count of those done
         try:
             return self._submit_serial_once(job_id, spec, request_id, owner, usage, tried, unchecked)
         finally:
-            self._serial_done += 1  # under the lock
+            self._serial_done += 1
 
     def _submit_serial_once(
         self, job_id: str, spec: JobSpec, request_id: str, owner: str, usage: tuple[int, Usage] | None,
@@ -789,7 +796,13 @@ class Scheduler:
         may be committing a job that waits, decided before this thread's release: then, or while one
         is being decided, the pass runs as before. In process the commit's count is taken under the
         store's lock while this call holds the scheduler lock (``_one_at_a_time``): none waiting
-        means a pass would only sync its index and place nothing (~40 µs of every cancel)."""
+        means a pass would only sync its index and place nothing (~40 µs of every cancel).
+
+        Told by the serial submissions' counts, not by trying the lock: under concurrent calls the
+        lock is mostly held for a moment by lock-free deciders reading the view, and a failed try ran
+        a full pass (two round trips under the lock, every other call waiting on it): with 8 clients
+        on Redis, a pass for one call in four and 13-17 ms of lock waits per call (benchmarks/README.md,
+        "Concurrent clients")."""
         if isinstance(self.store, MemoryStore) and waiting < 0:
             return False  # nothing counted: its pass reads what changed since the last, in process
         if waiting > 0:
@@ -798,17 +811,27 @@ class Scheduler:
             serial_done = self._serial_done
             if self.store.pending_jobs():
                 return False
+        if not self._no_serial_since(serial_done):
+            return False
+        holds = self._holds
+        if holds is None or holds.empty:
+            return True
+        # Held for jobs that no longer wait (a pass would drop them too): cleared under the lock, which
+        # a serial decision holds while it reads them.
         if not self.lock.acquire(blocking=False):
             return False
         try:
-            if self._serial_done != serial_done:
+            if not self._no_serial_since(serial_done):
                 return False
-            holds = self._holds
-            if holds is not None and not holds.empty:
-                self._holds = None  # held for jobs that no longer wait (a pass would drop them too)
+            self._holds = None
             return True
         finally:
             self.lock.release()
+
+    def _no_serial_since(self, serial_done: int) -> bool:
+        """No submission decided under the lock finished since ``serial_done`` was read, none is deciding now."""
+        done = self._serial_done
+        return done == serial_done and self._serial_started == done
 
     def set_drained(self, pool_id: str, drained: bool) -> bool:
         if pool_id not in self.index.pool_index:

@@ -79,6 +79,7 @@ from grid_scheduler.model import (
 from grid_scheduler.state.agents_redis import RedisAgents
 from grid_scheduler.state.lease import Lease, LeaseLost
 from grid_scheduler.state.redis_conn import SOCKET_TIMEOUT_S, ScriptLane, guarded, redact, redis_client
+from grid_scheduler.state.redis_group import GroupCommit, GroupStats
 from grid_scheduler.state.store import (
     CapacityConflict,
     Committed,
@@ -455,6 +456,24 @@ end
 
 _LUA_COMMIT = _LUA_SNAPSHOT_FN + _LUA_COMMIT_BODY
 
+# Several commits in one call (state/redis_group.py): the commit script's body as a function of its
+# own ARGV, run for each in the order given; each checks, refuses (writing nothing) or writes as if
+# sent alone after the ones before it. ARGV: prefix, n, then per commit its argument count c and the
+# c arguments the commit script takes after the prefix. Returns each commit's reply, in order.
+_LUA_GROUP = _LUA_SNAPSHOT_FN + "local function commit_one(ARGV)\n" + _LUA_COMMIT_BODY + r"""
+end
+local P = ARGV[1]
+local out, at = {}, 3
+for g = 1, tonumber(ARGV[2]) do
+  local c = tonumber(ARGV[at])
+  local one = {P}
+  for k = 1, c do one[k + 1] = ARGV[at + k] end
+  at = at + c + 1
+  out[g] = commit_one(one)
+end
+return out
+"""
+
 _LUA_SNAPSHOT = _LUA_SNAPSHOT_FN + r"""
 return snapshot(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
@@ -596,6 +615,10 @@ class RedisStore(RedisAgents):
         # The scripts' calls, on connections of the same pools (redis_conn.ScriptLane).
         self._lane, self._lane_raw = ScriptLane(self._r), ScriptLane(self._raw)
         self._commit = self._script(_LUA_COMMIT)
+        self._group = self._script(_LUA_GROUP)
+        # Commits of this process's threads at once share one call (state/redis_group.py); read raw,
+        # as a refusal's snapshot holds node bytes.
+        self._commits: GroupCommit[list[Arg | bytes], Any] = GroupCommit(self._commit_one, self._commit_many)
         self._archive = self._script(_LUA_ARCHIVE)
         self._grid = self._script(_LUA_GRID)
         self._snapshot = self._script(_LUA_SNAPSHOT)
@@ -648,6 +671,21 @@ class RedisStore(RedisAgents):
         except redis.exceptions.NoScriptError:
             script.sha = self._r.script_load(script.script)
             return execute("EVALSHA", script.sha, 1, self._route, *args)
+
+    def _commit_one(self, args: list[Arg | bytes]) -> Any:
+        return self._run(self._commit, args, self._raw)
+
+    def _commit_many(self, commits: Sequence[list[Arg | bytes]]) -> list[Any]:
+        flat: list[Arg | bytes] = [self.prefix, len(commits)]
+        for args in commits:
+            flat.append(len(args) - 1)
+            flat.extend(args[1:])  # each commit's own prefix is the group's
+        return list(self._run(self._group, flat, self._raw))
+
+    @property
+    def group_stats(self) -> GroupStats:
+        """Commit calls sent and the commits they carried (``state/redis_group.py``)."""
+        return self._commits.stats
 
     def fenced(self, lease: Lease, token: int) -> RedisStore:
         """A view of this store whose commits go through only while ``lease`` is held with ``token``.
@@ -782,18 +820,16 @@ class RedisStore(RedisAgents):
         snapshot: LedgerSnapshot | None = None
         for _, transition, _ in steps:
             args.extend((transition.record.model_dump_json(), self._res_json(transition.reserve)))
-        if expect_ledger is None:
-            reply = self._check(self._run(self._commit, args))
-        else:
-            # The snapshot a refusal brings holds raw node bytes: this reply is read undecoded.
-            held = self._node_cache
+        held = self._node_cache
+        if expect_ledger is not None:
             args.extend((*self._snapshot_args[1:], held.known))
-            raw = self._run(self._commit, args, self._raw)
-            if raw[0] == b"moved":
-                raise LedgerMoved(Versions(int(raw[1]), int(raw[2])), self._parse_snapshot(raw[3], held))
-            if raw[0] == b"ok" and raw[5]:
-                snapshot = self._parse_snapshot(raw[5], held)
-            reply = self._check(_decoded(raw[:5] if raw[0] == b"ok" else raw))
+        # The snapshot a refusal brings holds raw node bytes: the reply is read undecoded.
+        raw = self._commits(args)
+        if raw[0] == b"moved":
+            raise LedgerMoved(Versions(int(raw[1]), int(raw[2])), self._parse_snapshot(raw[3], held))
+        if raw[0] == b"ok" and raw[5]:
+            snapshot = self._parse_snapshot(raw[5], held)
+        reply = self._check(_decoded(raw[:5] if raw[0] == b"ok" else raw))
         if reply[0] == "dup":
             return Committed(JobRecord.model_validate_json(reply[1]), False, -1, -1)
         _, before, after, flat, waiting = reply[:5]
