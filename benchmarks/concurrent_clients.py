@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -56,6 +55,7 @@ import numpy as np
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write
 from store_throughput import _given, free_port, private_redis  # the same private redis-server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "concurrent_clients.json"
@@ -435,9 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {
-            "cores": os.cpu_count(),
-            "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
-            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+            **machine(load_at_start),
             "platform": platform.platform(), "python": platform.python_version(), "grpcio": grpc.__version__,
             "redis_server": redis_version,
         },
@@ -451,9 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out} ({report['seconds']} s)")
+    write(args.out, report, load_at_start)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -37,6 +36,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrent_clients import JOBS, client, run_row
+from report import machine, write
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server_cpu.json"
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -259,18 +259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "server_cpu",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cores": os.cpu_count(), "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
-                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-                    "platform": platform.platform(), "python": platform.python_version(), "grpcio": grpc.__version__},
+        "machine": {**machine(load_at_start), "platform": platform.platform(), "python": platform.python_version(),
+                    "grpcio": grpc.__version__},
         "config": {"seconds_per_row": seconds, "clients": args.clients, "window": args.window, "seed": args.seed,
                    "grid": "examples/grids/nscale.yaml", "store": "memory", "gc": "settle_heap (as serve)"},
         "not_instrumented": absent,
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out} ({report['seconds']} s)")
+    write(args.out, report, load_at_start)
     return 0
 
 
