@@ -45,7 +45,8 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,32 @@ def client(commands: Connection, specs: list[bytes]) -> None:
             for job_id in live:  # leave the ledger as the row found it
                 _cancel(c, job_id)
         commands.send((ns, began, last - first, cpu_s))
+
+
+@contextmanager
+def client_processes(count: int, seed: int) -> Iterator[list[Connection]]:
+    """``count`` client processes (spawned, each given the whole job stream of the example grid),
+    one command pipe each; told to stop and joined on exit."""
+    from grid_scheduler.config import DEFAULT_GRID, load_grid
+    from grid_scheduler.service.convert import spec_to_pb
+    from grid_scheduler.synthetic import job_stream
+
+    specs = [spec_to_pb(s).SerializeToString() for s in job_stream(load_grid(DEFAULT_GRID), JOBS, seed=seed)]
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    try:
+        for _ in range(count):
+            mine, theirs = ctx.Pipe()
+            p = ctx.Process(target=client, args=(theirs, specs), daemon=True)
+            p.start()
+            pipes.append(mine)
+            procs.append(p)
+        yield pipes
+    finally:
+        for pipe in pipes:
+            pipe.send(None)
+        for p in procs:
+            p.join(5)
 
 
 def _cancel(c: Any, job_id: str) -> None:
@@ -352,24 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not processes or processes[0] < 1:
         parser.error("--server-processes: each N must be >= 1")
 
-    from grid_scheduler.config import DEFAULT_GRID, load_grid
-    from grid_scheduler.service.convert import spec_to_pb
-    from grid_scheduler.synthetic import job_stream
-
     started, load_at_start = time.perf_counter(), os.getloadavg()
-    grid = load_grid(DEFAULT_GRID)
-    specs = [spec_to_pb(s).SerializeToString() for s in job_stream(grid, JOBS, seed=args.seed)]
-    ctx = mp.get_context("spawn")
-    pipes, procs = [], []
-    for _ in range(args.clients):
-        mine, theirs = ctx.Pipe()
-        p = ctx.Process(target=client, args=(theirs, specs), daemon=True)
-        p.start()
-        pipes.append(mine)
-        procs.append(p)
     rows: list[dict[str, Any]] = []
     redis_version = ""
-    try:
+    with client_processes(args.clients, args.seed) as pipes:
         if "memory" in stores and 1 in processes:
             rows += run_store("memory", "", pipes, seconds, args.window, args.clients, args.workers,
                               not args.default_gc)
@@ -385,11 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         rows += run_processes(n, url, pipes, seconds, args.window, args.clients)
                     admin.flushdb()
-    finally:
-        for pipe in pipes:
-            pipe.send(None)
-        for p in procs:
-            p.join(5)
     measured = [(store, n) for n in processes for store in stores
                 if any(r["store"] == store and r["server_processes"] == n for r in rows)]
     by_store = {s: ratios(rows, s, args.clients) for s, n in measured if n == 1}

@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrent_clients import JOBS, client, run_row
+from concurrent_clients import client_processes, run_row
 from report import machine, write
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server_cpu.json"
@@ -168,46 +168,24 @@ def breakdown(acc: dict[str, float], submissions: int) -> dict[str, float]:
     return {**us, **derived}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
-    parser.add_argument("--quick", action="store_true", help="1.5 s per row")
-    parser.add_argument("--clients", type=int, default=8, help="client processes of the concurrent row")
-    parser.add_argument("--window", type=int, default=32, help="live jobs kept (over all clients)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    seconds = 1.5 if args.quick else args.seconds
-
-    from grid_scheduler.config import DEFAULT_GRID, load_grid
-    from grid_scheduler.service.convert import spec_to_pb
-    from grid_scheduler.synthetic import job_stream
-
-    started, load_at_start = time.perf_counter(), os.getloadavg()
-    grid = load_grid(DEFAULT_GRID)
-    specs = [spec_to_pb(s).SerializeToString() for s in job_stream(grid, JOBS, seed=args.seed)]
+def run_rows(pipes: list[Connection], window: int, many: int, seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """The server in its own process, measured under 1 and then ``many`` clients: a row per run, and
+    the steps this grpcio or tree could not instrument."""
+    rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")
-    pipes, procs = [], []
-    for _ in range(args.clients):
-        mine, theirs = ctx.Pipe()
-        p = ctx.Process(target=client, args=(theirs, specs), daemon=True)
-        p.start()
-        pipes.append(mine)
-        procs.append(p)
     control, theirs = ctx.Pipe()
     server = ctx.Process(target=serve, args=(theirs,))
     server.start()
-    rows: list[dict[str, Any]] = []
     try:
         port, absent = control.recv()
         address = f"127.0.0.1:{port}"
         assert server.pid is not None
-        run_row(pipes, address, "submit", 1, 1.0, args.window, "warm", server.pid)  # both sides warm
-        for clients in (1, args.clients):
+        run_row(pipes, address, "submit", 1, 1.0, window, "warm", server.pid)  # both sides warm
+        for clients in (1, many):
             control.send("take")
             control.recv()
             before = threads_cpu_s(server.pid)
-            row = run_row(pipes, address, "submit", clients, seconds, args.window, f"row-{clients}", server.pid)
+            row = run_row(pipes, address, "submit", clients, seconds, window, f"row-{clients}", server.pid)
             after = threads_cpu_s(server.pid)
             control.send("take")
             acc, names = control.recv()
@@ -230,10 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.join(10)
         if server.is_alive():
             server.terminate()
-        for pipe in pipes:
-            pipe.send(None)
-        for p in procs:
-            p.join(5)
+    return rows, absent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
+    parser.add_argument("--quick", action="store_true", help="1.5 s per row")
+    parser.add_argument("--clients", type=int, default=8, help="client processes of the concurrent row")
+    parser.add_argument("--window", type=int, default=32, help="live jobs kept (over all clients)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    seconds = 1.5 if args.quick else args.seconds
+
+    started, load_at_start = time.perf_counter(), os.getloadavg()
+    with client_processes(args.clients, args.seed) as pipes:
+        rows, absent = run_rows(pipes, args.window, args.clients, seconds)
 
     print(f"\n{seconds:g} s per row, {os.cpu_count()} cores, load average {load_at_start[0]:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end; µs of server CPU per submission (its CancelJob included)\n")
