@@ -256,34 +256,23 @@ def test_two_processes_share_the_address_the_ledger_and_the_events(
 
 @pytest.mark.redis
 def test_a_replica_that_dies_stops_the_others_and_serve_exits_non_zero(
-    redis_factory: type[RedisServer], tmp_path: Path,
+    two_processes: tuple[ServeProcess, int, str],
 ) -> None:
-    redis = redis_factory()
-    metrics_port = next(p for p in iter(free_port, 0) if _free(p + 1))
-    address = f"127.0.0.1:{free_port()}"
-    process = ServeProcess(serve_command(redis.url(), address, metrics_port), address, tmp_path / "serve.log")
-    try:
-        wait_both_serving(process, metrics_port)
-        pids = started_pids(process)
-        os.kill(pids[0], signal.SIGKILL)
-        process.process.wait(timeout=60)
-        assert process.process.returncode == 1
-        assert '"replica_exited"' in full_log(process)
-        assert not alive(pids[1]), "the surviving replica was left running"
-    finally:
-        process.terminate()
+    process = two_processes[0]
+    pids = started_pids(process)
+    os.kill(pids[0], signal.SIGKILL)
+    process.process.wait(timeout=60)
+    assert process.process.returncode == 1
+    assert '"replica_exited"' in full_log(process)
+    assert not alive(pids[1]), "the surviving replica was left running"
 
 
 @pytest.mark.redis
 def test_replicas_stop_by_themselves_when_the_parent_is_killed(
-    redis_factory: type[RedisServer], tmp_path: Path,
+    two_processes: tuple[ServeProcess, int, str],
 ) -> None:
-    redis = redis_factory()
-    metrics_port = next(p for p in iter(free_port, 0) if _free(p + 1))
-    address = f"127.0.0.1:{free_port()}"
-    process = ServeProcess(serve_command(redis.url(), address, metrics_port), address, tmp_path / "serve.log")
+    process = two_processes[0]
     try:
-        wait_both_serving(process, metrics_port)
         pids = started_pids(process)
         process.process.kill()  # SIGKILL: the parent can stop nobody
         process.process.wait()
