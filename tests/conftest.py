@@ -10,6 +10,7 @@ import pytest
 
 from grid_scheduler.client import Client
 from grid_scheduler.config import load_grid
+from grid_scheduler.engine import GridIndex
 from grid_scheduler.model import Grid
 from grid_scheduler.scheduler import Scheduler
 from grid_scheduler.service.server import RunningServer, start_server
@@ -24,6 +25,25 @@ JOBS = ROOT / "examples" / "jobs"
 @pytest.fixture(scope="session")
 def small_grid() -> Grid:
     return load_grid(GRIDS / "small.yaml")
+
+
+@pytest.fixture(scope="module")
+def racks_grid(small_grid: Grid) -> Grid:
+    """The small grid with whole racks: sines-gb300 2, glomfjord-gb300 3, none drained; power to
+    spare, so that racks and GPUs are what binds (power holds are tested in tests/test_priority_paths.py)."""
+    data = small_grid.model_dump(mode="json")
+    for site in data["sites"]:
+        site["power_envelope_mw"] *= 10
+        for pool in site["pools"]:
+            if pool["id"] in ("sines-gb300", "glomfjord-gb300"):
+                pool["nodes"] = 36 if pool["id"] == "sines-gb300" else 54
+                pool["drained_nodes"] = 0
+    return Grid.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def racks_index(racks_grid: Grid) -> GridIndex:
+    return GridIndex.build(racks_grid)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ import os
 from itertools import product
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,28 +24,12 @@ from grid_scheduler.engine.index import GridIndex, Usage
 from grid_scheduler.engine.online import replica_gpus
 from grid_scheduler.engine.priority import job_value
 from grid_scheduler.engine.topology import assign_job_nodes
-from grid_scheduler.model import Grid, JobSpec, Placement, Policy, TopologyMode
-from tests.test_rack_holds import usage_of
+from grid_scheduler.model import JobSpec, Placement, Policy, TopologyMode
+from tests.test_rack_holds import GB300, RACK, usage_of
 
 EXAMPLES = int(os.environ.get("BATCH_RACK_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 POLICY = Policy()
-RACK = 72  # GB300 NVL72: 18 nodes x 4 GPUs
-GB300 = ("sines-gb300", "glomfjord-gb300")
-
-
-@pytest.fixture(scope="module")
-def racks_index(small_grid: Grid) -> GridIndex:
-    """The small grid with whole racks (sines-gb300 2, glomfjord-gb300 3, none drained) and power
-    to spare, so that racks and GPUs are what binds."""
-    data = small_grid.model_dump(mode="json")
-    for site in data["sites"]:
-        site["power_envelope_mw"] *= 10
-        for pool in site["pools"]:
-            if pool["id"] in GB300:
-                pool["nodes"] = 36 if pool["id"] == "sines-gb300" else 54
-                pool["drained_nodes"] = 0
-    return GridIndex.build(Grid.model_validate(data))
 
 
 def gb300(name: str, gpus: int, priority: int, topology: dict[str, object], allowed: list[str],

@@ -32,25 +32,6 @@ RACK = 72  # GB300 NVL72: 18 nodes x 4 GPUs
 GB300 = ("sines-gb300", "glomfjord-gb300")
 
 
-@pytest.fixture(scope="module")
-def racks_grid(small_grid: Grid) -> Grid:
-    """The small grid with whole racks: sines-gb300 2, glomfjord-gb300 3, none drained; power to
-    spare (power holds are tested in tests/test_priority_paths.py)."""
-    data = small_grid.model_dump(mode="json")
-    for site in data["sites"]:
-        site["power_envelope_mw"] *= 10
-        for pool in site["pools"]:
-            if pool["id"] in GB300:
-                pool["nodes"] = 36 if pool["id"] == "sines-gb300" else 54
-                pool["drained_nodes"] = 0
-    return Grid.model_validate(data)
-
-
-@pytest.fixture(scope="module")
-def racks_index(racks_grid: Grid) -> GridIndex:
-    return GridIndex.build(racks_grid)
-
-
 def gb300(name: str, gpus: int, priority: int, topology: dict[str, object] | None = None,
           allowed: list[str] | None = None, preemptible: bool = False) -> JobSpec:
     return JobSpec.model_validate({
